@@ -1,0 +1,1 @@
+"""Analysis programs: find, disrupt and quantize around massive values."""

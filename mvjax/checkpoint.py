@@ -1,0 +1,71 @@
+"""Model directories: an orbax checkpoint of the parameters beside the config (and tokenizer).
+
+Layout of a model directory (what ``mvjax convert`` writes and ``load_model`` reads)::
+
+    DIR/config.json        ModelConfig
+    DIR/params/            orbax StandardCheckpointer tree of the nnx.Param state
+    DIR/tokenizer.json     (or byte_tokenizer.json) the tokenizer, when known
+
+Training checkpoints (optimizer state, data position, PRNG) live in train/ and are made loadable
+here by pointing ``load_model`` at a training run directory's exported model.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from mvjax.config import ModelConfig
+from mvjax.model import Transformer, init_model
+from mvjax.tokenizers import Tokenizer
+
+CONFIG_FILE = "config.json"
+PARAMS_DIR = "params"
+
+
+def save_model(directory: str | Path, model: Transformer, tokenizer: Tokenizer | None = None) -> Path:
+    """Write config, parameters and tokenizer; a half-written directory is never left behind
+    (written under a temporary name, then renamed)."""
+    directory = Path(directory).absolute()
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        model.cfg.save(tmp / CONFIG_FILE)
+        state = nnx.state(model, nnx.Param)
+        with ocp.StandardCheckpointer() as ckpt:
+            ckpt.save(tmp / PARAMS_DIR, state)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        shutil.rmtree(directory, ignore_errors=True)
+        tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def is_model_dir(directory: str | Path) -> bool:
+    d = Path(directory)
+    return (d / CONFIG_FILE).is_file() and (d / PARAMS_DIR).is_dir()
+
+
+def load_model(directory: str | Path) -> Transformer:
+    """Rebuild the model from a directory written by ``save_model``."""
+    directory = Path(directory).absolute()
+    if not is_model_dir(directory):
+        raise FileNotFoundError(f"{directory} is not an mvjax model directory (needs {CONFIG_FILE} "
+                                f"and {PARAMS_DIR}/): convert or train a model into it first")
+    cfg = ModelConfig.load(directory / CONFIG_FILE)
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: init_model(cfg)))  # no init compute
+    try:
+        with ocp.StandardCheckpointer() as ckpt:
+            state = ckpt.restore(directory / PARAMS_DIR, abstract)
+    except Exception as e:  # orbax raises many types for truncated / mismatched trees
+        raise ValueError(f"cannot restore parameters from {directory / PARAMS_DIR} "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]}): the checkpoint is "
+                         "corrupt or was written for another config") from e
+    return nnx.merge(graphdef, state)

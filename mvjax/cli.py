@@ -1,0 +1,37 @@
+"""The one door: ``mvjax <command>``. Each command lives in its own module exposing
+``register(subparsers)``; heavy imports (jax, transformers) happen inside the handlers so
+``mvjax --help`` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that contribute subcommands, in help order.
+COMMAND_MODULES = (
+    "mvjax.commands.basic",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mvjax", description="Massive values in attention: train, convert and analyze "
+        "RoPE / ALiBi / NoPE transformers in JAX.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+        print(f"mvjax {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the mvjax CLI that belong to no larger program."""

@@ -1,0 +1,231 @@
+"""Model configuration: frozen dataclasses that validate themselves and round-trip through YAML/JSON.
+
+Why frozen dataclasses: a config is the identity of an experiment. It must be hashable (jit static
+arguments), comparable (refuse to resume a checkpoint with a different model) and serializable
+(recorded beside every result). Validation raises one-line ``ValueError``s naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMES = ("rope", "alibi", "nope")
+LAYOUTS = ("half", "interleaved")
+SCALING_TYPES = ("linear", "llama3")
+DTYPES = ("float32", "bfloat16")
+
+
+def _fail(field: str, value: Any, fix: str) -> None:
+    raise ValueError(f"{field}={value!r} is invalid: {fix}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """RoPE frequency scaling as in HF ``rope_scaling`` (``linear`` or Llama 3.x ``llama3``)."""
+
+    type: str = "llama3"
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+    def __post_init__(self) -> None:
+        if self.type not in SCALING_TYPES:
+            _fail("rope_scaling.type", self.type, f"use one of {SCALING_TYPES}")
+        if not self.factor > 0:
+            _fail("rope_scaling.factor", self.factor, "use a positive factor")
+        if self.type == "llama3":
+            if not 0 < self.low_freq_factor < self.high_freq_factor:
+                _fail("rope_scaling.low_freq_factor", self.low_freq_factor,
+                      "need 0 < low_freq_factor < high_freq_factor")
+            if self.original_max_position_embeddings <= 0:
+                _fail("rope_scaling.original_max_position_embeddings",
+                      self.original_max_position_embeddings, "use a positive context length")
+
+
+@dataclasses.dataclass(frozen=True)
+class PositionalConfig:
+    """How one attention layer encodes position.
+
+    scheme: ``rope`` | ``alibi`` | ``nope``. The RoPE fields are ignored by the other schemes.
+    layout: RoPE pair layout — ``half`` (HF/NeoX: dim i pairs with i + R/2) or ``interleaved``
+      (Meta/GGUF/GPT-J: 2i pairs with 2i+1), where R is the number of rotated dims.
+    rotary_fraction: share of each head's dims that rotate (the first R = fraction·D, rounded down
+      to even); the rest pass through unchanged (partial rotary, as in GPT-NeoX).
+    """
+
+    scheme: str = "rope"
+    theta: float = 10000.0
+    layout: str = "half"
+    rotary_fraction: float = 1.0
+    scaling: RopeScaling | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scaling, dict):
+            object.__setattr__(self, "scaling", _from_dict(RopeScaling, self.scaling, "rope_scaling"))
+        if self.scheme not in SCHEMES:
+            _fail("positional.scheme", self.scheme, f"use one of {SCHEMES}")
+        if self.layout not in LAYOUTS:
+            _fail("positional.layout", self.layout, f"use one of {LAYOUTS}")
+        if not self.theta > 0:
+            _fail("positional.theta", self.theta, "RoPE base must be positive, e.g. 10000.0")
+        if not 0 < self.rotary_fraction <= 1:
+            _fail("positional.rotary_fraction", self.rotary_fraction, "must lie in (0, 1]")
+
+    def rotary_dims(self, head_dim: int) -> int:
+        """Number of dims that rotate (even); 0 for non-RoPE schemes."""
+        if self.scheme != "rope":
+            return 0
+        return int(head_dim * self.rotary_fraction) // 2 * 2
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A LLaMA-style decoder. ``positional`` is one ``PositionalConfig`` for all layers, or a tuple
+    with one entry per layer (mixed models, e.g. NoPE every 4th layer)."""
+
+    vocab_size: int = 256
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int | None = None  # None: = num_heads (MHA); 1: MQA; else GQA
+    head_dim: int | None = None  # None: hidden_size // num_heads
+    mlp_hidden: int = 688
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    dtype: str = "float32"  # compute dtype; parameters are always float32
+    max_seq_len: int = 2048
+    init_std: float = 0.02
+    bos_id: int | None = None
+    eos_id: int | None = None
+    positional: PositionalConfig | tuple[PositionalConfig, ...] = PositionalConfig()
+
+    def __post_init__(self) -> None:
+        pos = self.positional
+        if isinstance(pos, dict):
+            pos = _from_dict(PositionalConfig, pos, "positional")
+        elif isinstance(pos, (list, tuple)):
+            pos = tuple(_from_dict(PositionalConfig, p, "positional") if isinstance(p, dict) else p
+                        for p in pos)
+        object.__setattr__(self, "positional", pos)
+        if self.num_kv_heads is None:
+            object.__setattr__(self, "num_kv_heads", self.num_heads)
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
+                     "mlp_hidden", "max_seq_len"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                _fail(name, getattr(self, name), "must be a positive integer")
+        if self.head_dim is None:
+            if self.hidden_size % self.num_heads:
+                _fail("num_heads", self.num_heads,
+                      f"must divide hidden_size={self.hidden_size} (or set head_dim explicitly)")
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
+        if self.head_dim <= 0:
+            _fail("head_dim", self.head_dim, "must be a positive integer")
+        if self.num_heads % self.num_kv_heads:
+            _fail("num_kv_heads", self.num_kv_heads, f"must divide num_heads={self.num_heads}")
+        if self.dtype not in DTYPES:
+            _fail("dtype", self.dtype, f"use one of {DTYPES}")
+        if not self.norm_eps > 0:
+            _fail("norm_eps", self.norm_eps, "must be positive, e.g. 1e-5")
+        if isinstance(pos, tuple):
+            if len(pos) != self.num_layers:
+                _fail("positional", f"<{len(pos)} entries>",
+                      f"give one entry per layer (num_layers={self.num_layers}) or a single mapping")
+            layer_pos = pos
+        else:
+            layer_pos = (pos,)
+        for p in layer_pos:
+            if p.scheme == "rope" and p.rotary_dims(self.head_dim) == 0:
+                _fail("positional.rotary_fraction", p.rotary_fraction,
+                      f"rotates no dims at head_dim={self.head_dim}; raise it")
+        for name in ("bos_id", "eos_id"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v < self.vocab_size:
+                _fail(name, v, f"must lie in [0, vocab_size={self.vocab_size})")
+
+    # ----------------------------------------------------------------- derived
+    def layer_positional(self, layer: int) -> PositionalConfig:
+        pos = self.positional
+        return pos[layer] if isinstance(pos, tuple) else pos
+
+    @property
+    def q_per_kv(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+    def num_params(self) -> int:
+        """Parameter count (embeddings included)."""
+        d, h, kv, hd = self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim
+        attn = d * hd * (h + 2 * kv) + h * hd * d
+        mlp = 3 * d * self.mlp_hidden
+        block = attn + mlp + 2 * d
+        head = 0 if self.tie_embeddings else self.vocab_size * d
+        return self.vocab_size * d + self.num_layers * block + d + head
+
+    # ----------------------------------------------------------- serialization
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        return _from_dict(cls, data, "model")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_text(cls, text: str) -> "ModelConfig":
+        """Parse JSON or YAML (JSON first: YAML 1.1 reads JSON's ``1e-05`` as a string)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError("model config must be a mapping of field: value; got "
+                             f"{type(data).__name__}")
+        return cls.from_dict(data.get("model", data))
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.write_text(self.to_json() if path.suffix == ".json" else self.to_yaml())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model config {path} does not exist: pass a .yaml/.json config "
+                                    "or a model directory")
+        return cls.from_text(path.read_text())
+
+    def diff(self, other: "ModelConfig") -> dict[str, tuple[Any, Any]]:
+        """Fields that differ, as {field: (self, other)} — used to refuse mismatched restores."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(x) for x in obj]
+    return obj
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    """Build a dataclass from a mapping, refusing unknown fields by name."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping of field: value; got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; known fields are {sorted(names)}")
+    return cls(**data)

@@ -1,0 +1,224 @@
+"""A LLaMA-style decoder in Flax NNX with a swappable positional scheme per layer and probe sites.
+
+Probe sites (what a ``Probe`` sees and may edit, per layer):
+  ``q`` B×T×H×D, ``k`` / ``v`` B×T×KV×D — projections before the positional transform;
+  ``q_rot`` / ``k_rot`` — after it (identical to q / k for ALiBi and NoPE);
+  ``attn`` B×H×T×S — attention probabilities after softmax.
+A probe is plain data handed to the forward pass; with ``probe=None`` no site code is traced at all.
+
+Parameter names mirror HF LLaMA (``q_proj``, ``gate_proj`` …) so weight conversion is a renaming;
+kernels are stored in×out (HF stores out×in).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mvjax.config import ModelConfig
+from mvjax.positional import Scheme, build_scheme
+
+Array = jax.Array
+SITES = ("q", "k", "v", "q_rot", "k_rot", "attn")
+
+
+class SiteContext(NamedTuple):
+    """What a probe may need besides the activation: which tokens are real, and where they sit."""
+
+    valid_BxT: Array  # bool, False on padding
+    positions_BxT: Array
+
+
+class Probe(Protocol):
+    """Observe and/or edit activations at named sites. ``sites`` says where to be called; the call
+    returns the (possibly edited) activation and a record (any pytree, or None) that the forward
+    pass returns in ``Output.records[site][layer]``."""
+
+    sites: frozenset[str]
+
+    def __call__(self, site: str, layer: int, x: Array, ctx: SiteContext) -> tuple[Array, Any]: ...
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+    """Post-positional keys and values for every layer, preallocated to ``max_len`` slots."""
+
+    k: list[Array]  # per layer B×S×KV×D
+    v: list[Array]
+    valid_BxS: Array  # bool: slot holds a real token
+    end: Array  # int32 scalar: slots filled so far
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int, max_len: int) -> "KVCache":
+        dtype = jnp.dtype(cfg.dtype)
+        shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        zeros = [jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)]
+        return cls(list(zeros), list(zeros), jnp.zeros((batch, max_len), bool), jnp.array(0, jnp.int32))
+
+
+class Output(NamedTuple):
+    logits: Array | None  # B×T×V float32 (None when logits=False)
+    cache: KVCache | None
+    records: dict[str, dict[int, Any]]
+    hidden: Array  # B×T×hidden after the final norm
+
+
+def _linear(cfg: ModelConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(d_in, d_out, use_bias=False, dtype=jnp.dtype(cfg.dtype),
+                      kernel_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float):
+        self.weight = nnx.Param(jnp.ones((dim,), jnp.float32))
+        self.eps = eps
+
+    def __call__(self, x: Array) -> Array:
+        xf = x.astype(jnp.float32)
+        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return (xf * self.weight[...]).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, layer: int, rngs: nnx.Rngs):
+        self.cfg, self.layer = cfg, layer
+        h, kv, hd, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.hidden_size
+        self.q_proj = _linear(cfg, d, h * hd, rngs)
+        self.k_proj = _linear(cfg, d, kv * hd, rngs)
+        self.v_proj = _linear(cfg, d, kv * hd, rngs)
+        self.o_proj = _linear(cfg, h * hd, d, rngs)
+        self.scheme: Scheme = build_scheme(cfg.layer_positional(layer), hd, h)
+
+    def __call__(self, x_BxTxD: Array, ctx: SiteContext, cache: KVCache | None,
+                 probe: Probe | None, records: dict) -> tuple[Array, tuple[Array, Array] | None]:
+        cfg, layer = self.cfg, self.layer
+        B, T, _ = x_BxTxD.shape
+        H, KV, D, G = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.q_per_kv
+
+        def site(name: str, a: Array) -> Array:
+            if probe is None or name not in probe.sites:
+                return a
+            a, rec = probe(name, layer, a, ctx)
+            if rec is not None:
+                records.setdefault(name, {})[layer] = rec
+            return a
+
+        q_BxTxHxD = site("q", self.q_proj(x_BxTxD).reshape(B, T, H, D))
+        k_BxTxKxD = site("k", self.k_proj(x_BxTxD).reshape(B, T, KV, D))
+        v_BxTxKxD = site("v", self.v_proj(x_BxTxD).reshape(B, T, KV, D))
+        q_BxTxHxD = site("q_rot", self.scheme.rotate(q_BxTxHxD, ctx.positions_BxT))
+        k_BxTxKxD = site("k_rot", self.scheme.rotate(k_BxTxKxD, ctx.positions_BxT))
+
+        if cache is None:  # keys are this chunk's tokens; key index s attends iff s <= t
+            k_all, v_all, new_kv = k_BxTxKxD, v_BxTxKxD, None
+            k_pos_BxS, k_valid_BxS = ctx.positions_BxT, ctx.valid_BxT
+            causal_TxS = jnp.tril(jnp.ones((T, T), bool))
+        else:  # write this chunk at slots [end, end+T); attend to slots <= own slot
+            start = (0, cache.end, 0, 0)
+            k_all = jax.lax.dynamic_update_slice(cache.k[layer], k_BxTxKxD.astype(cache.k[layer].dtype), start)
+            v_all = jax.lax.dynamic_update_slice(cache.v[layer], v_BxTxKxD.astype(cache.v[layer].dtype), start)
+            new_kv = (k_all, v_all)
+            S = k_all.shape[1]
+            k_valid_BxS = jax.lax.dynamic_update_slice(cache.valid_BxS, ctx.valid_BxT, (0, cache.end))
+            k_pos_BxS = _cached_positions(ctx.positions_BxT, cache.end, S)
+            causal_TxS = jnp.arange(S)[None, :] <= (cache.end + jnp.arange(T))[:, None]
+
+        scale = D ** -0.5
+        q_BxTxKxGxD = q_BxTxHxD.reshape(B, T, KV, G, D)
+        logits = jnp.einsum("btkgd,bskd->bkgts", q_BxTxKxGxD, k_all,
+                            preferred_element_type=jnp.float32) * scale
+        bias = self.scheme.bias(ctx.positions_BxT, k_pos_BxS)
+        if bias is not None:
+            logits = logits + bias.reshape(B, KV, G, T, -1)
+        mask = causal_TxS[None, None, None] & k_valid_BxS[:, None, None, None, :]
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1)
+        if probe is not None and "attn" in probe.sites:
+            probs = site("attn", probs.reshape(B, H, T, -1)).reshape(probs.shape)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v_all.dtype), v_all)
+        return self.o_proj(out.reshape(B, T, H * D)), new_kv
+
+
+def _cached_positions(positions_BxT: Array, end: Array, S: int) -> Array:
+    """Positions of cache slots, assuming slot s holds position s - end + positions[:, 0]
+    (contiguous positions across the cache, which is how ``generate`` fills it)."""
+    return positions_BxT[:, :1] - end + jnp.arange(S)[None, :]
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.gate_proj = _linear(cfg, cfg.hidden_size, cfg.mlp_hidden, rngs)
+        self.up_proj = _linear(cfg, cfg.hidden_size, cfg.mlp_hidden, rngs)
+        self.down_proj = _linear(cfg, cfg.mlp_hidden, cfg.hidden_size, rngs)
+
+    def __call__(self, x: Array) -> Array:
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: ModelConfig, layer: int, rngs: nnx.Rngs):
+        self.input_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.attn = Attention(cfg, layer, rngs)
+        self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.mlp = MLP(cfg, rngs)
+
+    def __call__(self, x, ctx, cache, probe, records):
+        a, new_kv = self.attn(self.input_norm(x), ctx, cache, probe, records)
+        x = x + a
+        return x + self.mlp(self.post_attn_norm(x)), new_kv
+
+
+class Transformer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embed = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=jnp.dtype(cfg.dtype),
+                               embedding_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
+        self.layers = nnx.List([Block(cfg, i, rngs) for i in range(cfg.num_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.lm_head = None if cfg.tie_embeddings else _linear(cfg, cfg.hidden_size, cfg.vocab_size, rngs)
+
+    def __call__(self, tokens_BxT: Array, positions_BxT: Array | None = None, *,
+                 attention_mask_BxT: Array | None = None, cache: KVCache | None = None,
+                 probe: Probe | None = None, logits: bool = True) -> Output:
+        """Run the decoder. Positions default to 0..T-1 (continuing after ``cache.end`` with a
+        cache); ``attention_mask_BxT`` (1 = real token) masks padded keys and tells probes which
+        tokens to count. With a cache, the returned ``Output.cache`` holds this chunk too."""
+        B, T = tokens_BxT.shape
+        if tokens_BxT.ndim != 2:
+            raise ValueError(f"tokens must be B×T integers; got shape {tokens_BxT.shape}")
+        if positions_BxT is None:
+            offset = 0 if cache is None else cache.end
+            positions_BxT = jnp.broadcast_to(offset + jnp.arange(T, dtype=jnp.int32), (B, T))
+        valid = (jnp.ones((B, T), bool) if attention_mask_BxT is None
+                 else attention_mask_BxT.astype(bool))
+        ctx = SiteContext(valid, positions_BxT)
+        records: dict[str, dict[int, Any]] = {}
+        x = self.embed(tokens_BxT)
+        new_k, new_v = [], []
+        for layer in self.layers:
+            x, kv = layer(x, ctx, cache, probe, records)
+            if kv is not None:
+                new_k.append(kv[0])
+                new_v.append(kv[1])
+        x = self.norm(x)
+        new_cache = None
+        if cache is not None:
+            new_valid = jax.lax.dynamic_update_slice(cache.valid_BxS, valid, (0, cache.end))
+            new_cache = KVCache(new_k, new_v, new_valid, cache.end + T)
+        out = None
+        if logits:
+            out = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
+            out = out.astype(jnp.float32)
+        return Output(out, new_cache, records, x)
+
+
+def init_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
+    """A freshly initialized model (parameters float32, compute in ``cfg.dtype``)."""
+    return Transformer(cfg, nnx.Rngs(seed))

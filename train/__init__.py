@@ -1,0 +1,1 @@
+"""Training from scratch: the loop, its config and its CLI command."""
