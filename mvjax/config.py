@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,25 @@ def _fail(field: str, value: Any, fix: str) -> None:
     raise ValueError(f"{field}={value!r} is invalid: {fix}")
 
 
+def _is_num(x: Any) -> bool:
+    """A real number (bools and numeric-looking strings are not)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-5`` / ``5e5`` as floats (YAML 1.1 reads them as strings)."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
     """RoPE frequency scaling as in HF ``rope_scaling`` (``linear`` or Llama 3.x ``llama3``)."""
@@ -37,13 +57,15 @@ class RopeScaling:
     def __post_init__(self) -> None:
         if self.type not in SCALING_TYPES:
             _fail("rope_scaling.type", self.type, f"use one of {SCALING_TYPES}")
-        if not self.factor > 0:
+        if not _is_num(self.factor) or not self.factor > 0:
             _fail("rope_scaling.factor", self.factor, "use a positive factor")
         if self.type == "llama3":
-            if not 0 < self.low_freq_factor < self.high_freq_factor:
+            if not (_is_num(self.low_freq_factor) and _is_num(self.high_freq_factor)
+                    and 0 < self.low_freq_factor < self.high_freq_factor):
                 _fail("rope_scaling.low_freq_factor", self.low_freq_factor,
                       "need 0 < low_freq_factor < high_freq_factor")
-            if self.original_max_position_embeddings <= 0:
+            if (not _is_int(self.original_max_position_embeddings)
+                    or self.original_max_position_embeddings <= 0):
                 _fail("rope_scaling.original_max_position_embeddings",
                       self.original_max_position_embeddings, "use a positive context length")
 
@@ -66,15 +88,15 @@ class PositionalConfig:
     scaling: RopeScaling | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.scaling, dict):
+        if self.scaling is not None:
             object.__setattr__(self, "scaling", _from_dict(RopeScaling, self.scaling, "rope_scaling"))
         if self.scheme not in SCHEMES:
             _fail("positional.scheme", self.scheme, f"use one of {SCHEMES}")
         if self.layout not in LAYOUTS:
             _fail("positional.layout", self.layout, f"use one of {LAYOUTS}")
-        if not self.theta > 0:
+        if not _is_num(self.theta) or not self.theta > 0:
             _fail("positional.theta", self.theta, "RoPE base must be positive, e.g. 10000.0")
-        if not 0 < self.rotary_fraction <= 1:
+        if not _is_num(self.rotary_fraction) or not 0 < self.rotary_fraction <= 1:
             _fail("positional.rotary_fraction", self.rotary_fraction, "must lie in (0, 1]")
 
     def rotary_dims(self, head_dim: int) -> int:
@@ -107,30 +129,29 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         pos = self.positional
-        if isinstance(pos, dict):
+        if isinstance(pos, (list, tuple)):
+            pos = tuple(_from_dict(PositionalConfig, p, "positional") for p in pos)
+        else:
             pos = _from_dict(PositionalConfig, pos, "positional")
-        elif isinstance(pos, (list, tuple)):
-            pos = tuple(_from_dict(PositionalConfig, p, "positional") if isinstance(p, dict) else p
-                        for p in pos)
         object.__setattr__(self, "positional", pos)
         if self.num_kv_heads is None:
             object.__setattr__(self, "num_kv_heads", self.num_heads)
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
                      "mlp_hidden", "max_seq_len"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+            if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
                 _fail(name, getattr(self, name), "must be a positive integer")
         if self.head_dim is None:
             if self.hidden_size % self.num_heads:
                 _fail("num_heads", self.num_heads,
                       f"must divide hidden_size={self.hidden_size} (or set head_dim explicitly)")
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
-        if self.head_dim <= 0:
+        if not _is_int(self.head_dim) or self.head_dim <= 0:
             _fail("head_dim", self.head_dim, "must be a positive integer")
         if self.num_heads % self.num_kv_heads:
             _fail("num_kv_heads", self.num_kv_heads, f"must divide num_heads={self.num_heads}")
         if self.dtype not in DTYPES:
             _fail("dtype", self.dtype, f"use one of {DTYPES}")
-        if not self.norm_eps > 0:
+        if not _is_num(self.norm_eps) or not self.norm_eps > 0:
             _fail("norm_eps", self.norm_eps, "must be positive, e.g. 1e-5")
         if isinstance(pos, tuple):
             if len(pos) != self.num_layers:
@@ -145,7 +166,7 @@ class ModelConfig:
                       f"rotates no dims at head_dim={self.head_dim}; raise it")
         for name in ("bos_id", "eos_id"):
             v = getattr(self, name)
-            if v is not None and not 0 <= v < self.vocab_size:
+            if v is not None and not (_is_int(v) and 0 <= v < self.vocab_size):
                 _fail(name, v, f"must lie in [0, vocab_size={self.vocab_size})")
 
     # ----------------------------------------------------------------- derived
@@ -186,7 +207,11 @@ class ModelConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError:
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.load(text, Loader=_Yaml12Loader)
+            except yaml.YAMLError as e:
+                raise ValueError("model config is neither valid JSON nor YAML: "
+                                 + " ".join(str(e).split())) from None
         if not isinstance(data, dict):
             raise ValueError("model config must be a mapping of field: value; got "
                              f"{type(data).__name__}")
