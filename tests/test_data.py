@@ -62,8 +62,8 @@ def test_hub_name_goes_to_load_dataset(monkeypatch):
 
     calls = []
 
-    def fake(name, split):
-        calls.append((name, split))
+    def fake(name, *config, split):
+        calls.append((name, *config, split))
         if name == "nobody/missing":
             raise ConnectionError("Couldn't reach the hub\nmore detail")
         return datasets.Dataset.from_dict({"content": ["hub doc a", "hub doc b"]})
@@ -71,7 +71,8 @@ def test_hub_name_goes_to_load_dataset(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake)
     assert load_texts("someone/corpus", text_field="content", split="validation") == [
         "hub doc a", "hub doc b"]
-    assert calls == [("someone/corpus", "validation")]
+    assert load_texts("someone/corpus:small", text_field="content") == ["hub doc a", "hub doc b"]
+    assert calls == [("someone/corpus", "validation"), ("someone/corpus", "small", "train")]
     with pytest.raises(FileNotFoundError, match="neither a local path nor a loadable hub dataset"):
         load_texts("nobody/missing")
 

@@ -92,8 +92,10 @@ def _load_file(path: Path, text_field: str, doc_separator: str) -> list[str]:
 def _load_hub(name: str, text_field: str, split: str) -> list[str]:
     import datasets
 
+    repo, _, config = name.partition(":")  # "wikitext:wikitext-103-raw-v1" picks a config
     try:
-        ds = datasets.load_dataset(name, split=split)
+        ds = (datasets.load_dataset(repo, config, split=split) if config
+              else datasets.load_dataset(repo, split=split))
     except Exception as e:  # offline, unknown name, bad split: all mean "not loadable"
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FileNotFoundError(f"data source {name!r} is neither a local path nor a loadable hub "
@@ -108,7 +110,8 @@ def load_texts(source: str, *, text_field: str = "text", split: str = "train",
 
     ``.txt`` files are split into documents by ``doc_separator``; ``.json``/``.jsonl``/``.parquet``
     contribute one document per row (``text_field``); a directory contributes all such files in
-    sorted order; any other name is loaded from the hub as ``load_dataset(source, split=split)``.
+    sorted order; any other name is loaded from the hub as ``load_dataset(source, split=split)``
+    (``NAME:CONFIG`` passes a dataset config, e.g. ``wikitext:wikitext-2-raw-v1``).
     """
     resolved = resolve_source(source)
     path = Path(resolved)
