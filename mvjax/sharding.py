@@ -1,0 +1,93 @@
+"""One device mesh with ``data`` and ``fsdp`` axes, and a short table of partition rules.
+
+Why this shape: the same training code runs on 1 CPU, 8 fake CPU devices, one GPU or a TPU slice;
+only the mesh shape changes. Batches are split over both axes (every device sees different rows);
+parameters and their optimizer moments are split over ``fsdp`` along the dim the rule names, and a dim
+that does not divide evenly is replicated instead (so tiny test models still shard).
+
+Launching:
+  * one host, any number of local devices: nothing to do; ``make_mesh(data=-1)`` uses them all.
+  * fake devices on CPU (tests): ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` set before
+    jax is imported.
+  * several hosts (TPU pod slice, multi-node GPU): run the same command on every host with
+    ``train.distributed=true``; ``initialize_distributed`` calls ``jax.distributed.initialize()``,
+    which reads the coordinator from the TPU/SLURM environment (or set
+    ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` yourself), before any
+    other jax call.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("data", "fsdp")
+
+# (regex searched in the dotted leaf path, partition of each dim). First match wins. Paths of
+# optimizer moments end with the parameter's path, so the same rules shard them.
+RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    (r"embed\.embedding$", (None, "fsdp")),          # V×d: split the width (V is often odd)
+    (r"lm_head\.kernel$", ("fsdp", None)),           # d×V
+    (r"_proj\.kernel$", ("fsdp", None)),             # in×out attention and MLP kernels
+    (r"norm\.weight$", (None,)),                     # tiny: replicate
+)
+
+
+def initialize_distributed(enabled: bool) -> None:
+    """Join a multi-process run (see the module docstring); a no-op when not enabled."""
+    if enabled:
+        jax.distributed.initialize()
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, devices: list | None = None) -> Mesh:
+    """A data × fsdp mesh over ``devices`` (default: all); one axis may be -1 (the rest)."""
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if data == -1:
+        data = n // fsdp if fsdp > 0 and n % fsdp == 0 else 0
+    elif fsdp == -1:
+        fsdp = n // data if data > 0 and n % data == 0 else 0
+    if data <= 0 or fsdp <= 0 or data * fsdp != n:
+        raise ValueError(f"mesh data={data} x fsdp={fsdp} does not cover the {n} devices: choose "
+                         f"train.mesh_data x train.mesh_fsdp = {n} (or -1 for one axis)")
+    return Mesh(np.asarray(devices).reshape(data, fsdp), AXES)
+
+
+def leaf_path(path: tuple) -> str:
+    return jax.tree_util.keystr(path, simple=True, separator=".")
+
+
+def spec_for(name: str, shape: tuple[int, ...], mesh: Mesh) -> P:
+    """The PartitionSpec the rule table gives a leaf; uneven dims fall back to replication."""
+    if len(shape) == 0:
+        return P()
+    for pattern, dims in RULES:
+        if re.search(pattern, name):
+            if len(dims) != len(shape):
+                raise ValueError(f"partition rule {pattern!r} has {len(dims)} dims but {name} has "
+                                 f"shape {shape}: fix RULES in mvjax/sharding.py")
+            return P(*(a if a is None or shape[i] % mesh.shape[a] == 0 else None
+                       for i, a in enumerate(dims)))
+    raise ValueError(f"no partition rule matches {name} (shape {shape}): add one to RULES in "
+                     "mvjax/sharding.py")
+
+
+def tree_shardings(tree: Any, mesh: Mesh) -> Any:
+    """NamedShardings for every leaf of ``tree`` (arrays or ShapeDtypeStructs) by the rule table."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: NamedSharding(mesh, spec_for(leaf_path(path), tuple(x.shape), mesh)), tree)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Rows split over every device (both axes), columns whole."""
+    return NamedSharding(mesh, P(AXES))
+
+
+def check_batch(batch_size: int, mesh: Mesh) -> None:
+    if batch_size % mesh.size:
+        raise ValueError(f"data.batch_size={batch_size} must be a multiple of the {mesh.size} "
+                         "devices in the mesh: change the batch size or the mesh")

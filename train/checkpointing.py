@@ -1,0 +1,83 @@
+"""Training checkpoints: params, optimizer state, step, data-iterator state, PRNG and the experiment
+config, through one orbax CheckpointManager (keep-last-N, atomic: a step directory appears only once
+fully written).
+
+Why the fallbacks: a run killed mid-save, or a disk that lost a file, must not lose the run; resume
+takes the newest step that restores, warning about each one it skips. Why the config check: resuming
+someone else's model into this run's optimizer would silently train a different experiment, so a
+differing model config is refused with the differing fields named.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from mvjax.config import ModelConfig
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class Checkpointer:
+    """Save and restore ``{"params", "opt"}`` state plus a JSON ``meta`` record per step."""
+
+    def __init__(self, run_dir: str | Path, keep: int):
+        self.directory = Path(run_dir).absolute() / CHECKPOINT_DIR
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=False,
+                                               cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("state", "meta"))
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state: dict, meta: dict[str, Any]) -> None:
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        meta=ocp.args.JsonSave(meta)), force=True)
+        self.manager.wait_until_finished()
+
+    def restore_latest(self, abstract_state: dict, model_cfg: ModelConfig
+                       ) -> tuple[int, dict, dict[str, Any]] | None:
+        """(step, state, meta) of the newest checkpoint that restores, or None when there is none.
+        Raises ValueError if it was written for a different model config."""
+        for step in reversed(self.steps()):
+            try:
+                meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            except Exception as e:  # orbax raises many types for truncated directories
+                warnings.warn(f"checkpoint step {step} in {self.directory} is unreadable "
+                              f"({type(e).__name__}); falling back to an older one")
+                continue
+            check_model_config(meta, model_cfg, self.directory / str(step))
+            try:
+                state = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state)))["state"]
+            except Exception as e:
+                warnings.warn(f"checkpoint step {step} in {self.directory} is truncated or corrupt "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''});"
+                              " falling back to an older one")
+                continue
+            return step, state, meta
+        return None
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def check_model_config(meta: dict[str, Any], model_cfg: ModelConfig, where: Path) -> None:
+    saved = ModelConfig.from_dict(meta["config"]["model"])
+    diff = saved.diff(model_cfg)
+    if diff:
+        fields = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, a, b in
+                           ((k, *v) for k, v in diff.items()))
+        raise ValueError(f"checkpoint {where} was written for a different model ({fields}): resume "
+                         "with the original model config or train into a new --out directory")
+
+
+def abstract_like(state: Any) -> Any:
+    """ShapeDtypeStructs (with shardings) that orbax restores into."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)

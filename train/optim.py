@@ -1,0 +1,62 @@
+"""The optimizer: AdamW with warmup + cosine decay, global-norm clipping and a weight-decay mask.
+
+Why a mask by parameter path: RMSNorm weights and the embedding table set scales (and, tied, the
+output logits) that weight decay would pull toward zero for no regularization benefit; whether they
+decay is configurable so the choice is recorded with the run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+
+from train.config import OptimConfig
+
+
+def param_path(path: tuple) -> str:
+    """Dotted name of a leaf in the params dict, e.g. ``layers.0.attn.q_proj.kernel``."""
+    return jax.tree_util.keystr(path, simple=True, separator=".")
+
+
+def is_norm(name: str) -> bool:
+    return name.endswith("norm.weight")
+
+
+def is_embedding(name: str) -> bool:
+    return name.startswith("embed.")
+
+
+def decay_mask(params: Any, cfg: OptimConfig) -> Any:
+    """A pytree of bools: True where weight decay applies."""
+    def decays(path: tuple, _: Any) -> bool:
+        name = param_path(path)
+        if is_norm(name):
+            return cfg.decay_norms
+        if is_embedding(name):
+            return cfg.decay_embeddings
+        return True
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def learning_rate(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Linear warmup from 0 to ``lr``, then cosine (or constant) down to ``min_lr_ratio·lr``."""
+    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    if cfg.schedule == "constant":
+        decay = optax.constant_schedule(cfg.lr)
+    else:
+        decay = optax.cosine_decay_schedule(cfg.lr, max(total_steps - warmup, 1), alpha=cfg.min_lr_ratio)
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warmup), decay], [warmup])
+
+
+def build_optimizer(cfg: OptimConfig, total_steps: int, params: Any
+                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optax transformation for ``params`` (a pure dict) and its learning-rate schedule."""
+    schedule = learning_rate(cfg, total_steps)
+    parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
+    parts.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                             weight_decay=cfg.weight_decay, mask=decay_mask(params, cfg)))
+    return optax.chain(*parts), schedule
