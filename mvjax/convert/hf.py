@@ -1,0 +1,340 @@
+"""HF LLaMA checkpoints (config.json + safetensors) ⇄ mvjax models, without torch.
+
+Why this shape: the HF format is the lingua franca of released LLaMA weights, and the paper's
+figures index head dims the way HF stores them. Import reads tensors with the safetensors NumPy API
+(sharded ``model.safetensors.index.json`` included), maps names with one table, transposes kernels
+(HF stores out×in, mvjax in×out) and fills an abstractly built model — no random init is computed.
+
+Anything in ``config.json`` that changes the math and that mvjax does not implement (biases, other
+activations, yarn/dynamic RoPE, tensor-parallel splitting, another ``model_type``) is refused with a
+one-line ``ValueError`` naming the field, never silently ignored.
+
+HF uses the ``half`` RoPE pair layout. The one pair-layout permutation of the codebase
+(``half_to_interleaved`` / ``interleaved_to_half``) lives here; GGUF import and the export of an
+``interleaved`` mvjax model both use it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from mvjax.config import ModelConfig, PositionalConfig, RopeScaling
+
+CONFIG_FILE = "config.json"
+INDEX_FILE = "model.safetensors.index.json"
+WEIGHTS_FILE = "model.safetensors"
+
+# HF tensor name ↔ mvjax parameter path, and whether the kernel is transposed (out×in ↔ in×out).
+_GLOBAL = {
+    "model.embed_tokens.weight": (("embed", "embedding"), False),
+    "model.norm.weight": (("norm", "weight"), False),
+    "lm_head.weight": (("lm_head", "kernel"), True),
+}
+_LAYER = {
+    "self_attn.q_proj.weight": (("attn", "q_proj", "kernel"), True),
+    "self_attn.k_proj.weight": (("attn", "k_proj", "kernel"), True),
+    "self_attn.v_proj.weight": (("attn", "v_proj", "kernel"), True),
+    "self_attn.o_proj.weight": (("attn", "o_proj", "kernel"), True),
+    "mlp.gate_proj.weight": (("mlp", "gate_proj", "kernel"), True),
+    "mlp.up_proj.weight": (("mlp", "up_proj", "kernel"), True),
+    "mlp.down_proj.weight": (("mlp", "down_proj", "kernel"), True),
+    "input_layernorm.weight": (("input_norm", "weight"), False),
+    "post_attention_layernorm.weight": (("post_attn_norm", "weight"), False),
+}
+_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved; recomputed here
+
+
+# ----------------------------------------------------------------------------------- config map
+def hf_to_model_config(hf: Mapping[str, Any]) -> ModelConfig:
+    """ModelConfig of an HF LLaMA ``config.json`` dict; refuses math-changing fields it lacks."""
+    def refuse(field: str, value: Any, fix: str) -> None:
+        raise ValueError(f"HF config {field}={value!r} is not supported: {fix}")
+
+    model_type = hf.get("model_type", "llama")
+    if model_type != "llama":
+        refuse("model_type", model_type, "only LLaMA-architecture checkpoints (model_type 'llama') "
+               "convert; mvjax implements no other block")
+    checks = {"hidden_act": ("silu", "mvjax's MLP is SwiGLU with SiLU"),
+              "attention_bias": (False, "mvjax projections have no biases"),
+              "mlp_bias": (False, "mvjax projections have no biases"),
+              "pretraining_tp": (1, "set it to 1 (it only emulates tensor-parallel rounding)")}
+    for field, (ok, why) in checks.items():
+        if field in hf and hf[field] is not None and hf[field] != ok:
+            refuse(field, hf[field], why)
+    for field in ("sliding_window", "attn_logit_softcapping", "final_logit_softcapping"):
+        if hf.get(field) is not None:
+            refuse(field, hf[field], "LLaMA attention has no such term; drop it or use another tool")
+    for field in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                  "num_attention_heads"):
+        if field not in hf:
+            raise ValueError(f"HF config lacks {field}: is this a LLaMA config.json?")
+
+    theta, scaling = _hf_rope(hf)
+    eos = hf.get("eos_token_id")
+    if isinstance(eos, (list, tuple)):  # Llama 3 lists several stop tokens; the first ends a turn
+        eos = eos[0] if eos else None
+    vocab = int(hf["vocab_size"])
+
+    def token_id(v: Any) -> int | None:
+        return int(v) if v is not None and 0 <= int(v) < vocab else None
+
+    return ModelConfig(
+        vocab_size=vocab,
+        hidden_size=int(hf["hidden_size"]),
+        num_layers=int(hf["num_hidden_layers"]),
+        num_heads=int(hf["num_attention_heads"]),
+        num_kv_heads=int(hf.get("num_key_value_heads") or hf["num_attention_heads"]),
+        head_dim=int(hf["head_dim"]) if hf.get("head_dim") else None,
+        mlp_hidden=int(hf["intermediate_size"]),
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        max_seq_len=int(hf.get("max_position_embeddings", 2048)),
+        bos_id=token_id(hf.get("bos_token_id")),
+        eos_id=token_id(eos),
+        positional=PositionalConfig(scheme="rope", theta=theta, layout="half", scaling=scaling),
+    )
+
+
+def _hf_rope(hf: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:
+    """RoPE base and scaling from either transformers-5 ``rope_parameters`` or the older
+    top-level ``rope_theta`` + ``rope_scaling``."""
+    params = dict(hf.get("rope_parameters") or {})
+    legacy = hf.get("rope_scaling") or {}
+    merged = {**legacy, **params}
+    theta = float(merged.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    kind = merged.get("rope_type", merged.get("type", "default")) or "default"
+    frac = merged.get("partial_rotary_factor", hf.get("partial_rotary_factor"))
+    if frac is not None and float(frac) != 1.0:
+        raise ValueError(f"HF config partial_rotary_factor={frac!r} is not supported: LLaMA "
+                         "rotates the whole head")
+    if kind == "default":
+        return theta, None
+    if kind == "linear":
+        return theta, RopeScaling(type="linear", factor=float(merged["factor"]))
+    if kind == "llama3":
+        return theta, RopeScaling(
+            type="llama3", factor=float(merged["factor"]),
+            low_freq_factor=float(merged["low_freq_factor"]),
+            high_freq_factor=float(merged["high_freq_factor"]),
+            original_max_position_embeddings=int(merged["original_max_position_embeddings"]))
+    raise ValueError(f"HF config rope_type={kind!r} is not supported: mvjax implements "
+                     "'default', 'linear' and 'llama3' RoPE scaling")
+
+
+def model_config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    """The HF ``LlamaConfig`` dict of a model that HF LLaMA can represent (refuses others)."""
+    pos = cfg.positional
+    if isinstance(pos, tuple):
+        if len(set(pos)) != 1:
+            raise ValueError("positional differs per layer: HF LLaMA has one RoPE for all layers; "
+                             "export only uniform-RoPE models")
+        pos = pos[0]
+    if pos.scheme != "rope":
+        raise ValueError(f"positional.scheme={pos.scheme!r} cannot be exported: HF LLaMA is RoPE only")
+    if pos.rotary_dims(cfg.head_dim) != cfg.head_dim:
+        raise ValueError(f"positional.rotary_fraction={pos.rotary_fraction} cannot be exported: "
+                         "HF LLaMA rotates the whole head")
+    rope: dict[str, Any] = {"rope_theta": pos.theta, "rope_type": "default"}
+    if pos.scaling is not None:
+        s = pos.scaling
+        rope.update(rope_type=s.type, factor=s.factor)
+        if s.type == "llama3":
+            rope.update(low_freq_factor=s.low_freq_factor, high_freq_factor=s.high_freq_factor,
+                        original_max_position_embeddings=s.original_max_position_embeddings)
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.mlp_hidden, "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim, "hidden_act": "silu", "rms_norm_eps": cfg.norm_eps,
+        "max_position_embeddings": cfg.max_seq_len, "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id,
+        "attention_bias": False, "mlp_bias": False, "pretraining_tp": 1,
+        "rope_parameters": rope, "dtype": "float32",
+    }
+
+
+# ---------------------------------------------------------------------------- pair-layout permute
+def half_to_interleaved(w_out_x_in: np.ndarray, num_heads: int) -> np.ndarray:
+    """Reorder the rows of an HF q/k weight (heads × head_dim rows) from the ``half`` pairing
+    (i ↔ i + D/2) to ``interleaved`` (2i ↔ 2i+1) — what llama.cpp's converter does."""
+    rows = w_out_x_in.shape[0]
+    d = rows // num_heads
+    return (w_out_x_in.reshape(num_heads, 2, d // 2, *w_out_x_in.shape[1:])
+            .swapaxes(1, 2).reshape(w_out_x_in.shape))
+
+
+def interleaved_to_half(w_out_x_in: np.ndarray, num_heads: int) -> np.ndarray:
+    """Inverse of ``half_to_interleaved``."""
+    rows = w_out_x_in.shape[0]
+    d = rows // num_heads
+    return (w_out_x_in.reshape(num_heads, d // 2, 2, *w_out_x_in.shape[1:])
+            .swapaxes(1, 2).reshape(w_out_x_in.shape))
+
+
+# ------------------------------------------------------------------------------------- tensors
+def _expected_hf_names(cfg: ModelConfig) -> dict[str, tuple[tuple, bool]]:
+    names = {k: v for k, v in _GLOBAL.items() if k != "lm_head.weight" or not cfg.tie_embeddings}
+    for i in range(cfg.num_layers):
+        for suffix, (path, transpose) in _LAYER.items():
+            names[f"model.layers.{i}.{suffix}"] = (("layers", i) + path, transpose)
+    return names
+
+
+def model_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray],
+                          where: str = "checkpoint"):
+    """Build a Transformer whose parameters are ``tensors`` (HF names, HF half layout, out×in).
+
+    The model is built abstractly (``nnx.eval_shape``) and every parameter is filled from a tensor
+    whose shape is checked first, so no random init is computed and nothing is left unfilled."""
+    from flax import nnx
+    import jax.numpy as jnp
+
+    from mvjax.model import init_model
+
+    expected = _expected_hf_names(cfg)
+    unknown = sorted(n for n in tensors if n not in expected
+                     and not n.endswith(_IGNORED_SUFFIXES) and n != "lm_head.weight")
+    if unknown:
+        raise ValueError(f"{where} holds tensor(s) mvjax's LLaMA has no place for, e.g. {unknown[0]!r} "
+                         f"({len(unknown)} in all): biases or another architecture are not supported")
+    missing = sorted(n for n in expected if n not in tensors)
+    if missing:
+        raise ValueError(f"{where} lacks tensor {missing[0]!r} ({len(missing)} missing in all): the "
+                         "weights are incomplete or config.json describes another model")
+    abstract = nnx.eval_shape(lambda: init_model(cfg))
+    graphdef, state = nnx.split(abstract)
+    params = {path: var for path, var in nnx.to_flat_state(state)}
+    for name, (path, transpose) in expected.items():
+        arr = np.asarray(tensors[name])
+        arr = arr.T if transpose else arr
+        var = params[path]
+        want = tuple(var.get_value().shape)
+        if arr.shape != want:
+            shown = arr.T.shape if transpose else arr.shape
+            raise ValueError(f"{where}: tensor {name!r} has shape {tuple(shown)} but config implies "
+                             f"{tuple(reversed(want)) if transpose else want}: config.json and the "
+                             "weights describe different models")
+        var.set_value(jnp.asarray(arr, dtype=jnp.float32))
+    return nnx.merge(graphdef, state)
+
+
+def hf_tensors_from_model(model) -> dict[str, np.ndarray]:
+    """The model's parameters as HF-named float32 tensors (out×in, half layout)."""
+    from flax import nnx
+
+    cfg = model.cfg
+    values = {path: np.asarray(var.get_value())
+              for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    out = {}
+    for name, (path, transpose) in _expected_hf_names(cfg).items():
+        arr = values[path]
+        out[name] = np.ascontiguousarray(arr.T if transpose else arr, dtype=np.float32)
+    layouts = {cfg.layer_positional(i).layout for i in range(cfg.num_layers)}
+    if layouts == {"interleaved"}:
+        for i in range(cfg.num_layers):
+            for proj, heads in (("q_proj", cfg.num_heads), ("k_proj", cfg.num_kv_heads)):
+                name = f"model.layers.{i}.self_attn.{proj}.weight"
+                out[name] = np.ascontiguousarray(interleaved_to_half(out[name], heads))
+    elif layouts != {"half"}:
+        raise ValueError("positional.layout differs per layer: export only uniform-layout models")
+    return out
+
+
+# ------------------------------------------------------------------------------------ directories
+def read_hf_config(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"HF model directory {directory} does not exist: pass a directory "
+                                "holding config.json and *.safetensors")
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} has no {CONFIG_FILE}: an HF model directory needs "
+                                "config.json beside its *.safetensors")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): fix or "
+                         "re-download it") from e
+
+
+def read_safetensors(directory: str | Path) -> dict[str, np.ndarray]:
+    """All tensors of an HF dir as NumPy arrays (single file, sharded index, or any *.safetensors)."""
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    index = directory / INDEX_FILE
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        files = sorted({directory / f for f in weight_map.values()})
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            raise FileNotFoundError(f"{INDEX_FILE} in {directory} names shard {absent[0]} which is "
+                                    "missing: download every shard")
+    else:
+        files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {directory}: mvjax reads safetensors only "
+                                "(convert .bin/.pth checkpoints with transformers first)")
+    tensors: dict[str, np.ndarray] = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="np") as st:
+                for name in st.keys():
+                    tensors[name] = st.get_tensor(name)
+        except Exception as e:  # safetensors raises its own error types for bad headers/dtypes
+            if isinstance(e, (ValueError, FileNotFoundError)) and "bf16" not in str(e).lower():
+                raise ValueError(f"cannot read {f}: {str(e).splitlines()[0][:200]}") from e
+            raise ValueError(f"cannot read {f} ({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
+                             "the file is corrupt or stores a dtype NumPy lacks (bfloat16: re-save "
+                             "it as float32/float16)") from e
+    return tensors
+
+
+def load_hf(directory: str | Path):
+    """(Transformer, Tokenizer | None) from an HF LLaMA directory."""
+    from mvjax.tokenizers import HFTokenizer
+
+    directory = Path(directory)
+    cfg = hf_to_model_config(read_hf_config(directory))
+    model = model_from_hf_tensors(cfg, read_safetensors(directory), where=str(directory))
+    tok = None
+    if (directory / "tokenizer.json").is_file():
+        tok = HFTokenizer.from_file(directory / "tokenizer.json", cfg.bos_id, cfg.eos_id)
+    return model, tok
+
+
+def save_hf(directory: str | Path, model, tokenizer=None) -> Path:
+    """Write config.json + model.safetensors (+ tokenizer.json) that ``LlamaForCausalLM`` loads.
+    Written under a temporary name and renamed, so a failure leaves nothing half-written."""
+    from safetensors.numpy import save_file
+
+    hf_cfg = model_config_to_hf(model.cfg)  # refuse before touching the disk
+    tensors = hf_tensors_from_model(model)
+    directory = Path(directory).absolute()
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / CONFIG_FILE).write_text(json.dumps(hf_cfg, indent=2))
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        if tokenizer is not None and hasattr(tokenizer, "tok"):  # an HF tokenizers.Tokenizer
+            tokenizer.tok.save(str(tmp / "tokenizer.json"))
+            tc = {"tokenizer_class": "PreTrainedTokenizerFast"}
+            for key, tid in (("bos_token", tokenizer.bos_id), ("eos_token", tokenizer.eos_id)):
+                if tid is not None:
+                    tc[key] = tokenizer.tok.id_to_token(int(tid))
+            (tmp / "tokenizer_config.json").write_text(json.dumps(tc, indent=2))
+        shutil.rmtree(directory, ignore_errors=True)
+        tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
