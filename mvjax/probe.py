@@ -1,0 +1,162 @@
+"""Probes: what to observe (and, later, change) at the model's attention sites, as frozen data.
+
+A probe is a frozen, hashable dataclass so it can be a jit static argument: the forward pass is
+traced once per (model structure, probe) and the observation code is compiled into it.
+
+Observation is a *streaming reduction*: ``CaptureStats`` turns each layer's B×T×H×D activation into
+per-(head, dim) sums over the valid tokens inside the jitted forward, so a whole dataset is
+summarized batch by batch with ``merge`` and no T×H×D tensor ever reaches the host. ``merge`` is
+exact up to float rounding and associative, so how a dataset is split into batches does not matter.
+
+Interventions (replace dims by their mean, zero them, quantize) will be further frozen probes that
+return an edited ``x`` from ``__call__``; ``collect_stats`` already accepts any ``CaptureStats`` and
+the model applies whatever a probe returns, so they slot in beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Iterable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mvjax.model import SiteContext
+
+# Sites whose activation is B×T×heads×D (attention probabilities are B×H×T×S and need other stats).
+STAT_SITES = ("q", "k", "v", "q_rot", "k_rot")
+
+
+class Stats(NamedTuple):
+    """Per-(head, dim) token statistics of one site at one layer.
+
+    count: number of valid tokens; sum / sumsq: Σx and Σx² over them (H×D); absmax: max |x| (H×D);
+    values: per-token values of the chosen dims, valid tokens only (N×H×k), or None.
+    Inside jit the arrays are float32 for one batch; on the host they are float64 and merged.
+    """
+
+    count: Any
+    sum: Any
+    sumsq: Any
+    absmax: Any
+    values: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureStats:
+    """Accumulate ``Stats`` at ``sites`` (a subset of ``STAT_SITES``) for every layer.
+
+    norm_dims: head dims whose per-token values are also returned (e.g. the massive dims, to study
+    their DC offset and the BOS exception); None keeps only the reductions.
+    """
+
+    sites: frozenset[str] = frozenset({"q", "k", "v"})
+    norm_dims: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        sites = frozenset(self.sites)
+        unknown = sorted(sites - set(STAT_SITES))
+        if unknown or not sites:
+            raise ValueError(f"site(s) {unknown or '(none)'} cannot be captured: choose from "
+                             f"{list(STAT_SITES)}")
+        object.__setattr__(self, "sites", sites)
+        if self.norm_dims is not None:
+            dims = tuple(int(d) for d in self.norm_dims)
+            if not dims or min(dims) < 0:
+                raise ValueError(f"norm_dims={self.norm_dims!r} is invalid: give non-negative "
+                                 "head-dim indices, or None")
+            object.__setattr__(self, "norm_dims", dims)
+
+    def __call__(self, site: str, layer: int, x: jax.Array, ctx: SiteContext) -> tuple[jax.Array, Stats]:
+        return x, batch_stats(x, ctx.valid_BxT, self.norm_dims)
+
+
+def batch_stats(x_BxTxHxD: jax.Array, valid_BxT: jax.Array,
+                norm_dims: tuple[int, ...] | None = None) -> Stats:
+    """Stats of one batch; padding (valid=False) contributes nothing. Values of ``norm_dims`` stay
+    B×T×H×k here (shapes must be static in jit); ``to_host`` drops the padded tokens."""
+    if norm_dims is not None and max(norm_dims) >= x_BxTxHxD.shape[-1]:
+        raise ValueError(f"norm_dims={norm_dims} exceed head_dim={x_BxTxHxD.shape[-1]}: "
+                         "pick dims below it")
+    xf = jnp.where(valid_BxT[:, :, None, None], x_BxTxHxD.astype(jnp.float32), 0.0)
+    values = None if norm_dims is None else xf[..., jnp.asarray(norm_dims)]
+    return Stats(count=jnp.sum(valid_BxT, dtype=jnp.int32), sum=jnp.sum(xf, axis=(0, 1)),
+                 sumsq=jnp.sum(xf * xf, axis=(0, 1)), absmax=jnp.max(jnp.abs(xf), axis=(0, 1)),
+                 values=values)
+
+
+def to_host(stats: Stats, valid_BxT: np.ndarray) -> Stats:
+    """Device batch stats → float64 host stats (per-token values restricted to valid tokens)."""
+    values = None
+    if stats.values is not None:
+        values = np.asarray(stats.values, np.float64)[np.asarray(valid_BxT, bool)]
+    return Stats(int(stats.count), np.asarray(stats.sum, np.float64),
+                 np.asarray(stats.sumsq, np.float64), np.asarray(stats.absmax, np.float64), values)
+
+
+def merge(a: Stats, b: Stats) -> Stats:
+    """Stats of the union of the token sets summarized by ``a`` and ``b`` (pure, associative)."""
+    if np.shape(a.sumsq) != np.shape(b.sumsq):
+        raise ValueError(f"cannot merge stats of shapes {np.shape(a.sumsq)} and {np.shape(b.sumsq)}: "
+                         "they come from different sites or models")
+    if (a.values is None) != (b.values is None):
+        raise ValueError("cannot merge stats with and without per-token values: use one norm_dims")
+    values = None if a.values is None else np.concatenate([a.values, b.values], axis=0)
+    return Stats(a.count + b.count, a.sum + b.sum, a.sumsq + b.sumsq,
+                 np.maximum(a.absmax, b.absmax), values)
+
+
+Records = dict[str, dict[int, Stats]]
+
+
+def merge_records(a: Records | None, b: Records) -> Records:
+    """Merge {site: {layer: Stats}} mappings; ``a=None`` starts an accumulation."""
+    if a is None:
+        return b
+    if set(a) != set(b) or any(set(a[s]) != set(b[s]) for s in a):
+        raise ValueError("cannot merge records over different sites/layers: use one probe")
+    return {s: {l: merge(a[s][l], b[s][l]) for l in a[s]} for s in a}
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "probe"))
+def _probe_forward(graphdef, state, tokens_BxT, mask_BxT, probe):
+    from flax import nnx
+
+    model = nnx.merge(graphdef, state)
+    return model(tokens_BxT, attention_mask_BxT=mask_BxT, probe=probe, logits=False).records
+
+
+def collect_stats(model, batches: Iterable, sites: Iterable[str] = ("q", "k", "v"), *,
+                  norm_dims: tuple[int, ...] | None = None, progress: bool = True,
+                  total: int | None = None) -> Records:
+    """Run the jitted forward (no LM head) over ``batches`` and merge the per-batch stats.
+
+    batches: token arrays B×T, or (tokens B×T, mask B×T) pairs (mask 1 = real token). Keep B×T fixed
+    (pad the last batch with mask 0) so the forward compiles once. Returns {site: {layer: Stats}}.
+    """
+    from flax import nnx
+    from tqdm.auto import tqdm
+
+    probe = CaptureStats(frozenset(sites), norm_dims)
+    graphdef, state = nnx.split(model)
+    acc: Records | None = None
+    n_tokens = 0
+    bar = tqdm(batches, total=total, disable=not progress, desc="stats", unit="batch")
+    for batch in bar:
+        tokens, mask = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        tokens = np.asarray(tokens)
+        mask = np.ones(tokens.shape, bool) if mask is None else np.asarray(mask, bool)
+        if tokens.ndim != 2 or mask.shape != tokens.shape:
+            raise ValueError(f"a batch must be tokens B×T with an equal-shaped mask; got "
+                             f"{tokens.shape} and {mask.shape}")
+        recs = _probe_forward(graphdef, state, jnp.asarray(tokens), jnp.asarray(mask), probe)
+        recs = jax.device_get(recs)
+        host = {s: {l: to_host(st, mask) for l, st in per.items()} for s, per in recs.items()}
+        acc = merge_records(acc, host)
+        n_tokens += int(mask.sum())
+        bar.set_postfix(tokens=n_tokens)
+    if acc is None:
+        raise ValueError("no batches to summarize: the dataset is empty")
+    return acc
