@@ -86,6 +86,12 @@ def test_bad_sources_fail_with_clear_messages(tmp_path):
     _jsonl(tmp_path / "d.jsonl", ["x"], field="body")
     with pytest.raises(ValueError, match=r"no field 'text'.*'body'"):
         load_texts(str(tmp_path / "d.jsonl"))
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    with pytest.raises(ValueError, match="is not UTF-8 text"):
+        load_texts(str(tmp_path / "latin1.txt"))
+    (tmp_path / "broken.jsonl").write_text('{"text": "fine"}\n{"text": oops\n')
+    with pytest.raises(ValueError, match="could not read .*broken.jsonl as json"):
+        load_texts(str(tmp_path / "broken.jsonl"))
     (tmp_path / "emptydir").mkdir()
     with pytest.raises(ValueError, match="holds no"):
         load_texts(str(tmp_path / "emptydir"))

@@ -79,11 +79,23 @@ def _column(ds, text_field: str, where: str) -> list[str]:
 def _load_file(path: Path, text_field: str, doc_separator: str) -> list[str]:
     suffix = path.suffix.lower()
     if suffix in TEXT_SUFFIXES:
-        return _split_text(path.read_text(encoding="utf-8"), doc_separator)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): convert it "
+                             "to UTF-8") from None
+        return _split_text(text, doc_separator)
     if suffix in DATASET_SUFFIXES:
         import datasets
 
-        ds = datasets.load_dataset(DATASET_SUFFIXES[suffix], data_files=str(path), split="train")
+        kind = DATASET_SUFFIXES[suffix]
+        try:
+            ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+        except Exception as e:  # malformed JSON/parquet surfaces as several datasets error types
+            cause = e.__cause__ or e
+            reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            raise ValueError(f"could not read {path} as {kind} ({reason}): check the file is valid "
+                             f"{kind} with one record per row") from e
         return _column(ds, text_field, str(path))
     raise ValueError(f"data file {path} has unsupported type {suffix!r}: use one of "
                      f"{SUPPORTED_SUFFIXES}")
