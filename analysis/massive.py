@@ -1,0 +1,222 @@
+"""Massive values in Q/K/V: the definition, fixed before any result, and concentration metrics.
+
+M[h, d] is the L2 norm over tokens of one site's activation at head h, dim d (H×D per layer).
+
+Aggregation (``MassiveDefinition.aggregation``): the paper computes M on one prompt. mvjax streams a
+whole dataset and uses the **pooled** norm M = sqrt(Σ over all valid tokens of x²) by default, i.e.
+M² is the sum of the per-prompt M² — the energy-weighted reading of "massive across prompts", and
+the only one that needs no per-prompt storage. Thresholds are scale-free (λ times a mean of M), so
+pooling over N tokens vs one prompt changes M's scale, not which entries are massive, when every
+prompt has the same pattern. Per-token RMS is M / sqrt(count).
+
+Massive (``MassiveDefinition``): M[h,d] > λ · mean_{d'} M[h,d'] with λ = 5 and the mean taken per
+head (``mean_over="head"``, the paper's Definition 1 as quoted by the drope-activations replication);
+``mean_over="global"`` takes the mean over all H×D (that replication's code). Separately, the top-k
+dims per head (the authors' code; k = 1 for Llama) are reported.
+
+Frequency bands come from ``mvjax.positional.dim_to_frequency`` so both pair layouts and partial
+rotary work: the low-frequency half is the rotating dims whose frequency is below the median of the
+rotating dims' frequencies. V does not rotate; it is labelled with the same layer's Q/K dims as a
+contrast (its "low-frequency share" should sit at chance, 50%).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from mvjax.config import ModelConfig
+from mvjax.positional import dim_to_frequency
+
+MEAN_OVER = ("head", "global")
+AGGREGATIONS = ("pooled",)
+QK_SITES = ("q", "k", "q_rot", "k_rot")
+
+
+@dataclasses.dataclass(frozen=True)
+class MassiveDefinition:
+    """What "massive" means for a result; stored beside it."""
+
+    lam: float = 5.0
+    mean_over: str = "head"
+    top_k: int = 1
+    aggregation: str = "pooled"
+
+    def __post_init__(self) -> None:
+        if not self.lam > 0:
+            raise ValueError(f"lambda={self.lam!r} is invalid: use a positive threshold, e.g. 5")
+        if self.mean_over not in MEAN_OVER:
+            raise ValueError(f"mean_over={self.mean_over!r} is invalid: use one of {MEAN_OVER}")
+        if not (isinstance(self.top_k, int) and self.top_k >= 1):
+            raise ValueError(f"top_k={self.top_k!r} is invalid: use a positive integer, e.g. 1")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation={self.aggregation!r} is invalid: use one of {AGGREGATIONS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["rule"] = (f"M[h,d] = sqrt(sum over all valid tokens of x[h,d]^2); massive iff "
+                     f"M[h,d] > {self.lam} * mean of M over "
+                     f"{'the head dims' if self.mean_over == 'head' else 'all heads x dims'}; "
+                     f"top-{self.top_k} dims per head reported separately")
+        return d
+
+
+def norm_matrix(sumsq_HxD: np.ndarray) -> np.ndarray:
+    """Pooled L2 norm over tokens, M = sqrt(Σx²)."""
+    return np.sqrt(np.asarray(sumsq_HxD, np.float64))
+
+
+def massive_mask(M_HxD: np.ndarray, definition: MassiveDefinition) -> np.ndarray:
+    """Boolean H×D: entries above λ times the (per-head or global) mean of M."""
+    M = np.asarray(M_HxD, np.float64)
+    mean = M.mean(axis=1, keepdims=True) if definition.mean_over == "head" else M.mean()
+    return M > definition.lam * mean
+
+
+def topk_mask(M_HxD: np.ndarray, k: int) -> np.ndarray:
+    """Boolean H×D: the k largest dims of every head (ties broken by lower dim index)."""
+    M = np.asarray(M_HxD, np.float64)
+    order = np.argsort(-M, axis=1, kind="stable")[:, :k]
+    mask = np.zeros(M.shape, bool)
+    np.put_along_axis(mask, order, True, axis=1)
+    return mask
+
+
+def low_frequency_dims(freqs: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(low, rotating) boolean masks over head dims: rotating dims with frequency below the median
+    frequency of the rotating dims. With no rotating dims both are all False."""
+    f = np.array([np.nan if x is None else x for x in freqs], np.float64)
+    rotating = ~np.isnan(f)
+    low = np.zeros(f.shape, bool)
+    if rotating.any():
+        low[rotating] = f[rotating] < np.median(f[rotating])
+    return low, rotating
+
+
+def frequency_order(freqs: list[float | None]) -> np.ndarray:
+    """Dim indices from highest to lowest frequency, non-rotating dims last (plot order)."""
+    f = np.array([np.nan if x is None else x for x in freqs], np.float64)
+    key = np.where(np.isnan(f), np.inf, -f)
+    return np.argsort(key, kind="stable")
+
+
+def gini(values: np.ndarray) -> float:
+    """Gini coefficient of non-negative values (0 = uniform, → 1 = all mass in one entry)."""
+    v = np.sort(np.asarray(values, np.float64).ravel())
+    n, total = v.size, v.sum()
+    if n == 0 or total <= 0:
+        return 0.0
+    return float((2 * np.arange(1, n + 1) - n - 1) @ v / (n * total))
+
+
+def _share(mask: np.ndarray, where: np.ndarray) -> float | None:
+    n = int(mask.sum())
+    return None if n == 0 else float((mask & where).sum() / n)
+
+
+def layer_metrics(M_HxD: np.ndarray, freqs: list[float | None],
+                  definition: MassiveDefinition) -> dict[str, Any]:
+    """Concentration of one layer's M at one site. Shares are None when undefined (no massive
+    entry, or no rotating dim)."""
+    M = np.asarray(M_HxD, np.float64)
+    H, D = M.shape
+    low, rotating = low_frequency_dims(freqs)
+    low_HxD, rot_HxD = np.broadcast_to(low, M.shape), np.broadcast_to(rotating, M.shape)
+    mean_h = M.mean(axis=1)
+    ratio_h = np.where(mean_h > 0, M.max(axis=1) / np.where(mean_h > 0, mean_h, 1), 0.0)
+    massive = massive_mask(M, definition)
+    top = topk_mask(M, definition.top_k)
+    top1 = M.argmax(axis=1)
+    has_rot = bool(rotating.any())
+    rot_massive = massive & rot_HxD
+    return {
+        "max_mean_ratio_median": float(np.median(ratio_h)),
+        "max_mean_ratio_max": float(ratio_h.max()),
+        "max_mean_ratio_per_head": ratio_h.tolist(),
+        "n_massive": int(massive.sum()),
+        "n_heads_with_massive": int(massive.any(axis=1).sum()),
+        "n_massive_rotating": int(rot_massive.sum()),
+        "n_massive_low_freq": int((rot_massive & low_HxD).sum()),
+        "massive": [[int(h), int(d)] for h, d in zip(*np.nonzero(massive))],
+        "massive_low_freq_share": _share(rot_massive, low_HxD) if has_rot else None,
+        "massive_unrotated_share": _share(massive, ~rot_HxD) if has_rot else None,
+        "topk": [[int(d) for d in np.nonzero(top[h])[0]] for h in range(H)],
+        "topk_low_freq_share": _share(top & rot_HxD, low_HxD) if has_rot else None,
+        "top_dim_low_freq_share": float(low[top1].mean()) if has_rot else None,
+        "gini_mean_over_heads": float(np.mean([gini(M[h]) for h in range(H)])),
+        "energy_low_freq_share": (float((M[:, low] ** 2).sum() / max((M[:, rotating] ** 2).sum(), 1e-300))
+                                  if has_rot else None),
+    }
+
+
+def band_energy(M_HxD: np.ndarray, freqs: list[float | None], n_bands: int) -> np.ndarray:
+    """Share of the layer's energy ΣM² in each of ``n_bands`` equal bands of rotating dims ordered
+    high → low frequency, plus a last entry for non-rotating dims (length n_bands + 1)."""
+    M2 = (np.asarray(M_HxD, np.float64) ** 2).sum(axis=0)
+    order = frequency_order(freqs)
+    _, rotating = low_frequency_dims(freqs)
+    rot_order = [d for d in order if rotating[d]]
+    out = np.zeros(n_bands + 1)
+    for b, chunk in enumerate(np.array_split(np.array(rot_order, int), n_bands)):
+        out[b] = M2[chunk].sum() if len(chunk) else 0.0
+    out[-1] = M2[~rotating].sum()
+    total = M2.sum()
+    return out / total if total > 0 else out
+
+
+def layer_freqs(cfg: ModelConfig, layer: int) -> list[float | None]:
+    return dim_to_frequency(cfg, layer)
+
+
+def analyze(records: dict[str, dict[int, Any]], cfg: ModelConfig,
+            definition: MassiveDefinition, n_bands: int = 8) -> dict[str, Any]:
+    """Per-site, per-layer metrics and M matrices from ``collect_stats`` records, plus the summary
+    (first layer with massive entries per site, totals, pooled low-frequency shares)."""
+    sites: dict[str, Any] = {}
+    order = ("q", "k", "v", "q_rot", "k_rot")
+    for site in sorted(records, key=lambda s: order.index(s) if s in order else len(order)):
+        per_layer = records[site]
+        layers = []
+        for layer in sorted(per_layer):
+            st = per_layer[layer]
+            freqs = layer_freqs(cfg, layer)
+            M = norm_matrix(st.sumsq)
+            m = layer_metrics(M, freqs, definition)
+            m.update(layer=layer, count=int(st.count), M=M.tolist(),
+                     band_energy=band_energy(M, freqs, n_bands).tolist())
+            layers.append(m)
+        sites[site] = layers
+    return {"definition": definition.to_dict(), "n_bands": n_bands,
+            "frequencies": {str(l): layer_freqs(cfg, l) for l in range(cfg.num_layers)},
+            "sites": sites, "summary": summarize(sites)}
+
+
+def summarize(sites: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Headline numbers per site: total massive entries, the share of them (over all layers) in the
+    low-frequency half, the first layer with any, and the median max/mean ratio over layers."""
+    out: dict[str, Any] = {}
+    for site, layers in sites.items():
+        n_low = sum(m["n_massive_low_freq"] for m in layers)
+        n_rot = sum(m["n_massive_rotating"] for m in layers)
+        top_low, top_n = 0.0, 0
+        for m in layers:
+            if m["top_dim_low_freq_share"] is not None:
+                top_low += m["top_dim_low_freq_share"]
+                top_n += 1
+        first = next((m["layer"] for m in layers if m["n_massive"] > 0), None)
+        ratios = [m["max_mean_ratio_median"] for m in layers]
+        out[site] = {
+            "n_massive": int(sum(m["n_massive"] for m in layers)),
+            "massive_low_freq_share": (n_low / n_rot) if n_rot else None,
+            "top_dim_low_freq_share": (top_low / top_n) if top_n else None,
+            "first_massive_layer": first,
+            "layers_with_massive": int(sum(m["n_massive"] > 0 for m in layers)),
+            "max_mean_ratio_median_over_layers": float(np.median(ratios)) if ratios else math.nan,
+        }
+    qk = [out[s]["first_massive_layer"] for s in QK_SITES if s in out
+          and out[s]["first_massive_layer"] is not None]
+    out["first_qk_concentration_layer"] = min(qk) if qk else None
+    return out
