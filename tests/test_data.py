@@ -13,7 +13,15 @@ from mvjax.data import (DataConfig, TokenStream, build_data, build_tokenizer, lo
 from mvjax.data import sources
 from mvjax.tokenizers import ByteTokenizer, HFTokenizer, check_vocab, load_tokenizer
 
-SHAKESPEARE = resolve_source("tinyshakespeare")
+
+
+@pytest.fixture(scope="module")
+def shakespeare() -> str:
+    """The real corpus; a clone without ../shared/data points $MVJAX_DATA at it."""
+    try:
+        return resolve_source("tinyshakespeare")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
 
 
 def _docs(n: int) -> list[str]:
@@ -46,7 +54,7 @@ def test_txt_jsonl_parquet_and_directory_load(tmp_path):
     assert load_texts(str(sub)) == ["earlier", "later"]
 
 
-def test_named_corpus_resolves_and_env_overrides(tmp_path, monkeypatch):
+def test_named_corpus_resolves_and_env_overrides(tmp_path, monkeypatch, shakespeare):
     texts = load_texts("tinyshakespeare")
     assert len(texts) > 1000 and texts[0].startswith("First Citizen")
     (tmp_path / "tinyshakespeare.txt").write_text("mine\n\nours")
@@ -80,6 +88,7 @@ def test_hub_name_goes_to_load_dataset(monkeypatch):
 def test_bad_sources_fail_with_clear_messages(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_texts(str(tmp_path / "absent.txt"))
+    (tmp_path / "a.txt").write_text("some text")
     (tmp_path / "empty.txt").write_text("\n\n   \n\n")
     with pytest.raises(ValueError, match="no non-blank documents"):
         load_texts(str(tmp_path / "empty.txt"))
@@ -96,7 +105,7 @@ def test_bad_sources_fail_with_clear_messages(tmp_path):
     with pytest.raises(ValueError, match="holds no"):
         load_texts(str(tmp_path / "emptydir"))
     with pytest.raises(ValueError, match="doc_separator"):
-        load_texts(SHAKESPEARE, doc_separator="")
+        load_texts(str(tmp_path / "a.txt"), doc_separator="")
 
 
 # ------------------------------------------------------------------------------ config
@@ -177,7 +186,7 @@ def test_stream_needs_enough_tokens_and_a_bos():
 
 
 # ------------------------------------------------------------------------- build_data
-def test_build_data_deterministic_and_seeded():
+def test_build_data_deterministic_and_seeded(shakespeare):
     cfg = DataConfig(seq_len=64, batch_size=4)
     s1, e1, tok = build_data(cfg)
     s2, e2, _ = build_data(cfg)
@@ -192,7 +201,7 @@ def test_build_data_deterministic_and_seeded():
     assert all((b[:, 0] == tok.bos_id).all() for b in b1)
 
 
-def test_build_data_resume_is_exact():
+def test_build_data_resume_is_exact(shakespeare):
     cfg = DataConfig(seq_len=32, batch_size=5, seed=3)
     s, _, _ = build_data(cfg)
     for _ in range(4):
@@ -250,7 +259,7 @@ def test_seq_len_larger_than_data(tmp_path):
 
 # ---------------------------------------------------------------------------- tokenizers
 @pytest.fixture(scope="module")
-def bpe_dir(tmp_path_factory):
+def bpe_dir(tmp_path_factory, shakespeare):
     from mvjax.cli import main
 
     out = tmp_path_factory.mktemp("bpe")
@@ -286,6 +295,7 @@ def test_build_tokenizer_specs_and_errors(tmp_path):
     assert isinstance(build_tokenizer("byte"), ByteTokenizer)
     tok = build_tokenizer("bpe:300", _docs(50))
     assert tok.vocab_size <= 300 and tok.decode(tok.encode("<007> <042>\n")) == "<007> <042>\n"
+    assert build_tokenizer("bpe:300", _docs(50)).tok.to_str() == tok.tok.to_str()  # resumable
     tok.tok.save(str(tmp_path / "bare.json"))  # no tokenizer_meta.json beside it
     assert build_tokenizer(str(tmp_path / "bare.json")).bos_id == tok.bos_id
     with pytest.raises(FileNotFoundError, match="not found"):
@@ -298,7 +308,7 @@ def test_build_tokenizer_specs_and_errors(tmp_path):
         train_bpe(_docs(3), 100)
 
 
-def test_cli_stats_and_errors(tmp_path, capsys, bpe_dir):
+def test_cli_stats_and_errors(tmp_path, capsys, bpe_dir, shakespeare):
     from mvjax.cli import main
 
     assert main(["data", "stats", "--seq-len", "32", "--packing", "concat"]) == 0

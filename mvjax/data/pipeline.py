@@ -108,8 +108,6 @@ def build_data(cfg: DataConfig, *, progress: bool = True
     train_texts, held_texts = split_documents(texts, cfg.holdout_fraction)
     tok = build_tokenizer(cfg.tokenizer, train_texts)
     train_tokens = tokenize_documents(tok, train_texts, progress=progress)
-    if num_windows(len(train_tokens), cfg.seq_len) < 1:
-        raise too_short_error("train", len(train_tokens), cfg.seq_len)
     stream = TokenStream(train_tokens, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
                          seed=cfg.seed, packing=cfg.packing, bos_id=tok.bos_id)
     if held_texts and cfg.eval_rows > 0:
