@@ -1,0 +1,151 @@
+"""Figures for a massive-values result (the dict from ``analysis.massive.analyze``).
+
+Every plot orders head dims by RoPE frequency (high → low, non-rotating dims last) so the
+low-frequency band is always on the right, whatever the pair layout. Each figure is written as PNG
+and SVG with the Agg backend (no display needed). Functions take the result dict, not the model,
+so figures can be redrawn from a saved ``massive_values.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from analysis.massive import frequency_order, low_frequency_dims  # noqa: E402
+
+SITE_LABEL = {"q": "Q (pre-RoPE)", "k": "K (pre-RoPE)", "v": "V", "q_rot": "Q (post-RoPE)",
+              "k_rot": "K (post-RoPE)"}
+
+
+def _save(fig, out_dir: Path, name: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.{ext}" for ext in ("png", "svg")]
+    for p in paths:
+        fig.savefig(p, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _freqs(result: dict[str, Any], layer: int) -> list[float | None]:
+    return result["frequencies"][str(layer)]
+
+
+def _ratio_to_head_mean(M: np.ndarray) -> np.ndarray:
+    mean = M.mean(axis=1, keepdims=True)
+    return np.divide(M, mean, out=np.zeros_like(M), where=mean > 0)
+
+
+def heatmaps(result: dict[str, Any], site: str, out_dir: Path, model_name: str = "") -> list[Path]:
+    """Head × dim maps of M / head-mean for every layer at one site (one panel per layer)."""
+    layers = result["sites"][site]
+    lam = result["definition"]["lam"]
+    n = len(layers)
+    cols = min(6, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 1, 2.2 * rows + 0.8), squeeze=False)
+    vmax = max(2 * lam, max(float(_ratio_to_head_mean(np.array(m["M"])).max()) for m in layers))
+    im = None
+    for ax, m in zip(axes.ravel(), layers):
+        freqs = _freqs(result, m["layer"])
+        order = frequency_order(freqs)
+        R = _ratio_to_head_mean(np.array(m["M"]))[:, order]
+        im = ax.imshow(R, aspect="auto", cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+        low, rot = low_frequency_dims(freqs)
+        if rot.any():  # boundary between the high- and low-frequency halves of the rotating dims
+            ax.axvline(int((rot & ~low).sum()) - 0.5, color="cyan", lw=0.8, ls="--")
+        ax.set_title(f"layer {m['layer']}  ({m['n_massive']} massive)", fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("head", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("dim, high → low RoPE freq", fontsize=8)
+    cbar = fig.colorbar(im, ax=axes, shrink=0.9, pad=0.01)
+    cbar.set_label(f"M[h,d] / mean_d M[h,·]   (massive > {lam:g})", fontsize=9)
+    fig.suptitle(f"{model_name} {SITE_LABEL.get(site, site)}: per-(head, dim) L2 norm over tokens; "
+                 "dashed line = start of low-frequency half", fontsize=10)
+    return _save(fig, out_dir, f"heatmap_{site}")
+
+
+def band_map(result: dict[str, Any], out_dir: Path, model_name: str = "") -> list[Path]:
+    """Layer × frequency-band map of the share of energy ΣM², one panel per site."""
+    sites = list(result["sites"])
+    nb = result["n_bands"]
+    fig, axes = plt.subplots(1, len(sites), figsize=(3.2 * len(sites) + 1, 4.5), squeeze=False)
+    im = None
+    for ax, site in zip(axes[0], sites):
+        layers = result["sites"][site]
+        E = np.array([m["band_energy"] for m in layers])
+        im = ax.imshow(E, aspect="auto", cmap="viridis", vmin=0, vmax=1, origin="lower",
+                       interpolation="nearest")
+        ax.set_xticks(range(nb + 1), [f"{i + 1}" for i in range(nb)] + ["none"], fontsize=7)
+        ax.set_yticks(range(len(layers)), [str(m["layer"]) for m in layers], fontsize=6)
+        ax.set_xlabel(f"RoPE band (1 = highest freq … {nb} = lowest)", fontsize=8)
+        ax.set_title(SITE_LABEL.get(site, site), fontsize=9)
+    axes[0, 0].set_ylabel("layer", fontsize=9)
+    cbar = fig.colorbar(im, ax=axes, shrink=0.9, pad=0.01)
+    cbar.set_label("share of the layer's ΣM² in the band", fontsize=9)
+    fig.suptitle(f"{model_name}: where the Q/K/V energy sits across RoPE frequency bands",
+                 fontsize=10)
+    return _save(fig, out_dir, "band_map")
+
+
+def bars3d(result: dict[str, Any], layer: int, out_dir: Path, model_name: str = "",
+           sites: tuple[str, ...] = ("q", "k", "v")) -> list[Path]:
+    """3-D bars of M (head × freq-ordered dim) at one layer for Q, K and V (cf. the paper's Fig. 1)."""
+    sites = tuple(s for s in sites if s in result["sites"])
+    fig = plt.figure(figsize=(5.2 * len(sites), 4.6))
+    for i, site in enumerate(sites):
+        m = next(x for x in result["sites"][site] if x["layer"] == layer)
+        order = frequency_order(_freqs(result, layer))
+        M = np.array(m["M"])[:, order]
+        H, D = M.shape
+        ax = fig.add_subplot(1, len(sites), i + 1, projection="3d")
+        xs, ys = np.meshgrid(np.arange(D), np.arange(H))
+        heights = M.ravel()
+        colors = plt.cm.viridis(heights / max(heights.max(), 1e-30))
+        ax.bar3d(xs.ravel(), ys.ravel(), np.zeros(H * D), 0.8, 0.8, heights, color=colors,
+                 shade=True)
+        ax.set_xlabel("dim (high → low freq)", fontsize=8)
+        ax.set_ylabel("head", fontsize=8)
+        ax.set_zlabel("M = L2 norm over tokens", fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.set_title(f"{SITE_LABEL.get(site, site)}, layer {layer}", fontsize=9)
+    fig.suptitle(f"{model_name}: massive values at layer {layer}", fontsize=10)
+    return _save(fig, out_dir, f"bars3d_layer{layer}")
+
+
+def ratio_curves(result: dict[str, Any], out_dir: Path, model_name: str = "") -> list[Path]:
+    """Layer-wise max/mean ratio of M per head: median over heads (solid) and max (dotted)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    lam = result["definition"]["lam"]
+    for i, (site, layers) in enumerate(result["sites"].items()):
+        x = [m["layer"] for m in layers]
+        c = f"C{i}"
+        ax.plot(x, [m["max_mean_ratio_median"] for m in layers], "-o", ms=3, color=c,
+                label=f"{SITE_LABEL.get(site, site)} median over heads")
+        ax.plot(x, [m["max_mean_ratio_max"] for m in layers], ":", color=c, lw=1)
+    ax.axhline(lam, color="k", ls="--", lw=0.8, label=f"λ = {lam:g}")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("max_d M[h,d] / mean_d M[h,d]")
+    ax.set_title(f"{model_name}: concentration per layer (dotted = max over heads)", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, out_dir, "ratio_curves")
+
+
+def all_figures(result: dict[str, Any], out_dir: Path, bar_layer: int,
+                model_name: str = "") -> dict[str, list[Path]]:
+    """Every figure for a result; returns {figure name: [png, svg]}."""
+    out = {f"heatmap_{s}": heatmaps(result, s, out_dir, model_name) for s in result["sites"]}
+    out["band_map"] = band_map(result, out_dir, model_name)
+    out["bars3d"] = bars3d(result, bar_layer, out_dir, model_name)
+    out["ratio_curves"] = ratio_curves(result, out_dir, model_name)
+    return out

@@ -1,0 +1,71 @@
+"""``report.md`` for a massive-values result: the definition first, then the headline numbers, then
+the figures — so a reader sees what was measured before what was found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from analysis.plots import SITE_LABEL
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def headline_table(result: dict[str, Any]) -> str:
+    rows = ["| site | massive entries | layers with any | first layer | in low-freq half | "
+            "top dim in low-freq half | median max/mean |",
+            "|---|---|---|---|---|---|---|"]
+    for site, s in result["summary"].items():
+        if not isinstance(s, dict):
+            continue
+        first = "none" if s["first_massive_layer"] is None else str(s["first_massive_layer"])
+        rows.append(f"| {SITE_LABEL.get(site, site)} | {s['n_massive']} | {s['layers_with_massive']} "
+                    f"| {first} | {_pct(s['massive_low_freq_share'])} | "
+                    f"{_pct(s['top_dim_low_freq_share'])} | "
+                    f"{s['max_mean_ratio_median_over_layers']:.2f} |")
+    return "\n".join(rows)
+
+
+def write_report(result: dict[str, Any], figures: dict[str, list[Path]], out_dir: Path) -> Path:
+    """Write ``out_dir/report.md`` linking the PNG figures (relative paths)."""
+    d = result["definition"]
+    data, model = result["data"], result["model"]
+    first = result["summary"].get("first_qk_concentration_layer")
+    lines = [
+        f"# Massive values in Q/K/V — {model['name']}",
+        "",
+        "## Definition (fixed before the run)",
+        f"- {d['rule']}.",
+        f"- Aggregation: {d['aggregation']} (one M over the whole dataset; see analysis/massive.py).",
+        "- Low-frequency half: rotating dims whose RoPE frequency is below the median of the "
+        "rotating dims' frequencies (from mvjax.positional.dim_to_frequency). V is labelled with "
+        "the same dims as a contrast; its low-frequency share should sit near 50%.",
+        "",
+        "## Run",
+        f"- Model: `{model['name']}` — {model['config']['num_layers']} layers, "
+        f"{model['config']['num_heads']} query heads, {model['config']['num_kv_heads']} KV heads, "
+        f"head_dim {model['config']['head_dim']}, RoPE layout {model['layout']}.",
+        f"- Data: {data['description']}; {data['n_sequences']} sequences × {data['seq_len']} tokens "
+        f"= {data['n_tokens']} tokens; BOS at the start of each sequence: {data['bos']}.",
+        "",
+        "## Headline numbers",
+        "",
+        headline_table(result),
+        "",
+        f"First layer with a massive Q or K entry: **{'none' if first is None else first}**.",
+        "",
+        "## Figures",
+    ]
+    captions = {"ratio_curves": "Max/mean ratio of M per layer",
+                "band_map": "Energy per RoPE frequency band, layer by layer",
+                "bars3d": "3-D view of one layer"}
+    for name, paths in figures.items():
+        png = next(p for p in paths if p.suffix == ".png")
+        site = name.removeprefix("heatmap_")
+        caption = captions.get(name, f"Head × dim heatmaps, {SITE_LABEL.get(site, site)}")
+        lines += ["", f"### {caption}", "", f"![{caption}]({png.relative_to(out_dir)})"]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
