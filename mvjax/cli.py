@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "mvjax.commands.basic",
     "analysis.cli",
     "mvjax.data.cli",
+    "mvjax.convert.cli",
 )
 
 
