@@ -1,0 +1,166 @@
+"""GGUF import: a GGUF written in-test the way llama.cpp's converter writes one (Q/K rows permuted to
+the interleaved pairing, llama.* metadata) imports back to the HF model's logits; foreign and
+truncated files are refused in one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+gguf = pytest.importorskip("gguf")
+
+import jax.numpy as jnp  # noqa: E402
+
+from mvjax.cli import main  # noqa: E402
+from mvjax.convert.gguf import load_gguf  # noqa: E402
+from mvjax.convert.hf import half_to_interleaved  # noqa: E402
+from mvjax.load import load_pretrained  # noqa: E402
+
+TOL = 1e-4
+VOCAB, SEQ = 128, 64
+HF_TO_GGUF = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+              "lm_head.weight": "output.weight"}
+LAYER = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+         "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+         "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
+         "post_attention_layernorm": "ffn_norm"}
+
+
+def random_hf(tied: bool, kv: int = 2, theta: float = 1e4, seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=kv, rms_norm_eps=1e-5, tie_word_embeddings=tied,
+        rope_parameters={"rope_type": "default", "rope_theta": theta}, attn_implementation="eager")
+    model = transformers.LlamaForCausalLM(cfg).float().eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(1 + 0.3 * torch.randn_like(p) if "norm" in n else 0.08 * torch.randn_like(p))
+    return model
+
+
+def gguf_name(hf_name: str) -> str:
+    if hf_name in HF_TO_GGUF:
+        return HF_TO_GGUF[hf_name]
+    _, _, i, rest = hf_name.split(".", 3)
+    return f"blk.{i}.{LAYER[rest.removesuffix('.weight')]}.weight"
+
+
+def write_gguf(path, hf, arch: str = "llama", quant=None) -> None:
+    """Write ``hf`` as llama.cpp's convert_hf_to_gguf.py would (F32 unless ``quant`` for matrices)."""
+    c = hf.config
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    w.add_vocab_size(c.vocab_size)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    for name, t in hf.state_dict().items():
+        if name == "lm_head.weight" and c.tie_word_embeddings:
+            continue
+        arr = t.numpy().astype(np.float32)
+        if name.endswith("q_proj.weight"):
+            arr = half_to_interleaved(arr, c.num_attention_heads)
+        elif name.endswith("k_proj.weight"):
+            arr = half_to_interleaved(arr, c.num_key_value_heads)
+        if quant is not None and arr.ndim == 2:
+            w.add_tensor(gguf_name(name), gguf.quants.quantize(arr, quant), raw_dtype=quant)
+        else:
+            w.add_tensor(gguf_name(name), arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def logits_hf(hf, toks):
+    with torch.no_grad():
+        return hf(torch.tensor(toks)).logits.numpy()
+
+
+TOKS = np.random.default_rng(0).integers(0, VOCAB, size=(2, SEQ))
+
+
+@pytest.mark.parametrize("tied,kv,layout", [(True, 2, "half"), (False, 1, "half"),
+                                            (True, 4, "interleaved")])
+def test_gguf_import_matches_hf(tmp_path, tied, kv, layout):
+    hf = random_hf(tied, kv, theta=5e5 if tied else 1e4)
+    write_gguf(tmp_path / "m.gguf", hf)
+    model, tok = load_gguf(tmp_path / "m.gguf", layout=layout)
+    assert tok is None  # no tokenizer metadata in this file
+    assert model.cfg.positional.layout == layout and model.cfg.tie_embeddings == tied
+    assert model.cfg.num_kv_heads == kv and (model.cfg.bos_id, model.cfg.eos_id) == (1, 2)
+    diff = np.abs(np.asarray(model(jnp.asarray(TOKS)).logits) - logits_hf(hf, TOKS)).max()
+    assert diff <= TOL, f"max |Δlogit| = {diff}"
+
+
+def test_half_import_equals_hf_tensors(tmp_path):
+    """Un-permuting restores HF's q/k rows exactly, so per-dim statistics index like HF's."""
+    hf = random_hf(True)
+    write_gguf(tmp_path / "m.gguf", hf)
+    model, _ = load_gguf(tmp_path / "m.gguf")
+    q = np.asarray(model.layers[1].attn.q_proj.kernel[...]).T
+    assert np.array_equal(q, hf.state_dict()["model.layers.1.self_attn.q_proj.weight"].numpy())
+
+
+def test_q8_0_gguf_dequantizes_like_reference(tmp_path):
+    """Quantized matrices: mvjax equals the HF model carrying the same dequantized weights."""
+    hf = random_hf(False)
+    write_gguf(tmp_path / "q.gguf", hf, quant=gguf.GGMLQuantizationType.Q8_0)
+    model, _ = load_gguf(tmp_path / "q.gguf")
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if p.ndim == 2:
+                deq = gguf.quants.dequantize(gguf.quants.quantize(p.numpy(), gguf.GGMLQuantizationType.Q8_0),
+                                             gguf.GGMLQuantizationType.Q8_0)
+                p.copy_(torch.from_numpy(np.asarray(deq, np.float32).reshape(p.shape)))
+    diff = np.abs(np.asarray(model(jnp.asarray(TOKS)).logits) - logits_hf(hf, TOKS)).max()
+    assert diff <= TOL
+
+
+def test_cli_convert_gguf_and_resolver(tmp_path):
+    hf = random_hf(True)
+    write_gguf(tmp_path / "m.gguf", hf)
+    assert main(["convert", str(tmp_path / "m.gguf"), str(tmp_path / "mv")]) == 0
+    for src in (tmp_path / "mv", tmp_path / "m.gguf"):
+        model, _ = load_pretrained(str(src))
+        assert np.abs(np.asarray(model(jnp.asarray(TOKS)).logits) - logits_hf(hf, TOKS)).max() <= TOL
+
+
+def _one_line_error(capsys, argv):
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    return err
+
+
+def test_foreign_architecture_refused(tmp_path, capsys):
+    write_gguf(tmp_path / "g.gguf", random_hf(True), arch="gemma")
+    err = _one_line_error(capsys, ["convert", str(tmp_path / "g.gguf"), str(tmp_path / "out")])
+    assert "general.architecture" in err and "gemma" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.02])
+def test_truncated_gguf_refused(tmp_path, capsys, keep):
+    write_gguf(tmp_path / "m.gguf", random_hf(False))
+    data = (tmp_path / "m.gguf").read_bytes()
+    (tmp_path / "t.gguf").write_bytes(data[: int(len(data) * keep)])
+    err = _one_line_error(capsys, ["convert", str(tmp_path / "t.gguf"), str(tmp_path / "out")])
+    assert "truncated" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
+
+
+def test_missing_gguf(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_gguf(tmp_path / "absent.gguf")
