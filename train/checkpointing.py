@@ -10,6 +10,7 @@ differing model config is refused with the differing fields named.
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,16 @@ class Checkpointer:
     def restore_latest(self, abstract_state: dict, model_cfg: ModelConfig
                        ) -> tuple[int, dict, dict[str, Any]] | None:
         """(step, state, meta) of the newest checkpoint that restores, or None when there is none.
-        Raises ValueError if it was written for a different model config."""
+        Raises ValueError if it was written for a different model config. Unreadable newer steps
+        are moved to ``checkpoints_corrupt/`` (kept for inspection, out of the way of new saves)."""
+        bad: list[int] = []
         for step in reversed(self.steps()):
             try:
                 meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
             except Exception as e:  # orbax raises many types for truncated directories
                 warnings.warn(f"checkpoint step {step} in {self.directory} is unreadable "
                               f"({type(e).__name__}); falling back to an older one")
+                bad.append(step)
                 continue
             check_model_config(meta, model_cfg, self.directory / str(step))
             try:
@@ -60,9 +64,22 @@ class Checkpointer:
                 warnings.warn(f"checkpoint step {step} in {self.directory} is truncated or corrupt "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''});"
                               " falling back to an older one")
+                bad.append(step)
                 continue
+            self._quarantine(bad)
             return step, state, meta
+        self._quarantine(bad)
         return None
+
+    def _quarantine(self, steps: list[int]) -> None:
+        if not steps:
+            return
+        aside = self.directory.parent / "checkpoints_corrupt"
+        aside.mkdir(exist_ok=True)
+        for step in steps:
+            shutil.rmtree(aside / str(step), ignore_errors=True)
+            (self.directory / str(step)).rename(aside / str(step))
+        self.manager.reload()
 
     def close(self) -> None:
         self.manager.close()

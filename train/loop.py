@@ -115,7 +115,7 @@ def _train(exp: ExperimentConfig, out: Path, ckpt: Checkpointer, resume: bool,
 
     model = init_model(mc, tc.seed)
     graphdef, params_state = nnx.split(model, nnx.Param)
-    params = params_state.to_pure_dict()
+    params = nnx.to_pure_dict(params_state)
     del model, params_state
     tx, schedule = build_optimizer(tc.optim, tc.steps, params)
     state_sharding = shd.tree_shardings({"params": params, "opt": jax.eval_shape(tx.init, params)}, mesh)

@@ -98,7 +98,7 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: ModelConfig, tx: optax.Gradient
             zero = (jnp.float32(0.0), jax.tree.map(jnp.zeros_like, params))
             (loss, grads), _ = jax.lax.scan(body, zero, micro)
             loss, grads = jax.tree.map(lambda x: x / grad_accum, (loss, grads))
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, new_opt = tx.update(grads, opt, params)
         new_params = optax.apply_updates(params, updates)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

@@ -1,0 +1,265 @@
+"""Training: exact resume, crash during save, sharded vs single-device losses, loss falls on real
+text for every tiny config, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from mvjax.checkpoint import load_model
+from mvjax.cli import main as cli_main
+from train.config import ExperimentConfig
+from train.loop import train
+from train.metrics import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def tiny_experiment(**train_overrides) -> dict:
+    train_cfg = dict(steps=6, log_every=1, eval_every=3, eval_batches=1, checkpoint_every=2,
+                     keep_checkpoints=5, progress=False, concentration_every=3,
+                     optim={"lr": 3e-3, "warmup_steps": 2})
+    train_cfg.update(train_overrides)
+    return {
+        "model": dict(vocab_size=257, hidden_size=32, num_layers=2, num_heads=4, mlp_hidden=64,
+                      max_seq_len=64, bos_id=256, positional={"scheme": "rope"}),
+        "data": dict(source="tinyshakespeare", tokenizer="byte", seq_len=32, batch_size=8,
+                     eval_rows=8),
+        "train": train_cfg,
+    }
+
+
+def step_losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r
+            and "event" not in r}
+
+
+def final_params(run: Path) -> list[np.ndarray]:
+    from flax import nnx
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(load_model(run / "model"), nnx.Param))]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("full")
+    summary = train(ExperimentConfig.from_dict(tiny_experiment()), out)
+    assert summary["step"] == 6 and (out / "model").is_dir()
+    return out
+
+
+def test_exact_resume_is_bit_identical(full_run, tmp_path):
+    exp = ExperimentConfig.from_dict(tiny_experiment())
+    first = train(exp, tmp_path, stop_at=3)
+    assert first["step"] == 3 and not (tmp_path / "model").exists()
+    second = train(exp, tmp_path, resume=True)
+    assert second["step"] == 6
+    full, split = step_losses(full_run), step_losses(tmp_path)
+    assert sorted(split) == list(range(1, 7))
+    assert [full[s] for s in range(1, 7)] == [split[s] for s in range(1, 7)]
+    for a, b in zip(final_params(full_run), final_params(tmp_path)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_records_concentration_and_eval(full_run):
+    records = read_metrics(full_run / "metrics.jsonl")
+    conc = [r["concentration"] for r in records if "concentration" in r]
+    assert conc and set(conc[0]) == {"q_rot", "k_rot", "v"}
+    assert all(len(v) == 2 and all(x >= 1.0 for x in v) for v in conc[0].values())
+    assert any(np.isfinite(r.get("eval_loss", np.nan)) for r in records)
+    summary = records[-1]
+    assert summary["event"] == "summary" and summary["tokens_per_s"] > 0 and 0 < summary["mfu"] < 1
+
+
+KILL_MID_SAVE = """
+import json, os, signal, sys, threading, time
+import train.checkpointing as C
+from train.config import ExperimentConfig
+from train.loop import train
+orig = C.Checkpointer.save
+def save(self, step, state, meta):
+    if step == 4:
+        threading.Thread(target=orig, args=(self, step, state, meta), daemon=True).start()
+        for _ in range(200000):
+            if any("tmp" in p.name for p in self.directory.iterdir()):
+                print("KILLED-MID-SAVE", flush=True)
+                break
+            time.sleep(0.0002)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return orig(self, step, state, meta)
+C.Checkpointer.save = save
+train(ExperimentConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2])
+"""
+
+
+def test_sigkill_mid_save_resumes_from_previous_checkpoint(full_run, tmp_path):
+    exp = tiny_experiment()
+    proc = subprocess.run([PYTHON, "-c", KILL_MID_SAVE, json.dumps(exp), str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert "KILLED-MID-SAVE" in proc.stdout
+    summary = train(ExperimentConfig.from_dict(exp), tmp_path, resume=True)
+    assert summary["step"] == 6
+    full, resumed = step_losses(full_run), step_losses(tmp_path)
+    # steps 3..6 were trained again after restoring step 2, and match the uninterrupted run
+    assert [full[s] for s in range(3, 7)] == [resumed[s] for s in range(3, 7)]
+
+
+def test_truncated_newest_checkpoint_falls_back_with_warning(full_run, tmp_path):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    newest = run / "checkpoints" / "6" / "state"
+    for f in sorted(newest.rglob("*")):
+        if f.is_file() and f.stat().st_size > 0 and "zarr" not in f.name:
+            f.write_bytes(b"")  # truncate data files of the newest checkpoint
+    with pytest.warns(UserWarning, match="falling back"):
+        summary = train(ExperimentConfig.from_dict(tiny_experiment(steps=6)), run, resume=True)
+    assert summary["step"] == 6
+    assert step_losses(run)[6] == step_losses(full_run)[6]
+
+
+DEVICES_SCRIPT = """
+import json, sys
+from train.config import ExperimentConfig
+from train.loop import train
+from train.metrics import read_metrics
+import jax
+exp = ExperimentConfig.from_dict(json.loads(sys.argv[1]))
+train(exp, sys.argv[2])
+losses = [r["loss"] for r in read_metrics(sys.argv[2] + "/metrics.jsonl") if "loss" in r and "event" not in r]
+print(json.dumps({"devices": jax.device_count(), "losses": losses}))
+"""
+
+
+def _run_on_devices(n: int, exp: dict, out: Path) -> dict:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([PYTHON, "-c", DEVICES_SCRIPT, json.dumps(exp), str(out)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mesh", [(8, 1), (2, 4)])
+def test_eight_devices_match_one(tmp_path, mesh):
+    exp = tiny_experiment(steps=5, eval_every=0, concentration_every=0, checkpoint_every=0,
+                          mesh_data=mesh[0], mesh_fsdp=mesh[1])
+    one_exp = tiny_experiment(steps=5, eval_every=0, concentration_every=0, checkpoint_every=0)
+    one = _run_on_devices(1, one_exp, tmp_path / "one")
+    eight = _run_on_devices(8, exp, tmp_path / "eight")
+    assert one["devices"] == 1 and eight["devices"] == 8
+    assert len(one["losses"]) == len(eight["losses"]) == 5
+    np.testing.assert_allclose(eight["losses"], one["losses"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tiny-rope", "tiny-alibi", "tiny-nope", "tiny-rope-partial"])
+def test_tiny_config_loss_falls(tmp_path, name):
+    """Each tiny config (same sizes, only the positional scheme differs), shortened to 100 steps
+    with a matching warmup, loses >= 30% of its initial loss on tinyshakespeare bytes."""
+    overrides = ["train.steps=100", "train.optim.warmup_steps=10", "train.log_every=1",
+                 "train.eval_every=0", "train.concentration_every=0", "train.checkpoint_every=0",
+                 "train.progress=false", "data.seq_len=64"]
+    exp = ExperimentConfig.load(REPO / "configs" / f"{name}.yaml", overrides)
+    train(exp, tmp_path)
+    losses = step_losses(tmp_path)
+    first = np.mean([losses[s] for s in range(1, 4)])
+    last = np.mean([losses[s] for s in range(98, 101)])
+    assert last <= 0.7 * first, (first, last)
+
+
+# ------------------------------------------------------------------------------------ bad input
+def _cli_error(capsys, argv: list[str]) -> str:
+    rc = cli_main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def _write_config(tmp_path: Path, exp: dict) -> str:
+    path = tmp_path / "exp.json"
+    path.write_text(json.dumps(exp))
+    return str(path)
+
+
+def test_missing_data_file(tmp_path, capsys):
+    exp = tiny_experiment()
+    exp["data"]["source"] = str(tmp_path / "nope.txt")
+    err = _cli_error(capsys, ["train", "--config", _write_config(tmp_path, exp), "--out",
+                              str(tmp_path / "run")])
+    assert "does not exist" in err
+
+
+def test_empty_dataset(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("")
+    exp = tiny_experiment()
+    exp["data"]["source"] = str(tmp_path / "empty.txt")
+    err = _cli_error(capsys, ["train", "--config", _write_config(tmp_path, exp), "--out",
+                              str(tmp_path / "run")])
+    assert "empty" in err.lower() or "no text" in err.lower() or "no documents" in err.lower()
+
+
+def test_seq_len_longer_than_data(tmp_path, capsys):
+    (tmp_path / "short.txt").write_text("To be or not to be.\n\nThat is the question.\n")
+    exp = tiny_experiment()
+    exp["data"].update(source=str(tmp_path / "short.txt"), seq_len=60)
+    err = _cli_error(capsys, ["train", "--config", _write_config(tmp_path, exp), "--out",
+                              str(tmp_path / "run")])
+    assert "seq_len" in err
+
+
+def test_unknown_optimizer_field(tmp_path, capsys):
+    err = _cli_error(capsys, ["train", "--config", _write_config(tmp_path, tiny_experiment()),
+                              "--override", "train.optim.momentum=0.9", "--out", str(tmp_path / "r")])
+    assert "momentum" in err and "known fields" in err
+
+
+def test_bad_override_key(tmp_path, capsys):
+    err = _cli_error(capsys, ["train", "--config", _write_config(tmp_path, tiny_experiment()),
+                              "--override", "trian.steps=3", "--out", str(tmp_path / "r")])
+    assert "trian" in err
+
+
+def test_resume_with_changed_model_config(full_run, tmp_path, capsys):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    exp = tiny_experiment()
+    exp["model"]["positional"] = {"scheme": "alibi"}
+    err = _cli_error(capsys, ["train", "--config", _write_config(tmp_path, exp), "--out", str(run),
+                              "--resume"])
+    assert "different model" in err and "positional" in err
+
+
+def test_existing_run_without_resume(full_run, tmp_path, capsys):
+    err = _cli_error(capsys, ["train", "--config", _write_config(tmp_path, tiny_experiment()),
+                              "--out", str(full_run)])
+    assert "--resume" in err
+
+
+def test_unwritable_output_dir(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    err = _cli_error(capsys, ["train", "--config", _write_config(tmp_path, tiny_experiment()),
+                              "--out", str(blocker / "run")])
+    assert "writable --out" in err
+
+
+def test_nan_stops_with_last_good_checkpoint(tmp_path):
+    from train.loop import TrainingDiverged
+    exp = ExperimentConfig.from_dict(tiny_experiment(steps=4, eval_every=0, concentration_every=0,
+                                                     optim={"lr": 1e30, "warmup_steps": 0,
+                                                            "grad_clip": 0.0}))
+    with pytest.raises(TrainingDiverged, match="not finite"):
+        train(exp, tmp_path)
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert all(s < 4 for s in steps)
