@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sites", default=",".join(DEFAULT_SITES),
                    help=f"comma-separated sites (default {','.join(DEFAULT_SITES)})")
     p.add_argument("--bar-layer", type=int, default=None,
-                   help="layer for the 3-D bar figure (default: first layer with massive Q/K)")
+                   help="layer for the 3-D bar figure (default: the layer whose pre-RoPE K has "
+                   "the highest median max/mean ratio)")
     p.add_argument("--no-figures", action="store_true", help="write only the JSON")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)
@@ -147,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
     model, tok = load_model_and_tokenizer(args.model)
     if tok is None:
         raise ValueError(f"model {args.model} has no tokenizer: save one into the model directory")
+    n_layers = model.cfg.num_layers
+    if args.bar_layer is not None and not 0 <= args.bar_layer < n_layers:
+        raise ValueError(f"--bar-layer {args.bar_layer} is out of range: the model has {n_layers} "
+                         "layers")
     from mvjax.tokenizers import check_vocab
 
     check_vocab(tok, model.cfg.vocab_size)
@@ -188,13 +193,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _bar_layer(result: dict[str, Any], requested: int | None) -> int:
-    n = len(result["frequencies"])
     if requested is not None:
-        if not 0 <= requested < n:
-            raise ValueError(f"--bar-layer {requested} is out of range: the model has {n} layers")
         return requested
-    first = result["summary"].get("first_qk_concentration_layer")
-    return first if first is not None else 0
+    site = next((s for s in ("k", "q", "k_rot", "q_rot", "v") if s in result["sites"]))
+    layers = result["sites"][site]
+    return max(layers, key=lambda m: m["max_mean_ratio_median"])["layer"]
 
 
 def _headline(result: dict[str, Any]) -> dict[str, Any]:

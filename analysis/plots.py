@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.massive import frequency_order, low_frequency_dims  # noqa: E402
 
@@ -48,7 +49,8 @@ def heatmaps(result: dict[str, Any], site: str, out_dir: Path, model_name: str =
     n = len(layers)
     cols = min(6, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 1, 2.2 * rows + 0.8), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 1, 2.5 * rows + 0.8), squeeze=False,
+                             gridspec_kw={"hspace": 0.55, "wspace": 0.25})
     vmax = max(2 * lam, max(float(_ratio_to_head_mean(np.array(m["M"])).max()) for m in layers))
     im = None
     for ax, m in zip(axes.ravel(), layers):
@@ -61,6 +63,7 @@ def heatmaps(result: dict[str, Any], site: str, out_dir: Path, model_name: str =
             ax.axvline(int((rot & ~low).sum()) - 0.5, color="cyan", lw=0.8, ls="--")
         ax.set_title(f"layer {m['layer']}  ({m['n_massive']} massive)", fontsize=8)
         ax.tick_params(labelsize=6)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     for ax in axes[:, 0]:
@@ -87,9 +90,10 @@ def band_map(result: dict[str, Any], out_dir: Path, model_name: str = "") -> lis
                        interpolation="nearest")
         ax.set_xticks(range(nb + 1), [f"{i + 1}" for i in range(nb)] + ["none"], fontsize=7)
         ax.set_yticks(range(len(layers)), [str(m["layer"]) for m in layers], fontsize=6)
-        ax.set_xlabel(f"RoPE band (1 = highest freq … {nb} = lowest)", fontsize=8)
         ax.set_title(SITE_LABEL.get(site, site), fontsize=9)
     axes[0, 0].set_ylabel("layer", fontsize=9)
+    fig.supxlabel(f"RoPE frequency band of the head dims (1 = highest … {nb} = lowest; "
+                  "none = not rotated; V labelled like Q/K)", fontsize=9)
     cbar = fig.colorbar(im, ax=axes, shrink=0.9, pad=0.01)
     cbar.set_label("share of the layer's ΣM² in the band", fontsize=9)
     fig.suptitle(f"{model_name}: where the Q/K/V energy sits across RoPE frequency bands",
@@ -115,6 +119,7 @@ def bars3d(result: dict[str, Any], layer: int, out_dir: Path, model_name: str = 
                  shade=True)
         ax.set_xlabel("dim (high → low freq)", fontsize=8)
         ax.set_ylabel("head", fontsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_zlabel("M = L2 norm over tokens", fontsize=8)
         ax.tick_params(labelsize=6)
         ax.set_title(f"{SITE_LABEL.get(site, site)}, layer {layer}", fontsize=9)

@@ -29,7 +29,8 @@ def model_dir(tmp_path_factory):
 def test_end_to_end_json_figures_report(model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["analyze", "--model", str(model_dir), "--out", str(out), "--tokens", "320",
-               "--seq-len", "64", "--batch-size", "2", "--sites", "q,k,v,q_rot"])
+               "--seq-len", "64", "--batch-size", "2", "--sites", "q,k,v,q_rot",
+               "--bar-layer", "1"])
     assert rc == 0, capsys.readouterr().err
     res = json.loads((out / "massive_values.json").read_text())
     assert res["definition"]["lam"] == 5.0 and res["definition"]["mean_over"] == "head"
@@ -48,7 +49,7 @@ def test_end_to_end_json_figures_report(model_dir, tmp_path, capsys):
                                np.sqrt(recs["q"][1].sumsq), rtol=1e-5)
 
     names = ["heatmap_q", "heatmap_k", "heatmap_v", "heatmap_q_rot", "band_map", "ratio_curves",
-             "bars3d_layer0"]
+             "bars3d_layer1"]
     for n in names:
         for ext in ("png", "svg"):
             assert (out / f"{n}.{ext}").stat().st_size > 1000, n
@@ -63,6 +64,8 @@ def test_end_to_end_json_figures_report(model_dir, tmp_path, capsys):
     (["--seq-len", "100000"], "longer than the data"),
     (["--sites", "q,attn"], "unknown site"),
     (["--model", "/nonexistent/model"], "/nonexistent/model"),
+    (["--bar-layer", "2"], "out of range"),
+    (["--lambda", "0"], "lambda"),
 ])
 def test_one_line_errors(model_dir, tmp_path, capsys, extra, needle):
     empty = tmp_path / "empty.txt"
