@@ -190,9 +190,9 @@ class Transformer(nnx.Module):
         """Run the decoder. Positions default to 0..T-1 (continuing after ``cache.end`` with a
         cache); ``attention_mask_BxT`` (1 = real token) masks padded keys and tells probes which
         tokens to count. With a cache, the returned ``Output.cache`` holds this chunk too."""
-        B, T = tokens_BxT.shape
         if tokens_BxT.ndim != 2:
             raise ValueError(f"tokens must be B×T integers; got shape {tokens_BxT.shape}")
+        B, T = tokens_BxT.shape
         if positions_BxT is None:
             offset = 0 if cache is None else cache.end
             positions_BxT = jnp.broadcast_to(offset + jnp.arange(T, dtype=jnp.int32), (B, T))

@@ -8,15 +8,16 @@ from mvjax.config import ModelConfig, PositionalConfig
 
 
 def tiny_config(scheme="rope", **overrides) -> ModelConfig:
-    """A 2-layer, hidden-32 model; ``scheme`` may be a name, a PositionalConfig or a per-layer tuple."""
+    """A 2-layer, hidden-32, vocab-32 model; ``scheme`` may be a name, a PositionalConfig or a per-layer tuple."""
     if isinstance(scheme, str):
         positional = PositionalConfig(scheme=scheme)
     elif isinstance(scheme, (list, tuple)):
         positional = tuple(PositionalConfig(scheme=s) if isinstance(s, str) else s for s in scheme)
     else:
         positional = scheme
-    kw = dict(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
-              mlp_hidden=64, max_seq_len=64, init_std=0.2, positional=positional)
+    # few distinct parameter shapes (32×32, 32×16, 32) keep eager-mode compile counts low
+    kw = dict(vocab_size=32, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+              mlp_hidden=32, max_seq_len=64, init_std=0.2, positional=positional)
     kw.update(overrides)
     return ModelConfig(**kw)
 
