@@ -26,7 +26,7 @@ def load_pretrained(path_or_name: str | Path):
 
         return load_smollm2()
     path = Path(key).expanduser()
-    if path.is_dir() and is_model_dir(path) and not any(path.glob("*.safetensors")):
+    if is_model_dir(path):
         model = load_model(path)
         try:
             tok = load_tokenizer(path)

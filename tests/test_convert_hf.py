@@ -251,3 +251,16 @@ def test_export_config_is_loadable_by_transformers():
         ModelConfig(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4, mlp_hidden=96,
                     positional=PositionalConfig(theta=5e5))).items() if k != "architectures"})
     assert hf.num_key_value_heads == 4 and hf.rope_parameters["rope_theta"] == 5e5
+
+
+def test_bfloat16_checkpoint_reads_exactly(tmp_path):
+    """Most released HF checkpoints are bf16, which NumPy lacks: widened bit-exactly to float32."""
+    path, hf = make_hf(tmp_path, "f32")
+    hf.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    model, _ = load_hf(tmp_path / "bf16")
+    ref = transformers.LlamaForCausalLM.from_pretrained(  # same bf16 weights, fresh fp32 RoPE
+        tmp_path / "bf16", dtype=torch.float32, attn_implementation="eager").eval()
+    w = np.asarray(model.layers[0].mlp.down_proj.kernel[...]).T
+    assert np.array_equal(w, ref.state_dict()["model.layers.0.mlp.down_proj.weight"].numpy())
+    toks = tokens(1)
+    assert np.abs(mv_logits(model, toks) - hf_logits(ref, toks)).max() <= TOL

@@ -288,14 +288,26 @@ def read_safetensors(directory: str | Path) -> dict[str, np.ndarray]:
         try:
             with safe_open(str(f), framework="np") as st:
                 for name in st.keys():
-                    tensors[name] = st.get_tensor(name)
-        except Exception as e:  # safetensors raises its own error types for bad headers/dtypes
-            if isinstance(e, (ValueError, FileNotFoundError)) and "bf16" not in str(e).lower():
-                raise ValueError(f"cannot read {f}: {str(e).splitlines()[0][:200]}") from e
-            raise ValueError(f"cannot read {f} ({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
-                             "the file is corrupt or stores a dtype NumPy lacks (bfloat16: re-save "
-                             "it as float32/float16)") from e
+                    if st.get_slice(name).get_dtype() == "BF16":  # NumPy has no bfloat16
+                        tensors[name] = _read_bf16_as_f32(f, name)
+                    else:
+                        tensors[name] = st.get_tensor(name)
+        except Exception as e:  # safetensors raises its own error types for bad headers
+            raise ValueError(f"cannot read {f} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'}): the file "
+                             "is corrupt or truncated; re-download it") from e
     return tensors
+
+
+def _read_bf16_as_f32(path: Path, name: str) -> np.ndarray:
+    """A bfloat16 tensor widened exactly to float32 (bf16 is the top half of an f32's bits),
+    read from the safetensors layout: u64 header length, JSON header, then raw little-endian data."""
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        info = json.loads(fh.read(n))[name]
+    begin, end = info["data_offsets"]
+    raw = np.fromfile(path, dtype="<u2", count=(end - begin) // 2, offset=8 + n + begin)
+    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
 
 
 def load_hf(directory: str | Path):
