@@ -236,3 +236,90 @@ def test_nan_stops_with_last_good_checkpoint(tmp_path):
         train(exp, tmp_path)
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert all(s < 4 for s in steps)
+
+
+# ------------------------------------------------------------------------------ step pieces
+def _step_setup(accum: int, dtype: str = "float32", chunk: int = 0):
+    from flax import nnx
+
+    from mvjax.config import ModelConfig
+    from mvjax.model import init_model
+    from train.config import OptimConfig
+    from train.optim import build_optimizer
+    from train.step import make_train_step
+
+    cfg = ModelConfig(vocab_size=61, hidden_size=32, num_layers=2, num_heads=4, mlp_hidden=64,
+                      max_seq_len=32, dtype=dtype, tie_embeddings=False)
+    graphdef, params = nnx.split(init_model(cfg, 0), nnx.Param)
+    params = nnx.to_pure_dict(params)
+    tx, _ = build_optimizer(OptimConfig(lr=1e-2, warmup_steps=0), 10, params)
+    step = make_train_step(graphdef, cfg, tx, accum, chunk)
+    tokens = jax.random.randint(jax.random.key(1), (4, 17), 0, 61)
+    return step, {"params": params, "opt": tx.init(params)}, tokens
+
+
+def test_grad_accumulation_and_chunked_loss_match_plain_step():
+    results = []
+    for accum, chunk in ((1, 0), (2, 0), (1, 5)):
+        step, state, tokens = _step_setup(accum, chunk=chunk)
+        losses = []
+        for _ in range(2):
+            state, m = step(state, tokens)
+            losses.append(float(m["loss"]))
+        results.append((losses, jax.tree.leaves(state["params"])))
+    for losses, leaves in results[1:]:
+        np.testing.assert_allclose(losses, results[0][0], rtol=1e-5)
+        for a, b in zip(leaves, results[0][1]):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_master_params():
+    step, state, tokens = _step_setup(1, dtype="bfloat16")
+    state, m = step(state, tokens)
+    assert bool(m["ok"]) and np.isfinite(float(m["loss"]))
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(state["params"]))
+
+
+def test_weight_decay_mask_skips_norms_and_embeddings():
+    from train.config import OptimConfig
+    from train.optim import decay_mask
+    params = {"embed": {"embedding": 0}, "norm": {"weight": 0},
+              "layers": {0: {"input_norm": {"weight": 0}, "attn": {"q_proj": {"kernel": 0}}}}}
+    mask = decay_mask(params, OptimConfig())
+    assert mask["layers"][0]["attn"]["q_proj"]["kernel"] is True
+    assert mask["embed"]["embedding"] is False and mask["norm"]["weight"] is False
+    assert mask["layers"][0]["input_norm"]["weight"] is False
+    assert decay_mask(params, OptimConfig(decay_embeddings=True))["embed"]["embedding"] is True
+
+
+def test_overrides_parse_values_and_keep_sections():
+    from train.config import apply_overrides
+    data = {"train": {"optim": {"lr": 1.0}}, "model": {"dtype": "float32"}}
+    out = apply_overrides(data, ["train.optim.lr=3e-4", "model.dtype=bfloat16", "train.steps=7",
+                                 "train.progress=false"])
+    assert out["train"]["optim"]["lr"] == 3e-4 and out["train"]["steps"] == 7
+    assert out["model"]["dtype"] == "bfloat16" and out["train"]["progress"] is False
+    assert data["train"]["optim"]["lr"] == 1.0  # input untouched
+
+
+def test_sigterm_saves_checkpoint_and_exits(tmp_path):
+    import signal
+    import time
+    exp = tiny_experiment(steps=100000, checkpoint_every=0, eval_every=0, concentration_every=0)
+    cfg = tmp_path / "exp.json"
+    cfg.write_text(json.dumps(exp))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([PYTHON, "-m", "mvjax.cli", "train", "--config", str(cfg), "--out",
+                             str(out)], cwd=REPO, env=SUBPROCESS_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["interrupted_by_signal"] == signal.SIGTERM
+    steps = [int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()]
+    assert steps == [summary["step"]] and summary["step"] >= 1
