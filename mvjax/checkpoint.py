@@ -66,6 +66,6 @@ def load_model(directory: str | Path) -> Transformer:
             state = ckpt.restore(directory / PARAMS_DIR, abstract)
     except Exception as e:  # orbax raises many types for truncated / mismatched trees
         raise ValueError(f"cannot restore parameters from {directory / PARAMS_DIR} "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]}): the checkpoint is "
+                         f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}): the checkpoint is "
                          "corrupt or was written for another config") from e
     return nnx.merge(graphdef, state)

@@ -39,7 +39,7 @@ def _info(args: argparse.Namespace) -> int:
 
     path = Path(args.model)
     cfg = ModelConfig.load(path / CONFIG_FILE if path.is_dir() else path)
-    print(cfg.to_json() if args.format == "json" else cfg.to_yaml(), end="")
+    print(cfg.to_json() + "\n" if args.format == "json" else cfg.to_yaml(), end="")
     print(f"# parameters: {cfg.num_params():,}")
     return 0
 
