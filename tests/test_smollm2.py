@@ -55,6 +55,7 @@ def test_config_and_tokenizer_match(both):
             model.cfg.mlp_hidden, model.cfg.vocab_size) == (
         c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
         c.intermediate_size, c.vocab_size)
+    assert tok.tok.to_str() == hf_tok.backend_tokenizer.to_str()  # same as AutoTokenizer builds
     text = _prompt(hf_tok)
     assert encode_prompt(tok, text) == hf_tok(text)["input_ids"]
 

@@ -209,6 +209,10 @@ def model_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray],
     if missing:
         raise ValueError(f"{where} lacks tensor {missing[0]!r} ({len(missing)} missing in all): the "
                          "weights are incomplete or config.json describes another model")
+    if cfg.tie_embeddings and "lm_head.weight" in tensors and not np.array_equal(
+            np.asarray(tensors["lm_head.weight"]), np.asarray(tensors["model.embed_tokens.weight"])):
+        raise ValueError(f"{where}: tie_word_embeddings is true but lm_head.weight differs from "
+                         "embed_tokens: set tie_word_embeddings=false in config.json")
     abstract = nnx.eval_shape(lambda: init_model(cfg))
     graphdef, state = nnx.split(abstract)
     params = {path: var for path, var in nnx.to_flat_state(state)}
