@@ -124,6 +124,7 @@ def layer_metrics(M_HxD: np.ndarray, freqs: list[float | None],
     M = np.asarray(M_HxD, np.float64)
     H, D = M.shape
     low, rotating = low_frequency_dims(freqs)
+    f = np.array([np.nan if x is None else x for x in freqs], np.float64)
     low_HxD, rot_HxD = np.broadcast_to(low, M.shape), np.broadcast_to(rotating, M.shape)
     mean_h = M.mean(axis=1)
     ratio_h = np.where(mean_h > 0, M.max(axis=1) / np.where(mean_h > 0, mean_h, 1), 0.0)
@@ -146,6 +147,7 @@ def layer_metrics(M_HxD: np.ndarray, freqs: list[float | None],
         "topk": [[int(d) for d in np.nonzero(top[h])[0]] for h in range(H)],
         "topk_low_freq_share": _share(top & rot_HxD, low_HxD) if has_rot else None,
         "top_dim_low_freq_share": float(low[top1].mean()) if has_rot else None,
+        "top_dim_wavelengths": [None if np.isnan(f[d]) else float(2 * np.pi / f[d]) for d in top1],
         "gini_mean_over_heads": float(np.mean([gini(M[h]) for h in range(H)])),
         "energy_low_freq_share": (float((M[:, low] ** 2).sum() / max((M[:, rotating] ** 2).sum(), 1e-300))
                                   if has_rot else None),
@@ -208,6 +210,7 @@ def summarize(sites: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 top_n += 1
         first = next((m["layer"] for m in layers if m["n_massive"] > 0), None)
         ratios = [m["max_mean_ratio_median"] for m in layers]
+        wl = [w for m in layers for w in m["top_dim_wavelengths"] if w is not None]
         out[site] = {
             "n_massive": int(sum(m["n_massive"] for m in layers)),
             "massive_low_freq_share": (n_low / n_rot) if n_rot else None,
@@ -215,6 +218,7 @@ def summarize(sites: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "first_massive_layer": first,
             "layers_with_massive": int(sum(m["n_massive"] > 0 for m in layers)),
             "max_mean_ratio_median_over_layers": float(np.median(ratios)) if ratios else math.nan,
+            "top_dim_wavelength_median": float(np.median(wl)) if wl else None,
         }
     qk = [out[s]["first_massive_layer"] for s in QK_SITES if s in out
           and out[s]["first_massive_layer"] is not None]

@@ -15,16 +15,17 @@ def _pct(x: float | None) -> str:
 
 def headline_table(result: dict[str, Any]) -> str:
     rows = ["| site | massive entries | layers with any | first layer | in low-freq half | "
-            "top dim in low-freq half | median max/mean |",
-            "|---|---|---|---|---|---|---|"]
+            "top dim in low-freq half | median max/mean | top-dim wavelength (tokens) |",
+            "|---|---|---|---|---|---|---|---|"]
     for site, s in result["summary"].items():
         if not isinstance(s, dict):
             continue
         first = "none" if s["first_massive_layer"] is None else str(s["first_massive_layer"])
+        wl = "n/a" if s.get("top_dim_wavelength_median") is None else f"{s['top_dim_wavelength_median']:.0f}"
         rows.append(f"| {SITE_LABEL.get(site, site)} | {s['n_massive']} | {s['layers_with_massive']} "
                     f"| {first} | {_pct(s['massive_low_freq_share'])} | "
                     f"{_pct(s['top_dim_low_freq_share'])} | "
-                    f"{s['max_mean_ratio_median_over_layers']:.2f} |")
+                    f"{s['max_mean_ratio_median_over_layers']:.2f} | {wl} |")
     return "\n".join(rows)
 
 
@@ -53,6 +54,11 @@ def write_report(result: dict[str, Any], figures: dict[str, list[Path]], out_dir
         "## Headline numbers",
         "",
         headline_table(result),
+        "",
+        "Massive entries are summed over layers and heads; shares are of those entries (or of the "
+        "heads' top dims) that sit in rotating dims; median max/mean is the median over layers of "
+        "the median over heads of max_d M / mean_d M; wavelength = 2π / frequency of each head's "
+        "top dim, median over heads and layers.",
         "",
         f"First layer with a massive Q or K entry: **{'none' if first is None else first}**.",
         "",

@@ -59,6 +59,7 @@ def test_layer_metrics_and_band_energy_known_answer():
     assert m["n_massive"] == 2 and m["massive"] == [[0, 3], [1, 6]]
     assert m["massive_low_freq_share"] == 1.0 and m["top_dim_low_freq_share"] == 1.0
     assert m["max_mean_ratio_median"] == pytest.approx(50 / (57 / 8))
+    assert m["top_dim_wavelengths"][0] == pytest.approx(2 * np.pi / freqs[3])
     E = band_energy(M, freqs, 4)
     assert E.sum() == pytest.approx(1.0) and E[-1] == 0.0
     assert E.argmax() in (2, 3)
