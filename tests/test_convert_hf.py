@@ -264,3 +264,35 @@ def test_bfloat16_checkpoint_reads_exactly(tmp_path):
     assert np.array_equal(w, ref.state_dict()["model.layers.0.mlp.down_proj.weight"].numpy())
     toks = tokens(1)
     assert np.abs(mv_logits(model, toks) - hf_logits(ref, toks)).max() <= TOL
+
+
+def test_tied_config_with_distinct_lm_head_refused(tmp_path):
+    from mvjax.convert.hf import model_from_hf_tensors
+
+    path, _ = make_hf(tmp_path, tied=False)
+    cfg = hf_to_model_config({**json.loads((path / "config.json").read_text()),
+                              "tie_word_embeddings": True})
+    with pytest.raises(ValueError, match="tie_word_embeddings"):
+        model_from_hf_tensors(cfg, read_safetensors(path))
+
+
+def test_generate_command_matches_library(tmp_path, capsys):
+    """`mvjax generate` = BOS + prompt through mvjax.generate, greedy, decoded."""
+    from mvjax.checkpoint import save_model
+    from mvjax.generate import generate
+    from mvjax.tokenizers import ByteTokenizer
+
+    tok = ByteTokenizer()
+    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=32, num_layers=1, num_heads=2,
+                      mlp_hidden=64, init_std=0.5)
+    model = init_model(cfg, seed=1)
+    save_model(tmp_path / "m", model, tok)
+    capsys.readouterr()
+    assert main(["generate", "--model", str(tmp_path / "m"), "--prompt", "abc",
+                 "--max-new-tokens", "6"]) == 0
+    printed = capsys.readouterr().out.rstrip("\n")
+    ids = [tok.bos_id] + tok.encode("abc")
+    new = np.asarray(generate(model, jnp.asarray([ids]), 6).tokens[0, len(ids):]).tolist()
+    if tok.eos_id in new:
+        new = new[: new.index(tok.eos_id)]
+    assert printed == "abc" + tok.decode(new)
