@@ -43,8 +43,6 @@ def test_cache_generation_matches_full_recompute(scheme, kv):
     full = model(gen.tokens[:, :-1]).logits[:, T - 1:]
     np.testing.assert_allclose(gen.logits, full, atol=1e-5, rtol=0)
     np.testing.assert_array_equal(gen.tokens[:, T:], jnp.argmax(full, axis=-1))
-    # the rows of the batch are decoded independently (not all identical)
-    assert not np.array_equal(gen.tokens[0, T:], gen.tokens[1, T:]) or not np.array_equal(prompt[0], prompt[1])
 
 
 def test_single_new_token():
