@@ -122,8 +122,23 @@ class Scheme(Protocol):
         """Additive attention-logit bias B×H×T×S, or None."""
 
 
-class RoPE:
+class _SchemeBase:
+    """Schemes compare and hash by their inputs, so two models with equal configs share one
+    compiled function (jit caches on the static module structure, which holds the scheme)."""
+
     def __init__(self, pos: PositionalConfig, head_dim: int, num_heads: int):
+        self._key = (pos, head_dim, num_heads)
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._key))
+
+
+class RoPE(_SchemeBase):
+    def __init__(self, pos: PositionalConfig, head_dim: int, num_heads: int):
+        super().__init__(pos, head_dim, num_heads)
         self.inv_freq = rope_frequencies(pos.rotary_dims(head_dim), pos.theta, pos.scaling)
         self.layout = pos.layout
 
@@ -134,8 +149,9 @@ class RoPE:
         return None
 
 
-class ALiBi:
+class ALiBi(_SchemeBase):
     def __init__(self, pos: PositionalConfig, head_dim: int, num_heads: int):
+        super().__init__(pos, head_dim, num_heads)
         self.slopes = alibi_slopes(num_heads)
 
     def rotate(self, x_BxTxHxD, positions_BxT):
@@ -145,11 +161,8 @@ class ALiBi:
         return alibi_bias(self.slopes, q_positions_BxT, k_positions_BxS)
 
 
-class NoPE:
+class NoPE(_SchemeBase):
     """Position enters only through the causal mask."""
-
-    def __init__(self, pos: PositionalConfig, head_dim: int, num_heads: int):
-        pass
 
     def rotate(self, x_BxTxHxD, positions_BxT):
         return x_BxTxHxD
