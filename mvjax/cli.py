@@ -11,6 +11,7 @@ import sys
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = (
     "mvjax.commands.basic",
+    "train.cli",
     "analysis.cli",
     "mvjax.data.cli",
     "mvjax.convert.cli",
