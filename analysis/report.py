@@ -10,7 +10,7 @@ from analysis.plots import SITE_LABEL
 
 
 def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f}%"
+    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def headline_table(result: dict[str, Any]) -> str:
