@@ -77,3 +77,16 @@ def test_logits_and_greedy_generation_match(both):
     assert diff <= LOGIT_TOL
     assert len(hg) == len(mg) == NEW_TOKENS
     assert mg == hg
+
+
+def test_cached_model_dir_is_faithful(both):
+    """`load_pretrained("smollm2")` (converted once, cached as an mvjax dir) = the fresh conversion."""
+    from mvjax.load import load_pretrained
+
+    model, tok, _, hf_tok = both
+    cached, cached_tok = load_pretrained("smollm2")
+    ids = hf_tok(_prompt(hf_tok))["input_ids"]
+    assert encode_prompt(cached_tok, _prompt(hf_tok)) == ids
+    a = np.asarray(model(jnp.asarray([ids])).logits)
+    b = np.asarray(cached(jnp.asarray([ids])).logits)
+    assert np.array_equal(a, b)

@@ -227,6 +227,11 @@ def model_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray],
                              f"{tuple(reversed(want)) if transpose else want}: config.json and the "
                              "weights describe different models")
         var.set_value(jnp.asarray(arr, dtype=jnp.float32))
+    filled = {path for path, _ in expected.values()}
+    unfilled = [p for p in params if p not in filled]
+    if unfilled:  # e.g. a new state variable in model.py that no checkpoint carries
+        raise ValueError(f"mvjax model state {'.'.join(map(str, unfilled[0]))} has no HF tensor: "
+                         "teach mvjax.convert.hf its name map before converting")
     return nnx.merge(graphdef, state)
 
 
