@@ -35,16 +35,23 @@ def main() -> None:
     ap.add_argument("--out-dir", default=None, help="where to write the HF / mvjax dirs (default: temp)")
     args = ap.parse_args()
 
+    from mvjax.convert.weights import fetch_smollm2
+
+    gguf_path = fetch_smollm2()
+    if args.out_dir is None:  # ~1 GB of float32 copies: never leave them behind in /tmp
+        with tempfile.TemporaryDirectory(prefix="mvjax-bench-") as tmp:
+            return _run(gguf_path, Path(tmp))
+    return _run(gguf_path, Path(args.out_dir))
+
+
+def _run(gguf_path: Path, out: Path) -> None:
     import jax
 
     from mvjax.checkpoint import load_model, save_model
-    from mvjax.convert.gguf import load_gguf
+    from mvjax.convert.gguf import gguf_tokenizer, load_gguf
     from mvjax.convert.hf import load_hf, save_hf
-    from mvjax.convert.weights import fetch_smollm2
     from mvjax.tokenizers import load_tokenizer
 
-    gguf_path = fetch_smollm2()
-    out = Path(args.out_dir or tempfile.mkdtemp(prefix="mvjax-bench-"))
     result = {"device": jax.devices()[0].device_kind, "gguf": str(gguf_path)}
 
     t = time.perf_counter()
@@ -52,8 +59,6 @@ def main() -> None:
     _ready(model)
     result["gguf_weights_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    from mvjax.convert.gguf import gguf_tokenizer
-
     tok = gguf_tokenizer(gguf_path)
     result["gguf_tokenizer_s"] = time.perf_counter() - t
     result["gguf_to_ready_s"] = result["gguf_weights_s"] + result["gguf_tokenizer_s"]
