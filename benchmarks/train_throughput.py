@@ -108,6 +108,29 @@ def torch_runner(c: dict):
     return run
 
 
+def compare_flag_sets(args: argparse.Namespace) -> None:
+    import subprocess
+    import sys
+    flag_sets = args.xla_flag_sets.split(";")
+    child = [sys.executable, __file__, "--configs", args.configs, "--rounds", "1", "--steps",
+             str(args.steps), "--variants", args.variants] + (["--no-torch"] if args.no_torch else [])
+    results: dict[str, list] = {f: [] for f in flag_sets}
+    for r in range(args.rounds):
+        for flags in (flag_sets if r % 2 == 0 else flag_sets[::-1]):
+            env = dict(os.environ, XLA_FLAGS=flags)
+            out = subprocess.run(child, env=env, capture_output=True, text=True, check=True).stdout
+            results[flags].append(json.loads(out[out.index("\n{\n") + 1:]))
+    summary = {}
+    for flags, reports in results.items():
+        summary[flags or "<none>"] = {
+            name: {k: statistics.median(rep["configs"][name][k].get("vs_torch", rep["configs"][name][k]
+                                                                     ["tokens_per_s"])
+                                        for rep in reports)
+                   for k in reports[0]["configs"][name] if k.startswith("mvjax")}
+            for name in reports[0]["configs"]}
+    print(json.dumps({"median_vs_torch_or_tokens_per_s": summary}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="tiny,small")
@@ -115,7 +138,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="timed steps per round and runner")
     ap.add_argument("--variants", default="chunk2048,chunk0")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--xla-flag-sets", default=None,
+                    help="';'-separated XLA_FLAGS values to compare: each runs in its own subprocess "
+                    "(XLA reads flags once), alternating --rounds times; mvjax/torch ratios within "
+                    "each subprocess are the contention-robust comparison")
     args = ap.parse_args()
+    if args.xla_flag_sets is not None:
+        return compare_flag_sets(args)
 
     import torch
     threads = os.cpu_count() or 1
