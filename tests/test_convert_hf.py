@@ -276,6 +276,7 @@ def test_tied_config_with_distinct_lm_head_refused(tmp_path):
         model_from_hf_tensors(cfg, read_safetensors(path))
 
 
+@pytest.mark.slow  # compiles a fresh generation loop (~9 s on a busy 2-core box)
 def test_generate_command_matches_library(tmp_path, capsys):
     """`mvjax generate` = BOS + prompt through mvjax.generate, greedy, decoded."""
     from mvjax.checkpoint import save_model
