@@ -12,7 +12,9 @@ here by pointing ``load_model`` at a training run directory's exported model.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import orbax.checkpoint as ocp
@@ -26,26 +28,32 @@ CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 
 
-def save_model(directory: str | Path, model: Transformer, tokenizer: Tokenizer | None = None) -> Path:
-    """Write config, parameters and tokenizer; a half-written directory is never left behind
-    (written under a temporary name, then renamed)."""
+@contextlib.contextmanager
+def atomic_directory(directory: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling to fill; on success it replaces ``directory``, on any failure it
+    is removed — so a crash never leaves a half-written model behind."""
     directory = Path(directory).absolute()
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        model.cfg.save(tmp / CONFIG_FILE)
-        state = nnx.state(model, nnx.Param)
-        with ocp.StandardCheckpointer() as ckpt:
-            ckpt.save(tmp / PARAMS_DIR, state)
-        if tokenizer is not None:
-            tokenizer.save(tmp)
+        yield tmp
         shutil.rmtree(directory, ignore_errors=True)
         tmp.rename(directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return directory
+
+
+def save_model(directory: str | Path, model: Transformer, tokenizer: Tokenizer | None = None) -> Path:
+    """Write config, parameters and tokenizer atomically."""
+    with atomic_directory(directory) as tmp:
+        model.cfg.save(tmp / CONFIG_FILE)
+        with ocp.StandardCheckpointer() as ckpt:
+            ckpt.save(tmp / PARAMS_DIR, nnx.state(model, nnx.Param))
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+    return Path(directory).absolute()
 
 
 def is_model_dir(directory: str | Path) -> bool:

@@ -21,7 +21,8 @@ SCALING_TYPES = ("linear", "llama3")
 DTYPES = ("float32", "bfloat16")
 
 
-def _fail(field: str, value: Any, fix: str) -> None:
+def invalid(field: str, value: Any, fix: str) -> None:
+    """Raise the one-line error every config uses: the field, its value, and the fix."""
     raise ValueError(f"{field}={value!r} is invalid: {fix}")
 
 
@@ -56,17 +57,17 @@ class RopeScaling:
 
     def __post_init__(self) -> None:
         if self.type not in SCALING_TYPES:
-            _fail("rope_scaling.type", self.type, f"use one of {SCALING_TYPES}")
+            invalid("rope_scaling.type", self.type, f"use one of {SCALING_TYPES}")
         if not _is_num(self.factor) or not self.factor > 0:
-            _fail("rope_scaling.factor", self.factor, "use a positive factor")
+            invalid("rope_scaling.factor", self.factor, "use a positive factor")
         if self.type == "llama3":
             if not (_is_num(self.low_freq_factor) and _is_num(self.high_freq_factor)
                     and 0 < self.low_freq_factor < self.high_freq_factor):
-                _fail("rope_scaling.low_freq_factor", self.low_freq_factor,
+                invalid("rope_scaling.low_freq_factor", self.low_freq_factor,
                       "need 0 < low_freq_factor < high_freq_factor")
             if (not _is_int(self.original_max_position_embeddings)
                     or self.original_max_position_embeddings <= 0):
-                _fail("rope_scaling.original_max_position_embeddings",
+                invalid("rope_scaling.original_max_position_embeddings",
                       self.original_max_position_embeddings, "use a positive context length")
 
 
@@ -89,15 +90,15 @@ class PositionalConfig:
 
     def __post_init__(self) -> None:
         if self.scaling is not None:
-            object.__setattr__(self, "scaling", _from_dict(RopeScaling, self.scaling, "rope_scaling"))
+            object.__setattr__(self, "scaling", from_mapping(RopeScaling, self.scaling, "rope_scaling"))
         if self.scheme not in SCHEMES:
-            _fail("positional.scheme", self.scheme, f"use one of {SCHEMES}")
+            invalid("positional.scheme", self.scheme, f"use one of {SCHEMES}")
         if self.layout not in LAYOUTS:
-            _fail("positional.layout", self.layout, f"use one of {LAYOUTS}")
+            invalid("positional.layout", self.layout, f"use one of {LAYOUTS}")
         if not _is_num(self.theta) or not self.theta > 0:
-            _fail("positional.theta", self.theta, "RoPE base must be positive, e.g. 10000.0")
+            invalid("positional.theta", self.theta, "RoPE base must be positive, e.g. 10000.0")
         if not _is_num(self.rotary_fraction) or not 0 < self.rotary_fraction <= 1:
-            _fail("positional.rotary_fraction", self.rotary_fraction, "must lie in (0, 1]")
+            invalid("positional.rotary_fraction", self.rotary_fraction, "must lie in (0, 1]")
 
     def rotary_dims(self, head_dim: int) -> int:
         """Number of dims that rotate (even); 0 for non-RoPE schemes."""
@@ -130,44 +131,44 @@ class ModelConfig:
     def __post_init__(self) -> None:
         pos = self.positional
         if isinstance(pos, (list, tuple)):
-            pos = tuple(_from_dict(PositionalConfig, p, "positional") for p in pos)
+            pos = tuple(from_mapping(PositionalConfig, p, "positional") for p in pos)
         else:
-            pos = _from_dict(PositionalConfig, pos, "positional")
+            pos = from_mapping(PositionalConfig, pos, "positional")
         object.__setattr__(self, "positional", pos)
         if self.num_kv_heads is None:
             object.__setattr__(self, "num_kv_heads", self.num_heads)
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
                      "mlp_hidden", "max_seq_len"):
             if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
-                _fail(name, getattr(self, name), "must be a positive integer")
+                invalid(name, getattr(self, name), "must be a positive integer")
         if self.head_dim is None:
             if self.hidden_size % self.num_heads:
-                _fail("num_heads", self.num_heads,
+                invalid("num_heads", self.num_heads,
                       f"must divide hidden_size={self.hidden_size} (or set head_dim explicitly)")
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
         if not _is_int(self.head_dim) or self.head_dim <= 0:
-            _fail("head_dim", self.head_dim, "must be a positive integer")
+            invalid("head_dim", self.head_dim, "must be a positive integer")
         if self.num_heads % self.num_kv_heads:
-            _fail("num_kv_heads", self.num_kv_heads, f"must divide num_heads={self.num_heads}")
+            invalid("num_kv_heads", self.num_kv_heads, f"must divide num_heads={self.num_heads}")
         if self.dtype not in DTYPES:
-            _fail("dtype", self.dtype, f"use one of {DTYPES}")
+            invalid("dtype", self.dtype, f"use one of {DTYPES}")
         if not _is_num(self.norm_eps) or not self.norm_eps > 0:
-            _fail("norm_eps", self.norm_eps, "must be positive, e.g. 1e-5")
+            invalid("norm_eps", self.norm_eps, "must be positive, e.g. 1e-5")
         if isinstance(pos, tuple):
             if len(pos) != self.num_layers:
-                _fail("positional", f"<{len(pos)} entries>",
+                invalid("positional", f"<{len(pos)} entries>",
                       f"give one entry per layer (num_layers={self.num_layers}) or a single mapping")
             layer_pos = pos
         else:
             layer_pos = (pos,)
         for p in layer_pos:
             if p.scheme == "rope" and p.rotary_dims(self.head_dim) == 0:
-                _fail("positional.rotary_fraction", p.rotary_fraction,
+                invalid("positional.rotary_fraction", p.rotary_fraction,
                       f"rotates no dims at head_dim={self.head_dim}; raise it")
         for name in ("bos_id", "eos_id"):
             v = getattr(self, name)
             if v is not None and not (_is_int(v) and 0 <= v < self.vocab_size):
-                _fail(name, v, f"must lie in [0, vocab_size={self.vocab_size})")
+                invalid(name, v, f"must lie in [0, vocab_size={self.vocab_size})")
 
     # ----------------------------------------------------------------- derived
     def layer_positional(self, layer: int) -> PositionalConfig:
@@ -189,11 +190,11 @@ class ModelConfig:
 
     # ----------------------------------------------------------- serialization
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        return _from_dict(cls, data, "model")
+        return from_mapping(cls, data, "model")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -203,15 +204,8 @@ class ModelConfig:
 
     @classmethod
     def from_text(cls, text: str) -> "ModelConfig":
-        """Parse JSON or YAML (JSON first: YAML 1.1 reads JSON's ``1e-05`` as a string)."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            try:
-                data = yaml.load(text, Loader=_Yaml12Loader)
-            except yaml.YAMLError as e:
-                raise ValueError("model config is neither valid JSON nor YAML: "
-                                 + " ".join(str(e).split())) from None
+        """Parse JSON or YAML; a file holding a whole experiment contributes its ``model`` part."""
+        data = parse_text(text, "model config")
         if not isinstance(data, dict):
             raise ValueError("model config must be a mapping of field: value; got "
                              f"{type(data).__name__}")
@@ -248,15 +242,29 @@ class ModelConfig:
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def _to_plain(obj: Any) -> Any:
+def parse_text(text: str, what: str) -> Any:
+    """JSON first, then YAML read with YAML 1.2 number rules (YAML 1.1 reads ``1e-05`` and
+    ``3e-4`` as strings); malformed text is a one-line ValueError naming ``what``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            return yaml.load(text, Loader=_Yaml12Loader)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{what} is neither valid JSON nor YAML: "
+                             + " ".join(str(e).split())) from None
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses (nested) as plain dicts/lists, ready for JSON or YAML."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
-        return [_to_plain(x) for x in obj]
+        return [to_plain(x) for x in obj]
     return obj
 
 
-def _from_dict(cls: type, data: Any, where: str) -> Any:
+def from_mapping(cls: type, data: Any, where: str) -> Any:
     """Build a dataclass from a mapping, refusing unknown fields by name."""
     if isinstance(data, cls):
         return data

@@ -16,37 +16,10 @@ from typing import Any
 
 import yaml
 
-from mvjax.config import ModelConfig
+from mvjax.config import ModelConfig, from_mapping, invalid, parse_text, to_plain
 
 OPTIMIZERS = ("adamw",)
 SCHEDULES = ("cosine", "constant")
-
-
-def _fail(field: str, value: Any, fix: str) -> None:
-    raise ValueError(f"{field}={value!r} is invalid: {fix}")
-
-
-def _from_dict(cls: type, data: Any, where: str) -> Any:
-    """Build a dataclass from a mapping, refusing unknown fields by name."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a mapping of field: value; got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; known fields are {sorted(names)}")
-    return cls(**data)
-
-
-def _to_plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if isinstance(obj, (list, tuple)):
-        return [_to_plain(x) for x in obj]
-    return obj
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,24 +46,24 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
-            _fail("train.optim.name", self.name, f"use one of {OPTIMIZERS}")
+            invalid("train.optim.name", self.name, f"use one of {OPTIMIZERS}")
         if self.schedule not in SCHEDULES:
-            _fail("train.optim.schedule", self.schedule, f"use one of {SCHEDULES}")
+            invalid("train.optim.schedule", self.schedule, f"use one of {SCHEDULES}")
         if not self.lr > 0:
-            _fail("train.optim.lr", self.lr, "use a positive learning rate, e.g. 3e-3")
+            invalid("train.optim.lr", self.lr, "use a positive learning rate, e.g. 3e-3")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            _fail("train.optim.warmup_steps", self.warmup_steps, "use a non-negative integer")
+            invalid("train.optim.warmup_steps", self.warmup_steps, "use a non-negative integer")
         if not 0 <= self.min_lr_ratio <= 1:
-            _fail("train.optim.min_lr_ratio", self.min_lr_ratio, "must lie in [0, 1]")
+            invalid("train.optim.min_lr_ratio", self.min_lr_ratio, "must lie in [0, 1]")
         for name in ("b1", "b2"):
             if not 0 <= getattr(self, name) < 1:
-                _fail(f"train.optim.{name}", getattr(self, name), "must lie in [0, 1)")
+                invalid(f"train.optim.{name}", getattr(self, name), "must lie in [0, 1)")
         if not self.eps > 0:
-            _fail("train.optim.eps", self.eps, "must be positive, e.g. 1e-8")
+            invalid("train.optim.eps", self.eps, "must be positive, e.g. 1e-8")
         if self.weight_decay < 0:
-            _fail("train.optim.weight_decay", self.weight_decay, "must be >= 0")
+            invalid("train.optim.weight_decay", self.weight_decay, "must be >= 0")
         if self.grad_clip < 0:
-            _fail("train.optim.grad_clip", self.grad_clip, "must be >= 0 (0 disables clipping)")
+            invalid("train.optim.grad_clip", self.grad_clip, "must be >= 0 (0 disables clipping)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,23 +98,23 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.optim, dict):
-            object.__setattr__(self, "optim", _from_dict(OptimConfig, self.optim, "train.optim"))
+            object.__setattr__(self, "optim", from_mapping(OptimConfig, self.optim, "train.optim"))
         for name in ("steps", "grad_accum", "log_every", "keep_checkpoints", "eval_batches"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
-                _fail(f"train.{name}", v, "must be a positive integer")
+                invalid(f"train.{name}", v, "must be a positive integer")
         for name in ("loss_chunk", "eval_every", "checkpoint_every", "concentration_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
-                _fail(f"train.{name}", v, "must be a non-negative integer (0 disables)")
+                invalid(f"train.{name}", v, "must be a non-negative integer (0 disables)")
         for name in ("mesh_data", "mesh_fsdp"):
             v = getattr(self, name)
             if not isinstance(v, int) or (v <= 0 and v != -1):
-                _fail(f"train.{name}", v, "must be a positive integer or -1 (all remaining devices)")
+                invalid(f"train.{name}", v, "must be a positive integer or -1 (all remaining devices)")
         if self.mesh_data == -1 and self.mesh_fsdp == -1:
-            _fail("train.mesh_fsdp", -1, "only one of mesh_data / mesh_fsdp may be -1")
+            invalid("train.mesh_fsdp", -1, "only one of mesh_data / mesh_fsdp may be -1")
         if not self.peak_flops > 0:
-            _fail("train.peak_flops", self.peak_flops, "must be positive FLOP/s, e.g. 150e9")
+            invalid("train.peak_flops", self.peak_flops, "must be positive FLOP/s, e.g. 150e9")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,19 +131,19 @@ class ExperimentConfig:
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
         if isinstance(self.data, dict):
-            object.__setattr__(self, "data", _data_from_dict(DataConfig, self.data))
+            object.__setattr__(self, "data", DataConfig.from_dict(self.data))
         if isinstance(self.train, dict):
-            object.__setattr__(self, "train", _from_dict(TrainConfig, self.train, "train"))
+            object.__setattr__(self, "train", from_mapping(TrainConfig, self.train, "train"))
         if self.data.batch_size % self.train.grad_accum:
-            _fail("train.grad_accum", self.train.grad_accum,
+            invalid("train.grad_accum", self.train.grad_accum,
                   f"must divide data.batch_size={self.data.batch_size}")
         if self.data.seq_len > self.model.max_seq_len:
-            _fail("data.seq_len", self.data.seq_len,
+            invalid("data.seq_len", self.data.seq_len,
                   f"exceeds model.max_seq_len={self.model.max_seq_len}; shorten it or raise max_seq_len")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "data": _to_plain(self.data),
-                "train": _to_plain(self.train)}
+        return {"model": self.model.to_dict(), "data": to_plain(self.data),
+                "train": to_plain(self.train)}
 
     @classmethod
     def from_dict(cls, data: Any, overrides: list[str] | tuple[str, ...] = ()) -> "ExperimentConfig":
@@ -192,26 +165,10 @@ class ExperimentConfig:
         if not path.is_file():
             raise FileNotFoundError(f"experiment config {path} does not exist: pass a file from "
                                     "configs/, e.g. configs/tiny-rope.yaml")
-        return cls.from_dict(_parse(path.read_text()), overrides)
+        return cls.from_dict(parse_text(path.read_text(), f"experiment config {path}"), overrides)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def _data_from_dict(cls: type, data: dict) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"data: unknown field(s) {unknown}; known fields are {sorted(names)}")
-    return cls.from_dict(data) if hasattr(cls, "from_dict") else cls(**data)
-
-
-def _parse(text: str) -> Any:
-    """JSON first (YAML 1.1 reads ``1e-05`` as a string), then YAML."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return yaml.safe_load(text)
 
 
 def _parse_value(text: str) -> Any:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -337,13 +336,11 @@ def save_hf(directory: str | Path, model, tokenizer=None) -> Path:
     Written under a temporary name and renamed, so a failure leaves nothing half-written."""
     from safetensors.numpy import save_file
 
+    from mvjax.checkpoint import atomic_directory  # orbax is heavy: only when writing
+
     hf_cfg = model_config_to_hf(model.cfg)  # refuse before touching the disk
     tensors = hf_tensors_from_model(model)
-    directory = Path(directory).absolute()
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_directory(directory) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(hf_cfg, indent=2))
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer is not None and hasattr(tokenizer, "tok"):  # an HF tokenizers.Tokenizer
@@ -353,9 +350,4 @@ def save_hf(directory: str | Path, model, tokenizer=None) -> Path:
                 if tid is not None:
                     tc[key] = tokenizer.tok.id_to_token(int(tid))
             (tmp / "tokenizer_config.json").write_text(json.dumps(tc, indent=2))
-        shutil.rmtree(directory, ignore_errors=True)
-        tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+    return Path(directory).absolute()

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mvjax.config import _fail, _from_dict, _to_plain
+from mvjax.config import invalid, from_mapping, to_plain
 from mvjax.data.bpe import build_tokenizer
 from mvjax.data.packing import (PACKINGS, TokenStream, num_windows, pack_rows, tokenize_documents,
                                 too_short_error)
@@ -49,26 +49,26 @@ class DataConfig:
     def __post_init__(self) -> None:
         for name in ("source", "tokenizer", "text_field", "split", "doc_separator"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                _fail(f"data.{name}", getattr(self, name), "must be a non-empty string")
+                invalid(f"data.{name}", getattr(self, name), "must be a non-empty string")
         for name in ("seq_len", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                _fail(f"data.{name}", v, "must be a positive integer")
+                invalid(f"data.{name}", v, "must be a positive integer")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            _fail("data.seed", self.seed, "must be a non-negative integer")
+            invalid("data.seed", self.seed, "must be a non-negative integer")
         if not isinstance(self.eval_rows, int) or self.eval_rows < 0:
-            _fail("data.eval_rows", self.eval_rows, "must be a non-negative integer")
+            invalid("data.eval_rows", self.eval_rows, "must be a non-negative integer")
         if not isinstance(self.holdout_fraction, (int, float)) or not 0 <= self.holdout_fraction < 1:
-            _fail("data.holdout_fraction", self.holdout_fraction, "must lie in [0, 1), e.g. 0.05")
+            invalid("data.holdout_fraction", self.holdout_fraction, "must lie in [0, 1), e.g. 0.05")
         if self.packing not in PACKINGS:
-            _fail("data.packing", self.packing, f"use one of {PACKINGS}")
+            invalid("data.packing", self.packing, f"use one of {PACKINGS}")
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DataConfig":
-        return _from_dict(cls, data, "data")
+        return from_mapping(cls, data, "data")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
