@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 SITES = ("q", "k", "v")
-DEFAULT_TEXT = Path("/work/shared/data/tinyshakespeare.txt")
 
 
 def _rss_mb() -> float:
@@ -95,16 +94,18 @@ def run_child(side: str, rows_path: Path, out_path: Path, batch_size: int) -> di
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def make_rows(n: int, seq_len: int, text_path: Path) -> np.ndarray:
+def make_rows(n: int, seq_len: int, source: str) -> np.ndarray:
     from mvjax.load import load_pretrained
 
     _, tok = load_pretrained("smollm2")
-    if text_path.is_file():
-        text = text_path.read_text()
-    else:
+    if source == "sample":
         from analysis.sample import sample_texts
 
         text = "\n\n".join(sample_texts()) * 4
+    else:
+        from mvjax.data.sources import resolve_source
+
+        text = Path(resolve_source(source)).read_text()
     ids = tok.encode(text[: 8 * n * seq_len])
     body = seq_len - 1
     if len(ids) < n * body:
@@ -128,7 +129,8 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--text", type=Path, default=DEFAULT_TEXT)
+    ap.add_argument("--text", default="tinyshakespeare",
+                    help="a text file, a named corpus (resolved by mvjax.data), or 'sample'")
     ap.add_argument("--child", choices=("mvjax", "hf"))
     ap.add_argument("--rows", type=Path)
     ap.add_argument("--out", type=Path)
