@@ -80,6 +80,9 @@ def test_records_concentration_and_eval(full_run):
     conc = [r["concentration"] for r in records if "concentration" in r]
     assert conc and set(conc[0]) == {"q_rot", "k_rot", "v"}
     assert all(len(v) == 2 and all(x >= 1.0 for x in v) for v in conc[0].values())
+    massive = [r["massive"] for r in records if "massive" in r]
+    assert massive and set(massive[0]) == {"q_rot", "k_rot", "v"}
+    assert all(len(v) == 2 and all(isinstance(n, int) and n >= 0 for n in v) for v in massive[0].values())
     assert any(np.isfinite(r.get("eval_loss", np.nan)) for r in records)
     summary = records[-1]
     assert summary["event"] == "summary" and summary["tokens_per_s"] > 0 and 0 < summary["mfu"] < 1

@@ -75,8 +75,9 @@ class TrainConfig:
       never held at once (0: one chunk).
     mesh_data / mesh_fsdp: device mesh shape (-1 on one axis: all remaining devices).
     peak_flops: per-device FLOP/s that MFU is measured against.
-    concentration_every: every N steps, log per-layer max/mean of per-(head,dim) L2 norms of
-      q_rot/k_rot/v on one eval batch (0: never).
+    concentration_every: every N steps, log per layer and site (q_rot/k_rot/v) the median over
+      heads of max/mean of the per-(head,dim) L2 norms, and the λ=5 massive count, on one eval
+      batch (0: never).
     """
 
     steps: int = 1000

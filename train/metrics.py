@@ -8,7 +8,6 @@ backward, halved by the causal mask), against ``train.peak_flops`` per device.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from mvjax.config import ModelConfig
-from mvjax.model import SiteContext
+from mvjax.probe import CaptureStats
 
 CONCENTRATION_SITES = ("q_rot", "k_rot", "v")
 
@@ -34,31 +33,25 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     return 6.0 * matmul_params + attention
 
 
-@dataclasses.dataclass(frozen=True)
-class ConcentrationProbe:
-    """Records Σ_tokens x² per (head, dim) at q_rot/k_rot/v, leaving activations unchanged."""
-
-    sites: frozenset[str] = frozenset(CONCENTRATION_SITES)
-
-    def __call__(self, site: str, layer: int, x: jax.Array, ctx: SiteContext) -> tuple[jax.Array, Any]:
-        xf = x.astype(jnp.float32)
-        w = ctx.valid_BxT.astype(jnp.float32)[:, :, None, None]
-        return x, jnp.sum(xf * xf * w, axis=(0, 1))  # H×D
+MASSIVE_LAMBDA = 5.0  # the paper's λ, per-head mean: the default of analysis.massive
 
 
 def make_concentration_fn(graphdef: nnx.GraphDef) -> Callable[[dict, jax.Array], dict]:
-    """Jitted ``(params, tokens) -> {site: L-vector of max/mean over (head, dim) of L2 norms}``."""
-    probe = ConcentrationProbe()
+    """Jitted ``(params, tokens) -> {"concentration": {site: per-layer median over heads of
+    max_d M / mean_d M}, "massive": {site: per-layer count of M[h,d] > λ·mean_d M[h,·]}}``,
+    where M = sqrt(Σ_tokens x²) per (head, dim) — the same definition ``mvjax analyze`` records."""
+    probe = CaptureStats(sites=frozenset(CONCENTRATION_SITES))
 
     @jax.jit
     def concentration(params: dict, tokens: jax.Array) -> dict:
-        model = nnx.merge(graphdef, params)
-        records = model(tokens, probe=probe, logits=False).records
-        out = {}
+        records = nnx.merge(graphdef, params)(tokens, probe=probe, logits=False).records
+        ratio, massive = {}, {}
         for site, per_layer in records.items():
-            norms = [jnp.sqrt(per_layer[i]) for i in sorted(per_layer)]
-            out[site] = jnp.stack([n.max() / jnp.maximum(n.mean(), 1e-30) for n in norms])
-        return out
+            M_LxHxD = jnp.stack([jnp.sqrt(per_layer[i].sumsq) for i in sorted(per_layer)])
+            mean_LxHx1 = jnp.maximum(M_LxHxD.mean(-1, keepdims=True), 1e-30)
+            ratio[site] = jnp.median(M_LxHxD.max(-1) / mean_LxHx1[..., 0], axis=-1)
+            massive[site] = jnp.sum(M_LxHxD > MASSIVE_LAMBDA * mean_LxHx1, axis=(1, 2))
+        return {"concentration": ratio, "massive": massive}
 
     return concentration
 
