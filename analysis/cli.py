@@ -40,47 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_model_and_tokenizer(spec: str):
-    """Through mvjax.load when present (names, GGUF, HF dirs), else an mvjax model directory."""
-    try:
-        from mvjax.load import load_pretrained
-    except ImportError:
-        load_pretrained = None
-    if load_pretrained is not None:
-        return load_pretrained(spec)
-    from mvjax.checkpoint import is_model_dir, load_model
-    from mvjax.tokenizers import load_tokenizer
-
-    if not is_model_dir(spec):
-        raise FileNotFoundError(f"model {spec!r} not found: pass an mvjax model directory "
-                                "(config.json + params/)")
-    try:
-        tok = load_tokenizer(spec)
-    except FileNotFoundError:
-        tok = None
-    return load_model(spec), tok
-
-
 def load_data(source: str | None, text_field: str) -> tuple[list[str], str]:
     """(texts, description); None → the embedded sample."""
     if source is None:
         from analysis.sample import DESCRIPTION, sample_texts
 
         return sample_texts(), DESCRIPTION
-    try:
-        from mvjax.data import load_texts
-    except ImportError:
-        try:
-            from mvjax.data.sources import load_texts
-        except ImportError:
-            load_texts = None
-    if load_texts is not None:
-        texts = load_texts(source, text_field=text_field)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"data file {source} does not exist: pass a text file")
-        texts = [t for t in path.read_text().split("\n\n") if t.strip()]
+    from mvjax.data import load_texts
+
+    texts = load_texts(source, text_field=text_field)
     return list(texts), str(source)
 
 
@@ -145,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     from analysis.massive import MassiveDefinition, analyze
 
     definition = MassiveDefinition(lam=args.lam, mean_over=args.mean_over, top_k=args.top_k)
-    model, tok = load_model_and_tokenizer(args.model)
+    from mvjax.load import load_pretrained
+
+    model, tok = load_pretrained(args.model)
     if tok is None:
         raise ValueError(f"model {args.model} has no tokenizer: save one into the model directory")
     n_layers = model.cfg.num_layers
