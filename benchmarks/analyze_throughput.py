@@ -95,32 +95,26 @@ def run_child(side: str, rows_path: Path, out_path: Path, batch_size: int) -> di
 
 
 def make_rows(n: int, seq_len: int, source: str) -> np.ndarray:
+    """``n`` BOS-first rows, built exactly as ``mvjax analyze`` builds them."""
+    from analysis.cli import load_data, make_sequences
     from mvjax.load import load_pretrained
 
     _, tok = load_pretrained("smollm2")
-    if source == "sample":
-        from analysis.sample import sample_texts
-
-        text = "\n\n".join(sample_texts()) * 4
-    else:
-        from mvjax.data.sources import resolve_source
-
-        text = Path(resolve_source(source)).read_text()
-    ids = tok.encode(text[: 8 * n * seq_len])
-    body = seq_len - 1
-    if len(ids) < n * body:
-        raise ValueError(f"text has {len(ids)} tokens, need {n * body}: pass a longer --text")
-    rows = np.asarray(ids[: n * body], np.int32).reshape(n, body)
-    return np.concatenate([np.full((n, 1), tok.bos_id, np.int32), rows], axis=1)
+    texts, _ = load_data(None if source == "sample" else source, "text")
+    rows = make_sequences(tok, texts, seq_len, n * seq_len)
+    if len(rows) < n:
+        raise ValueError(f"{source} gives {len(rows)} rows of {seq_len} tokens, need {n}: pass a "
+                         "longer --text or fewer --seqs")
+    return rows
 
 
-def _to_hf_order(M: np.ndarray, layout: str) -> np.ndarray:
+def _to_hf_order(M_HxD: np.ndarray, layout: str) -> np.ndarray:
     """Pre-RoPE q/k dims of an interleaved-layout import in HF rotate-half order."""
     if layout != "interleaved":
-        return M
-    D = M.shape[-1]
-    perm = [2 * d if d < D // 2 else 2 * (d - D // 2) + 1 for d in range(D)]
-    return M[:, perm]
+        return M_HxD
+    from mvjax.convert.hf import interleaved_to_half
+
+    return interleaved_to_half(M_HxD.reshape(-1), M_HxD.shape[0]).reshape(M_HxD.shape)
 
 
 def main() -> None:
