@@ -143,34 +143,60 @@ class Attention(nnx.Module):
         attn_site = None
         if probe is not None and "attn" in probe.sites:
             attn_site = lambda p: site("attn", p)  # noqa: E731
-        out = attend(q_BxTxHxD, k_all, v_all, mask_BxTxS, bias, attn_site)
+        out = attend(q_BxTxHxD, k_all, v_all, mask_BxTxS, bias, attn_site,
+                     causal_block=CAUSAL_BLOCK if cache is None else None)
         return self.o_proj(out.reshape(B, T, H * D)), new_kv
 
 
+CAUSAL_BLOCK = 128  # query rows per block of the causal fast path (see ``attend``)
+
+
 def attend(q_BxTxHxD: Array, k_BxSxKxD: Array, v_BxSxKxD: Array, mask_BxTxS: Array,
-           bias_BxHxTxS: Array | None = None, attn_site=None) -> Array:
+           bias_BxHxTxS: Array | None = None, attn_site=None,
+           causal_block: int | None = None) -> Array:
     """Softmax attention with GQA (query head h reads kv head h // (H/KV)); logits and softmax in
     float32. ``attn_site`` may observe or edit the B×H×T×S probabilities.
 
     Heads sit next to batch (B×H×T×D), so both matmuls are plain batched GEMMs and the probe sees
-    probabilities in the documented layout. On XLA:CPU this core (mostly its T×T softmax and small
-    batched GEMMs) is the bottleneck of training and analysis; a 5-D grouped einsum and
-    ``jax.nn.dot_product_attention`` measured no faster."""
+    probabilities in the documented layout. ``causal_block`` (only when the keys are the queries'
+    own tokens and ``mask`` is causal) computes query rows in blocks of that size against only the
+    keys up to the block's last row: the masked upper triangle is never computed, which saves
+    (n−1)/2n of the score work for n blocks. Per row the softmax is the same, so results equal
+    the full path to rounding. On XLA:CPU this core (batched GEMMs with a 64-wide contraction and
+    the T×T softmax) bounds training speed: the blocked path made the small benchmark's step
+    ~1.3× faster, while a 5-D grouped einsum and ``jax.nn.dot_product_attention`` were no faster."""
     B, T, H, D = q_BxTxHxD.shape
     G = H // k_BxSxKxD.shape[2]
     q_BxHxTxD = jnp.swapaxes(q_BxTxHxD, 1, 2)
     k_BxHxSxD = jnp.repeat(jnp.swapaxes(k_BxSxKxD, 1, 2), G, axis=1)
     v_BxHxSxD = jnp.repeat(jnp.swapaxes(v_BxSxKxD, 1, 2), G, axis=1)
+    if causal_block is None or attn_site is not None or T <= causal_block:
+        out = _softmax_attention(q_BxHxTxD, k_BxHxSxD, v_BxHxSxD, mask_BxTxS, bias_BxHxTxS, attn_site)
+    else:
+        if k_BxSxKxD.shape[1] != T:
+            raise ValueError(f"causal_block needs keys of the queries' own tokens (S == T), got "
+                             f"S={k_BxSxKxD.shape[1]}, T={T}: pass causal_block=None with a cache")
+        outs = []
+        for a in range(0, T, causal_block):
+            e = min(a + causal_block, T)
+            bias = None if bias_BxHxTxS is None else bias_BxHxTxS[..., a:e, :e]
+            outs.append(_softmax_attention(q_BxHxTxD[:, :, a:e], k_BxHxSxD[:, :, :e],
+                                           v_BxHxSxD[:, :, :e], mask_BxTxS[:, a:e, :e], bias))
+        out = jnp.concatenate(outs, axis=2)
+    return jnp.swapaxes(out, 1, 2)
+
+
+def _softmax_attention(q_BxHxTxD: Array, k_BxHxSxD: Array, v_BxHxSxD: Array, mask_BxTxS: Array,
+                       bias_BxHxTxS: Array | None, attn_site=None) -> Array:
     logits = jnp.einsum("bhtd,bhsd->bhts", q_BxHxTxD, k_BxHxSxD,
-                        preferred_element_type=jnp.float32) * D ** -0.5
+                        preferred_element_type=jnp.float32) * q_BxHxTxD.shape[-1] ** -0.5
     if bias_BxHxTxS is not None:
         logits = logits + bias_BxHxTxS
     logits = jnp.where(mask_BxTxS[:, None], logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     if attn_site is not None:
         probs = attn_site(probs)
-    out = jnp.einsum("bhts,bhsd->bhtd", probs.astype(v_BxHxSxD.dtype), v_BxHxSxD)
-    return jnp.swapaxes(out, 1, 2)
+    return jnp.einsum("bhts,bhsd->bhtd", probs.astype(v_BxHxSxD.dtype), v_BxHxSxD)
 
 
 def _cached_positions(positions_BxT: Array, end: Array, S: int) -> Array:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Protocol
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -49,7 +50,11 @@ def apply_rope(x_BxTxHxD: Array, positions_BxT: Array, inv_freq: np.ndarray,
     """Rotate the first 2·len(inv_freq) dims of every head by position; the rest pass through."""
     rot = 2 * len(inv_freq)
     angle_BxTxP = positions_BxT.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)
-    cos, sin = jnp.cos(angle_BxTxP)[:, :, None, :], jnp.sin(angle_BxTxP)[:, :, None, :]
+    # The barrier materializes the B×T×P tables once: left to itself XLA fuses cos/sin into every
+    # consumer and evaluates them per element of B×T×H×D, in the backward too (107 cosines in the
+    # small benchmark's step, ~10% of its time).
+    cos, sin = jax.lax.optimization_barrier((jnp.cos(angle_BxTxP), jnp.sin(angle_BxTxP)))
+    cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     xr = x_BxTxHxD[..., :rot].astype(jnp.float32)
     if layout == "half":
         x1, x2 = xr[..., : rot // 2], xr[..., rot // 2:]

@@ -326,3 +326,17 @@ def test_sigterm_saves_checkpoint_and_exits(tmp_path):
     assert summary["interrupted_by_signal"] == signal.SIGTERM
     steps = [int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()]
     assert steps == [summary["step"]] and summary["step"] >= 1
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_flops_per_token_counts_each_matmul_once(tied):
+    """6 FLOPs per matmul weight (the head once, tied or not; never the lookup) + causal attention."""
+    from mvjax.config import ModelConfig
+    from train.metrics import flops_per_token
+
+    cfg = ModelConfig(vocab_size=1000, hidden_size=64, num_layers=3, num_heads=4, num_kv_heads=2,
+                      mlp_hidden=96, max_seq_len=32, tie_embeddings=tied)
+    d, kv_d = 64, 2 * 16
+    per_layer = d * d * 2 + d * kv_d * 2 + 3 * d * 96  # q, o, k, v, gate/up/down
+    expected = 6 * (3 * per_layer + 1000 * d) + 6 * 3 * 32 * 4 * 16
+    assert flops_per_token(cfg, 32) == expected

@@ -27,8 +27,10 @@ CONCENTRATION_SITES = ("q_rot", "k_rot", "v")
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """Training FLOPs (forward + backward) per token, matmuls only."""
     d = cfg.hidden_size
+    # everything but the lookup table and the norm weights; a tied head multiplies by the table
     matmul_params = cfg.num_params() - cfg.vocab_size * d - cfg.num_layers * 2 * d - d
-    matmul_params += cfg.vocab_size * d  # output projection (tied or not), never the lookup
+    if cfg.tie_embeddings:
+        matmul_params += cfg.vocab_size * d
     attention = 6 * cfg.num_layers * seq_len * cfg.num_heads * cfg.head_dim
     return 6.0 * matmul_params + attention
 
