@@ -149,6 +149,7 @@ class Attention(nnx.Module):
 
 
 CAUSAL_BLOCK = 128  # query rows per block of the causal fast path (see ``attend``)
+MAX_CAUSAL_BLOCKS = 16  # longer sequences get larger blocks: the loop is unrolled into the graph
 
 
 def attend(q_BxTxHxD: Array, k_BxSxKxD: Array, v_BxSxKxD: Array, mask_BxTxS: Array,
@@ -177,9 +178,9 @@ def attend(q_BxTxHxD: Array, k_BxSxKxD: Array, v_BxSxKxD: Array, mask_BxTxS: Arr
         if k_BxSxKxD.shape[1] != T:
             raise ValueError(f"causal_block needs keys of the queries' own tokens (S == T), got "
                              f"S={k_BxSxKxD.shape[1]}, T={T}: pass causal_block=None with a cache")
-        outs = []
-        for a in range(0, T, causal_block):
-            e = min(a + causal_block, T)
+        outs, rows = [], max(causal_block, -(-T // MAX_CAUSAL_BLOCKS))
+        for a in range(0, T, rows):
+            e = min(a + rows, T)
             bias = None if bias_BxHxTxS is None else bias_BxHxTxS[..., a:e, :e]
             outs.append(_softmax_attention(q_BxHxTxD[:, :, a:e], k_BxHxSxD[:, :, :e],
                                            v_BxHxSxD[:, :, :e], mask_BxTxS[:, a:e, :e], bias))
