@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mvjax.config import ModelConfig
+from mvjax.flash import causal_attention
 from mvjax.positional import Scheme, build_scheme
 
 Array = jax.Array
@@ -124,6 +125,16 @@ class Attention(nnx.Module):
         q_BxTxHxD = site("q_rot", self.scheme.rotate(q_BxTxHxD, ctx.positions_BxT))
         k_BxTxKxD = site("k_rot", self.scheme.rotate(k_BxTxKxD, ctx.positions_BxT))
 
+        G = H // KV
+        if cache is None and (probe is None or "attn" not in probe.sites):
+            # training and analysis: causal over the chunk's own tokens, probabilities unobserved
+            swap = lambda a: jnp.swapaxes(a, 1, 2)  # noqa: E731  B×T×H×D <-> B×H×T×D
+            out = swap(causal_attention(
+                swap(q_BxTxHxD), jnp.repeat(swap(k_BxTxKxD), G, axis=1),
+                jnp.repeat(swap(v_BxTxKxD), G, axis=1), ctx.valid_BxT, ctx.positions_BxT,
+                self.scheme.bias, max(CAUSAL_BLOCK, -(-T // MAX_CAUSAL_BLOCKS))))
+            return self.o_proj(out.reshape(B, T, H * D)), None
+
         if cache is None:  # keys are this chunk's tokens; key index s attends iff s <= t
             k_all, v_all, new_kv = k_BxTxKxD, v_BxTxKxD, None
             k_pos_BxS, k_valid_BxS = ctx.positions_BxT, ctx.valid_BxT
@@ -143,48 +154,28 @@ class Attention(nnx.Module):
         attn_site = None
         if probe is not None and "attn" in probe.sites:
             attn_site = lambda p: site("attn", p)  # noqa: E731
-        out = attend(q_BxTxHxD, k_all, v_all, mask_BxTxS, bias, attn_site,
-                     causal_block=CAUSAL_BLOCK if cache is None else None)
+        out = attend(q_BxTxHxD, k_all, v_all, mask_BxTxS, bias, attn_site)
         return self.o_proj(out.reshape(B, T, H * D)), new_kv
 
 
-CAUSAL_BLOCK = 128  # query rows per block of the causal fast path (see ``attend``)
+CAUSAL_BLOCK = 128  # query rows per block of the memory-light causal path (``mvjax.flash``)
 MAX_CAUSAL_BLOCKS = 16  # longer sequences get larger blocks: the loop is unrolled into the graph
 
 
 def attend(q_BxTxHxD: Array, k_BxSxKxD: Array, v_BxSxKxD: Array, mask_BxTxS: Array,
-           bias_BxHxTxS: Array | None = None, attn_site=None,
-           causal_block: int | None = None) -> Array:
+           bias_BxHxTxS: Array | None = None, attn_site=None) -> Array:
     """Softmax attention with GQA (query head h reads kv head h // (H/KV)); logits and softmax in
     float32. ``attn_site`` may observe or edit the B×H×T×S probabilities.
 
-    Heads sit next to batch (B×H×T×D), so both matmuls are plain batched GEMMs and the probe sees
-    probabilities in the documented layout. ``causal_block`` (only when the keys are the queries'
-    own tokens and ``mask`` is causal) computes query rows in blocks of that size against only the
-    keys up to the block's last row: the masked upper triangle is never computed, which saves
-    (n−1)/2n of the score work for n blocks. Per row the softmax is the same, so results equal
-    the full path to rounding. On XLA:CPU this core (batched GEMMs with a 64-wide contraction and
-    the T×T softmax) bounds training speed: the blocked path made the small benchmark's step
-    1.15–1.2× faster; a 5-D grouped einsum, ``jax.nn.dot_product_attention``, deferred
-    normalization and ``lax.map`` over batch rows or heads were no faster."""
-    B, T, H, D = q_BxTxHxD.shape
-    G = H // k_BxSxKxD.shape[2]
+    The general path (a KV cache, an observed ``attn`` site): heads sit next to batch
+    (B×H×T×D), so both matmuls are plain batched GEMMs and the probe sees probabilities in the
+    documented layout. Causal attention over a chunk's own tokens takes
+    ``mvjax.flash.causal_attention`` instead, which never holds the B×H×T×T tensors."""
+    G = q_BxTxHxD.shape[2] // k_BxSxKxD.shape[2]
     q_BxHxTxD = jnp.swapaxes(q_BxTxHxD, 1, 2)
     k_BxHxSxD = jnp.repeat(jnp.swapaxes(k_BxSxKxD, 1, 2), G, axis=1)
     v_BxHxSxD = jnp.repeat(jnp.swapaxes(v_BxSxKxD, 1, 2), G, axis=1)
-    if causal_block is None or attn_site is not None or T <= causal_block:
-        out = _softmax_attention(q_BxHxTxD, k_BxHxSxD, v_BxHxSxD, mask_BxTxS, bias_BxHxTxS, attn_site)
-    else:
-        if k_BxSxKxD.shape[1] != T:
-            raise ValueError(f"causal_block needs keys of the queries' own tokens (S == T), got "
-                             f"S={k_BxSxKxD.shape[1]}, T={T}: pass causal_block=None with a cache")
-        outs, rows = [], max(causal_block, -(-T // MAX_CAUSAL_BLOCKS))
-        for a in range(0, T, rows):
-            e = min(a + rows, T)
-            bias = None if bias_BxHxTxS is None else bias_BxHxTxS[..., a:e, :e]
-            outs.append(_softmax_attention(q_BxHxTxD[:, :, a:e], k_BxHxSxD[:, :, :e],
-                                           v_BxHxSxD[:, :, :e], mask_BxTxS[:, a:e, :e], bias))
-        out = jnp.concatenate(outs, axis=2)
+    out = _softmax_attention(q_BxHxTxD, k_BxHxSxD, v_BxHxSxD, mask_BxTxS, bias_BxHxTxS, attn_site)
     return jnp.swapaxes(out, 1, 2)
 
 

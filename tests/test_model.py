@@ -229,8 +229,8 @@ def test_probe_sites_shapes_and_edits():
     cfg = model.cfg
     toks = _tokens(6)
     plain = model(toks)
-    out = model(toks, probe=_Recorder())
-    np.testing.assert_allclose(out.logits, plain.logits, atol=1e-6)
+    out = model(toks, probe=_Recorder())  # observing attn takes the plain core, not mvjax.flash
+    np.testing.assert_allclose(out.logits, plain.logits, atol=1e-5)
     H, KV, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     for layer in range(cfg.num_layers):
         assert out.records["q"][layer].shape == (B, T, H, D)
@@ -307,45 +307,3 @@ def test_bad_token_shape():
     with pytest.raises(ValueError, match="B×T"):
         model(jnp.zeros((1, 2, T), jnp.int32))
     assert "\n" not in str(e.value)
-
-
-# ------------------------------------------------------------------------- blocked causal attention
-@pytest.mark.parametrize("kv, with_bias, t, block", [(4, False, 37, 8), (2, True, 37, 8),
-                                                     (1, True, 32, 16), (2, False, 37, 2)], ids=str)
-def test_causal_blocks_equal_full_attention(kv, with_bias, t, block):
-    """The blocked causal path (query blocks against keys up to the block's end) gives the full
-    path's outputs and gradients, with GQA, an ALiBi bias, left padding and a ragged last block
-    (block 2 with T=37 hits the 16-block cap: 3-row blocks)."""
-    from mvjax.model import attend
-    from mvjax.positional import alibi_bias, alibi_slopes
-
-    b, h, d = 2, 4, 8
-    ks = jax.random.split(jax.random.key(3), 4)
-    q = jax.random.normal(ks[0], (b, t, h, d))
-    k, v = (jax.random.normal(kk, (b, t, kv, d)) for kk in ks[1:3])
-    valid = jnp.arange(t)[None, :] >= jnp.array([[0], [5]])  # row 1 is left-padded by 5
-    mask = jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :]
-    pos = jnp.maximum(jnp.arange(t)[None, :] - jnp.array([[0], [5]]), 0)
-    bias = alibi_bias(alibi_slopes(h), pos, pos) if with_bias else None
-    cot = jax.random.normal(ks[3], (b, t, h, d)) * valid[:, :, None, None]  # real rows only
-
-    def loss(q, k, v, blk):
-        return jnp.sum(attend(q, k, v, mask, bias, causal_block=blk) * cot)
-
-    full, blocked = (jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3)(q, k, v, blk)
-                     for blk in (None, block))
-    np.testing.assert_allclose(blocked[0], full[0], rtol=1e-5)
-    for g_blocked, g_full in zip(blocked[1], full[1]):
-        np.testing.assert_allclose(g_blocked, g_full, atol=1e-5, rtol=1e-5)
-    out_full = attend(q, k, v, mask, bias)
-    out_blocked = attend(q, k, v, mask, bias, causal_block=block)
-    real = np.asarray(valid)
-    np.testing.assert_allclose(np.asarray(out_blocked)[real], np.asarray(out_full)[real], atol=1e-5)
-
-
-def test_causal_blocks_refuse_a_cache():
-    from mvjax.model import attend
-    q = jnp.ones((1, 8, 2, 4))
-    kv = jnp.ones((1, 16, 2, 4))
-    with pytest.raises(ValueError, match="causal_block=None"):
-        attend(q, kv, kv, jnp.ones((1, 8, 16), bool), causal_block=4)

@@ -1,0 +1,107 @@
+"""Causal self-attention that never materializes B×H×T×T: a memory-light forward and backward.
+
+Why: autodiff through the plain attention core keeps every layer's B×H×T×T probabilities alive
+for the backward pass and streams them through DRAM several times. Here the batch is processed one
+sequence at a time (a ``lax.map``), and within a sequence the queries in blocks that read only the
+keys up to the block's last row (the masked upper triangle is never computed), so each block's
+H×t×s scores fit in cache. The backward pass is written by hand (``custom_vjp``): it saves only
+q, k, v, the output and the per-row log-sum-exp, and recomputes the probabilities block by block.
+Measured on the ``small`` training config (2-core CPU): the same step time as the plain blocked
+core, with peak RSS 4.1 → 3.2 GB, and a heap that stays bounded under ``mvjax.host_memory``'s
+allocator settings (the plain core grew it to 9.9 GB).
+
+Same math as ``mvjax.model.attend`` (float32 logits and softmax; ``bias_fn`` adds e.g. ALiBi per
+block); padding is a key-validity mask. Query rows with no valid key (padding at the front) give
+zeros, where the plain path gives the mean of the values; such rows are padding and carry no loss.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+BiasFn = Callable[[Array, Array], Array | None]  # (q positions 1×t, k positions 1×s) -> 1×H×t×s
+_NEG = -1e30  # masked logit: exp underflows to exactly 0, and no inf - inf NaNs
+
+
+def _blocks(T: int, block: int) -> list[tuple[int, int]]:
+    return [(a, min(a + block, T)) for a in range(0, T, block)]
+
+
+def _scores(q_HxtxD, k_HxsxD, pos_t, pos_s, valid_s, a, bias_fn):
+    """Masked float32 logits of one query block [a, a+t) against keys [0, s): H×t×s."""
+    t, s = q_HxtxD.shape[1], k_HxsxD.shape[1]
+    logits = jnp.einsum("htd,hsd->hts", q_HxtxD, k_HxsxD) * q_HxtxD.shape[-1] ** -0.5
+    if bias_fn is not None:
+        bias = bias_fn(pos_t[None], pos_s[None])
+        if bias is not None:
+            logits = logits + bias[0]
+    keep = (jnp.arange(s)[None, :] <= a + jnp.arange(t)[:, None]) & valid_s[None, :]
+    return jnp.where(keep[None], logits, _NEG), keep
+
+
+def _forward_one(q, k, v, valid, pos, bias_fn, block):
+    """One sequence: q/k/v H×T×D -> (out H×T×D, lse H×T float32)."""
+    dtype = q.dtype
+    q, k, v = (x.astype(jnp.float32) for x in (q, k, v))  # XLA:CPU has no bf16×bf16→f32 batched dot
+    outs, lses = [], []
+    for a, e in _blocks(q.shape[1], block):
+        logits, keep = _scores(q[:, a:e], k[:, :e], pos[a:e], pos[:e], valid[:e], a, bias_fn)
+        m = jnp.max(logits, axis=-1, keepdims=True)
+        p = jnp.where(keep[None], jnp.exp(logits - m), 0.0)
+        denom = jnp.sum(p, axis=-1, keepdims=True)
+        o = jnp.einsum("hts,hsd->htd", p, v[:, :e])
+        safe = jnp.maximum(denom, jnp.finfo(jnp.float32).tiny)
+        outs.append((o / safe).astype(dtype))
+        lses.append((m + jnp.log(safe))[..., 0])
+    return jnp.concatenate(outs, axis=1), jnp.concatenate(lses, axis=1)
+
+
+def _backward_one(q, k, v, valid, pos, out, lse, d_out, bias_fn, block):
+    """One sequence's gradients (dq, dk, dv), recomputing probabilities block by block."""
+    f32 = jnp.float32
+    dtypes = (q.dtype, k.dtype, v.dtype)
+    q, k, v, out, d_out = (x.astype(f32) for x in (q, k, v, out, d_out))
+    delta = jnp.sum(d_out * out, axis=-1)  # H×T: rowsum(dO ∘ O)
+    scale = q.shape[-1] ** -0.5
+    dq_blocks = []
+    dk = jnp.zeros(k.shape, f32)
+    dv = jnp.zeros(v.shape, f32)
+    for a, e in _blocks(q.shape[1], block):
+        logits, keep = _scores(q[:, a:e], k[:, :e], pos[a:e], pos[:e], valid[:e], a, bias_fn)
+        p = jnp.where(keep[None], jnp.exp(logits - lse[:, a:e, None]), 0.0)  # H×t×s
+        do = d_out[:, a:e]
+        dv = dv.at[:, :e].add(jnp.einsum("hts,htd->hsd", p, do))
+        ds = p * (jnp.einsum("htd,hsd->hts", do, v[:, :e]) - delta[:, a:e, None]) * scale
+        dq_blocks.append(jnp.einsum("hts,hsd->htd", ds, k[:, :e]))
+        dk = dk.at[:, :e].add(jnp.einsum("hts,htd->hsd", ds, q[:, a:e]))
+    dq = jnp.concatenate(dq_blocks, axis=1)
+    return tuple(g.astype(t) for g, t in zip((dq, dk, dv), dtypes))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def causal_attention(q_BxHxTxD: Array, k_BxHxTxD: Array, v_BxHxTxD: Array, valid_BxT: Array,
+                     positions_BxT: Array, bias_fn: BiasFn | None = None, block: int = 128) -> Array:
+    """Causal softmax attention over a sequence's own tokens (keys = queries' tokens), heads already
+    matched (GQA repeated by the caller). ``valid_BxT`` masks padded keys. Returns B×H×T×D."""
+    return _causal_fwd(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD, valid_BxT, positions_BxT, bias_fn, block)[0]
+
+
+def _causal_fwd(q, k, v, valid, pos, bias_fn, block):
+    # one sequence per iteration: its H×block×T scores stay in cache
+    out, lse = jax.lax.map(lambda a: _forward_one(*a, bias_fn, block), (q, k, v, valid, pos))
+    return out, (q, k, v, valid, pos, out, lse)
+
+
+def _causal_bwd(bias_fn, block, res, d_out):
+    q, k, v, valid, pos, out, lse = res
+    dq, dk, dv = jax.lax.map(lambda a: _backward_one(*a, bias_fn, block),
+                             (q, k, v, valid, pos, out, lse, d_out))
+    return dq, dk, dv, None, None
+
+
+causal_attention.defvjp(_causal_fwd, _causal_bwd)
