@@ -37,5 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The ``mvjax`` console script: restart once with the host-allocator tunables
+    (``mvjax.host_memory``: XLA:CPU steps run ~25% faster), then run the command."""
+    from mvjax.host_memory import reexec_tuned
+    reexec_tuned()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
