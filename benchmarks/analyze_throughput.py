@@ -8,6 +8,7 @@ matrices of the pre-RoPE sites (un-permuting q/k dims if the mvjax import kept t
 layout). Prints one JSON object.
 
     python benchmarks/analyze_throughput.py [--seqs 16 --seq-len 512 --batch-size 4 --repeats 2]
+        [--hf-allocator stock|tuned]
 """
 
 from __future__ import annotations
@@ -85,10 +86,15 @@ def child_hf(rows: np.ndarray, batch_size: int) -> tuple[dict, dict]:
                                                              "torch_threads": torch.get_num_threads()}
 
 
-def run_child(side: str, rows_path: Path, out_path: Path, batch_size: int) -> dict:
+def run_child(side: str, rows_path: Path, out_path: Path, batch_size: int, tuned: bool) -> dict:
+    """One side in a fresh process; ``tuned``: with mvjax.host_memory's allocator tunables (as the
+    ``mvjax`` command runs), else with the stock allocator."""
+    from mvjax.host_memory import tuned_environment, untuned_environment
+
     cmd = [sys.executable, __file__, "--child", side, "--rows", str(rows_path), "--out",
            str(out_path), "--batch-size", str(batch_size)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = tuned_environment() if tuned else untuned_environment()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{side} child failed: {proc.stderr.strip().splitlines()[-3:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -125,6 +131,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--text", default="tinyshakespeare",
                     help="a text file, a named corpus (resolved by mvjax.data), or 'sample'")
+    ap.add_argument("--hf-allocator", choices=("stock", "tuned"), default="stock",
+                    help="run the HF side with the stock glibc allocator (as HF users do) or with "
+                    "mvjax's tunables (mvjax always runs tuned, as the mvjax command does)")
     ap.add_argument("--child", choices=("mvjax", "hf"))
     ap.add_argument("--rows", type=Path)
     ap.add_argument("--out", type=Path)
@@ -147,8 +156,9 @@ def main() -> None:
         runs: dict[str, list[dict]] = {"mvjax": [], "hf": []}
         for r in range(args.repeats):
             for side in ("mvjax", "hf") if r % 2 == 0 else ("hf", "mvjax"):
+                tuned = side == "mvjax" or args.hf_allocator == "tuned"
                 runs[side].append(run_child(side, tmp / "rows.npy", tmp / f"{side}.npz",
-                                            args.batch_size))
+                                            args.batch_size, tuned))
         mv, hf = np.load(tmp / "mvjax.npz"), np.load(tmp / "hf.npz")
         layout = runs["mvjax"][0]["layout"]
         rel = {}
@@ -164,7 +174,8 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "analyze_throughput", "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, fp32)",
         "sequences": args.seqs, "seq_len": args.seq_len, "batch_size": args.batch_size,
-        "sites": list(SITES), "mvjax_layout": layout, "runs": runs,
+        "sites": list(SITES), "mvjax_layout": layout, "hf_allocator": args.hf_allocator,
+        "runs": runs,
         "tokens_per_s": best, "speedup_mvjax_over_hf": best["mvjax"] / best["hf"],
         "peak_rss_mb": rss, "rss_ratio_mvjax_over_hf": rss["mvjax"] / rss["hf"],
         "max_rel_diff_M": rel,

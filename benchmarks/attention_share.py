@@ -1,6 +1,7 @@
 """How much of a training step the attention core costs: the mvjax step as is, the same step with
-``mvjax.model.attend`` replaced by a stand-in that keeps the q/k/v projections and RoPE alive
-(``v + 1e-3·(q + k)``), and PyTorch eager, alternating in one process.
+the causal attention core replaced by a stand-in that keeps the q/k/v projections and RoPE alive
+(``v + 1e-3·(q + k)``), and PyTorch eager — each in its own worker process (allocator tunables on
+all three), alternating.
 
     .venv/bin/python benchmarks/attention_share.py --config small --rounds 2
 
@@ -15,8 +16,8 @@ import argparse
 import json
 import statistics
 
-import mvjax.model as model_module
-from train_throughput import CONFIGS, mvjax_runner, torch_runner
+from mvjax.host_memory import tuned_environment
+from train_throughput import CONFIGS, Worker
 
 
 def main() -> None:
@@ -25,21 +26,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2, help="timed steps per round and runner")
     args = ap.parse_args()
-    c = CONFIGS[args.config]
 
-    runners = {"mvjax": mvjax_runner(c, 0)[1]}
-    attend = model_module.attend
-    model_module.attend = lambda q, k, v, *_, **__: v + 1e-3 * (q + k)  # read at trace time
+    env = tuned_environment()
+    names = {"mvjax": "mvjax", "mvjax_without_attention_core": "mvjax-no-attention", "torch": "torch"}
+    workers = {k: Worker(kind, args.config, 0, env) for k, kind in names.items()}
+    times: dict[str, list[float]] = {k: [] for k in workers}
     try:
-        runners["mvjax_without_attention_core"] = mvjax_runner(c, 0)[1]
+        for r in range(args.rounds):
+            for k in (list(workers) if r % 2 == 0 else list(reversed(workers))):
+                times[k].append(workers[k].ask(f"run {args.steps}") / args.steps)
     finally:
-        model_module.attend = attend
-    runners["torch"] = torch_runner(c)
-
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for r in range(args.rounds):
-        for k in (list(runners) if r % 2 == 0 else list(reversed(runners))):
-            times[k].append(runners[k](args.steps) / args.steps)
+        for w in workers.values():
+            w.close()
     med = {k: statistics.median(v) for k, v in times.items()}
     print(json.dumps({
         "config": args.config, "seconds_per_step": med, "rounds": times,

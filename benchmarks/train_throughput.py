@@ -1,14 +1,21 @@
 """Training throughput: the mvjax jitted train step against ``transformers`` LlamaForCausalLM +
-torch.optim.AdamW (eager, CPU), on the same model shapes, in one process with alternating rounds so
-that machine load hits both alike.
+torch.optim.AdamW (eager, CPU), on the same model shapes.
 
-    .venv/bin/python benchmarks/train_throughput.py --configs tiny,small --rounds 3 --steps 4
+    .venv/bin/python benchmarks/train_throughput.py --configs tiny,small --rounds 3 --steps 3
 
-Prints one JSON object: per config, tokens/s for each mvjax variant and for PyTorch (median over
-rounds), the ratio, and MFU against an fp32 matmul peak measured here (a 2048³ jitted jnp matmul,
-timed between rounds; the best seen counts, so a busy machine inflates MFU less).
-Variants (``--variants``) are mvjax step settings compared A/B in the same run:
-``chunk0`` (full logits) and ``chunkN`` (cross-entropy over N tokens at a time).
+Every runner lives in its own worker process (so no runner's heap or caches touch another's),
+built once, then driven in alternating rounds (``run N`` over a pipe) so that host-speed drift hits
+all alike. Runners:
+  ``mvjax`` — the train step, started with ``mvjax.host_memory``'s allocator tunables, as the
+  ``mvjax train`` command runs;
+  ``torch`` — PyTorch with the same tunables (they help it too: the conservative comparison);
+  ``torch-stock`` — PyTorch with the stock allocator, as a PyTorch user runs it (``--stock``).
+Extra mvjax runners come from ``--variants`` (``chunkN``: cross-entropy over N tokens at a time)
+and ``--xla-flag-sets`` (one runner per ';'-separated XLA_FLAGS value).
+
+Prints one JSON object: per config, tokens/s per runner (median over rounds), each mvjax runner's
+ratio to ``torch`` (and ``torch-stock``), and MFU against an fp32 matmul peak measured inside the
+mvjax worker (a 2048³ jitted jnp matmul, timed after every round; the best seen counts).
 """
 
 from __future__ import annotations
@@ -17,10 +24,10 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 CONFIGS = {
@@ -31,6 +38,9 @@ CONFIGS = {
 
 def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     """Best fp32 FLOP/s of an n×n×n jitted matmul on this machine right now."""
+    import jax
+    import jax.numpy as jnp
+
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     f = jax.jit(lambda x, y: x @ y)
@@ -43,18 +53,26 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     return 2 * n ** 3 / best
 
 
+def model_config(c: dict):
+    from mvjax.config import ModelConfig
+
+    return ModelConfig(vocab_size=c["vocab"], hidden_size=c["hidden"], num_layers=c["layers"],
+                       num_heads=c["heads"], mlp_hidden=c["mlp"], max_seq_len=c["seq"],
+                       tie_embeddings=False)
+
+
 def mvjax_runner(c: dict, chunk: int):
+    """(config, run(n) -> seconds for n train steps), compiled and warmed up."""
+    import jax
+    import jax.numpy as jnp
     from flax import nnx
 
-    from mvjax.config import ModelConfig
     from mvjax.model import init_model
     from train.config import OptimConfig
     from train.optim import build_optimizer
     from train.step import make_train_step
 
-    cfg = ModelConfig(vocab_size=c["vocab"], hidden_size=c["hidden"], num_layers=c["layers"],
-                      num_heads=c["heads"], mlp_hidden=c["mlp"], max_seq_len=c["seq"],
-                      tie_embeddings=False)
+    cfg = model_config(c)
     graphdef, params = nnx.split(init_model(cfg, 0), nnx.Param)
     params = nnx.to_pure_dict(params)
     tx, _ = build_optimizer(OptimConfig(lr=1e-4, warmup_steps=0), 10 ** 6, params)
@@ -74,6 +92,7 @@ def mvjax_runner(c: dict, chunk: int):
         return time.perf_counter() - t
 
     run(1)  # compile
+    run(1)  # first use of the step's buffers
     return cfg, run
 
 
@@ -104,85 +123,126 @@ def torch_runner(c: dict):
             opt.zero_grad(set_to_none=True)
         return time.perf_counter() - t
 
-    run(1)  # warm up allocator
+    run(2)  # warm up the allocator
     return run
 
 
-def compare_flag_sets(args: argparse.Namespace) -> None:
-    import subprocess
-    import sys
-    flag_sets = args.xla_flag_sets.split(";")
-    child = [sys.executable, __file__, "--configs", args.configs, "--rounds", "1", "--steps",
-             str(args.steps), "--variants", args.variants] + (["--no-torch"] if args.no_torch else [])
-    results: dict[str, list] = {f: [] for f in flag_sets}
-    for r in range(args.rounds):
-        for flags in (flag_sets if r % 2 == 0 else flag_sets[::-1]):
-            env = dict(os.environ, XLA_FLAGS=flags)
-            out = subprocess.run(child, env=env, capture_output=True, text=True, check=True).stdout
-            results[flags].append(json.loads(out[out.index("\n{\n") + 1:]))
-    summary = {}
-    for flags, reports in results.items():
-        summary[flags or "<none>"] = {
-            name: {k: statistics.median(rep["configs"][name][k].get("vs_torch", rep["configs"][name][k]
-                                                                     ["tokens_per_s"])
-                                        for rep in reports)
-                   for k in reports[0]["configs"][name] if k.startswith("mvjax")}
-            for name in reports[0]["configs"]}
-    print(json.dumps({"median_vs_torch_or_tokens_per_s": summary}, indent=2))
+def worker(kind: str, config: str, chunk: int) -> None:
+    """Build one runner, then answer ``run N`` (seconds) and ``peak`` (FLOP/s) lines on stdin."""
+    c = CONFIGS[config]
+    if kind == "torch":
+        import torch
+        torch.set_num_threads(os.cpu_count() or 1)
+        run = torch_runner(c)
+    else:
+        if kind == "mvjax-no-attention":  # a measurement stand-in (attention_share.py), never a mode
+            import mvjax.model as model_module
+            model_module.causal_attention = lambda q, k, v, *_, **__: v + 1e-3 * (q + k)
+        run = mvjax_runner(c, chunk)[1]
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "run":
+            print(run(int(cmd[1])), flush=True)
+        elif cmd[0] == "peak":
+            print(matmul_peak(), flush=True)
+
+
+class Worker:
+    def __init__(self, kind: str, config: str, chunk: int, env: dict[str, str]):
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", kind, "--configs", config, "--chunk", str(chunk)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self._expect("ready")
+
+    def _expect(self, what: str | None = None) -> str:
+        line = self.proc.stdout.readline().strip()
+        if not line or (what and line != what):
+            raise RuntimeError(f"benchmark worker died (exit {self.proc.poll()}): see its stderr above")
+        return line
+
+    def ask(self, cmd: str) -> float:
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return float(self._expect())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def runner_specs(args: argparse.Namespace) -> dict[str, tuple[str, int, dict[str, str]]]:
+    """name -> (kind, chunk, environment) for every runner this invocation compares."""
+    from mvjax.host_memory import tuned_environment, untuned_environment
+
+    tuned = tuned_environment()
+    specs = {}
+    for v in args.variants.split(","):
+        chunk = int(v.removeprefix("chunk"))
+        name = "mvjax" if v == "chunk0" else f"mvjax-{v}"
+        specs[name] = ("mvjax", chunk, tuned)
+        for i, flags in enumerate(args.xla_flag_sets.split(";") if args.xla_flag_sets else []):
+            specs[f"{name}-xla{i}"] = ("mvjax", chunk, dict(tuned, XLA_FLAGS=flags))
+    if not args.no_torch:
+        specs["torch"] = ("torch", 0, tuned)
+        if args.stock:
+            specs["torch-stock"] = ("torch", 0, untuned_environment())
+    return specs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="tiny,small")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=4, help="timed steps per round and runner")
-    ap.add_argument("--variants", default="chunk2048,chunk0")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round and runner")
+    ap.add_argument("--variants", default="chunk0", help="mvjax runners: chunk0 (full logits), chunkN")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--stock", action="store_true", help="also run PyTorch with the stock allocator")
     ap.add_argument("--xla-flag-sets", default=None,
-                    help="';'-separated XLA_FLAGS values to compare: each runs in its own subprocess "
-                    "(XLA reads flags once), alternating --rounds times; mvjax/torch ratios within "
-                    "each subprocess are the contention-robust comparison")
+                    help="';'-separated XLA_FLAGS values: one extra mvjax runner per value")
+    ap.add_argument("--worker", choices=("mvjax", "mvjax-no-attention", "torch"), help=argparse.SUPPRESS)
+    ap.add_argument("--chunk", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.xla_flag_sets is not None:
-        return compare_flag_sets(args)
+    if args.worker:
+        return worker(args.worker, args.configs, args.chunk)
 
-    import torch
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
+    specs = runner_specs(args)
     from train.metrics import flops_per_token
 
-    peaks = [matmul_peak()]
-    report = {"matmul_peak_flops": None, "threads": threads, "jax": jax.__version__,
-              "torch": torch.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    report = {"threads": os.cpu_count(), "runners": {k: {"kind": s[0], "chunk": s[1],
+                                                           "XLA_FLAGS": s[2].get("XLA_FLAGS", ""),
+                                                           "GLIBC_TUNABLES": s[2].get("GLIBC_TUNABLES", "")}
+                                                       for k, s in specs.items()},
               "configs": {}}
     for name in args.configs.split(","):
         c = CONFIGS[name]
         tokens = c["batch"] * c["seq"]
-        runners = {}
-        cfg = None
-        for v in args.variants.split(","):
-            cfg, runners[f"mvjax-{v}"] = mvjax_runner(c, int(v.removeprefix("chunk")))
-        if not args.no_torch:
-            runners["torch"] = torch_runner(c)
-        times: dict[str, list[float]] = {k: [] for k in runners}
-        for r in range(args.rounds):
-            order = list(runners) if r % 2 == 0 else list(reversed(runners))
-            for k in order:
-                times[k].append(args.steps * tokens / runners[k](args.steps))
-            peaks.append(matmul_peak())  # the machine may be shared: keep the best seen
+        workers = {k: Worker(kind, name, chunk, env) for k, (kind, chunk, env) in specs.items()}
+        prober = next(w for k, w in workers.items() if specs[k][0] == "mvjax")
+        try:
+            peaks = [prober.ask("peak")]
+            times: dict[str, list[float]] = {k: [] for k in workers}
+            for r in range(args.rounds):
+                for k in (list(workers) if r % 2 == 0 else list(reversed(workers))):
+                    times[k].append(args.steps * tokens / workers[k].ask(f"run {args.steps}"))
+                peaks.append(prober.ask("peak"))
+        finally:
+            for w in workers.values():
+                w.close()
         peak = max(peaks)
-        report["matmul_peak_flops"] = peak
-        fpt = flops_per_token(cfg, c["seq"])
-        res = {"tokens_per_step": tokens, "flops_per_token": fpt}
+        fpt = flops_per_token(model_config(c), c["seq"])
+        res = {"tokens_per_step": tokens, "flops_per_token": fpt, "matmul_peak_flops": peak}
         for k, tps in times.items():
-            med = statistics.median(tps)
-            res[k] = {"tokens_per_s": med, "rounds": tps, "mfu": fpt * med / peak}
-        if "torch" in res:
-            for k in runners:
-                if k != "torch":
-                    res[k]["vs_torch"] = res[k]["tokens_per_s"] / res["torch"]["tokens_per_s"]
+            res[k] = {"tokens_per_s": statistics.median(tps), "rounds": tps,
+                      "mfu": fpt * statistics.median(tps) / peak}
+        for k in times:
+            if specs[k][0] == "mvjax":
+                for ref in ("torch", "torch-stock"):
+                    if ref in res:
+                        res[k][f"vs_{ref}"] = res[k]["tokens_per_s"] / res[ref]["tokens_per_s"]
         report["configs"][name] = res
-        print(json.dumps({name: res}), flush=True)
+        print(json.dumps({name: res}), file=sys.stderr, flush=True)
+    report["targets"] = {"vs_torch": ">= 1.1 (tiny and small)", "mfu_small": ">= 0.75"}
     print(json.dumps(report, indent=2))
 
 
