@@ -11,7 +11,7 @@ import pytest
 
 from conftest import tiny_config
 from mvjax.flash import causal_attention
-from mvjax.model import attend, init_model
+from mvjax.model import attend, heads_first, init_model
 from mvjax.positional import alibi_bias, alibi_slopes
 
 
@@ -37,7 +37,6 @@ def test_flash_equals_plain_attention(kv, with_bias, t, block):
     """Values and q/k/v gradients equal the plain path on real rows (row 1 left-padded by 5;
     a ragged last block; a block longer than the sequence)."""
     b, h, d = 2, 4, 8
-    G = h // kv
     ks = jax.random.split(jax.random.key(3), 4)
     q = jax.random.normal(ks[0], (b, t, h, d))
     k, v = (jax.random.normal(kk, (b, t, kv, d)) for kk in ks[1:3])
@@ -52,10 +51,8 @@ def test_flash_equals_plain_attention(kv, with_bias, t, block):
         return jnp.sum(attend(q, k, v, mask, bias) * cot)
 
     def flash(q, k, v):
-        sw = lambda a: jnp.swapaxes(a, 1, 2)  # noqa: E731
-        out = causal_attention(sw(q), jnp.repeat(sw(k), G, axis=1), jnp.repeat(sw(v), G, axis=1),
-                               valid, pos, bias_fn, block)
-        return jnp.sum(sw(out) * cot)
+        out = causal_attention(*heads_first(q, k, v), valid, pos, bias_fn, block)
+        return jnp.sum(jnp.swapaxes(out, 1, 2) * cot)
 
     (l_plain, g_plain), (l_flash, g_flash) = (jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(q, k, v)
                                               for f in (plain, flash))
