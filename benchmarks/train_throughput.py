@@ -9,7 +9,8 @@ all alike. Runners:
   ``mvjax`` — the train step, started with ``mvjax.host_memory``'s allocator tunables, as the
   ``mvjax train`` command runs;
   ``torch`` — PyTorch with the same tunables (they help it too: the conservative comparison);
-  ``torch-stock`` — PyTorch with the stock allocator, as a PyTorch user runs it (``--stock``).
+  ``torch-stock`` / ``mvjax-stock`` — both with the stock allocator (``--stock``): what a PyTorch
+  user runs, and what the tunables buy mvjax.
 Extra mvjax runners come from ``--variants`` (``chunkN``: cross-entropy over N tokens at a time)
 and ``--xla-flag-sets`` (one runner per ';'-separated XLA_FLAGS value).
 
@@ -181,6 +182,8 @@ def runner_specs(args: argparse.Namespace) -> dict[str, tuple[str, int, dict[str
         chunk = int(v.removeprefix("chunk"))
         name = "mvjax" if v == "chunk0" else f"mvjax-{v}"
         specs[name] = ("mvjax", chunk, tuned)
+        if args.stock:
+            specs[f"{name}-stock"] = ("mvjax", chunk, untuned_environment())
         for i, flags in enumerate(args.xla_flag_sets.split(";") if args.xla_flag_sets else []):
             specs[f"{name}-xla{i}"] = ("mvjax", chunk, dict(tuned, XLA_FLAGS=flags))
     if not args.no_torch:
@@ -197,7 +200,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per round and runner")
     ap.add_argument("--variants", default="chunk0", help="mvjax runners: chunk0 (full logits), chunkN")
     ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--stock", action="store_true", help="also run PyTorch with the stock allocator")
+    ap.add_argument("--stock", action="store_true",
+                    help="also run mvjax and PyTorch with the stock allocator")
     ap.add_argument("--xla-flag-sets", default=None,
                     help="';'-separated XLA_FLAGS values: one extra mvjax runner per value")
     ap.add_argument("--worker", choices=("mvjax", "mvjax-no-attention", "torch"), help=argparse.SUPPRESS)
