@@ -113,35 +113,35 @@ def run(args: argparse.Namespace) -> int:
     from analysis.massive import MassiveDefinition, analyze
 
     definition = MassiveDefinition(lam=args.lam, mean_over=args.mean_over, top_k=args.top_k)
-    from mvjax.load import load_pretrained
+    from mvjax.load import load_layerwise
 
-    model, tok = load_pretrained(args.model)
+    weights, tok = load_layerwise(args.model)  # one layer's weights in memory at a time
     if tok is None:
         raise ValueError(f"model {args.model} has no tokenizer: save one into the model directory")
-    n_layers = model.cfg.num_layers
+    n_layers = weights.cfg.num_layers
     if args.bar_layer is not None and not 0 <= args.bar_layer < n_layers:
         raise ValueError(f"--bar-layer {args.bar_layer} is out of range: the model has {n_layers} "
                          "layers")
     from mvjax.tokenizers import check_vocab
 
-    check_vocab(tok, model.cfg.vocab_size)
+    check_vocab(tok, weights.cfg.vocab_size)
     texts, description = load_data(args.data, args.text_field)
     if not any(t.strip() for t in texts):
         raise ValueError("the dataset is empty: pass a file or dataset with text in it")
     rows = make_sequences(tok, texts, args.seq_len, args.tokens)
-    if args.seq_len > model.cfg.max_seq_len:
+    if args.seq_len > weights.cfg.max_seq_len:
         raise ValueError(f"--seq-len {args.seq_len} exceeds the model's max_seq_len "
-                         f"{model.cfg.max_seq_len}: lower it")
+                         f"{weights.cfg.max_seq_len}: lower it")
 
     from mvjax.probe import collect_stats
 
     n_batches = -(-len(rows) // args.batch_size)
-    records = collect_stats(model, batches(rows, args.batch_size), sites, total=n_batches)
-    result = analyze(records, model.cfg, definition)
-    pos = model.cfg.layer_positional(0)
+    records = collect_stats(weights, batches(rows, args.batch_size), sites, total=n_batches)
+    result = analyze(records, weights.cfg, definition)
+    pos = weights.cfg.layer_positional(0)
     result = {
         "definition": result.pop("definition"),
-        "model": {"name": str(args.model), "config": model.cfg.to_dict(),
+        "model": {"name": str(args.model), "config": weights.cfg.to_dict(),
                   "layout": pos.layout if pos.scheme == "rope" else pos.scheme},
         "data": {"source": args.data or "embedded", "description": description,
                  "n_sequences": int(len(rows)), "seq_len": int(args.seq_len),

@@ -1,8 +1,7 @@
 """Q/K/V statistics for every layer of SmolLM2-135M: mvjax (jitted probe, no LM head) vs
 ``transformers`` with forward hooks on q_proj/k_proj/v_proj (the paper's method), fp32 on CPU.
 
-Each side runs in its own subprocess, alternating, so peak RSS (``resource.getrusage`` in the
-child) is honest and neither side warms the other's caches. Both sides read the same token rows
+Each side runs in its own subprocess, alternating, so peak RSS (the child's ``VmHWM``) is honest and neither side warms the other's caches. Both sides read the same token rows
 (BOS + text) and reduce Σx² per (head, dim) in a streaming way; the parent compares the M = sqrt(Σx²)
 matrices of the pre-RoPE sites (un-permuting q/k dims if the mvjax import kept the interleaved
 layout). Prints one JSON object.
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,19 +26,23 @@ SITES = ("q", "k", "v")
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak RSS since it started. Not ``getrusage``'s ru_maxrss: Linux carries that
+    over from the parent across fork + exec, so a child would report the parent's peak."""
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kib / 1024
 
 
 def child_mvjax(rows: np.ndarray, batch_size: int) -> tuple[dict, dict]:
-    from mvjax.load import load_pretrained
+    from mvjax.load import load_layerwise
     from mvjax.probe import collect_stats
 
-    model, _ = load_pretrained("smollm2")
+    model, _ = load_layerwise("smollm2")  # as `mvjax analyze` does: one layer in memory at a time
     batches = [rows[i: i + batch_size] for i in range(0, len(rows), batch_size)]
     t0 = time.perf_counter()
     collect_stats(model, batches[:1], SITES, progress=False)  # compile
     warm = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # timed: reading every layer's weights as well as the compute
     recs = collect_stats(model, batches, SITES, progress=False)
     dt = time.perf_counter() - t0
     M = {f"{s}_{l}": np.sqrt(st.sumsq) for s in SITES for l, st in recs[s].items()}
@@ -103,9 +105,9 @@ def run_child(side: str, rows_path: Path, out_path: Path, batch_size: int, tuned
 def make_rows(n: int, seq_len: int, source: str) -> np.ndarray:
     """``n`` BOS-first rows, built exactly as ``mvjax analyze`` builds them."""
     from analysis.cli import load_data, make_sequences
-    from mvjax.load import load_pretrained
+    from mvjax.load import load_layerwise
 
-    _, tok = load_pretrained("smollm2")
+    _, tok = load_layerwise("smollm2")  # the tokenizer, without the weights
     texts, _ = load_data(None if source == "sample" else source, "text")
     rows = make_sequences(tok, texts, seq_len, n * seq_len)
     if len(rows) < n:

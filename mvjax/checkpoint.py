@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -26,6 +27,9 @@ from mvjax.tokenizers import Tokenizer
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
+# Arrays are stored in chunks of at most this size, so a reader can fetch rows of a large table
+# (the embedding) without decoding all of it: ``mvjax.layerwise.CheckpointWeights.embed``.
+CHUNK_BYTES = 4 << 20
 
 
 @contextlib.contextmanager
@@ -49,8 +53,10 @@ def save_model(directory: str | Path, model: Transformer, tokenizer: Tokenizer |
     """Write config, parameters and tokenizer atomically."""
     with atomic_directory(directory) as tmp:
         model.cfg.save(tmp / CONFIG_FILE)
+        state = nnx.state(model, nnx.Param)
+        chunked = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=CHUNK_BYTES), state)
         with ocp.StandardCheckpointer() as ckpt:
-            ckpt.save(tmp / PARAMS_DIR, nnx.state(model, nnx.Param))
+            ckpt.save(tmp / PARAMS_DIR, state, save_args=chunked)
         if tokenizer is not None:
             tokenizer.save(tmp)
     return Path(directory).absolute()

@@ -15,10 +15,31 @@ from pathlib import Path
 NAMED = ("smollm2",)
 
 
+def load_layerwise(path_or_name: str | Path):
+    """(LayerWeights, Tokenizer | None) for the same arguments as ``load_pretrained``, for passes
+    that run one layer at a time (``mvjax.probe.collect_stats``). Model directories (and the cached
+    conversion of a named model) are read one layer at a time; HF dirs and GGUF files are loaded
+    whole (convert them with ``mvjax convert`` to stream them)."""
+    from mvjax.checkpoint import is_model_dir
+    from mvjax.layerwise import CheckpointWeights, ModelWeights
+
+    key = str(path_or_name)
+    directory = Path(key).expanduser()
+    if key.lower() == "smollm2":
+        from mvjax.convert.weights import MODEL_CACHE, cache_dir
+
+        directory = cache_dir() / MODEL_CACHE
+        if not is_model_dir(directory):
+            load_pretrained(key)  # converts once and caches the model directory
+    if is_model_dir(directory):
+        return CheckpointWeights(directory), _tokenizer_of(directory)
+    model, tok = load_pretrained(path_or_name)
+    return ModelWeights(model), tok
+
+
 def load_pretrained(path_or_name: str | Path):
     """(Transformer, Tokenizer | None) for a named model, a model dir, an HF dir or a GGUF file."""
     from mvjax.checkpoint import is_model_dir, load_model
-    from mvjax.tokenizers import load_tokenizer
 
     key = str(path_or_name)
     if key.lower() in NAMED:
@@ -27,12 +48,7 @@ def load_pretrained(path_or_name: str | Path):
         return load_smollm2()
     path = Path(key).expanduser()
     if is_model_dir(path):
-        model = load_model(path)
-        try:
-            tok = load_tokenizer(path)
-        except FileNotFoundError:
-            tok = None
-        return model, tok
+        return load_model(path), _tokenizer_of(path)
     if path.is_dir() and (path / "config.json").is_file():
         from mvjax.convert.hf import load_hf
 
@@ -44,3 +60,13 @@ def load_pretrained(path_or_name: str | Path):
     raise FileNotFoundError(
         f"cannot load model {key!r}: expected one of {list(NAMED)}, an mvjax model directory "
         "(config.json + params/), an HF LLaMA directory (config.json + *.safetensors) or a .gguf file")
+
+
+def _tokenizer_of(directory: Path):
+    """The tokenizer saved in a model directory, or None."""
+    from mvjax.tokenizers import load_tokenizer
+
+    try:
+        return load_tokenizer(directory)
+    except FileNotFoundError:
+        return None

@@ -7,6 +7,8 @@ Observation is a *streaming reduction*: ``CaptureStats`` turns each layer's B×T
 per-(head, dim) sums over the valid tokens inside the jitted forward, so a whole dataset is
 summarized batch by batch with ``merge`` and no T×H×D tensor ever reaches the host. ``merge`` is
 exact up to float rounding and associative, so how a dataset is split into batches does not matter.
+``collect_stats`` runs the model one layer at a time over groups of batches (``mvjax.layerwise``),
+so a model stored on disk never needs more than one layer's weights in memory.
 
 Interventions (replace dims by their mean, zero them, quantize) will be further frozen probes that
 return an edited ``x`` from ``__call__``; ``collect_stats`` already accepts any ``CaptureStats`` and
@@ -22,6 +24,7 @@ from typing import Any, Iterable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from mvjax.model import SiteContext
 
@@ -120,43 +123,93 @@ def merge_records(a: Records | None, b: Records) -> Records:
     return {s: {l: merge(a[s][l], b[s][l]) for l in a[s]} for s in a}
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "probe"))
-def _probe_forward(graphdef, state, tokens_BxT, mask_BxT, probe):
-    from flax import nnx
-
-    model = nnx.merge(graphdef, state)
-    return model(tokens_BxT, attention_mask_BxT=mask_BxT, probe=probe, logits=False).records
+@functools.partial(jax.jit, static_argnames=("graphdef", "probe"), donate_argnames=("x_BxTxD",))
+def _block_forward(graphdef, state, x_BxTxD, valid_BxT, probe):
+    """One block on one batch: (its output, {site: Stats}). Positions are 0..T-1 per row, as in
+    ``Transformer.__call__`` without a cache."""
+    B, T = valid_BxT.shape
+    ctx = SiteContext(valid_BxT, jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T)))
+    records: dict[str, dict[int, Any]] = {}
+    y, _ = nnx.merge(graphdef, state)(x_BxTxD, ctx, None, probe, records)
+    return y, {site: next(iter(per.values())) for site, per in records.items()}
 
 
 def collect_stats(model, batches: Iterable, sites: Iterable[str] = ("q", "k", "v"), *,
                   norm_dims: tuple[int, ...] | None = None, progress: bool = True,
-                  total: int | None = None) -> Records:
-    """Run the jitted forward (no LM head) over ``batches`` and merge the per-batch stats.
+                  total: int | None = None, max_hidden_mb: float = 256.0) -> Records:
+    """Stats of every layer over ``batches``: {site: {layer: Stats}}. No LM head is run.
 
-    batches: token arrays B×T, or (tokens B×T, mask B×T) pairs (mask 1 = real token). Keep B×T fixed
-    (pad the last batch with mask 0) so the forward compiles once. Returns {site: {layer: Stats}}.
+    model: a ``Transformer`` or any ``mvjax.layerwise.LayerWeights`` (e.g. ``CheckpointWeights``,
+    which keeps only one layer's weights in memory). batches: token arrays B×T, or (tokens B×T,
+    mask B×T) pairs (mask 1 = real token). The pass goes layer by layer: batches are gathered
+    into groups whose hidden states fit ``max_hidden_mb``, and every batch of a group runs through
+    layer 0, then layer 1, …; the next layer's weights load while the current one computes. Keep
+    B×T fixed (pad the last batch with mask 0) so each block compiles once.
     """
-    from flax import nnx
     from tqdm.auto import tqdm
 
+    from mvjax.layerwise import ModelWeights
+    from mvjax.model import Transformer
+
+    weights = ModelWeights(model) if isinstance(model, Transformer) else model
     probe = CaptureStats(frozenset(sites), norm_dims)
-    graphdef, state = nnx.split(model)
+    cfg = weights.cfg
+    bar = tqdm(total=None if total is None else total * cfg.num_layers, disable=not progress,
+               desc="stats", unit="batch·layer")
+    budget = max_hidden_mb * 2**20 / (cfg.hidden_size * np.dtype(cfg.dtype).itemsize)
     acc: Records | None = None
-    n_tokens = 0
-    bar = tqdm(batches, total=total, disable=not progress, desc="stats", unit="batch")
-    for batch in bar:
-        tokens, mask = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        tokens = np.asarray(tokens)
-        mask = np.ones(tokens.shape, bool) if mask is None else np.asarray(mask, bool)
-        if tokens.ndim != 2 or mask.shape != tokens.shape:
-            raise ValueError(f"a batch must be tokens B×T with an equal-shaped mask; got "
-                             f"{tokens.shape} and {mask.shape}")
-        recs = _probe_forward(graphdef, state, jnp.asarray(tokens), jnp.asarray(mask), probe)
-        recs = jax.device_get(recs)
-        host = {s: {l: to_host(st, mask) for l, st in per.items()} for s, per in recs.items()}
-        acc = merge_records(acc, host)
-        n_tokens += int(mask.sum())
-        bar.set_postfix(tokens=n_tokens)
+    group: list[tuple[np.ndarray, np.ndarray]] = []
+    for batch in (*batches, None):
+        if batch is not None:
+            group.append(_checked_batch(batch))
+        if group and (batch is None or sum(t.size for t, _ in group) >= budget):
+            acc = merge_records(acc, _sweep_layers(weights, group, probe, bar))
+            group = []
+    bar.close()
     if acc is None:
         raise ValueError("no batches to summarize: the dataset is empty")
+    return acc
+
+
+def _checked_batch(batch) -> tuple[np.ndarray, np.ndarray]:
+    tokens, mask = batch if isinstance(batch, (tuple, list)) else (batch, None)
+    tokens = np.asarray(tokens)
+    mask = np.ones(tokens.shape, bool) if mask is None else np.asarray(mask, bool)
+    if tokens.ndim != 2 or mask.shape != tokens.shape:
+        raise ValueError(f"a batch must be tokens B×T with an equal-shaped mask; got "
+                         f"{tokens.shape} and {mask.shape}")
+    return tokens, mask
+
+
+def _sweep_layers(weights, group: list[tuple[np.ndarray, np.ndarray]], probe: CaptureStats,
+                  bar) -> Records:
+    """Every batch of ``group`` through every layer, one layer's weights at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mvjax.layerwise import block_template
+
+    cfg = weights.cfg
+    hidden = weights.embed([t for t, _ in group])
+    valid = [jnp.asarray(m) for _, m in group]
+    templates: dict[Any, tuple] = {}  # blocks differ only by positional config: compile once each
+    acc: Records = {s: {} for s in probe.sites}
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(weights.block, 0)
+        for layer in range(cfg.num_layers):
+            params = pending.result()
+            if layer + 1 < cfg.num_layers:
+                pending = pool.submit(weights.block, layer + 1)
+            key = cfg.layer_positional(layer)
+            if key not in templates:
+                templates[key] = block_template(cfg, layer)
+            graphdef, abstract = templates[key]
+            state = jax.tree.map(lambda a: a, abstract)
+            nnx.replace_by_pure_dict(state, params)
+            for j, (_, mask) in enumerate(group):
+                hidden[j], recs = _block_forward(graphdef, state, hidden[j], valid[j], probe)
+                for site, st in jax.device_get(recs).items():
+                    st = to_host(st, mask)
+                    acc[site][layer] = merge(acc[site][layer], st) if layer in acc[site] else st
+                bar.update()
+            bar.set_postfix(layer=layer)
     return acc

