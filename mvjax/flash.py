@@ -32,63 +32,83 @@ def _blocks(T: int, block: int) -> list[tuple[int, int]]:
     return [(a, min(a + block, T)) for a in range(0, T, block)]
 
 
-def _scores(q_HxtxD, k_HxsxD, pos_t, pos_s, valid_s, a, bias_fn):
-    """Masked float32 logits of one query block [a, a+t) against keys [0, s): H×t×s."""
-    t, s = q_HxtxD.shape[1], k_HxsxD.shape[1]
-    logits = jnp.einsum("htd,hsd->hts", q_HxtxD, k_HxsxD) * q_HxtxD.shape[-1] ** -0.5
+def _scores(q_KxGxtxD, k_KxsxD, pos_t, pos_s, valid_s, a, bias_fn):
+    """Masked float32 logits of one query block [a, a+t) against keys [0, s): KV×G×t×s (query
+    head k·G + g reads kv head k)."""
+    K, G, t, D = q_KxGxtxD.shape
+    s = k_KxsxD.shape[1]
+    # the G query heads of a kv head share its keys: one GEMM of G·t rows (GQA), not G of t rows
+    logits = jnp.einsum("kxd,ksd->kxs", q_KxGxtxD.reshape(K, G * t, D), k_KxsxD).reshape(K, G, t, s)
+    logits = logits * D ** -0.5
     if bias_fn is not None:
         bias = bias_fn(pos_t[None], pos_s[None])
         if bias is not None:
-            logits = logits + bias[0]
+            logits = logits + bias.reshape(K, G, t, s)
     keep = (jnp.arange(s)[None, :] <= a + jnp.arange(t)[:, None]) & valid_s[None, :]
-    return jnp.where(keep[None], logits, _NEG), keep
+    return jnp.where(keep, logits, _NEG), keep
+
+
+def _grouped(q_HxTxD: Array, kv_heads: int) -> Array:
+    H, T, D = q_HxTxD.shape
+    return q_HxTxD.reshape(kv_heads, H // kv_heads, T, D)
 
 
 def _forward_one(q, k, v, valid, pos, bias_fn, block):
-    """One sequence: q/k/v H×T×D -> (out H×T×D, lse H×T float32)."""
+    """One sequence: q H×T×D, k/v KV×T×D -> (out H×T×D, lse H×T float32)."""
     dtype = q.dtype
     q, k, v = (x.astype(jnp.float32) for x in (q, k, v))  # XLA:CPU has no bf16×bf16→f32 batched dot
+    q = _grouped(q, k.shape[0])
     outs, lses = [], []
-    for a, e in _blocks(q.shape[1], block):
-        logits, keep = _scores(q[:, a:e], k[:, :e], pos[a:e], pos[:e], valid[:e], a, bias_fn)
+    for a, e in _blocks(q.shape[2], block):
+        logits, keep = _scores(q[:, :, a:e], k[:, :e], pos[a:e], pos[:e], valid[:e], a, bias_fn)
         m = jnp.max(logits, axis=-1, keepdims=True)
-        p = jnp.where(keep[None], jnp.exp(logits - m), 0.0)
+        p = jnp.where(keep, jnp.exp(logits - m), 0.0)
         denom = jnp.sum(p, axis=-1, keepdims=True)
-        o = jnp.einsum("hts,hsd->htd", p, v[:, :e])
+        o = jnp.einsum("kgts,ksd->kgtd", p, v[:, :e])
         safe = jnp.maximum(denom, jnp.finfo(jnp.float32).tiny)
         outs.append((o / safe).astype(dtype))
         lses.append((m + jnp.log(safe))[..., 0])
-    return jnp.concatenate(outs, axis=1), jnp.concatenate(lses, axis=1)
+    H, T = q.shape[0] * q.shape[1], q.shape[2]
+    return (jnp.concatenate(outs, axis=2).reshape(H, T, -1),
+            jnp.concatenate(lses, axis=2).reshape(H, T))
 
 
 def _backward_one(q, k, v, valid, pos, out, lse, d_out, bias_fn, block):
     """One sequence's gradients (dq, dk, dv), recomputing probabilities block by block."""
     f32 = jnp.float32
     dtypes = (q.dtype, k.dtype, v.dtype)
-    q, k, v, out, d_out = (x.astype(f32) for x in (q, k, v, out, d_out))
-    delta = jnp.sum(d_out * out, axis=-1)  # H×T: rowsum(dO ∘ O)
+    KV = k.shape[0]
+    q, out, d_out = (_grouped(x.astype(f32), KV) for x in (q, out, d_out))
+    k, v = k.astype(f32), v.astype(f32)
+    lse = lse.reshape(q.shape[:3])
+    delta = jnp.sum(d_out * out, axis=-1)  # KV×G×T: rowsum(dO ∘ O)
     scale = q.shape[-1] ** -0.5
     dq_blocks = []
     dk = jnp.zeros(k.shape, f32)
     dv = jnp.zeros(v.shape, f32)
-    for a, e in _blocks(q.shape[1], block):
-        logits, keep = _scores(q[:, a:e], k[:, :e], pos[a:e], pos[:e], valid[:e], a, bias_fn)
-        p = jnp.where(keep[None], jnp.exp(logits - lse[:, a:e, None]), 0.0)  # H×t×s
-        do = d_out[:, a:e]
-        dv = dv.at[:, :e].add(jnp.einsum("hts,htd->hsd", p, do))
-        ds = p * (jnp.einsum("htd,hsd->hts", do, v[:, :e]) - delta[:, a:e, None]) * scale
-        dq_blocks.append(jnp.einsum("hts,hsd->htd", ds, k[:, :e]))
-        dk = dk.at[:, :e].add(jnp.einsum("hts,htd->hsd", ds, q[:, a:e]))
-    dq = jnp.concatenate(dq_blocks, axis=1)
+    for a, e in _blocks(q.shape[2], block):
+        logits, keep = _scores(q[:, :, a:e], k[:, :e], pos[a:e], pos[:e], valid[:e], a, bias_fn)
+        p = jnp.where(keep, jnp.exp(logits - lse[:, :, a:e, None]), 0.0)  # KV×G×t×s
+        do = d_out[:, :, a:e]
+        dv = dv.at[:, :e].add(jnp.einsum("kgts,kgtd->ksd", p, do))
+        ds = p * (jnp.einsum("kgtd,ksd->kgts", do, v[:, :e]) - delta[:, :, a:e, None]) * scale
+        dq_blocks.append(jnp.einsum("kgts,ksd->kgtd", ds, k[:, :e]))
+        dk = dk.at[:, :e].add(jnp.einsum("kgts,kgtd->ksd", ds, q[:, :, a:e]))
+    dq = jnp.concatenate(dq_blocks, axis=2).reshape(-1, *q.shape[2:])
     return tuple(g.astype(t) for g, t in zip((dq, dk, dv), dtypes))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def causal_attention(q_BxHxTxD: Array, k_BxHxTxD: Array, v_BxHxTxD: Array, valid_BxT: Array,
+def causal_attention(q_BxHxTxD: Array, k_BxKxTxD: Array, v_BxKxTxD: Array, valid_BxT: Array,
                      positions_BxT: Array, bias_fn: BiasFn | None = None, block: int = 128) -> Array:
-    """Causal softmax attention over a sequence's own tokens (keys = queries' tokens), heads already
-    matched (GQA repeated by the caller). ``valid_BxT`` masks padded keys. Returns B×H×T×D."""
-    return _causal_fwd(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD, valid_BxT, positions_BxT, bias_fn, block)[0]
+    """Causal softmax attention over a sequence's own tokens (keys = queries' tokens). K kv heads
+    serve H = G·K query heads (GQA; K = H is plain multi-head): query head h reads kv head h // G,
+    without repeating k and v. ``valid_BxT`` masks padded keys. Returns B×H×T×D."""
+    H, K = q_BxHxTxD.shape[1], k_BxKxTxD.shape[1]
+    if H % K or v_BxKxTxD.shape[1] != K:
+        raise ValueError(f"{H} query heads cannot share {K} key / {v_BxKxTxD.shape[1]} value heads: "
+                         "the kv head count must divide the query head count")
+    return _causal_fwd(q_BxHxTxD, k_BxKxTxD, v_BxKxTxD, valid_BxT, positions_BxT, bias_fn, block)[0]
 
 
 def _causal_fwd(q, k, v, valid, pos, bias_fn, block):

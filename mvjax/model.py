@@ -127,9 +127,10 @@ class Attention(nnx.Module):
 
         if cache is None and (probe is None or "attn" not in probe.sites):
             # training and analysis: causal over the chunk's own tokens, probabilities unobserved
+            q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q_BxTxHxD, k_BxTxKxD, v_BxTxKxD))
             out = jnp.swapaxes(causal_attention(
-                *heads_first(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD), ctx.valid_BxT, ctx.positions_BxT,
-                self.scheme.bias, max(CAUSAL_BLOCK, -(-T // MAX_CAUSAL_BLOCKS))), 1, 2)
+                q, k, v, ctx.valid_BxT, ctx.positions_BxT, self.scheme.bias,
+                max(CAUSAL_BLOCK, -(-T // MAX_CAUSAL_BLOCKS))), 1, 2)
             return self.o_proj(out.reshape(B, T, H * D)), None
 
         if cache is None:  # keys are this chunk's tokens; key index s attends iff s <= t
@@ -168,17 +169,11 @@ def attend(q_BxTxHxD: Array, k_BxSxKxD: Array, v_BxSxKxD: Array, mask_BxTxS: Arr
     (B×H×T×D), so both matmuls are plain batched GEMMs and the probe sees probabilities in the
     documented layout. Causal attention over a chunk's own tokens takes
     ``mvjax.flash.causal_attention`` instead, which never holds the B×H×T×T tensors."""
-    q_BxHxTxD, k_BxHxSxD, v_BxHxSxD = heads_first(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD)
+    G = q_BxTxHxD.shape[2] // k_BxSxKxD.shape[2]
+    q_BxHxTxD = jnp.swapaxes(q_BxTxHxD, 1, 2)
+    k_BxHxSxD, v_BxHxSxD = (jnp.repeat(jnp.swapaxes(x, 1, 2), G, axis=1) for x in (k_BxSxKxD, v_BxSxKxD))
     out = _softmax_attention(q_BxHxTxD, k_BxHxSxD, v_BxHxSxD, mask_BxTxS, bias_BxHxTxS, attn_site)
     return jnp.swapaxes(out, 1, 2)
-
-
-def heads_first(q_BxTxHxD: Array, k_BxSxKxD: Array, v_BxSxKxD: Array) -> tuple[Array, Array, Array]:
-    """q, k, v as B×H×T×D with each kv head repeated for its H/KV query heads (GQA): the layout
-    both attention cores take."""
-    G = q_BxTxHxD.shape[2] // k_BxSxKxD.shape[2]
-    return (jnp.swapaxes(q_BxTxHxD, 1, 2), jnp.repeat(jnp.swapaxes(k_BxSxKxD, 1, 2), G, axis=1),
-            jnp.repeat(jnp.swapaxes(v_BxSxKxD, 1, 2), G, axis=1))
 
 
 def _softmax_attention(q_BxHxTxD: Array, k_BxHxSxD: Array, v_BxHxSxD: Array, mask_BxTxS: Array,

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import tiny_config
 from mvjax.flash import causal_attention
-from mvjax.model import attend, heads_first, init_model
+from mvjax.model import attend, init_model
 from mvjax.positional import alibi_bias, alibi_slopes
 
 
@@ -51,7 +51,8 @@ def test_flash_equals_plain_attention(kv, with_bias, t, block):
         return jnp.sum(attend(q, k, v, mask, bias) * cot)
 
     def flash(q, k, v):
-        out = causal_attention(*heads_first(q, k, v), valid, pos, bias_fn, block)
+        out = causal_attention(*(jnp.swapaxes(x, 1, 2) for x in (q, k, v)), valid, pos, bias_fn,
+                               block)  # kv heads not repeated: the grouped (GQA) path
         return jnp.sum(jnp.swapaxes(out, 1, 2) * cot)
 
     (l_plain, g_plain), (l_flash, g_flash) = (jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(q, k, v)
@@ -89,3 +90,10 @@ def test_model_fast_path_equals_observed_path(scheme):
     fast = model(tokens).logits
     observed = model(tokens, probe=Watch()).logits
     np.testing.assert_allclose(fast, observed, atol=2e-5, rtol=1e-5)
+
+
+def test_kv_heads_must_divide_query_heads():
+    q, kv = jnp.ones((1, 4, 6, 8)), jnp.ones((1, 3, 6, 8))
+    valid, pos = jnp.ones((1, 6), bool), jnp.arange(6)[None]
+    with pytest.raises(ValueError, match="kv head count must divide"):
+        causal_attention(q, kv, kv, valid, pos)
