@@ -11,8 +11,9 @@ all alike. Runners:
   ``torch`` — PyTorch with the same tunables (they help it too: the conservative comparison);
   ``torch-stock`` / ``mvjax-stock`` — both with the stock allocator (``--stock``): what a PyTorch
   user runs, and what the tunables buy mvjax.
-Extra mvjax runners come from ``--variants`` (``chunkN``: cross-entropy over N tokens at a time)
-and ``--xla-flag-sets`` (one runner per ';'-separated XLA_FLAGS value).
+Extra mvjax runners come from ``--variants`` (``chunkN``: cross-entropy over N tokens at a time),
+``--xla-flag-sets`` (one runner per ';'-separated XLA_FLAGS value) and ``--checkouts`` (one runner
+per other mvjax checkout, e.g. ``git worktree add /tmp/base HEAD~1``: A/B a code change).
 
 Prints one JSON object: per config, tokens/s per runner (median over rounds), each mvjax runner's
 ratio to ``torch`` (and ``torch-stock``), and MFU against an fp32 matmul peak measured inside the
@@ -186,6 +187,12 @@ def runner_specs(args: argparse.Namespace) -> dict[str, tuple[str, int, dict[str
             specs[f"{name}-stock"] = ("mvjax", chunk, untuned_environment())
         for i, flags in enumerate(args.xla_flag_sets.split(";") if args.xla_flag_sets else []):
             specs[f"{name}-xla{i}"] = ("mvjax", chunk, dict(tuned, XLA_FLAGS=flags))
+        for checkout in args.checkouts.split(",") if args.checkouts else []:
+            path = os.path.abspath(checkout)
+            if not os.path.isfile(os.path.join(path, "mvjax", "model.py")):
+                raise SystemExit(f"--checkouts {checkout}: no mvjax/model.py there; pass the root "
+                                 "of another mvjax checkout (e.g. a `git worktree add` of a commit)")
+            specs[f"{name}@{os.path.basename(path)}"] = ("mvjax", chunk, dict(tuned, PYTHONPATH=path))
     if not args.no_torch:
         specs["torch"] = ("torch", 0, tuned)
         if args.stock:
@@ -204,6 +211,9 @@ def main() -> None:
                     help="also run mvjax and PyTorch with the stock allocator")
     ap.add_argument("--xla-flag-sets", default=None,
                     help="';'-separated XLA_FLAGS values: one extra mvjax runner per value")
+    ap.add_argument("--checkouts", default=None,
+                    help="comma-separated roots of other mvjax checkouts: one more mvjax runner "
+                    "each, importing mvjax from there (A/B a change against a commit)")
     ap.add_argument("--worker", choices=("mvjax", "mvjax-no-attention", "torch"), help=argparse.SUPPRESS)
     ap.add_argument("--chunk", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
