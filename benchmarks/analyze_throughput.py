@@ -179,6 +179,11 @@ def main() -> None:
         "sites": list(SITES), "mvjax_layout": layout, "hf_allocator": args.hf_allocator,
         "runs": runs,
         "tokens_per_s": best, "speedup_mvjax_over_hf": best["mvjax"] / best["hf"],
+        # host speed drifts between rounds; each round ran both sides back to back
+        "speedup_per_round": [m["tokens_per_s"] / h["tokens_per_s"]
+                              for m, h in zip(runs["mvjax"], runs["hf"])],
+        "rss_ratio_per_round": [m["peak_rss_mb"] / h["peak_rss_mb"]
+                                for m, h in zip(runs["mvjax"], runs["hf"])],
         "peak_rss_mb": rss, "rss_ratio_mvjax_over_hf": rss["mvjax"] / rss["hf"],
         "max_rel_diff_M": rel,
         "targets": {"speedup": ">= 1.8", "rss_ratio": "<= 0.33", "max_rel_diff_M": "<= 1e-4"},
