@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from typing import Any, Iterable, NamedTuple
 
 import jax
@@ -159,7 +160,7 @@ def collect_stats(model, batches: Iterable, sites: Iterable[str] = ("q", "k", "v
     budget = max_hidden_mb * 2**20 / (cfg.hidden_size * np.dtype(cfg.dtype).itemsize)
     acc: Records | None = None
     group: list[tuple[np.ndarray, np.ndarray]] = []
-    for batch in (*batches, None):
+    for batch in itertools.chain(batches, [None]):  # None: flush the last group
         if batch is not None:
             group.append(_checked_batch(batch))
         if group and (batch is None or sum(t.size for t, _ in group) >= budget):
