@@ -1,7 +1,8 @@
 """Q/K/V statistics for every layer of SmolLM2-135M: mvjax (jitted probe, no LM head) vs
 ``transformers`` with forward hooks on q_proj/k_proj/v_proj (the paper's method), fp32 on CPU.
 
-Each side runs in its own subprocess, alternating, so peak RSS (the child's ``VmHWM``) is honest and neither side warms the other's caches. Both sides read the same token rows
+Each side runs in its own subprocess, alternating, so peak RSS (the child's ``VmHWM``) is honest
+and neither side warms the other's caches. Both sides read the same token rows
 (BOS + text) and reduce Σx² per (head, dim) in a streaming way; the parent compares the M = sqrt(Σx²)
 matrices of the pre-RoPE sites (un-permuting q/k dims if the mvjax import kept the interleaved
 layout). Prints one JSON object.

@@ -92,13 +92,17 @@ class CheckpointWeights:
             raise ValueError(f"{self._params} holds {len(layers)} layers, config.json says "
                              f"{self.cfg.num_layers}: the model directory is inconsistent; convert it again")
 
-    def _restore(self, path: tuple[str, ...]) -> dict[str, Any]:
-        import orbax.checkpoint as ocp
-
+    def _metadata(self, path: tuple[str, ...]) -> Any:
+        """The checkpoint's metadata subtree at ``path`` (e.g. ("layers", "3"))."""
         sub = self._tree
         for key in path:
             sub = sub[key]
-        item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), sub)
+        return sub
+
+    def _restore(self, path: tuple[str, ...]) -> dict[str, Any]:
+        import orbax.checkpoint as ocp
+
+        item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), self._metadata(path))
         for key in reversed(path):
             item = {key: item}
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
@@ -130,10 +134,7 @@ class CheckpointWeights:
         that way (a format change in orbax): the caller then restores it whole."""
         import tensorstore as ts
 
-        meta = self._tree
-        for key in path:
-            meta = meta[key]
-        meta = meta["value"]
+        meta = self._metadata(path)["value"]
         chunks = getattr(getattr(meta, "storage", None), "chunk_shape", None)
         if not chunks or chunks[0] >= meta.shape[0]:
             return None

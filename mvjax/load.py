@@ -25,12 +25,10 @@ def load_layerwise(path_or_name: str | Path):
 
     key = str(path_or_name)
     directory = Path(key).expanduser()
-    if key.lower() == "smollm2":
-        from mvjax.convert.weights import MODEL_CACHE, cache_dir
+    if key.lower() in NAMED:
+        from mvjax.convert.weights import smollm2_dir
 
-        directory = cache_dir() / MODEL_CACHE
-        if not is_model_dir(directory):
-            load_pretrained(key)  # converts once and caches the model directory
+        directory = smollm2_dir()  # converted once, then read from the cache
     if is_model_dir(directory):
         return CheckpointWeights(directory), _tokenizer_of(directory)
     model, tok = load_pretrained(path_or_name)

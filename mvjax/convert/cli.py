@@ -80,12 +80,11 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from mvjax.convert.weights import cache_dir, fetch_smollm2, load_smollm2, MODEL_CACHE
+    from mvjax.convert.weights import fetch_smollm2, smollm2_dir
 
     path = fetch_smollm2()
     if args.convert:
-        load_smollm2()
-        print(f"# converted model cached in {cache_dir() / MODEL_CACHE}", file=sys.stderr)
+        print(f"# converted model cached in {smollm2_dir()}", file=sys.stderr)
     print(path)
     return 0
 

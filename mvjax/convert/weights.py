@@ -82,18 +82,26 @@ def _find_wheel(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_smollm2(refresh: bool = False):
-    """(Transformer, Tokenizer) of SmolLM2-135M-Instruct, converted once and cached as a model dir."""
-    from mvjax.checkpoint import is_model_dir, load_model, save_model
-    from mvjax.tokenizers import load_tokenizer
+def smollm2_dir(refresh: bool = False) -> Path:
+    """The mvjax model directory of SmolLM2-135M-Instruct, converted from the GGUF the first time
+    (or again with ``refresh``); every loader of the named model reads from here."""
+    from mvjax.checkpoint import is_model_dir, save_model
 
     cached = cache_dir() / MODEL_CACHE
     if is_model_dir(cached) and not refresh:
-        return load_model(cached), load_tokenizer(cached)
+        return cached
     from mvjax.convert.gguf import load_gguf
 
-    model, tok = load_gguf(fetch_smollm2())
-    save_model(cached, model, tok)
+    save_model(cached, *load_gguf(fetch_smollm2()))
     for stale in STALE_CACHES:
         shutil.rmtree(cache_dir() / stale, ignore_errors=True)
-    return model, tok
+    return cached
+
+
+def load_smollm2(refresh: bool = False):
+    """(Transformer, Tokenizer) of SmolLM2-135M-Instruct, converted once and cached as a model dir."""
+    from mvjax.checkpoint import load_model
+    from mvjax.tokenizers import load_tokenizer
+
+    cached = smollm2_dir(refresh)
+    return load_model(cached), load_tokenizer(cached)
