@@ -17,11 +17,8 @@ from mvjax.tokenizers import ByteTokenizer, HFTokenizer, check_vocab, load_token
 
 @pytest.fixture(scope="module")
 def shakespeare() -> str:
-    """The real corpus; a clone without ../shared/data points $MVJAX_DATA at it."""
-    try:
-        return resolve_source("tinyshakespeare")
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    """The real corpus, shipped inside the package."""
+    return resolve_source("tinyshakespeare")
 
 
 def _docs(n: int) -> list[str]:
@@ -55,6 +52,7 @@ def test_txt_jsonl_parquet_and_directory_load(tmp_path):
 
 
 def test_named_corpus_resolves_and_env_overrides(tmp_path, monkeypatch, shakespeare):
+    assert Path(shakespeare).parent == sources.PACKAGED_CORPORA  # ships with the package
     texts = load_texts("tinyshakespeare")
     assert len(texts) > 1000 and texts[0].startswith("First Citizen")
     (tmp_path / "tinyshakespeare.txt").write_text("mine\n\nours")

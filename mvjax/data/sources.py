@@ -11,19 +11,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Named corpora: name -> file name looked up in $MVJAX_DATA, then in <repo>/../shared/data.
+# Named corpora: name -> file name looked up in $MVJAX_DATA, then in the corpora shipped with the
+# package (mvjax/data/corpora, package data), so a named corpus resolves on any machine.
 NAMED_SOURCES = {"tinyshakespeare": "tinyshakespeare.txt"}
 TEXT_SUFFIXES = (".txt",)
 DATASET_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES + tuple(DATASET_SUFFIXES)
+PACKAGED_CORPORA = Path(__file__).resolve().parent / "corpora"
 
 
 def _named_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("MVJAX_DATA"):
         dirs.append(Path(os.environ["MVJAX_DATA"]).expanduser())
-    repo_root = Path(__file__).resolve().parents[2]  # mvjax/data/sources.py -> repo
-    dirs.append(repo_root.parent / "shared" / "data")
+    dirs.append(PACKAGED_CORPORA)
     return dirs
 
 
