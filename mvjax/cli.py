@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "analysis.cli",
     "mvjax.data.cli",
     "mvjax.convert.cli",
+    "mvjax.commands.experiment",
 )
 
 
