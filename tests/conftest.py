@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 from mvjax.config import ModelConfig, PositionalConfig
@@ -26,3 +29,52 @@ def tiny_config(scheme="rope", **overrides) -> ModelConfig:
 def make_config():
     """Factory fixture: ``make_config(scheme, **overrides)`` → a tiny ModelConfig."""
     return tiny_config
+
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+USER_TOKEN = "<think>"
+TOKENIZER_TEXT = ("The capital of France is Paris. It's 1234 km away; we'll see 2025-11-25.\n\n"
+                  "  Spaces,\ttabs and naïve café 東京 🙂 too. ") * 8
+
+
+def write_tokenizer_gguf(path, pre: str | None = "smollm", n_tokens: int = 400, tensors=None,
+                         model: str = "gpt2", **metadata) -> list[str]:
+    """A GGUF whose ``tokenizer.ggml.*`` metadata describes a byte-level BPE trained in-test (the way
+    llama.cpp's converter stores one: tokens in id order, merges, token types, special ids), with
+    extra ``llama.*`` metadata and optional tensors: ``tensors(vocab_size)`` → {gguf name: array}
+    (``llama.vocab_size`` is then written too). Needs no torch. Returns the tokens."""
+    import gguf
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([TOKENIZER_TEXT], trainers.BpeTrainer(
+        vocab_size=n_tokens, special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.add_tokens([USER_TOKEN])
+    bpe = json.loads(tok.to_str())["model"]
+    vocab = tok.get_vocab(with_added_tokens=True)
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in bpe["merges"]]
+    types = [3 if t in SPECIAL_TOKENS else 4 if t == USER_TOKEN else 1 for t in tokens]
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model(model)
+    if pre is not None:
+        w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_merges(merges)
+    w.add_token_types(types)
+    w.add_bos_token_id(tokens.index("<|im_start|>"))
+    w.add_eos_token_id(tokens.index("<|endoftext|>"))
+    for key, value in metadata.items():
+        getattr(w, f"add_{key}")(value)
+    if tensors is not None:
+        w.add_vocab_size(len(tokens))
+    for name, arr in (tensors(len(tokens)) if tensors else {}).items():
+        w.add_tensor(name, arr.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return tokens

@@ -2,8 +2,8 @@
 
 Tensors are read with ``gguf.GGUFReader`` and dequantized to float32 with ``gguf.quants.dequantize``
 (F32, F16, Q8_0, Q4_0, Q4_1, K-quants … whatever the gguf package supports), hyper-parameters come
-from the ``llama.*`` metadata and the tokenizer from the file's embedded vocabulary through
-transformers' GGUF support.
+from the ``llama.*`` metadata and the tokenizer from the file's embedded vocabulary
+(``mvjax.convert.gguf_tokenizer``: the ``tokenizers`` library alone, no transformers or torch).
 
 Pair layout. llama.cpp's converter permutes the rows of every Q and K projection from HF's ``half``
 RoPE pairing (dim i ↔ i + D/2) to the ``interleaved`` one (2i ↔ 2i+1). By default we **un-permute
@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from mvjax.config import ModelConfig, PositionalConfig, RopeScaling
+from mvjax.convert.gguf_tokenizer import build_gguf_tokenizer, special_token_ids
 from mvjax.convert.hf import interleaved_to_half, model_from_hf_tensors
+from mvjax.tokenizers import HFTokenizer
 
 _GLOBAL = {"token_embd.weight": "model.embed_tokens.weight",
            "output_norm.weight": "model.norm.weight",
@@ -168,24 +170,7 @@ def load_gguf(path: str | Path, layout: str = "half", tokenizer: bool = True):
     reader = open_gguf(path)
     cfg = gguf_model_config(reader, layout)
     model = model_from_hf_tensors(cfg, gguf_tensors(reader, cfg, layout), where=str(path))
-    tok = gguf_tokenizer(path) if tokenizer and "tokenizer.ggml.model" in reader.fields else None
+    tok = None
+    if tokenizer and "tokenizer.ggml.model" in reader.fields:
+        tok = HFTokenizer(build_gguf_tokenizer(reader, where=str(path)), *special_token_ids(reader))
     return model, tok
-
-
-def gguf_tokenizer(path: str | Path):
-    """The tokenizer embedded in a GGUF, via transformers' GGUF vocabulary conversion.
-
-    ``PreTrainedTokenizerFast`` builds the same backend as ``AutoTokenizer`` (tested against it on
-    SmolLM2) but skips AutoTokenizer's second full metadata parse for the model config (~10× faster)."""
-    from transformers import PreTrainedTokenizerFast
-
-    from mvjax.tokenizers import HFTokenizer
-
-    path = Path(path).absolute()
-    try:
-        hf_tok = PreTrainedTokenizerFast.from_pretrained(str(path.parent), gguf_file=path.name)
-    except Exception as e:
-        raise ValueError(f"cannot build the tokenizer embedded in {path} ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:160] if str(e) else ''}): transformers does not "
-                         "support this GGUF vocabulary") from e
-    return HFTokenizer.from_transformers(hf_tok)
