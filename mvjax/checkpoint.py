@@ -16,6 +16,7 @@ import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
@@ -67,6 +68,44 @@ def is_model_dir(directory: str | Path) -> bool:
     return (d / CONFIG_FILE).is_file() and (d / PARAMS_DIR).is_dir()
 
 
+def stored_param_tree(params_dir: Path) -> dict[str, Any]:
+    """The stored parameter tree's metadata (shapes, dtypes, storage), read without any array."""
+    try:
+        with ocp.PyTreeCheckpointer() as ckpt:
+            return ckpt.metadata(params_dir).item_metadata.tree
+    except Exception as e:  # orbax raises many types for a damaged directory
+        raise ValueError(f"cannot read the checkpoint metadata in {params_dir} "
+                         f"({type(e).__name__}): the model directory is corrupt; convert it again") from e
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{"layers/0/attn/q_proj/kernel": shape} for a stored tree or an abstract nnx state."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+        if keys and keys[-1] == "value":  # orbax stores each nnx.Variable as {"value": array}
+            keys.pop()
+        out["/".join(keys)] = tuple(leaf.shape)
+    return out
+
+
+def check_param_shapes(stored_tree: dict[str, Any], abstract: nnx.State, where: Path) -> None:
+    """Refuse parameters that are not exactly the ones the config builds (a hand-edited or stale
+    config.json would otherwise run on kernels of another shape), naming the first that differs."""
+    stored, expected = _shapes(stored_tree), _shapes(abstract.to_pure_dict())
+    for name in sorted(stored.keys() | expected.keys()):
+        if stored.get(name) != expected.get(name):
+            raise ValueError(f"{where}: parameter {name} is stored with shape "
+                             f"{stored.get(name, '(missing)')} but {CONFIG_FILE} implies "
+                             f"{expected.get(name, '(no such parameter)')}: {CONFIG_FILE} and "
+                             f"{PARAMS_DIR}/ disagree; restore the config the model was saved with")
+
+
+def abstract_state(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
+    """(graphdef, shape-only parameter state) of the model ``cfg`` builds, with no init compute."""
+    return nnx.split(nnx.eval_shape(lambda: init_model(cfg)))
+
+
 def load_model(directory: str | Path) -> Transformer:
     """Rebuild the model from a directory written by ``save_model``."""
     directory = Path(directory).absolute()
@@ -74,7 +113,8 @@ def load_model(directory: str | Path) -> Transformer:
         raise FileNotFoundError(f"{directory} is not an mvjax model directory (needs {CONFIG_FILE} "
                                 f"and {PARAMS_DIR}/): convert or train a model into it first")
     cfg = ModelConfig.load(directory / CONFIG_FILE)
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: init_model(cfg)))  # no init compute
+    graphdef, abstract = abstract_state(cfg)
+    check_param_shapes(stored_param_tree(directory / PARAMS_DIR), abstract, directory)
     try:
         with ocp.StandardCheckpointer() as ckpt:
             state = ckpt.restore(directory / PARAMS_DIR, abstract)

@@ -71,9 +71,8 @@ class CheckpointWeights:
     the orbax checkpoint only when asked for, as host arrays."""
 
     def __init__(self, directory: str | Path):
-        import orbax.checkpoint as ocp
-
-        from mvjax.checkpoint import CONFIG_FILE, PARAMS_DIR, is_model_dir
+        from mvjax.checkpoint import (CONFIG_FILE, PARAMS_DIR, abstract_state, check_param_shapes,
+                                      is_model_dir, stored_param_tree)
 
         directory = Path(directory).absolute()
         if not is_model_dir(directory):
@@ -81,16 +80,12 @@ class CheckpointWeights:
                                     f"{CONFIG_FILE} and {PARAMS_DIR}/): convert or train a model into it first")
         self.cfg = ModelConfig.load(directory / CONFIG_FILE)
         self._params = directory / PARAMS_DIR
-        try:
-            with ocp.PyTreeCheckpointer() as ckpt:
-                self._tree = ckpt.metadata(self._params).item_metadata.tree
-        except Exception as e:  # orbax raises many types for a damaged directory
-            raise ValueError(f"cannot read the checkpoint metadata in {self._params} "
-                             f"({type(e).__name__}): the model directory is corrupt; convert it again") from e
+        self._tree = stored_param_tree(self._params)
         layers = self._tree.get("layers", {})
         if "embed" not in self._tree or len(layers) != self.cfg.num_layers:
             raise ValueError(f"{self._params} holds {len(layers)} layers, config.json says "
                              f"{self.cfg.num_layers}: the model directory is inconsistent; convert it again")
+        check_param_shapes(self._tree, abstract_state(self.cfg)[1], directory)
 
     def _metadata(self, path: tuple[str, ...]) -> Any:
         """The checkpoint's metadata subtree at ``path`` (e.g. ("layers", "3"))."""

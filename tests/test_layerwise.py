@@ -4,6 +4,7 @@ directory is a one-line error."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import jax.numpy as jnp
@@ -118,3 +119,25 @@ def test_damaged_directories_are_one_line_errors(saved, tmp_path):
             f.write_bytes(b"")
     with pytest.raises(ValueError, match="corrupt"):
         CheckpointWeights(gone).block(0)
+
+
+@pytest.mark.parametrize("field,value", [("mlp_hidden", 40), ("hidden_size", 16), ("num_kv_heads", 4)])
+def test_config_disagreeing_with_params_is_refused(saved, tmp_path, field, value):
+    """A config.json edited after saving names the first parameter whose shape differs, in every
+    loader (whole model, layer by layer, the CLI) instead of running on kernels of another shape."""
+    from mvjax.checkpoint import load_model
+    from mvjax.cli import main
+
+    _, directory = saved
+    edited = tmp_path / "edited"
+    shutil.copytree(directory, edited)
+    config = json.loads((edited / "config.json").read_text())
+    assert config[field] != value
+    config[field] = value
+    (edited / "config.json").write_text(json.dumps(config))
+    for load in (load_model, CheckpointWeights):
+        with pytest.raises(ValueError, match=r"parameter \S+ is stored with shape .* config.json "
+                                             r"implies .*: config.json and params/ disagree"):
+            load(edited)
+    assert main(["analyze", "--model", str(edited), "--seq-len", "16", "--out",
+                 str(tmp_path / "out")]) == 2
