@@ -108,8 +108,14 @@ def _check_args(args: argparse.Namespace) -> tuple[str, ...]:
     return sites
 
 
+RESULTS_FILE = "massive_values.json"
+
+
 def run(args: argparse.Namespace) -> int:
+    from mvjax.atomic import atomic_directory, check_results_dir
+
     sites = _check_args(args)
+    out = check_results_dir(args.out, RESULTS_FILE)  # before any work
     from analysis.massive import MassiveDefinition, analyze
 
     definition = MassiveDefinition(lam=args.lam, mean_over=args.mean_over, top_k=args.top_k)
@@ -139,8 +145,11 @@ def run(args: argparse.Namespace) -> int:
     records = collect_stats(weights, batches(rows, args.batch_size), sites, total=n_batches)
     result = analyze(records, weights.cfg, definition)
     pos = weights.cfg.layer_positional(0)
+    from mvjax.provenance import provenance
+
     result = {
         "definition": result.pop("definition"),
+        "provenance": provenance(getattr(args, "command_line", None), args.model),
         "model": {"name": str(args.model), "config": weights.cfg.to_dict(),
                   "layout": pos.layout if pos.scheme == "rope" else pos.scheme},
         "data": {"source": args.data or "embedded", "description": description,
@@ -149,15 +158,15 @@ def run(args: argparse.Namespace) -> int:
                  "bos_id": tok.bos_id, "doc_separator": "\\n\\n"},
         **result,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "massive_values.json").write_text(json.dumps(result, indent=1))
-    if not args.no_figures:
-        from analysis.plots import all_figures
-        from analysis.report import write_report
+    with atomic_directory(out) as tmp:  # the whole set replaces any earlier one, or nothing does
+        (tmp / RESULTS_FILE).write_text(json.dumps(result, indent=1))
+        if not args.no_figures:
+            from analysis.plots import all_figures
+            from analysis.report import write_report
 
-        figures = all_figures(result, out, _bar_layer(result, args.bar_layer), Path(args.model).name)
-        write_report(result, figures, out)
+            figures = all_figures(result, tmp, _bar_layer(result, args.bar_layer),
+                                  Path(args.model).name)
+            write_report(result, figures, tmp)
     print(json.dumps({"out": str(out), **_headline(result)}, indent=1))
     return 0
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.plots import SITE_LABEL
+from mvjax.provenance import provenance_lines
 
 
 def _pct(x: float | None) -> str:
@@ -50,6 +51,7 @@ def write_report(result: dict[str, Any], figures: dict[str, list[Path]], out_dir
         f"head_dim {model['config']['head_dim']}, RoPE layout {model['layout']}.",
         f"- Data: {data['description']}; {data['n_sequences']} sequences × {data['seq_len']} tokens "
         f"= {data['n_tokens']} tokens; BOS at the start of each sequence: {data['bos']}.",
+        *provenance_lines(result.get("provenance", {})),
         "",
         "## Headline numbers",
         "",

@@ -12,9 +12,6 @@ here by pointing ``load_model`` at a training run directory's exported model.
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from mvjax.atomic import atomic_directory
 from mvjax.config import ModelConfig
 from mvjax.model import Transformer, init_model
 from mvjax.tokenizers import Tokenizer
@@ -31,23 +29,6 @@ PARAMS_DIR = "params"
 # Arrays are stored in chunks of at most this size, so a reader can fetch rows of a large table
 # (the embedding) without decoding all of it: ``mvjax.layerwise.CheckpointWeights.embed``.
 CHUNK_BYTES = 4 << 20
-
-
-@contextlib.contextmanager
-def atomic_directory(directory: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling to fill; on success it replaces ``directory``, on any failure it
-    is removed — so a crash never leaves a half-written model behind."""
-    directory = Path(directory).absolute()
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        shutil.rmtree(directory, ignore_errors=True)
-        tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_model(directory: str | Path, model: Transformer, tokenizer: Tokenizer | None = None) -> Path:
@@ -92,7 +73,7 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
 def check_param_shapes(stored_tree: dict[str, Any], abstract: nnx.State, where: Path) -> None:
     """Refuse parameters that are not exactly the ones the config builds (a hand-edited or stale
     config.json would otherwise run on kernels of another shape), naming the first that differs."""
-    stored, expected = _shapes(stored_tree), _shapes(abstract.to_pure_dict())
+    stored, expected = _shapes(stored_tree), _shapes(nnx.to_pure_dict(abstract))
     for name in sorted(stored.keys() | expected.keys()):
         if stored.get(name) != expected.get(name):
             raise ValueError(f"{where}: parameter {name} is stored with shape "

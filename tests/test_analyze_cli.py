@@ -57,6 +57,51 @@ def test_end_to_end_json_figures_report(model_dir, tmp_path, capsys):
     assert "5.0 * mean of M over the head dims" in report
     for n in names:
         assert f"({n}.png)" in report
+    prov = res["provenance"]
+    assert prov["command"].startswith("mvjax analyze --model") and "--bar-layer 1" in prov["command"]
+    assert prov["model_source"].startswith("mvjax model directory") and prov["date_utc"][:2] == "20"
+    assert f"`{prov['command']}`" in report
+
+    # a re-run with other settings replaces the whole set: no stale report or figures beside it
+    assert main(["analyze", "--model", str(model_dir), "--out", str(out), "--tokens", "128",
+                 "--seq-len", "64", "--no-figures"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["massive_values.json"]
+    assert json.loads((out / "massive_values.json").read_text())["data"]["n_sequences"] == 2
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_results_set_is_written_whole_or_not_at_all(model_dir, tmp_path, monkeypatch):
+    """A failure while drawing figures leaves the earlier complete set untouched and no partial."""
+    out = tmp_path / "out"
+    argv = ["analyze", "--model", str(model_dir), "--out", str(out), "--tokens", "128",
+            "--seq-len", "64"]
+    assert main(argv + ["--no-figures"]) == 0
+    before = (out / "massive_values.json").read_text()
+    import analysis.plots
+
+    def crash(*a, **k):
+        raise RuntimeError("killed while drawing")
+    monkeypatch.setattr(analysis.plots, "all_figures", crash)
+    with pytest.raises(RuntimeError):
+        main(argv + ["--lambda", "3"])
+    assert (out / "massive_values.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_output_is_checked_before_any_work(model_dir, tmp_path, capsys, monkeypatch):
+    """An --out holding a user's other files, or one that cannot be written, is refused in one line
+    before statistics are computed."""
+    import mvjax.probe
+
+    monkeypatch.setattr(mvjax.probe, "collect_stats", lambda *a, **k: pytest.fail("computed"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for out, needle in ((mine, "not a results set"), ("/sys/mvjax-results", "cannot write into")):
+        assert main(["analyze", "--model", str(model_dir), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert (mine / "notes.txt").read_text() == "keep me"
 
 
 @pytest.mark.parametrize("extra, needle", [

@@ -37,7 +37,7 @@ def test_save_load_round_trip_identical_logits(model_dir):
     """load_model rebuilds the same config and parameters: logits are bit-identical."""
     d, model = model_dir
     assert is_model_dir(d) and (d / CONFIG_FILE).is_file() and (d / "byte_tokenizer.json").is_file()
-    assert not d.with_name(d.name + ".tmp").exists()
+    assert not any(".partial-" in p.name for p in d.parent.iterdir())  # no work dir left beside it
     loaded = load_model(d)
     assert loaded.cfg == model.cfg
     toks = jax.random.randint(jax.random.key(0), (2, 8), 0, 257)
@@ -87,7 +87,7 @@ def test_load_params_for_other_config(model_dir, tmp_path):
     (d / CONFIG_FILE).write_text(json.dumps(data))
     with pytest.raises(ValueError) as e:
         load_model(d)
-    assert "\n" not in str(e.value) and "corrupt or was written for another config" in str(e.value)
+    assert "\n" not in str(e.value) and "mlp/down_proj/kernel is stored with shape" in str(e.value)
 
 
 def test_load_corrupt_config(model_dir, tmp_path):
@@ -175,3 +175,19 @@ def test_demo(capsys):
     for scheme, r in report.items():
         assert r["cache_vs_full_max_abs_diff"] <= 1e-5, scheme
         assert r["params"] > 0 and isinstance(r["continuation"], str)
+
+
+def test_convert_owns_its_work_dir_and_checks_output_first(model_dir, tmp_path, capsys, monkeypatch):
+    """A user's X.tmp survives `convert M X`; an output that cannot be written is refused in one
+    line before the source is read."""
+    d, _ = model_dir
+    (tmp_path / "x.tmp").mkdir()
+    (tmp_path / "x.tmp" / "mine.txt").write_text("keep")
+    assert main(["convert", str(d), str(tmp_path / "x")]) == 0
+    assert (tmp_path / "x.tmp" / "mine.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x", "x.tmp"]
+    import mvjax.convert.cli as convert_cli
+
+    monkeypatch.setattr(convert_cli, "_load_source", lambda *a: pytest.fail("source read first"))
+    assert main(["convert", str(d), "/sys/mvjax-x"]) == 2
+    assert "cannot write into" in _one_line_error(capsys)

@@ -158,7 +158,7 @@ def test_truncated_gguf_refused(tmp_path, capsys, keep):
     (tmp_path / "t.gguf").write_bytes(data[: int(len(data) * keep)])
     err = _one_line_error(capsys, ["convert", str(tmp_path / "t.gguf"), str(tmp_path / "out")])
     assert "truncated" in err
-    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
+    assert not (tmp_path / "out").exists() and not any(".partial-" in p.name for p in tmp_path.iterdir())
 
 
 def test_missing_gguf(tmp_path):

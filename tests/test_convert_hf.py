@@ -243,7 +243,7 @@ def test_bad_inputs_one_line_and_no_output(tmp_path, capsys):
     # unknown path for the resolver
     with pytest.raises(FileNotFoundError):
         load_pretrained(str(tmp_path / "nothing-here"))
-    assert not dst.exists() and not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    assert not dst.exists() and not any(".partial-" in p.name for p in tmp_path.iterdir())
 
 
 def test_export_config_is_loadable_by_transformers():

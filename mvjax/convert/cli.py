@@ -63,7 +63,9 @@ def _load_source(src: str, kind: str, layout: str):
 
 
 def _convert(args: argparse.Namespace) -> int:
-    dst = Path(args.dst)
+    from mvjax.atomic import check_writable
+
+    dst = check_writable(args.dst)  # before reading (and dequantizing) the source
     if dst.exists() and not args.force:
         raise FileExistsError(f"{dst} exists: choose another output or pass --force to replace it")
     model, tok = _load_source(args.src, args.src_kind, args.layout)

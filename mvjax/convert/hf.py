@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mvjax.atomic import atomic_directory
 from mvjax.config import ModelConfig, PositionalConfig, RopeScaling
 
 CONFIG_FILE = "config.json"
@@ -335,8 +336,6 @@ def save_hf(directory: str | Path, model, tokenizer=None) -> Path:
     """Write config.json + model.safetensors (+ tokenizer.json) that ``LlamaForCausalLM`` loads.
     Written under a temporary name and renamed, so a failure leaves nothing half-written."""
     from safetensors.numpy import save_file
-
-    from mvjax.checkpoint import atomic_directory  # orbax is heavy: only when writing
 
     hf_cfg = model_config_to_hf(model.cfg)  # refuse before touching the disk
     tensors = hf_tensors_from_model(model)
