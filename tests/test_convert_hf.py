@@ -182,6 +182,24 @@ def test_config_methods_delegate():
     del legacy["rope_parameters"]
     old = ModelConfig.from_hf(legacy)
     assert old.positional.theta == 5e5 and old.positional.scaling.factor == 4.0
+    # an export carries both spellings (transformers < 5 reads only the legacy ones); they agree
+    scaled = ModelConfig.from_hf({**legacy, "rope_parameters": {"rope_type": "linear", "factor": 4.0,
+                                                                "rope_theta": 5e5}})
+    assert scaled == old and ModelConfig.from_hf(old.to_hf()) == old
+    assert old.to_hf()["rope_theta"] == 5e5 and old.to_hf()["rope_scaling"]["factor"] == 4.0
+
+
+@pytest.mark.parametrize("legacy", [{"rope_scaling": {"type": "linear", "factor": 4.0}},
+                                    {"rope_theta": 5e5},
+                                    {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}])
+def test_disagreeing_legacy_rope_fields_are_refused(legacy):
+    """A legacy rope_scaling / rope_theta beside rope_parameters that says otherwise is refused,
+    never silently dropped."""
+    params = {"rope_parameters": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e4}}
+    if "rope_scaling" in legacy and legacy["rope_scaling"]["factor"] == 4.0:
+        params = {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}
+    with pytest.raises(ValueError, match="disagree: keep one of them"):
+        hf_to_model_config({**BASE, **params, **legacy})
 
 
 BASE = ModelConfig(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4,

@@ -106,7 +106,16 @@ def _hf_rope(hf: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:
     """RoPE base and scaling from either transformers-5 ``rope_parameters`` or the older
     top-level ``rope_theta`` + ``rope_scaling``."""
     params = dict(hf.get("rope_parameters") or {})
-    legacy = hf.get("rope_scaling") or {}
+    legacy = {**({"rope_theta": hf["rope_theta"]} if "rope_theta" in hf else {}),
+              **(hf.get("rope_scaling") or {})}
+    if params and legacy:  # both present (an export for old readers): only if they agree
+        kinds = [d.get("rope_type", d.get("type")) for d in (params, legacy)]
+        clash = sorted(k for k in params.keys() & legacy.keys() - {"type", "rope_type"}
+                       if params[k] != legacy[k])
+        if clash or None not in kinds and kinds[0] != kinds[1] or (
+                kinds[1] not in (None, "default") and kinds[0] in (None, "default")):
+            raise ValueError(f"HF config has rope_parameters {params} and legacy rope_theta/"
+                             f"rope_scaling {legacy} that disagree: keep one of them in config.json")
     merged = {**legacy, **params}
     theta = float(merged.get("rope_theta", hf.get("rope_theta", 10000.0)))
     kind = merged.get("rope_type", merged.get("type", "default")) or "default"
@@ -158,6 +167,10 @@ def model_config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
         "bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id,
         "attention_bias": False, "mlp_bias": False, "pretraining_tp": 1,
         "rope_parameters": rope, "dtype": "float32",
+        # read by transformers < 5, which ignores rope_parameters (θ would silently be 10,000)
+        "rope_theta": pos.theta,
+        **({"rope_scaling": {k: v for k, v in rope.items() if k != "rope_theta"}}
+           if pos.scaling is not None else {}),
     }
 
 
@@ -344,7 +357,9 @@ def save_hf(directory: str | Path, model, tokenizer=None) -> Path:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer is not None and hasattr(tokenizer, "tok"):  # an HF tokenizers.Tokenizer
             tokenizer.tok.save(str(tmp / "tokenizer.json"))
-            tc = {"tokenizer_class": "PreTrainedTokenizerFast"}
+            # model_input_names: without it transformers < 5 also feeds token_type_ids to LLaMA
+            tc = {"tokenizer_class": "PreTrainedTokenizerFast",
+                  "model_input_names": ["input_ids", "attention_mask"]}
             for key, tid in (("bos_token", tokenizer.bos_id), ("eos_token", tokenizer.eos_id)):
                 if tid is not None:
                     tc[key] = tokenizer.tok.id_to_token(int(tid))
