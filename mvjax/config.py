@@ -221,7 +221,12 @@ class ModelConfig:
         if not path.is_file():
             raise FileNotFoundError(f"model config {path} does not exist: pass a .yaml/.json config "
                                     "or a model directory")
-        return cls.from_text(path.read_text())
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a text config (.yaml/.json): pass a config file, a "
+                             "model directory, or a .gguf file to `mvjax info`") from None
+        return cls.from_text(text)
 
     @classmethod
     def from_hf(cls, hf_config: dict[str, Any]) -> "ModelConfig":

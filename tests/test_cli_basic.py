@@ -149,6 +149,22 @@ def test_info_model_dir_json(model_dir, capsys):
     assert last.startswith("# parameters:")
 
 
+def test_info_gguf_and_binary_files(tmp_path, capsys):
+    """info reads a .gguf's config; a binary file passed as a config is a one-line error naming it."""
+    from conftest import write_tokenizer_gguf
+
+    write_tokenizer_gguf(tmp_path / "m.gguf", block_count=2, context_length=64, embedding_length=32,
+                         feed_forward_length=48, head_count=4, head_count_kv=2, vocab_size=300)
+    assert main(["info", str(tmp_path / "m.gguf"), "--format", "json"]) == 0
+    body = capsys.readouterr().out.rstrip("\n").rsplit("\n", 1)[0]
+    cfg = ModelConfig.from_dict(json.loads(body))
+    assert (cfg.num_layers, cfg.hidden_size, cfg.num_kv_heads, cfg.vocab_size) == (2, 32, 2, 300)
+    (tmp_path / "weights.bin").write_bytes(bytes(range(256)) * 4)
+    assert main(["info", str(tmp_path / "weights.bin")]) == 2
+    err = _one_line_error(capsys)
+    assert "weights.bin is not a text config" in err
+
+
 def test_info_missing_path(tmp_path, capsys):
     """mvjax info on a missing path exits 2 with a one-line message naming the path."""
     assert main(["info", str(tmp_path / "nowhere.yaml")]) == 2

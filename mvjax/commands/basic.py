@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_version)
 
     p = sub.add_parser("info", help="print the config of a model file or directory")
-    p.add_argument("model", help="config .yaml/.json, or a model directory holding config.json")
+    p.add_argument("model", help="config .yaml/.json, a model directory holding config.json (mvjax "
+                   "or HF), or a .gguf file")
     p.add_argument("--format", choices=("yaml", "json"), default="yaml")
     p.set_defaults(func=_info)
 
@@ -34,11 +35,18 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from mvjax.checkpoint import CONFIG_FILE
+    from mvjax.checkpoint import CONFIG_FILE, is_model_dir
     from mvjax.config import ModelConfig
 
     path = Path(args.model)
-    cfg = ModelConfig.load(path / CONFIG_FILE if path.is_dir() else path)
+    if path.suffix == ".gguf":
+        from mvjax.convert.gguf import gguf_model_config, open_gguf
+
+        cfg = gguf_model_config(open_gguf(path))
+    elif path.is_dir() and not is_model_dir(path) and any(path.glob("*.safetensors")):
+        cfg = ModelConfig.from_hf(json.loads((path / CONFIG_FILE).read_text()))
+    else:
+        cfg = ModelConfig.load(path / CONFIG_FILE if path.is_dir() else path)
     print(cfg.to_json() + "\n" if args.format == "json" else cfg.to_yaml(), end="")
     print(f"# parameters: {cfg.num_params():,}")
     return 0
