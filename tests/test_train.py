@@ -173,6 +173,7 @@ def test_missing_data_file(tmp_path, capsys):
     err = _cli_error(capsys, ["train", "--config", _write_config(tmp_path, exp), "--out",
                               str(tmp_path / "run")])
     assert "does not exist" in err
+    assert not (tmp_path / "run").exists()  # data is checked before anything is created
 
 
 def test_empty_dataset(tmp_path, capsys):
@@ -228,6 +229,104 @@ def test_unwritable_output_dir(tmp_path, capsys):
     err = _cli_error(capsys, ["train", "--config", _write_config(tmp_path, tiny_experiment()),
                               "--out", str(blocker / "run")])
     assert "writable --out" in err
+
+
+def _corrupt_all_checkpoints(run: Path) -> None:
+    for f in (run / "checkpoints").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")
+
+
+def test_resume_edge_cases(full_run, tmp_path, capsys):
+    """Resuming a finished run changes nothing; a run whose checkpoints are all unreadable is refused
+    (naming them) unless asked to start over; a resume with no checkpoint says it starts fresh; a
+    folder of someone else's files is never trained into; a bad --stop-at is refused."""
+    import shutil
+
+    exp = ExperimentConfig.from_dict(tiny_experiment())
+    done = tmp_path / "done"
+    shutil.copytree(full_run, done)
+    before = (done / "summary.json").read_text()
+    assert train(exp, done, resume=True) == json.loads(before)
+    assert (done / "summary.json").read_text() == before and np.isfinite(json.loads(before)["final_loss"])
+
+    broken = tmp_path / "broken"
+    shutil.copytree(full_run, broken)
+    _corrupt_all_checkpoints(broken)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"every checkpoint .* unreadable"
+                                                   r" \(steps \[2, 4, 6\].*--start-over"):
+        train(exp, broken, resume=True)
+    with pytest.raises(ValueError, match="--start-over"):  # still refused on a second try
+        train(exp, broken, resume=True)
+    short = ExperimentConfig.from_dict(tiny_experiment(steps=2, eval_every=0, concentration_every=0))
+    assert train(short, broken, resume=True, start_over=True)["step"] == 2
+    assert [r["step"] for r in read_metrics(broken / "metrics.jsonl") if "loss" in r] == [1, 2]
+
+    capsys.readouterr()
+    assert train(short, tmp_path / "empty", resume=True)["step"] == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not a training run"):
+        train(short, mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    err = _cli_error(capsys, ["train", "--config", _write_config(tmp_path, tiny_experiment()),
+                              "--out", str(tmp_path / "r"), "--stop-at", "-1"])
+    assert "stop_at=-1" in err
+
+
+def test_resume_marks_metrics_and_supersedes_lost_steps(tmp_path):
+    """Steps logged after the checkpoint a run resumes from are trained again; the log says so with
+    a resume marker and read_metrics keeps one record per step."""
+    import shutil
+
+    exp = ExperimentConfig.from_dict(tiny_experiment(steps=4, eval_every=0, concentration_every=0))
+    run = tmp_path / "run"
+    train(exp, run, stop_at=3)  # checkpoints 2 and 3; losing 3 leaves step 3 logged but unsaved
+    shutil.rmtree(run / "checkpoints" / "3")
+    train(exp, run, resume=True)
+    raw = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"event": "resume", "step": 2} in raw
+    assert [r["step"] for r in raw if "loss" in r and "event" not in r] == [1, 2, 3, 3, 4]
+    assert sorted(step_losses(run)) == [1, 2, 3, 4]
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")
+            if "loss" in r and "event" not in r] == [1, 2, 3, 4]
+
+
+def test_finite_divergence_is_caught():
+    """A loss far above where the run started stops it like a NaN, and says when nothing was saved."""
+    from train.loop import TrainingDiverged, _DivergenceGuard
+
+    class Log:
+        records: list = []
+
+        def write(self, record):
+            self.records.append(record)
+
+    guard, log = _DivergenceGuard(2.0, 257, Path("/run/checkpoints")), Log()
+    guard.check([(1, {"loss": 6.0, "grad_norm": 1.0, "ok": True}),
+                 (2, {"loss": 11.0, "grad_norm": 1.0, "ok": True})], None, log)  # 11 < 2 × 6
+    with pytest.raises(TrainingDiverged, match=r"step 3: loss=7744 exceeds 2 × max\(first loss 6, "
+                                               r"uniform ln V 5.549\).*no checkpoint was saved"):
+        guard.check([(3, {"loss": 7744.0, "grad_norm": 3.0, "ok": True})], None, log)
+    assert log.records[-1] == {"step": 3, "event": "diverged", "loss": 7744.0, "grad_norm": 3.0}
+    with pytest.raises(TrainingDiverged, match="not finite.*last good checkpoint: step 4"):
+        guard.check([(5, {"loss": float("nan"), "grad_norm": 1.0, "ok": False})], 4, log)
+    _DivergenceGuard(0.0, 257, Path("/x")).check([(1, {"loss": 1.0, "grad_norm": 1.0, "ok": True}),
+                                                  (2, {"loss": 1e6, "grad_norm": 1.0, "ok": True})],
+                                                 None, log)  # 0 disables the finite check
+
+
+def test_large_learning_rate_stops_before_saving_a_model(tmp_path):
+    from train.loop import TrainingDiverged
+    exp = ExperimentConfig.from_dict(tiny_experiment(steps=8, eval_every=0, concentration_every=0,
+                                                     checkpoint_every=0,
+                                                     optim={"lr": 10.0, "warmup_steps": 0}))
+    with pytest.raises(TrainingDiverged):
+        train(exp, tmp_path)
+    assert not (tmp_path / "model").exists()
 
 
 def test_nan_stops_with_last_good_checkpoint(tmp_path):

@@ -21,6 +21,13 @@ import orbax.checkpoint as ocp
 from mvjax.config import ModelConfig
 
 CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "checkpoints_corrupt"
+
+
+def corrupt_steps(run_dir: str | Path) -> list[int]:
+    """Steps earlier resumes found unreadable and moved aside (``CORRUPT_DIR``)."""
+    aside = Path(run_dir) / CORRUPT_DIR
+    return sorted(int(p.name) for p in aside.iterdir() if p.name.isdigit()) if aside.is_dir() else []
 
 
 class Checkpointer:
@@ -74,7 +81,7 @@ class Checkpointer:
     def _quarantine(self, steps: list[int]) -> None:
         if not steps:
             return
-        aside = self.directory.parent / "checkpoints_corrupt"
+        aside = self.directory.parent / CORRUPT_DIR
         aside.mkdir(exist_ok=True)
         for step in steps:
             shutil.rmtree(aside / str(step), ignore_errors=True)

@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue from the newest good checkpoint in --out")
     p.add_argument("--stop-at", type=int, default=None,
                    help="end this invocation after this step (checkpointed; schedule unchanged)")
+    p.add_argument("--start-over", action="store_true",
+                   help="with --resume: if every checkpoint is unreadable, train again from step 0")
     p.set_defaults(func=_train)
 
 
@@ -26,7 +28,8 @@ def _train(args: argparse.Namespace) -> int:
 
     exp = ExperimentConfig.load(args.config, args.override)
     try:
-        summary = train(exp, args.out, resume=args.resume, stop_at=args.stop_at)
+        summary = train(exp, args.out, resume=args.resume, stop_at=args.stop_at,
+                        start_over=args.start_over)
     except TrainingDiverged as e:
         print(f"mvjax train: error: {e}", file=sys.stderr)
         return 3

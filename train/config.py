@@ -78,6 +78,9 @@ class TrainConfig:
     concentration_every: every N steps, log per layer and site (q_rot/k_rot/v) the median over
       heads of max/mean of the per-(head,dim) L2 norms, and the λ=5 massive count, on one eval
       batch (0: never).
+    max_loss_factor: a step whose loss exceeds this many times the larger of the run's first loss
+      and the uniform-prediction loss ln(vocab) stops the run as diverged, like a NaN (0: never).
+      Divergence can stay finite (lr 10: loss 10 → 7,744), and must not end in a saved model.
     """
 
     steps: int = 1000
@@ -91,6 +94,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     concentration_every: int = 0
     peak_flops: float = 150e9
+    max_loss_factor: float = 2.0
     mesh_data: int = -1
     mesh_fsdp: int = 1
     distributed: bool = False
@@ -116,6 +120,8 @@ class TrainConfig:
             invalid("train.mesh_fsdp", -1, "only one of mesh_data / mesh_fsdp may be -1")
         if not self.peak_flops > 0:
             invalid("train.peak_flops", self.peak_flops, "must be positive FLOP/s, e.g. 150e9")
+        if not (self.max_loss_factor == 0 or self.max_loss_factor > 1):
+            invalid("train.max_loss_factor", self.max_loss_factor, "must be > 1, or 0 to disable")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,14 +8,18 @@ Run directory layout::
     OUT/model/             the final model as a plain model dir (``mvjax.checkpoint.load_model``)
 
 Faults: a non-finite loss or gradient stops the run (the step is not applied, nothing is saved, the
-last good checkpoint stays on disk); SIGTERM/SIGINT save a checkpoint at the next step boundary and
-return; a crash loses at most the steps since the last checkpoint.
+last good checkpoint stays on disk), and so does a finite loss far above where the run started
+(``train.max_loss_factor``); SIGTERM/SIGINT save a checkpoint at the next step boundary and return;
+a crash loses at most the steps since the last checkpoint. A resume appends a ``resume`` marker to
+``metrics.jsonl``; ``train.metrics.read_metrics`` drops the records it supersedes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +31,9 @@ from flax import nnx
 from mvjax import sharding as shd
 from mvjax.checkpoint import save_model
 from mvjax.model import init_model
-from train.checkpointing import Checkpointer, abstract_like
+from train.checkpointing import CHECKPOINT_DIR, CORRUPT_DIR, Checkpointer, abstract_like, corrupt_steps
 from train.config import ExperimentConfig
-from train.metrics import MetricsLog, flops_per_token, make_concentration_fn
+from train.metrics import MetricsLog, flops_per_token, last_logged, make_concentration_fn
 from train.optim import build_optimizer
 from train.step import make_eval_fn, make_train_step
 
@@ -82,36 +86,85 @@ def _put_batch(tokens: np.ndarray, sharding: jax.sharding.NamedSharding) -> jax.
     return jax.make_array_from_process_local_data(sharding, local, tokens.shape)
 
 
+# What a run directory may hold besides checkpoints: a fresh start into a directory holding anything
+# else is refused rather than overwriting or appending to someone's files.
+RUN_FILES = frozenset({"config.yaml", "metrics.jsonl", "summary.json", "model", CHECKPOINT_DIR,
+                       CORRUPT_DIR})
+
+
 def train(exp: ExperimentConfig, out: str | Path, *, resume: bool = False,
-          stop_at: int | None = None) -> dict[str, Any]:
+          stop_at: int | None = None, start_over: bool = False) -> dict[str, Any]:
     """Train ``exp`` into ``out``; returns the summary. ``stop_at`` ends this invocation after that
-    step (checkpointed) without changing the schedule, so a later ``resume`` continues exactly."""
+    step (checkpointed) without changing the schedule, so a later ``resume`` continues exactly.
+    ``start_over`` lets a resume whose checkpoints are all unreadable train again from step 0."""
     from mvjax.data import build_data
 
-    tc = exp.train
+    if stop_at is not None and (not isinstance(stop_at, int) or stop_at < 1):
+        raise ValueError(f"stop_at={stop_at!r} is invalid: give a step >= 1")
+    data = build_data(exp.data)  # bad data is reported before anything is created on disk
+    if data[2].vocab_size > exp.model.vocab_size:
+        raise ValueError(f"model.vocab_size={exp.model.vocab_size} is smaller than the tokenizer's "
+                         f"{data[2].vocab_size}: set model.vocab_size >= {data[2].vocab_size}")
     out = Path(out).absolute()
     check_out_dir(out)
-    shd.initialize_distributed(tc.distributed)
-    ckpt = Checkpointer(out, tc.keep_checkpoints)
+    saved = out / CHECKPOINT_DIR
+    if not (saved.is_dir() and any(p.name.isdigit() for p in saved.iterdir())):
+        _check_fresh_start(out, resume, start_over)  # before the checkpointer creates its folder
+    shd.initialize_distributed(exp.train.distributed)
+    ckpt = Checkpointer(out, exp.train.keep_checkpoints)
     try:
         if ckpt.steps() and not resume:
             raise FileExistsError(f"{out} already holds checkpoints {ckpt.steps()}: pass --resume to "
                                   "continue that run, or choose another --out")
-        return _train(exp, out, ckpt, resume, stop_at, build_data)
+        run = _set_up(exp, out, ckpt, data, resume, start_over)
+        if run.start >= exp.train.steps and (out / "summary.json").is_file():
+            print(f"mvjax train: {out} finished at step {run.start}; nothing to do", file=sys.stderr)
+            return json.loads((out / "summary.json").read_text())
+        return _run(run, stop_at)
     finally:
         ckpt.close()
 
 
-def _train(exp: ExperimentConfig, out: Path, ckpt: Checkpointer, resume: bool,
-           stop_at: int | None, build_data: Any) -> dict[str, Any]:
+def _check_fresh_start(out: Path, resume: bool, start_over: bool) -> None:
+    """A run with no checkpoint starts from step 0 only into a directory of its own, and says so."""
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES)
+    if foreign:
+        raise FileExistsError(f"{out} holds files that are not a training run ({', '.join(foreign[:3])}"
+                              f"{', …' if len(foreign) > 3 else ''}): choose a new or empty --out")
+    lost = corrupt_steps(out)
+    if lost and not start_over:
+        raise ValueError(f"every checkpoint of {out} is unreadable (steps {lost}, moved to "
+                         f"{CORRUPT_DIR}/): pass --start-over to train again from step 0")
+    if resume and jax.process_index() == 0:
+        print(f"mvjax train: no checkpoint in {out}: starting from step 0", file=sys.stderr)
+
+
+@dataclasses.dataclass
+class _Setup:
+    """A run ready to step: its compiled functions, state, data and where it starts."""
+
+    exp: ExperimentConfig
+    out: Path
+    ckpt: Checkpointer
+    stream: Any
+    tokenizer: Any
+    graphdef: nnx.GraphDef
+    state: dict
+    schedule: Any
+    step_fn: Any
+    eval_fn: Any
+    conc_fn: Any
+    eval_batches: list
+    batch_sharding: Any
+    start: int
+
+
+def _set_up(exp: ExperimentConfig, out: Path, ckpt: Checkpointer, data: tuple, resume: bool,
+            start_over: bool) -> _Setup:
     tc, mc = exp.train, exp.model
-    stream, eval_tokens, tokenizer = build_data(exp.data)
-    if tokenizer.vocab_size > mc.vocab_size:
-        raise ValueError(f"model.vocab_size={mc.vocab_size} is smaller than the tokenizer's "
-                         f"{tokenizer.vocab_size}: set model.vocab_size >= {tokenizer.vocab_size}")
+    stream, eval_tokens, tokenizer = data
     mesh = shd.make_mesh(tc.mesh_data, tc.mesh_fsdp)
     shd.check_batch(exp.data.batch_size, mesh)
-
     model = init_model(mc, tc.seed)
     graphdef, params_state = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(params_state)
@@ -123,112 +176,165 @@ def _train(exp: ExperimentConfig, out: Path, ckpt: Checkpointer, resume: bool,
     state = {"params": params, "opt": jax.jit(tx.init, out_shardings=state_sharding["opt"])(params)}
 
     start = 0
-    if resume:
+    if resume and ckpt.steps():
         restored = ckpt.restore_latest(abstract_like(state), mc)
-        if restored is not None:
+        if restored is None:  # every checkpoint was unreadable and has been moved aside
+            _check_fresh_start(out, resume, start_over)
+        else:
             start, state, meta = restored
             stream.restore(meta["data_state"])
-    if start == 0 and jax.process_index() == 0:
-        (out / "config.yaml").write_text(exp.to_yaml())
+    if jax.process_index() == 0:
+        if start == 0:
+            (out / "config.yaml").write_text(exp.to_yaml())
+            (out / "metrics.jsonl").unlink(missing_ok=True)  # records of a run that never saved
+        else:  # records after the checkpoint are superseded; read_metrics drops them
+            with (out / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps({"event": "resume", "step": start}) + "\n")
+    return _Setup(exp, out, ckpt, stream, tokenizer, graphdef, state, schedule,
+                  make_train_step(graphdef, mc, tx, tc.grad_accum, tc.loss_chunk, state_sharding,
+                                  batch_sharding),
+                  make_eval_fn(graphdef, mc, tc.loss_chunk),
+                  make_concentration_fn(graphdef) if tc.concentration_every else None,
+                  _eval_batches(eval_tokens, exp.data.batch_size, tc.eval_batches, mesh),
+                  batch_sharding, start)
 
-    step_fn = make_train_step(graphdef, mc, tx, tc.grad_accum, tc.loss_chunk, state_sharding,
-                              batch_sharding)
-    eval_fn = make_eval_fn(graphdef, mc, tc.loss_chunk)
-    conc_fn = make_concentration_fn(graphdef) if tc.concentration_every else None
-    eval_batches = _eval_batches(eval_tokens, exp.data.batch_size, tc.eval_batches, mesh)
 
-    seq_len = exp.data.seq_len
-    tokens_per_step = exp.data.batch_size * seq_len
-    fpt = flops_per_token(mc, seq_len)
-    peak = tc.peak_flops * jax.device_count()
+class _Throughput:
+    """Per-step device metrics gathered between log points and fetched in one transfer, turned into
+    one log record (mean loss, tokens/s, MFU) per interval; the first interval includes compiling."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops: float,
+                 last_loss: float = float("nan")):
+        self.tokens_per_step, self.fpt, self.peak = tokens_per_step, flops_per_token, peak_flops
+        self.last_loss = last_loss
+        self.pending: list[tuple[int, Any]] = []
+        self.t_last = time.perf_counter()
+        self.first = True
+        self.best_tps, self.total_tokens = 0.0, 0
+
+    def add(self, step: int, metrics: Any) -> None:
+        self.pending.append((step, metrics))
+
+    def restart_clock(self) -> None:
+        """Evals, probes and saves are not training time."""
+        self.t_last = time.perf_counter()
+
+    def flush(self) -> tuple[list[tuple[int, dict]], dict | None]:
+        """(per-step host metrics, the interval's record) — ([], None) when nothing is pending."""
+        if not self.pending:
+            return [], None
+        steps = [s for s, _ in self.pending]
+        fetched = jax.device_get([m for _, m in self.pending])
+        tps = len(steps) * self.tokens_per_step / max(time.perf_counter() - self.t_last, 1e-9)
+        self.total_tokens += len(steps) * self.tokens_per_step
+        if not self.first:
+            self.best_tps = max(self.best_tps, tps)
+        record = {"step": steps[-1], "loss": float(np.mean([float(m["loss"]) for m in fetched])),
+                  "grad_norm": float(fetched[-1]["grad_norm"]), "tokens_per_s": tps,
+                  "mfu": self.fpt * tps / self.peak, "includes_compile": self.first}
+        self.pending.clear()
+        self.t_last, self.first, self.last_loss = time.perf_counter(), False, record["loss"]
+        return list(zip(steps, fetched)), record
+
+
+class _DivergenceGuard:
+    """Stops the run at a non-finite step (never applied) or a loss far above where it started."""
+
+    def __init__(self, factor: float, vocab_size: int, ckpt_dir: Path):
+        self.factor, self.uniform, self.ckpt_dir = factor, float(np.log(vocab_size)), ckpt_dir
+        self.initial: float | None = None
+
+    def check(self, steps: list[tuple[int, dict]], last_saved: int | None, log: MetricsLog) -> None:
+        saved = (f"last good checkpoint: step {last_saved} in {self.ckpt_dir}" if last_saved
+                 is not None else "no checkpoint was saved")
+        for s, m in steps:
+            loss, grad_norm = float(m["loss"]), float(m["grad_norm"])
+            if self.initial is None and np.isfinite(loss):
+                self.initial = loss
+            limit = self.factor * max(self.initial or loss, self.uniform)
+            if bool(m["ok"]) and (not self.factor or loss <= limit):
+                continue
+            log.write({"step": s, "event": "diverged", "loss": loss, "grad_norm": grad_norm})
+            what = (f"loss={loss} grad_norm={grad_norm} is not finite; stopped without applying it"
+                    if not bool(m["ok"]) else
+                    f"loss={loss:.4g} exceeds {self.factor:g} × max(first loss {self.initial:.4g}, "
+                    f"uniform ln V {self.uniform:.4g}); stopped")
+            raise TrainingDiverged(f"step {s}: {what} ({saved}): lower train.optim.lr or raise "
+                                   "warmup_steps, then --resume")
+
+
+def _run(run: _Setup, stop_at: int | None) -> dict[str, Any]:
+    """The step loop: train, log, evaluate, probe and checkpoint until the stop step or a signal,
+    then save the final model (when the schedule is done) and write the summary."""
+    exp, tc = run.exp, run.exp.train
     stop = min(tc.steps, stop_at) if stop_at is not None else tc.steps
+    seq_len = exp.data.seq_len
+    fpt, peak = flops_per_token(exp.model, seq_len), tc.peak_flops * jax.device_count()
+    meter = _Throughput(exp.data.batch_size * seq_len, fpt, peak,
+                        last_logged(run.out / "metrics.jsonl", "loss"))
+    guard = _DivergenceGuard(tc.max_loss_factor, exp.model.vocab_size, run.ckpt.directory)
     base_key = jax.random.key(tc.seed)
+    log = MetricsLog(run.out / "metrics.jsonl", stop, run.start,
+                     tc.progress and jax.process_index() == 0)
+    last_saved = run.ckpt.steps()[-1] if run.ckpt.steps() else None
+    step, last_eval = run.start, None
+    t_start = time.perf_counter()
 
-    def save(step: int) -> None:
-        meta = {"step": step, "data_state": stream.state(), "config": exp.to_dict(),
+    def save(step: int) -> int:
+        meta = {"step": step, "data_state": run.stream.state(), "config": exp.to_dict(),
                 "rng": np.asarray(jax.random.key_data(jax.random.fold_in(base_key, step))).tolist()}
-        ckpt.save(step, state, meta)
-
-    log = MetricsLog(out / "metrics.jsonl", stop, start, tc.progress and jax.process_index() == 0)
-    pending: list[tuple[int, dict]] = []
-    last_saved = ckpt.steps()[-1] if ckpt.steps() else None
-    step, t_last, first_interval = start, time.perf_counter(), True
-    last_loss, last_eval, best_tps = float("nan"), None, 0.0
-    total_tokens, t_start = 0, time.perf_counter()
+        run.ckpt.save(step, run.state, meta)
+        return step
 
     def flush() -> None:
-        nonlocal t_last, first_interval, last_loss, best_tps, total_tokens
-        if not pending:
-            return
-        fetched = jax.device_get([m for _, m in pending])
-        for (s, _), m in zip(pending, fetched):
-            if not bool(m["ok"]):
-                log.write({"step": s, "event": "diverged", "loss": float(m["loss"]),
-                           "grad_norm": float(m["grad_norm"])})
-                raise TrainingDiverged(
-                    f"step {s}: loss={float(m['loss'])} grad_norm={float(m['grad_norm'])} is not finite;"
-                    f" stopped without applying it (last good checkpoint: step {last_saved} in "
-                    f"{ckpt.directory}): lower train.optim.lr or raise warmup_steps, then --resume")
-        now = time.perf_counter()
-        n = len(pending)
-        tps = n * tokens_per_step / max(now - t_last, 1e-9)
-        total_tokens += n * tokens_per_step
-        last_loss = float(np.mean([float(m["loss"]) for m in fetched]))
-        rec = {"step": pending[-1][0], "loss": last_loss,
-               "grad_norm": float(fetched[-1]["grad_norm"]),
-               "lr": float(schedule(pending[-1][0] - 1)), "tokens_per_s": tps,
-               "mfu": fpt * tps / peak, "includes_compile": first_interval}
-        if not first_interval:
-            best_tps = max(best_tps, tps)
-        log.write(rec)
-        log.advance(n, loss=last_loss, tok_s=tps)
-        pending.clear()
-        t_last, first_interval = time.perf_counter(), False
+        steps, record = meter.flush()
+        guard.check(steps, last_saved, log)
+        if record is not None:
+            log.write({**record, "lr": float(run.schedule(record["step"] - 1))})
+            log.advance(len(steps), loss=record["loss"], tok_s=record["tokens_per_s"])
 
     try:
         with _StopRequest() as stop_request:
             while step < stop and stop_request.signal is None:
-                batch = _put_batch(stream.next_batch(), batch_sharding)
-                state, metrics = step_fn(state, batch)
+                batch = _put_batch(run.stream.next_batch(), run.batch_sharding)
+                run.state, metrics = run.step_fn(run.state, batch)
                 step += 1
-                pending.append((step, metrics))
+                meter.add(step, metrics)
                 do_eval = bool(tc.eval_every) and (step % tc.eval_every == 0 or step == tc.steps)
                 do_conc = bool(tc.concentration_every) and step % tc.concentration_every == 0
                 do_ckpt = bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0
                 if step % tc.log_every == 0 or step == stop or do_eval or do_conc or do_ckpt:
                     flush()
-                if do_eval and eval_batches:
-                    last_eval = _evaluate(eval_fn, state["params"], eval_batches)
+                if do_eval and run.eval_batches:
+                    last_eval = _evaluate(run.eval_fn, run.state["params"], run.eval_batches)
                     log.write({"step": step, "eval_loss": last_eval})
-                if do_conc and eval_batches:
-                    conc = conc_fn(state["params"], eval_batches[0][:, :-1])
+                if do_conc and run.eval_batches:
+                    conc = run.conc_fn(run.state["params"], run.eval_batches[0][:, :-1])
                     log.write({"step": step, **{name: {k: np.asarray(v).tolist() for k, v in sites.items()}
                                                 for name, sites in conc.items()}})
                 if do_ckpt:
-                    save(step)
-                    last_saved = step
-                t_last = time.perf_counter() if (do_eval or do_conc or do_ckpt) else t_last
+                    last_saved = save(step)
+                if do_eval or do_conc or do_ckpt:
+                    meter.restart_clock()
             flush()
             if last_saved != step:
-                save(step)
-                last_saved = step
+                last_saved = save(step)
             interrupted = stop_request.signal
     finally:
         log.close()
 
-    wall = time.perf_counter() - t_start
-    summary = {"event": "summary", "step": step, "final_loss": last_loss, "eval_loss": last_eval,
-               "tokens_per_s": best_tps, "mfu": fpt * best_tps / peak, "wall_s": wall,
-               "tokens": total_tokens, "interrupted_by_signal": interrupted,
-               "checkpoint_step": last_saved}
+    summary = {"event": "summary", "step": step, "final_loss": meter.last_loss, "eval_loss": last_eval,
+               "tokens_per_s": meter.best_tps, "mfu": fpt * meter.best_tps / peak,
+               "wall_s": time.perf_counter() - t_start, "tokens": meter.total_tokens,
+               "interrupted_by_signal": interrupted, "checkpoint_step": last_saved}
     if step >= tc.steps and interrupted is None:
-        model = nnx.merge(graphdef, jax.device_get(state["params"]))
-        save_model(out / "model", model, tokenizer)
-        summary["model_dir"] = str(out / "model")
+        save_model(run.out / "model", nnx.merge(run.graphdef, jax.device_get(run.state["params"])),
+                   run.tokenizer)
+        summary["model_dir"] = str(run.out / "model")
     if jax.process_index() == 0:
-        with (out / "metrics.jsonl").open("a") as f:
+        with (run.out / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(summary) + "\n")
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 

@@ -99,5 +99,24 @@ def _plain(x: Any) -> Any:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl (tests and analysis read runs back with this)."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The records of a metrics.jsonl as the run's history: a ``resume`` marker (written when a run
+    continues from a checkpoint) drops the records logged after that step before the resume, whose
+    steps were trained again. The markers themselves are kept."""
+    records: list[dict[str, Any]] = []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if record.get("event") == "resume":
+            records = [r for r in records if r.get("step", 0) <= record["step"]]
+        records.append(record)
+    return records
+
+
+def last_logged(path: Path, key: str) -> float:
+    """The newest value of ``key`` in a run's history (NaN when none): a resumed run that has no
+    step left to train still reports its loss."""
+    if not Path(path).is_file():
+        return float("nan")
+    values = [r[key] for r in read_metrics(path) if key in r and r.get("event") is None]
+    return float(values[-1]) if values else float("nan")
