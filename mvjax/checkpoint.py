@@ -37,11 +37,18 @@ def save_model(directory: str | Path, model: Transformer, tokenizer: Tokenizer |
         model.cfg.save(tmp / CONFIG_FILE)
         state = nnx.state(model, nnx.Param)
         chunked = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=CHUNK_BYTES), state)
-        with ocp.StandardCheckpointer() as ckpt:
+        with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as ckpt:
             ckpt.save(tmp / PARAMS_DIR, state, save_args=chunked)
         if tokenizer is not None:
             tokenizer.save(tmp)
     return Path(directory).absolute()
+
+
+def _this_process_only() -> ocp.options.MultiprocessingOptions:
+    """A model directory is written by one process with host arrays (in a multi-process run, the
+    lead process after gathering), so orbax must not wait for the others at its barriers."""
+    me = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
 
 
 def is_model_dir(directory: str | Path) -> bool:

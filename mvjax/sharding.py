@@ -9,15 +9,18 @@ Launching:
   * one host, any number of local devices: nothing to do; ``make_mesh(data=-1)`` uses them all.
   * fake devices on CPU (tests): ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` set before
     jax is imported.
-  * several hosts (TPU pod slice, multi-node GPU): run the same command on every host with
-    ``train.distributed=true``; ``initialize_distributed`` calls ``jax.distributed.initialize()``,
-    which reads the coordinator from the TPU/SLURM environment (or set
-    ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` yourself), before any
-    other jax call.
+  * several processes (TPU pod slice, multi-node GPU, or several CPU processes on one machine):
+    run the same command in every process with ``train.distributed=true``.
+    ``initialize_distributed`` joins them through ``jax.distributed.initialize`` before any other
+    jax call: with ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID`` set it uses those; otherwise jax detects the TPU/SLURM environment. Every
+    process feeds its own rows of each batch; process 0 writes the logs and the final model. On
+    CPU the processes talk over gloo (tested: 2 processes × 4 devices = 1 process, to 1e-5).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -37,10 +40,39 @@ RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
 )
 
 
+ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
 def initialize_distributed(enabled: bool) -> None:
-    """Join a multi-process run (see the module docstring); a no-op when not enabled."""
-    if enabled:
+    """Join a multi-process run (see the module docstring); a no-op when not enabled or joined."""
+    if not enabled or jax.distributed.is_initialized():
+        return
+    given = [os.environ.get(k) for k in ENV]
+    if any(given) and not all(given):
+        raise ValueError(f"set all of {', '.join(ENV)} for a multi-process run, or none of them "
+                         "(then jax detects a TPU/SLURM cluster)")
+    if all(given):
+        jax.distributed.initialize(given[0], int(given[1]), int(given[2]))
+    else:
         jax.distributed.initialize()
+
+
+def put_global(tree: Any, shardings: Any) -> Any:
+    """Place host values that every process holds in full (same seed, same data) as global arrays;
+    unlike ``jax.device_put`` this also works when the mesh spans other processes' devices."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+    return jax.tree.map(lambda x, s: jax.make_array_from_callback(
+        np.shape(x), s, lambda index: np.asarray(x)[index]), tree, shardings)
+
+
+def fetch_global(tree: Any) -> Any:
+    """Host copies of global arrays on every process (gathered when sharded across processes)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, devices: list | None = None) -> Mesh:

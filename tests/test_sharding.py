@@ -57,12 +57,13 @@ import jax
 from train.config import ExperimentConfig
 from train.loop import train
 from train.metrics import read_metrics
-out = {"devices": jax.device_count(), "runs": []}
+out = {"runs": []}
 for i, exp in enumerate(json.loads(sys.argv[1])):
     run = f"{sys.argv[2]}/{i}"
-    train(ExperimentConfig.from_dict(exp), run)
+    train(ExperimentConfig.from_dict(exp), run)  # first: a multi-process run joins before jax starts
     out["runs"].append([r["loss"] for r in read_metrics(run + "/metrics.jsonl")
                         if "loss" in r and "event" not in r])
+out["devices"] = jax.device_count()
 print(json.dumps(out))
 """
 
@@ -95,3 +96,32 @@ def test_eight_devices_match_one_device(tmp_path):
     assert len(reference) == 5 and reference[-1] < reference[0]
     for losses in eight["runs"]:  # data parallel 8x1, then FSDP 2x4
         np.testing.assert_allclose(losses, reference, rtol=0, atol=1e-5)
+
+
+def test_two_processes_match_one_process(tmp_path):
+    """A real multi-process run: 2 processes × 4 CPU devices joined by jax.distributed over gloo
+    (train.distributed=true, coordinator from the environment) train the same losses as one process,
+    and process 0 alone writes the log and the final model."""
+    import socket
+
+    reference = _run(1, [_experiment(-1, 1)], tmp_path / "one")["runs"][0]
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    exp = _experiment(-1, 1)
+    exp["train"]["distributed"] = True
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+                   JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                   JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i), JAX_COMPILATION_CACHE_DIR=JAX_CACHE)
+        procs.append(subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps([exp]),
+                                       str(tmp_path / "two")], cwd=REPO, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    results = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-2000:]
+    lead = json.loads(results[0][0].strip().splitlines()[-1])
+    assert lead["devices"] == 8
+    np.testing.assert_allclose(lead["runs"][0], reference, rtol=0, atol=1e-5)
+    assert (tmp_path / "two" / "0" / "model" / "config.json").is_file()

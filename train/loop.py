@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
@@ -107,10 +108,10 @@ def train(exp: ExperimentConfig, out: str | Path, *, resume: bool = False,
                          f"{data[2].vocab_size}: set model.vocab_size >= {data[2].vocab_size}")
     out = Path(out).absolute()
     check_out_dir(out)
+    shd.initialize_distributed(exp.train.distributed)  # before any other jax call
     saved = out / CHECKPOINT_DIR
     if not (saved.is_dir() and any(p.name.isdigit() for p in saved.iterdir())):
         _check_fresh_start(out, resume, start_over)  # before the checkpointer creates its folder
-    shd.initialize_distributed(exp.train.distributed)
     ckpt = Checkpointer(out, exp.train.keep_checkpoints)
     try:
         if ckpt.steps() and not resume:
@@ -172,7 +173,7 @@ def _set_up(exp: ExperimentConfig, out: Path, ckpt: Checkpointer, data: tuple, r
     tx, schedule = build_optimizer(tc.optim, tc.steps, params)
     state_sharding = shd.tree_shardings({"params": params, "opt": jax.eval_shape(tx.init, params)}, mesh)
     batch_sharding = shd.batch_sharding(mesh)
-    params = jax.device_put(params, state_sharding["params"])
+    params = shd.put_global(params, state_sharding["params"])
     state = {"params": params, "opt": jax.jit(tx.init, out_shardings=state_sharding["opt"])(params)}
 
     start = 0
@@ -274,8 +275,9 @@ def _run(run: _Setup, stop_at: int | None) -> dict[str, Any]:
                         last_logged(run.out / "metrics.jsonl", "loss"))
     guard = _DivergenceGuard(tc.max_loss_factor, exp.model.vocab_size, run.ckpt.directory)
     base_key = jax.random.key(tc.seed)
-    log = MetricsLog(run.out / "metrics.jsonl", stop, run.start,
-                     tc.progress and jax.process_index() == 0)
+    lead = jax.process_index() == 0  # one process writes the log
+    log = MetricsLog(run.out / "metrics.jsonl" if lead else Path(os.devnull), stop, run.start,
+                     tc.progress and lead)
     last_saved = run.ckpt.steps()[-1] if run.ckpt.steps() else None
     step, last_eval = run.start, None
     t_start = time.perf_counter()
@@ -328,8 +330,9 @@ def _run(run: _Setup, stop_at: int | None) -> dict[str, Any]:
                "wall_s": time.perf_counter() - t_start, "tokens": meter.total_tokens,
                "interrupted_by_signal": interrupted, "checkpoint_step": last_saved}
     if step >= tc.steps and interrupted is None:
-        save_model(run.out / "model", nnx.merge(run.graphdef, jax.device_get(run.state["params"])),
-                   run.tokenizer)
+        params = shd.fetch_global(run.state["params"])  # every process joins the gather
+        if jax.process_index() == 0:
+            save_model(run.out / "model", nnx.merge(run.graphdef, params), run.tokenizer)
         summary["model_dir"] = str(run.out / "model")
     if jax.process_index() == 0:
         with (run.out / "metrics.jsonl").open("a") as f:
@@ -347,7 +350,7 @@ def _eval_batches(eval_tokens: np.ndarray, batch_size: int, max_batches: int,
     n = min(max_batches, rows.shape[0] // bs)
     sharding = (shd.batch_sharding(mesh) if bs % mesh.size == 0
                 else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    return [jax.device_put(rows[i * bs:(i + 1) * bs], sharding) for i in range(n)]
+    return [shd.put_global(rows[i * bs:(i + 1) * bs], sharding) for i in range(n)]
 
 
 def _evaluate(eval_fn: Any, params: dict, batches: list[jax.Array]) -> float:
