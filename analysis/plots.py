@@ -42,25 +42,50 @@ def _ratio_to_head_mean(M: np.ndarray) -> np.ndarray:
     return np.divide(M, mean, out=np.zeros_like(M), where=mean > 0)
 
 
-def heatmaps(result: dict[str, Any], site: str, out_dir: Path, model_name: str = "") -> list[Path]:
-    """Head × dim maps of M / head-mean for every layer at one site (one panel per layer)."""
+def shared_ratio_max(result: dict[str, Any]) -> float:
+    """One colour-scale top for every heatmap of a run (Q, K and V comparable at a glance): the
+    largest M / head-mean anywhere, at least 2λ."""
+    lam = result["definition"]["lam"]
+    return max([2 * lam] + [float(_ratio_to_head_mean(np.array(m["M"])).max())
+                            for layers in result["sites"].values() for m in layers])
+
+
+def dim_ticks(freqs: list[float | None], order: np.ndarray, n_ticks: int = 5
+              ) -> tuple[list[int], list[str]]:
+    """Tick positions along a frequency-ordered axis and their labels: the real head-dim index
+    (as in the JSON's ``[h, d]``) over its RoPE wavelength in tokens ("—" for unrotated dims)."""
+    positions = sorted({int(round(x)) for x in np.linspace(0, len(order) - 1, min(n_ticks, len(order)))})
+    labels = []
+    for p in positions:
+        f = freqs[int(order[p])]
+        labels.append(f"{int(order[p])}\n{2 * np.pi / f:.3g}" if f else f"{int(order[p])}\n—")
+    return positions, labels
+
+
+def heatmaps(result: dict[str, Any], site: str, out_dir: Path, model_name: str = "",
+             vmax: float | None = None) -> list[Path]:
+    """Head × dim maps of M / head-mean for every layer at one site (one panel per layer); cells
+    above λ are outlined. ``vmax``: the colour-scale top (``shared_ratio_max`` for a run)."""
     layers = result["sites"][site]
     lam = result["definition"]["lam"]
     n = len(layers)
     cols = min(6, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 1, 2.5 * rows + 0.8), squeeze=False,
-                             gridspec_kw={"hspace": 0.55, "wspace": 0.25})
-    vmax = max(2 * lam, max(float(_ratio_to_head_mean(np.array(m["M"])).max()) for m in layers))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 1, 2.7 * rows + 0.8), squeeze=False,
+                             gridspec_kw={"hspace": 0.75, "wspace": 0.25})
+    vmax = vmax or max(2 * lam, max(float(_ratio_to_head_mean(np.array(m["M"])).max()) for m in layers))
     im = None
     for ax, m in zip(axes.ravel(), layers):
         freqs = _freqs(result, m["layer"])
         order = frequency_order(freqs)
         R = _ratio_to_head_mean(np.array(m["M"]))[:, order]
         im = ax.imshow(R, aspect="auto", cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+        heads, cols_above = np.nonzero(R > lam)
+        ax.scatter(cols_above, heads, marker="s", s=14, facecolors="none", edgecolors="cyan", lw=0.7)
         low, rot = low_frequency_dims(freqs)
         if rot.any():  # boundary between the high- and low-frequency halves of the rotating dims
             ax.axvline(int((rot & ~low).sum()) - 0.5, color="cyan", lw=0.8, ls="--")
+        ax.set_xticks(*dim_ticks(freqs, order))
         ax.set_title(f"layer {m['layer']}  ({m['n_massive']} massive)", fontsize=8)
         ax.tick_params(labelsize=6)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -69,9 +94,9 @@ def heatmaps(result: dict[str, Any], site: str, out_dir: Path, model_name: str =
     for ax in axes[:, 0]:
         ax.set_ylabel("head", fontsize=8)
     for ax in axes[-1]:
-        ax.set_xlabel("dim, high → low RoPE freq", fontsize=8)
+        ax.set_xlabel("dim index / wavelength (tokens), high → low freq", fontsize=7)
     cbar = fig.colorbar(im, ax=axes, shrink=0.9, pad=0.01)
-    cbar.set_label(f"M[h,d] / mean_d M[h,·]   (massive > {lam:g})", fontsize=9)
+    cbar.set_label(f"M[h,d] / mean_d M[h,·]   (outlined: massive, > {lam:g})", fontsize=9)
     fig.suptitle(f"{model_name} {SITE_LABEL.get(site, site)}: per-(head, dim) L2 norm over tokens; "
                  "dashed line = start of low-frequency half", fontsize=10)
     return _save(fig, out_dir, f"heatmap_{site}")
@@ -81,12 +106,13 @@ def band_map(result: dict[str, Any], out_dir: Path, model_name: str = "") -> lis
     """Layer × frequency-band map of the share of energy ΣM², one panel per site."""
     sites = list(result["sites"])
     nb = result["n_bands"]
+    top = max(float(np.max(m["band_energy"])) for s in sites for m in result["sites"][s])
     fig, axes = plt.subplots(1, len(sites), figsize=(3.2 * len(sites) + 1, 4.5), squeeze=False)
     im = None
     for ax, site in zip(axes[0], sites):
         layers = result["sites"][site]
         E = np.array([m["band_energy"] for m in layers])
-        im = ax.imshow(E, aspect="auto", cmap="viridis", vmin=0, vmax=1, origin="lower",
+        im = ax.imshow(E, aspect="auto", cmap="viridis", vmin=0, vmax=top, origin="lower",
                        interpolation="nearest")
         ax.set_xticks(range(nb + 1), [f"{i + 1}" for i in range(nb)] + ["none"], fontsize=7)
         ax.set_yticks(range(len(layers)), [str(m["layer"]) for m in layers], fontsize=6)
@@ -103,20 +129,22 @@ def band_map(result: dict[str, Any], out_dir: Path, model_name: str = "") -> lis
 
 def bars3d(result: dict[str, Any], layer: int, out_dir: Path, model_name: str = "",
            sites: tuple[str, ...] = ("q", "k", "v")) -> list[Path]:
-    """3-D bars of M (head × freq-ordered dim) at one layer for Q, K and V (cf. the paper's Fig. 1)."""
+    """3-D bars of M (head × freq-ordered dim) at one layer for Q, K and V (cf. the paper's Fig. 1),
+    on one height axis and colour scale, so a flat V looks flat beside a peaked Q/K."""
     sites = tuple(s for s in sites if s in result["sites"])
+    order = frequency_order(_freqs(result, layer))
+    panels = {s: np.array(next(x for x in result["sites"][s] if x["layer"] == layer)["M"])[:, order]
+              for s in sites}
+    top = max(max(float(M.max()) for M in panels.values()), 1e-30)
     fig = plt.figure(figsize=(5.2 * len(sites), 4.6))
-    for i, site in enumerate(sites):
-        m = next(x for x in result["sites"][site] if x["layer"] == layer)
-        order = frequency_order(_freqs(result, layer))
-        M = np.array(m["M"])[:, order]
+    for i, (site, M) in enumerate(panels.items()):
         H, D = M.shape
         ax = fig.add_subplot(1, len(sites), i + 1, projection="3d")
         xs, ys = np.meshgrid(np.arange(D), np.arange(H))
         heights = M.ravel()
-        colors = plt.cm.viridis(heights / max(heights.max(), 1e-30))
-        ax.bar3d(xs.ravel(), ys.ravel(), np.zeros(H * D), 0.8, 0.8, heights, color=colors,
-                 shade=True)
+        ax.bar3d(xs.ravel(), ys.ravel(), np.zeros(H * D), 0.8, 0.8, heights,
+                 color=plt.cm.viridis(heights / top), shade=True)
+        ax.set_zlim(0, top)
         ax.set_xlabel("dim (high → low freq)", fontsize=8)
         ax.set_ylabel("head", fontsize=8)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -149,7 +177,8 @@ def ratio_curves(result: dict[str, Any], out_dir: Path, model_name: str = "") ->
 def all_figures(result: dict[str, Any], out_dir: Path, bar_layer: int,
                 model_name: str = "") -> dict[str, list[Path]]:
     """Every figure for a result; returns {figure name: [png, svg]}."""
-    out = {f"heatmap_{s}": heatmaps(result, s, out_dir, model_name) for s in result["sites"]}
+    top = shared_ratio_max(result)
+    out = {f"heatmap_{s}": heatmaps(result, s, out_dir, model_name, vmax=top) for s in result["sites"]}
     out["band_map"] = band_map(result, out_dir, model_name)
     out["bars3d"] = bars3d(result, bar_layer, out_dir, model_name)
     out["ratio_curves"] = ratio_curves(result, out_dir, model_name)

@@ -121,3 +121,40 @@ def test_one_line_errors(model_dir, tmp_path, capsys, extra, needle):
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_heatmap_ticks_name_real_dims_and_wavelengths():
+    """Ticks on the frequency-ordered axis give the dim index used in the JSON's [h, d] and its
+    RoPE wavelength, so an entry seen in a figure can be found in the data."""
+    from analysis.massive import frequency_order
+    from analysis.plots import dim_ticks
+
+    theta = [1e4 ** (-2 * i / 8) for i in range(4)]
+    freqs = theta + theta[:3] + [None]  # half layout, the last dim left unrotated
+    order = frequency_order(freqs)
+    positions, labels = dim_ticks(freqs, order, n_ticks=8)
+    assert positions == list(range(8))
+    assert [int(lab.split("\n")[0]) for lab in labels] == [int(d) for d in order]
+    by_dim = {int(lab.split("\n")[0]): lab.split("\n")[1] for lab in labels}
+    assert by_dim[3] == "6.28e+03" and by_dim[0] == "6.28" and by_dim[7] == "—"
+
+
+def test_figures_share_one_scale(model_dir, tmp_path, monkeypatch):
+    """All heatmaps of a run use one colour scale (the run's largest ratio), so V is not stretched
+    to look as massive as Q/K."""
+    import analysis.plots as plots
+
+    out = tmp_path / "out"
+    assert main(["analyze", "--model", str(model_dir), "--out", str(out), "--tokens", "128",
+                 "--seq-len", "64", "--no-figures"]) == 0
+    res = json.loads((out / "massive_values.json").read_text())
+    seen = {}
+    monkeypatch.setattr(plots, "heatmaps", lambda r, site, d, name="", vmax=None: seen.update(
+        {site: vmax}) or [])
+    monkeypatch.setattr(plots, "bars3d", lambda *a, **k: [])
+    plots.all_figures(res, tmp_path / "figs", 1)
+    top = plots.shared_ratio_max(res)
+    assert set(seen) == set(res["sites"]) and set(seen.values()) == {top}
+    ratios = [np.array(m["M"]) / np.array(m["M"]).mean(axis=1, keepdims=True)
+              for layers in res["sites"].values() for m in layers]
+    assert top == pytest.approx(max(10.0, max(float(r.max()) for r in ratios)))
