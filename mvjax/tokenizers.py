@@ -55,11 +55,14 @@ class HFTokenizer:
     decide where BOS goes (packing puts one at the start of each document)."""
 
     FILENAME = "tokenizer.json"
+    META = "tokenizer_meta.json"
 
-    def __init__(self, tok, bos_id: int | None = None, eos_id: int | None = None):
+    def __init__(self, tok, bos_id: int | None = None, eos_id: int | None = None,
+                 pad_id: int | None = None, chat_template: str | None = None):
         self.tok = tok
         self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
-        self.bos_id, self.eos_id = bos_id, eos_id
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self.chat_template = chat_template  # a chat model's Jinja template, carried to exports
 
     @classmethod
     def from_file(cls, path: str | Path, bos_id: int | None = None,
@@ -70,11 +73,11 @@ class HFTokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file {path} does not exist: pass a tokenizer.json "
                                     "or a directory holding one")
-        meta = path.with_name("tokenizer_meta.json")
-        if meta.is_file() and bos_id is None and eos_id is None:
-            m = json.loads(meta.read_text())
+        meta = path.with_name(cls.META)
+        m = json.loads(meta.read_text()) if meta.is_file() else {}
+        if bos_id is None and eos_id is None:
             bos_id, eos_id = m.get("bos_id"), m.get("eos_id")
-        return cls(_Tok.from_file(str(path)), bos_id, eos_id)
+        return cls(_Tok.from_file(str(path)), bos_id, eos_id, m.get("pad_id"), m.get("chat_template"))
 
     @classmethod
     def from_transformers(cls, hf_tokenizer) -> "HFTokenizer":
@@ -89,8 +92,9 @@ class HFTokenizer:
 
     def save(self, directory: str | Path) -> None:
         self.tok.save(str(Path(directory, self.FILENAME)))
-        Path(directory, "tokenizer_meta.json").write_text(
-            json.dumps({"bos_id": self.bos_id, "eos_id": self.eos_id}))
+        Path(directory, self.META).write_text(json.dumps(
+            {"bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id,
+             "chat_template": self.chat_template}))
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:

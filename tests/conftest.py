@@ -78,3 +78,30 @@ def write_tokenizer_gguf(path, pre: str | None = "smollm", n_tokens: int = 400, 
     w.write_tensors_to_file()
     w.close()
     return tokens
+
+
+def write_llama_gguf(path, hidden: int = 32, heads: int = 4, kv: int = 2, mlp: int = 48,
+                     layers: int = 2, **metadata) -> list[str]:
+    """A complete small LLaMA GGUF (random weights, the in-test BPE vocabulary), written with numpy
+    alone. Returns the tokens."""
+    hd = hidden // heads
+
+    def tensors(vocab: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(0)
+        shapes = {"token_embd.weight": (vocab, hidden), "output_norm.weight": (hidden,)}
+        for i in range(layers):
+            shapes.update({f"blk.{i}.attn_q.weight": (heads * hd, hidden),
+                           f"blk.{i}.attn_k.weight": (kv * hd, hidden),
+                           f"blk.{i}.attn_v.weight": (kv * hd, hidden),
+                           f"blk.{i}.attn_output.weight": (hidden, heads * hd),
+                           f"blk.{i}.ffn_gate.weight": (mlp, hidden),
+                           f"blk.{i}.ffn_up.weight": (mlp, hidden),
+                           f"blk.{i}.ffn_down.weight": (hidden, mlp),
+                           f"blk.{i}.attn_norm.weight": (hidden,), f"blk.{i}.ffn_norm.weight": (hidden,)})
+        return {n: 1 + 0.1 * rng.standard_normal(s) if len(s) == 1 else 0.1 * rng.standard_normal(s)
+                for n, s in shapes.items()}
+
+    return write_tokenizer_gguf(path, tensors=tensors, block_count=layers, context_length=64,
+                                embedding_length=hidden, feed_forward_length=mlp, head_count=heads,
+                                head_count_kv=kv, rope_freq_base=1e4, layer_norm_rms_eps=1e-5,
+                                rope_dimension_count=hd, **metadata)

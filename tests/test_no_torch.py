@@ -9,12 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from conftest import write_tokenizer_gguf
+from conftest import write_llama_gguf
 
 REPO = Path(__file__).resolve().parents[1]
-HIDDEN, HEADS, KV, MLP, LAYERS = 32, 4, 2, 48, 2
 
 SCRIPT = r"""
 import importlib, importlib.util, json, pkgutil, sys
@@ -57,27 +54,8 @@ print(json.dumps({"imported": imported, "tokens": ids}))
 """
 
 
-def _tensors(vocab: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    hd = HIDDEN // HEADS
-    shapes = {"token_embd.weight": (vocab, HIDDEN), "output_norm.weight": (HIDDEN,)}
-    for i in range(LAYERS):
-        shapes.update({f"blk.{i}.attn_q.weight": (HEADS * hd, HIDDEN),
-                       f"blk.{i}.attn_k.weight": (KV * hd, HIDDEN),
-                       f"blk.{i}.attn_v.weight": (KV * hd, HIDDEN),
-                       f"blk.{i}.attn_output.weight": (HIDDEN, HEADS * hd),
-                       f"blk.{i}.ffn_gate.weight": (MLP, HIDDEN), f"blk.{i}.ffn_up.weight": (MLP, HIDDEN),
-                       f"blk.{i}.ffn_down.weight": (HIDDEN, MLP),
-                       f"blk.{i}.attn_norm.weight": (HIDDEN,), f"blk.{i}.ffn_norm.weight": (HIDDEN,)})
-    return {n: (1 + 0.1 * rng.standard_normal(s) if len(s) == 1 else 0.1 * rng.standard_normal(s))
-            for n, s in shapes.items()}
-
-
 def test_runtime_needs_no_torch(tmp_path):
-    metadata = dict(block_count=LAYERS, context_length=64, embedding_length=HIDDEN,
-                    feed_forward_length=MLP, head_count=HEADS, head_count_kv=KV,
-                    rope_freq_base=1e4, layer_norm_rms_eps=1e-5, rope_dimension_count=HIDDEN // HEADS)
-    write_tokenizer_gguf(tmp_path / "m.gguf", tensors=_tensors, **metadata)
+    write_llama_gguf(tmp_path / "m.gguf")
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "m.gguf"), str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 
 from mvjax.config import ModelConfig, PositionalConfig, RopeScaling
-from mvjax.convert.gguf_tokenizer import build_gguf_tokenizer, special_token_ids
+from mvjax.convert.gguf_tokenizer import tokenizer_from_reader
 from mvjax.convert.hf import interleaved_to_half, model_from_hf_tensors
-from mvjax.tokenizers import HFTokenizer
 
 _GLOBAL = {"token_embd.weight": "model.embed_tokens.weight",
            "output_norm.weight": "model.norm.weight",
@@ -172,5 +171,5 @@ def load_gguf(path: str | Path, layout: str = "half", tokenizer: bool = True):
     model = model_from_hf_tensors(cfg, gguf_tensors(reader, cfg, layout), where=str(path))
     tok = None
     if tokenizer and "tokenizer.ggml.model" in reader.fields:
-        tok = HFTokenizer(build_gguf_tokenizer(reader, where=str(path)), *special_token_ids(reader))
+        tok = tokenizer_from_reader(reader, where=str(path))
     return model, tok

@@ -103,18 +103,22 @@ def build_gguf_tokenizer(reader, where: str = "the GGUF"):
     return tok
 
 
-def special_token_ids(reader) -> tuple[int | None, int | None]:
-    """(BOS, EOS) ids the GGUF names, None where absent."""
-    def get(key: str) -> int | None:
+def tokenizer_from_reader(reader, where: str = "the GGUF"):
+    """The ``HFTokenizer`` a ``GGUFReader`` describes: BPE, its BOS/EOS/pad ids and (for a chat
+    model) its chat template, so an HF export can still ``apply_chat_template``."""
+    from mvjax.tokenizers import HFTokenizer
+
+    def token_id(key: str) -> int | None:
         v = _metadata(reader, f"tokenizer.ggml.{key}")
         return None if v is None else int(v)
-    return get("bos_token_id"), get("eos_token_id")
+
+    return HFTokenizer(build_gguf_tokenizer(reader, where), token_id("bos_token_id"),
+                       token_id("eos_token_id"), token_id("padding_token_id"),
+                       _metadata(reader, "tokenizer.chat_template"))
 
 
 def gguf_tokenizer(path: str | Path):
     """The ``HFTokenizer`` embedded in the GGUF at ``path`` (no transformers, no torch)."""
     from mvjax.convert.gguf import open_gguf
-    from mvjax.tokenizers import HFTokenizer
 
-    reader = open_gguf(path)
-    return HFTokenizer(build_gguf_tokenizer(reader, where=str(path)), *special_token_ids(reader))
+    return tokenizer_from_reader(open_gguf(path), where=str(path))

@@ -342,6 +342,11 @@ def load_hf(directory: str | Path):
     tok = None
     if (directory / "tokenizer.json").is_file():
         tok = HFTokenizer.from_file(directory / "tokenizer.json", cfg.bos_id, cfg.eos_id)
+        tc_file = directory / "tokenizer_config.json"
+        tc = json.loads(tc_file.read_text()) if tc_file.is_file() else {}
+        pad = tc.get("pad_token")
+        tok.pad_id = tok.tok.token_to_id(pad if isinstance(pad, str) else (pad or {}).get("content", ""))
+        tok.chat_template = tc.get("chat_template") or tok.chat_template
     return model, tok
 
 
@@ -360,8 +365,11 @@ def save_hf(directory: str | Path, model, tokenizer=None) -> Path:
             # model_input_names: without it transformers < 5 also feeds token_type_ids to LLaMA
             tc = {"tokenizer_class": "PreTrainedTokenizerFast",
                   "model_input_names": ["input_ids", "attention_mask"]}
-            for key, tid in (("bos_token", tokenizer.bos_id), ("eos_token", tokenizer.eos_id)):
+            for key, tid in (("bos_token", tokenizer.bos_id), ("eos_token", tokenizer.eos_id),
+                             ("pad_token", getattr(tokenizer, "pad_id", None))):
                 if tid is not None:
                     tc[key] = tokenizer.tok.id_to_token(int(tid))
+            if getattr(tokenizer, "chat_template", None):
+                tc["chat_template"] = tokenizer.chat_template
             (tmp / "tokenizer_config.json").write_text(json.dumps(tc, indent=2))
     return Path(directory).absolute()
