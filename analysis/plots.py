@@ -58,8 +58,16 @@ def dim_ticks(freqs: list[float | None], order: np.ndarray, n_ticks: int = 5
     labels = []
     for p in positions:
         f = freqs[int(order[p])]
-        labels.append(f"{int(order[p])}\n{2 * np.pi / f:.3g}" if f else f"{int(order[p])}\n—")
+        labels.append(f"{int(order[p])}\n{_tokens(2 * np.pi / f)}" if f else f"{int(order[p])}\n—")
     return positions, labels
+
+
+def _tokens(n: float) -> str:
+    """A token count in at most four characters: 6.28, 112, 2.0k, 438k, 1.2M."""
+    for scale, unit in ((1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.2g}{unit}" if n < 10 * scale else f"{n / scale:.0f}{unit}"
+    return f"{n:.3g}"
 
 
 def heatmaps(result: dict[str, Any], site: str, out_dir: Path, model_name: str = "",
@@ -93,8 +101,8 @@ def heatmaps(result: dict[str, Any], site: str, out_dir: Path, model_name: str =
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("head", fontsize=8)
-    for ax in axes[-1]:
-        ax.set_xlabel("dim index / wavelength (tokens), high → low freq", fontsize=7)
+    fig.supxlabel("head dim: index (as in the JSON) over RoPE wavelength in tokens, ordered from "
+                  "high to low frequency", fontsize=9)
     cbar = fig.colorbar(im, ax=axes, shrink=0.9, pad=0.01)
     cbar.set_label(f"M[h,d] / mean_d M[h,·]   (outlined: massive, > {lam:g})", fontsize=9)
     fig.suptitle(f"{model_name} {SITE_LABEL.get(site, site)}: per-(head, dim) L2 norm over tokens; "

@@ -136,7 +136,7 @@ def test_heatmap_ticks_name_real_dims_and_wavelengths():
     assert positions == list(range(8))
     assert [int(lab.split("\n")[0]) for lab in labels] == [int(d) for d in order]
     by_dim = {int(lab.split("\n")[0]): lab.split("\n")[1] for lab in labels}
-    assert by_dim[3] == "6.28e+03" and by_dim[0] == "6.28" and by_dim[7] == "—"
+    assert by_dim[3] == "6.3k" and by_dim[0] == "6.28" and by_dim[7] == "—"
 
 
 def test_figures_share_one_scale(model_dir, tmp_path, monkeypatch):
