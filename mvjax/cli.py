@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "analysis.cli",
     "mvjax.data.cli",
     "mvjax.convert.cli",
+    "mvjax.commands.generate",
     "mvjax.commands.experiment",
 )
 
@@ -23,7 +24,11 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mvjax", description="Massive values in attention: train, convert and analyze "
-        "RoPE / ALiBi / NoPE transformers in JAX.")
+        "RoPE / ALiBi / NoPE transformers in JAX.",
+        epilog="Speed: the mvjax command restarts itself once with glibc malloc tunables "
+        "(mvjax/host_memory.py) so XLA:CPU reuses its buffers instead of page-faulting them every "
+        "step, and says so on stderr. MVJAX_HOST_MALLOC=default opts out; a Python script gets the "
+        "same with mvjax.host_memory.reexec_tuned() as its first call.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -44,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     """The ``mvjax`` console script: restart once with the host-allocator tunables
     (``mvjax.host_memory``: XLA:CPU reuses its buffers instead of page-faulting them in every
-    step), then run the command."""
-    from mvjax.host_memory import reexec_tuned
+    step), say so, then run the command."""
+    from mvjax.host_memory import NOTICE, reexec_tuned, restarted_tuned
     reexec_tuned()
+    if restarted_tuned():
+        print(NOTICE, file=sys.stderr)
     sys.exit(main())
 
 

@@ -18,8 +18,10 @@ The gain was larger before ``mvjax.flash``, when every step wrote B×H×T×T buf
 step then took 8.35 s with 4.2M page faults stock and 6.4 s with 150k tuned.
 
 glibc reads tunables only at process start, so the ``mvjax`` command re-executes itself once with
-them set (``MVJAX_HOST_MALLOC=default`` opts out; a no-op off Linux/glibc). Library users who want
-the same speed start Python with ``GLIBC_TUNABLES`` set to :data:`TUNABLES`.
+them set, and says so on stderr (``MVJAX_HOST_MALLOC=default`` opts out; a no-op off Linux/glibc).
+Library code runs under whatever allocator its process started with; a script that wants the same
+speed calls :func:`reexec_tuned` first thing (or starts Python with ``GLIBC_TUNABLES`` set to
+:data:`TUNABLES`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ import sys
 TUNABLES = ("glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
             ":glibc.malloc.arena_max=1")
 _OPT_OUT = "MVJAX_HOST_MALLOC"
+_RESTARTED = "MVJAX_HOST_MALLOC_RESTARTED"  # set in the re-executed process, for the notice
+NOTICE = ("mvjax: running with the host-malloc tunables of mvjax.host_memory (restarted once; "
+          "MVJAX_HOST_MALLOC=default opts out)")
 
 
 def tuned_environment(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -65,12 +70,19 @@ def _applies() -> bool:
 
 def reexec_tuned() -> None:
     """Replace this process by the same command line started with the tunables; returns only when
-    nothing needs doing (already tuned, opted out, not glibc). Call it before any work starts."""
+    nothing needs doing (already tuned, opted out, not glibc). Call it before any work starts: the
+    one call a script needs for the ``mvjax`` command's speed."""
     if is_tuned():
         return
     env = tuned_environment()
     env[_OPT_OUT] = "default"  # whatever happens, never loop
+    env[_RESTARTED] = "1"
     argv = getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *argv[1:]], env)
+
+
+def restarted_tuned() -> bool:
+    """True once in a process that ``reexec_tuned`` started (the marker is consumed)."""
+    return os.environ.pop(_RESTARTED, None) == "1"

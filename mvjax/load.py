@@ -13,6 +13,26 @@ from __future__ import annotations
 from pathlib import Path
 
 NAMED = ("smollm2",)
+KINDS = ("named", "mvjax", "hf", "gguf")
+
+
+def detect_kind(path_or_name: str | Path) -> str:
+    """Which of ``KINDS`` a model argument is, in the order the module docstring lists."""
+    from mvjax.checkpoint import is_model_dir
+
+    key = str(path_or_name)
+    path = Path(key).expanduser()
+    if key.lower() in NAMED:
+        return "named"
+    if is_model_dir(path):
+        return "mvjax"
+    if path.is_dir() and (path / "config.json").is_file():
+        return "hf"
+    if path.is_file() and path.suffix == ".gguf":
+        return "gguf"
+    raise FileNotFoundError(
+        f"cannot load model {key!r}: expected one of {list(NAMED)}, an mvjax model directory "
+        "(config.json + params/), an HF LLaMA directory (config.json + *.safetensors) or a .gguf file")
 
 
 def load_layerwise(path_or_name: str | Path):
@@ -20,44 +40,44 @@ def load_layerwise(path_or_name: str | Path):
     that run one layer at a time (``mvjax.probe.collect_stats``). Model directories (and the cached
     conversion of a named model) are read one layer at a time; HF dirs and GGUF files are loaded
     whole (convert them with ``mvjax convert`` to stream them)."""
-    from mvjax.checkpoint import is_model_dir
     from mvjax.layerwise import CheckpointWeights, ModelWeights
 
-    key = str(path_or_name)
-    directory = Path(key).expanduser()
-    if key.lower() in NAMED:
+    kind = detect_kind(path_or_name)
+    if kind in ("named", "mvjax"):
         from mvjax.convert.weights import smollm2_dir
 
-        directory = smollm2_dir()  # converted once, then read from the cache
-    if is_model_dir(directory):
+        directory = smollm2_dir() if kind == "named" else Path(str(path_or_name)).expanduser()
         return CheckpointWeights(directory), _tokenizer_of(directory)
-    model, tok = load_pretrained(path_or_name)
+    model, tok = load_pretrained(path_or_name, kind=kind)
     return ModelWeights(model), tok
 
 
-def load_pretrained(path_or_name: str | Path):
-    """(Transformer, Tokenizer | None) for a named model, a model dir, an HF dir or a GGUF file."""
-    from mvjax.checkpoint import is_model_dir, load_model
-
+def load_pretrained(path_or_name: str | Path, kind: str = "auto", layout: str = "half"):
+    """(Transformer, Tokenizer | None) for a named model, a model dir, an HF dir or a GGUF file.
+    ``kind`` (one of ``KINDS``) skips detection; ``layout`` is the RoPE pair layout a GGUF's q/k
+    are imported in (``mvjax.convert.gguf``)."""
+    if kind not in ("auto", *KINDS):
+        raise ValueError(f"kind={kind!r} is invalid: use auto or one of {list(KINDS)}")
+    kind = detect_kind(path_or_name) if kind == "auto" else kind
     key = str(path_or_name)
-    if key.lower() in NAMED:
+    path = Path(key).expanduser()
+    if kind == "named":
+        if key.lower() not in NAMED:
+            raise FileNotFoundError(f"{key!r} is not a named model: use one of {list(NAMED)}")
         from mvjax.convert.weights import load_smollm2
 
         return load_smollm2()
-    path = Path(key).expanduser()
-    if is_model_dir(path):
+    if kind == "mvjax":
+        from mvjax.checkpoint import load_model
+
         return load_model(path), _tokenizer_of(path)
-    if path.is_dir() and (path / "config.json").is_file():
+    if kind == "hf":
         from mvjax.convert.hf import load_hf
 
         return load_hf(path)
-    if path.is_file() and path.suffix == ".gguf":
-        from mvjax.convert.gguf import load_gguf
+    from mvjax.convert.gguf import load_gguf
 
-        return load_gguf(path)
-    raise FileNotFoundError(
-        f"cannot load model {key!r}: expected one of {list(NAMED)}, an mvjax model directory "
-        "(config.json + params/), an HF LLaMA directory (config.json + *.safetensors) or a .gguf file")
+    return load_gguf(path, layout=layout)
 
 
 def _tokenizer_of(directory: Path):

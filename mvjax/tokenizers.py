@@ -115,3 +115,12 @@ def check_vocab(tokenizer: Tokenizer, vocab_size: int) -> None:
     if tokenizer.vocab_size > vocab_size:
         raise ValueError(f"tokenizer vocab {tokenizer.vocab_size} > model vocab_size {vocab_size}: "
                          "use the tokenizer the model was trained/converted with, or enlarge vocab_size")
+
+
+def encode_prompt(tok, text: str) -> list[int]:
+    """Prompt ids as the model's own tokenizer would make them: an HF tokenizer applies its
+    post-processor (adds BOS exactly when transformers would); the byte tokenizer prepends BOS."""
+    if hasattr(tok, "tok"):
+        return list(tok.tok.encode(text, add_special_tokens=True).ids)
+    ids = tok.encode(text)
+    return ([tok.bos_id] if tok.bos_id is not None else []) + ids

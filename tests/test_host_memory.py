@@ -47,3 +47,19 @@ def test_opt_out_runs_once_untouched():
     env["MVJAX_HOST_MALLOC"] = "default"
     lines = _run(env)
     assert lines == ["start", "tunables="]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables are Linux-only")
+def test_cli_restart_is_visible():
+    """`mvjax --help` explains the restart and the one call a script needs; a command that restarted
+    says so once on stderr, and an opted-out one does not."""
+    from mvjax.cli import build_parser
+    from mvjax.host_memory import NOTICE
+
+    assert "reexec_tuned()" in build_parser().format_help()
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MVJAX_HOST_MALLOC")}
+    for extra, expected in (({}, [NOTICE]), ({"MVJAX_HOST_MALLOC": "default"}, [])):
+        proc = subprocess.run([sys.executable, "-m", "mvjax.cli", "version"], env={**env, **extra},
+                              capture_output=True, text=True, timeout=120, check=True)
+        assert [line for line in proc.stderr.splitlines() if line.startswith("mvjax:")] == expected
+        assert proc.stdout.startswith("mvjax ")

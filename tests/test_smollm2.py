@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 
 import jax.numpy as jnp  # noqa: E402
 
-from mvjax.convert.cli import encode_prompt  # noqa: E402
+from mvjax.tokenizers import encode_prompt  # noqa: E402
 from mvjax.convert.gguf import load_gguf  # noqa: E402
 from mvjax.generate import generate  # noqa: E402
 
