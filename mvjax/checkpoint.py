@@ -22,6 +22,7 @@ from flax import nnx
 from mvjax.atomic import atomic_directory
 from mvjax.config import ModelConfig
 from mvjax.model import Transformer, init_model
+from mvjax.sharding import leaf_path
 from mvjax.tokenizers import Tokenizer
 
 CONFIG_FILE = "config.json"
@@ -67,14 +68,10 @@ def stored_param_tree(params_dir: Path) -> dict[str, Any]:
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-    """{"layers/0/attn/q_proj/kernel": shape} for a stored tree or an abstract nnx state."""
-    out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-        if keys and keys[-1] == "value":  # orbax stores each nnx.Variable as {"value": array}
-            keys.pop()
-        out["/".join(keys)] = tuple(leaf.shape)
-    return out
+    """{"layers.0.attn.q_proj.kernel": shape} for a stored tree or an abstract nnx state."""
+    # orbax stores each nnx.Variable as {"value": array}
+    return {leaf_path(path).removesuffix(".value"): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def check_param_shapes(stored_tree: dict[str, Any], abstract: nnx.State, where: Path) -> None:

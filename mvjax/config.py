@@ -228,19 +228,6 @@ class ModelConfig:
                              "model directory, or a .gguf file to `mvjax info`") from None
         return cls.from_text(text)
 
-    @classmethod
-    def from_hf(cls, hf_config: dict[str, Any]) -> "ModelConfig":
-        """From an HF LLaMA ``config.json`` dict; raises on unsupported math-changing fields."""
-        from mvjax.convert.hf import hf_to_model_config
-
-        return hf_to_model_config(hf_config)
-
-    def to_hf(self) -> dict[str, Any]:
-        """The HF ``LlamaConfig`` dict; raises if HF LLaMA cannot represent this model."""
-        from mvjax.convert.hf import model_config_to_hf
-
-        return model_config_to_hf(self)
-
     def diff(self, other: "ModelConfig") -> dict[str, tuple[Any, Any]]:
         """Fields that differ, as {field: (self, other)} — used to refuse mismatched restores."""
         a, b = self.to_dict(), other.to_dict()

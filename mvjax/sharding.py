@@ -90,6 +90,8 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices: list | None = None) -> Mes
 
 
 def leaf_path(path: tuple) -> str:
+    """Dotted name of a pytree leaf, e.g. ``layers.0.attn.q_proj.kernel``: what the partition rules
+    and the optimizer's weight-decay mask match on."""
     return jax.tree_util.keystr(path, simple=True, separator=".")
 
 

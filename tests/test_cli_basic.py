@@ -87,7 +87,7 @@ def test_load_params_for_other_config(model_dir, tmp_path):
     (d / CONFIG_FILE).write_text(json.dumps(data))
     with pytest.raises(ValueError) as e:
         load_model(d)
-    assert "\n" not in str(e.value) and "mlp/down_proj/kernel is stored with shape" in str(e.value)
+    assert "\n" not in str(e.value) and "mlp.down_proj.kernel is stored with shape" in str(e.value)
 
 
 def test_load_corrupt_config(model_dir, tmp_path):

@@ -175,18 +175,18 @@ def test_pair_permutation_inverse_and_matches_definition():
     assert [int(r) for r in inter[:8, 0] // 3] == [0, 4, 1, 5, 2, 6, 3, 7]
 
 
-def test_config_methods_delegate():
+def test_config_round_trips_through_hf():
     cfg = ModelConfig(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4, mlp_hidden=96)
-    assert ModelConfig.from_hf(cfg.to_hf()) == cfg
-    legacy = {**cfg.to_hf(), "rope_theta": 5e5, "rope_scaling": {"type": "linear", "factor": 4.0}}
+    assert hf_to_model_config(model_config_to_hf(cfg)) == cfg
+    legacy = {**model_config_to_hf(cfg), "rope_theta": 5e5, "rope_scaling": {"type": "linear", "factor": 4.0}}
     del legacy["rope_parameters"]
-    old = ModelConfig.from_hf(legacy)
+    old = hf_to_model_config(legacy)
     assert old.positional.theta == 5e5 and old.positional.scaling.factor == 4.0
     # an export carries both spellings (transformers < 5 reads only the legacy ones); they agree
-    scaled = ModelConfig.from_hf({**legacy, "rope_parameters": {"rope_type": "linear", "factor": 4.0,
+    scaled = hf_to_model_config({**legacy, "rope_parameters": {"rope_type": "linear", "factor": 4.0,
                                                                 "rope_theta": 5e5}})
-    assert scaled == old and ModelConfig.from_hf(old.to_hf()) == old
-    assert old.to_hf()["rope_theta"] == 5e5 and old.to_hf()["rope_scaling"]["factor"] == 4.0
+    assert scaled == old and hf_to_model_config(model_config_to_hf(old)) == old
+    assert model_config_to_hf(old)["rope_theta"] == 5e5 and model_config_to_hf(old)["rope_scaling"]["factor"] == 4.0
 
 
 @pytest.mark.parametrize("legacy", [{"rope_scaling": {"type": "linear", "factor": 4.0}},
@@ -202,8 +202,8 @@ def test_disagreeing_legacy_rope_fields_are_refused(legacy):
         hf_to_model_config({**BASE, **params, **legacy})
 
 
-BASE = ModelConfig(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4,
-                   mlp_hidden=96).to_hf()
+BASE = model_config_to_hf(ModelConfig(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4,
+                                      mlp_hidden=96))
 
 
 @pytest.mark.parametrize("field,value", [

@@ -12,12 +12,8 @@ from typing import Any
 import jax
 import optax
 
+from mvjax.sharding import leaf_path
 from train.config import OptimConfig
-
-
-def param_path(path: tuple) -> str:
-    """Dotted name of a leaf in the params dict, e.g. ``layers.0.attn.q_proj.kernel``."""
-    return jax.tree_util.keystr(path, simple=True, separator=".")
 
 
 def is_norm(name: str) -> bool:
@@ -31,7 +27,7 @@ def is_embedding(name: str) -> bool:
 def decay_mask(params: Any, cfg: OptimConfig) -> Any:
     """A pytree of bools: True where weight decay applies."""
     def decays(path: tuple, _: Any) -> bool:
-        name = param_path(path)
+        name = leaf_path(path)
         if is_norm(name):
             return cfg.decay_norms
         if is_embedding(name):

@@ -44,7 +44,9 @@ def _info(args: argparse.Namespace) -> int:
 
         cfg = gguf_model_config(open_gguf(path))
     elif path.is_dir() and not is_model_dir(path) and any(path.glob("*.safetensors")):
-        cfg = ModelConfig.from_hf(json.loads((path / CONFIG_FILE).read_text()))
+        from mvjax.convert.hf import hf_to_model_config
+
+        cfg = hf_to_model_config(json.loads((path / CONFIG_FILE).read_text()))
     else:
         cfg = ModelConfig.load(path / CONFIG_FILE if path.is_dir() else path)
     print(cfg.to_json() + "\n" if args.format == "json" else cfg.to_yaml(), end="")
