@@ -48,8 +48,7 @@ def _run(gguf_path: Path, out: Path) -> None:
     import jax
 
     from mvjax.checkpoint import load_model, save_model
-    from mvjax.convert.gguf import load_gguf
-    from mvjax.convert.gguf_tokenizer import gguf_tokenizer
+    from mvjax.convert.gguf import gguf_tokenizer, load_gguf
     from mvjax.convert.hf import load_hf, save_hf
     from mvjax.tokenizers import load_tokenizer
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import SPECIAL_TOKENS, TOKENIZER_TEXT, USER_TOKEN, write_tokenizer_gguf
-from mvjax.convert.gguf import open_gguf
-from mvjax.convert.gguf_tokenizer import build_gguf_tokenizer, byte_alphabet, gguf_tokenizer
+from mvjax.convert.gguf import gguf_tokenizer, open_gguf
+from mvjax.convert.gguf_tokenizer import build_gguf_tokenizer, byte_alphabet
 
 TEXTS = [TOKENIZER_TEXT[:200], "Paris 1234567 2025\n\n   x\ty", "<|im_start|>user\nhi<|im_end|>",
          f"a {USER_TOKEN} b <|endoftext|>", "naïve café 東京 🙂", "", "it's WE'LL I'M"]

@@ -173,3 +173,8 @@ def load_gguf(path: str | Path, layout: str = "half", tokenizer: bool = True):
     if tokenizer and "tokenizer.ggml.model" in reader.fields:
         tok = tokenizer_from_reader(reader, where=str(path))
     return model, tok
+
+
+def gguf_tokenizer(path: str | Path):
+    """The tokenizer embedded in the GGUF at ``path`` (no transformers, no torch)."""
+    return tokenizer_from_reader(open_gguf(path), where=str(path))

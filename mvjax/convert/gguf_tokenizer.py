@@ -14,7 +14,6 @@ what to do instead; nothing falls back silently to a different split.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 # llama.cpp token types (``tokenizer.ggml.token_type``).
@@ -115,10 +114,3 @@ def tokenizer_from_reader(reader, where: str = "the GGUF"):
     return HFTokenizer(build_gguf_tokenizer(reader, where), token_id("bos_token_id"),
                        token_id("eos_token_id"), token_id("padding_token_id"),
                        _metadata(reader, "tokenizer.chat_template"))
-
-
-def gguf_tokenizer(path: str | Path):
-    """The ``HFTokenizer`` embedded in the GGUF at ``path`` (no transformers, no torch)."""
-    from mvjax.convert.gguf import open_gguf
-
-    return tokenizer_from_reader(open_gguf(path), where=str(path))
