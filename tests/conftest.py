@@ -81,7 +81,7 @@ def write_tokenizer_gguf(path, pre: str | None = "smollm", n_tokens: int = 400, 
 
 
 def write_llama_gguf(path, hidden: int = 32, heads: int = 4, kv: int = 2, mlp: int = 48,
-                     layers: int = 2, **metadata) -> list[str]:
+                     layers: int = 2, theta: float = 1e4, **metadata) -> list[str]:
     """A complete small LLaMA GGUF (random weights, the in-test BPE vocabulary), written with numpy
     alone. Returns the tokens."""
     hd = hidden // heads
@@ -103,5 +103,5 @@ def write_llama_gguf(path, hidden: int = 32, heads: int = 4, kv: int = 2, mlp: i
 
     return write_tokenizer_gguf(path, tensors=tensors, block_count=layers, context_length=64,
                                 embedding_length=hidden, feed_forward_length=mlp, head_count=heads,
-                                head_count_kv=kv, rope_freq_base=1e4, layer_norm_rms_eps=1e-5,
+                                head_count_kv=kv, rope_freq_base=theta, layer_norm_rms_eps=1e-5,
                                 rope_dimension_count=hd, **metadata)
