@@ -3,7 +3,7 @@ the causal attention core replaced by a stand-in that keeps the q/k/v projection
 (``v + 1e-3·(q + k)``), and PyTorch eager — each in its own worker process (allocator tunables on
 all three), alternating.
 
-    .venv/bin/python benchmarks/attention_share.py --config small --rounds 2
+    .venv/bin/python benchmarks/attention_share.py --config cpu-512 --rounds 2
 
 Prints JSON with seconds per step for each (median over rounds) and two ratios: mvjax vs torch,
 and what mvjax vs torch would be with a free attention core (an upper bound for any attention
@@ -22,7 +22,7 @@ from train_throughput import CONFIGS, Worker
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="small", choices=sorted(CONFIGS))
+    ap.add_argument("--config", default="cpu-512", choices=sorted(CONFIGS))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2, help="timed steps per round and runner")
     args = ap.parse_args()

@@ -53,13 +53,13 @@ def main() -> None:
         report["gemms"][name] = {p: 2 * m * k * n_ / s / 1e9 for p, s in secs.items()}
         return count * sum(secs.values())
 
-    c = CONFIGS["small"]
+    c = CONFIGS["cpu-512"]
     rows, d, f = c["batch"] * c["seq"], c["hidden"], c["mlp"]
-    train = (record(f"small {rows}x{d}x{d} (q,k,v,o)", rows, d, d, 4 * c["layers"])
-             + record(f"small {rows}x{d}x{f} (gate,up)", rows, d, f, 2 * c["layers"])
-             + record(f"small {rows}x{f}x{d} (down)", rows, f, d, c["layers"])
-             + record(f"small {rows}x{d}x{c['vocab']} (head)", rows, d, c["vocab"], 1))
-    report["small_step_matmul_floor_s"] = train
+    train = (record(f"cpu-512 {rows}x{d}x{d} (q,k,v,o)", rows, d, d, 4 * c["layers"])
+             + record(f"cpu-512 {rows}x{d}x{f} (gate,up)", rows, d, f, 2 * c["layers"])
+             + record(f"cpu-512 {rows}x{f}x{d} (down)", rows, f, d, c["layers"])
+             + record(f"cpu-512 {rows}x{d}x{c['vocab']} (head)", rows, d, c["vocab"], 1))
+    report["cpu-512_step_matmul_floor_s"] = train
 
     rows, d, kv, f, layers = 2048, 576, 192, 1536, 30  # SmolLM2-135M, 4×512 tokens per batch
     fwd = ("forward",)
@@ -76,7 +76,7 @@ def main() -> None:
                       num_heads=c["heads"], mlp_hidden=c["mlp"], max_seq_len=c["seq"],
                       tie_embeddings=False)
     step_flops = flops_per_token(cfg, c["seq"]) * c["batch"] * c["seq"]
-    report["small_mfu_if_step_were_only_its_matmuls"] = step_flops / train / max(peaks)
+    report["cpu-512_mfu_if_step_were_only_its_matmuls"] = step_flops / train / max(peaks)
     print(json.dumps(report, indent=2))
 
 

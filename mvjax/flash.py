@@ -6,7 +6,7 @@ sequence at a time (a ``lax.map``), and within a sequence the queries in blocks 
 keys up to the block's last row (the masked upper triangle is never computed), so each block's
 H×t×s scores fit in cache. The backward pass is written by hand (``custom_vjp``): it saves only
 q, k, v, the output and the per-row log-sum-exp, and recomputes the probabilities block by block.
-Measured on the ``small`` training config (2-core CPU): the same step time as the plain blocked
+Measured on the ``cpu-512`` benchmark config (2-core CPU): the same step time as the plain blocked
 core, with peak RSS 4.1 → 3.2 GB, and a heap that stays bounded under ``mvjax.host_memory``'s
 allocator settings (the plain core grew it to 9.9 GB).
 

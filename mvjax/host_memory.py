@@ -11,10 +11,10 @@ glibc ≥ 2.35; a no-op where THP is off). The cost: the process keeps its peak 
 which is what a training or analysis process needs anyway.
 
 Measured on this project's 2-core CPU, stock → tuned, each in its own process, alternating
-(``python benchmarks/train_throughput.py --configs tiny,small --rounds 3 --steps 3 --no-torch
---stock``): tiny 2,689 → 3,172 tok/s, small 592 → 634 tok/s (another run: 581 → 570, no gain;
-a later one, with torch as well: tiny 2,820 → 3,361, small 486 → 595).
-The gain was larger before ``mvjax.flash``, when every step wrote B×H×T×T buffers: a ``small``
+(``python benchmarks/train_throughput.py --configs cpu-256,cpu-512 --rounds 3 --steps 3 --no-torch
+--stock``): cpu-256 2,689 → 3,172 tok/s, cpu-512 592 → 634 tok/s (another run: 581 → 570, no gain;
+a later one, with torch as well: cpu-256 2,820 → 3,361, cpu-512 486 → 595).
+The gain was larger before ``mvjax.flash``, when every step wrote B×H×T×T buffers: a ``cpu-512``
 step then took 8.35 s with 4.2M page faults stock and 6.4 s with 150k tuned.
 
 glibc reads tunables only at process start, so the ``mvjax`` command re-executes itself once with

@@ -72,7 +72,7 @@ class Output(NamedTuple):
 class Linear(nnx.Linear):
     """``nnx.Linear`` applied to a 2-D view of the input: XLA's CPU backend computes the weight
     gradient of a (B·T)×D matmul faster than a B×T×D contraction over two axes (MLP+projection
-    gradient of the small benchmark config: 10.0 s → 7.7 s per step)."""
+    gradient of the cpu-512 benchmark config: 10.0 s → 7.7 s per step)."""
 
     def __call__(self, x: Array) -> Array:
         y = super().__call__(x.reshape(-1, x.shape[-1]))

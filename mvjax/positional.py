@@ -52,7 +52,7 @@ def apply_rope(x_BxTxHxD: Array, positions_BxT: Array, inv_freq: np.ndarray,
     angle_BxTxP = positions_BxT.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)
     # The barrier materializes the B×T×P tables once: left to itself XLA fuses cos/sin into every
     # consumer and evaluates them per element of B×T×H×D, in the backward too (107 cosines in the
-    # small benchmark's step, ~10% of its time).
+    # cpu-512 benchmark's step, ~10% of its time).
     cos, sin = jax.lax.optimization_barrier((jnp.cos(angle_BxTxP), jnp.sin(angle_BxTxP)))
     cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     xr = x_BxTxHxD[..., :rot].astype(jnp.float32)
