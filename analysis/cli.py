@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-DEFAULT_SITES = ("q", "k", "v", "q_rot", "k_rot")
+from mvjax.sites import STAT_SITES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="massive iff M > lambda * mean (default 5)")
     p.add_argument("--mean-over", choices=("head", "global"), default="head")
     p.add_argument("--top-k", type=int, default=1, help="top dims per head to report (1 for Llama)")
-    p.add_argument("--sites", default=",".join(DEFAULT_SITES),
-                   help=f"comma-separated sites (default {','.join(DEFAULT_SITES)})")
+    p.add_argument("--sites", default=",".join(STAT_SITES),
+                   help=f"comma-separated sites (default {','.join(STAT_SITES)})")
     p.add_argument("--bar-layer", type=int, default=None,
                    help="layer for the 3-D bar figure (default: the layer whose pre-RoPE K has "
                    "the highest median max/mean ratio)")
@@ -93,8 +93,6 @@ def batches(rows, batch_size: int):
 
 
 def _check_args(args: argparse.Namespace) -> tuple[str, ...]:
-    from mvjax.probe import STAT_SITES
-
     sites = tuple(s.strip() for s in args.sites.split(",") if s.strip())
     unknown = [s for s in sites if s not in STAT_SITES]
     if unknown or not sites:

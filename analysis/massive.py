@@ -30,10 +30,10 @@ import numpy as np
 
 from mvjax.config import ModelConfig
 from mvjax.positional import dim_to_frequency
+from mvjax.sites import QK_SITES, STAT_SITES
 
 MEAN_OVER = ("head", "global")
 AGGREGATIONS = ("pooled",)
-QK_SITES = ("q", "k", "q_rot", "k_rot")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +178,7 @@ def analyze(records: dict[str, dict[int, Any]], cfg: ModelConfig,
     """Per-site, per-layer metrics and M matrices from ``collect_stats`` records, plus the summary
     (first layer with massive entries per site, totals, pooled low-frequency shares)."""
     sites: dict[str, Any] = {}
-    order = ("q", "k", "v", "q_rot", "k_rot")
+    order = STAT_SITES
     for site in sorted(records, key=lambda s: order.index(s) if s in order else len(order)):
         per_layer = records[site]
         layers = []

@@ -22,9 +22,9 @@ from flax import nnx
 from mvjax.config import ModelConfig
 from mvjax.flash import causal_attention
 from mvjax.positional import Scheme, build_scheme
+from mvjax.sites import SITES
 
 Array = jax.Array
-SITES = ("q", "k", "v", "q_rot", "k_rot", "attn")
 
 
 class SiteContext(NamedTuple):

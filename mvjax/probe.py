@@ -28,9 +28,8 @@ import numpy as np
 from flax import nnx
 
 from mvjax.model import SiteContext
+from mvjax.sites import STAT_SITES
 
-# Sites whose activation is B×T×heads×D (attention probabilities are B×H×T×S and need other stats).
-STAT_SITES = ("q", "k", "v", "q_rot", "k_rot")
 
 
 class Stats(NamedTuple):
