@@ -44,7 +44,6 @@ class DisruptConfig:
     chosen_layers: tuple[int, ...] | None = None  # None: layers with a λ-massive Q or K entry
     phases: str = "prefill"
     batch_size: int = 8
-    cont_len: int = 8
 
     def __post_init__(self) -> None:
         if self.method not in METHODS or self.method == "quant":
@@ -131,19 +130,10 @@ def counted_items(task: Task, encoded, ll) -> list[int]:
     return [i for i, e in enumerate(encoded) if e.n_choices and rank_correct(ll[i][:e.n_choices], e.answer)]
 
 
-def disrupt(model, tokenizer, tasks: list[Task], config: DisruptConfig = DisruptConfig(),
-            ppl_rows: np.ndarray | None = None, progress: bool = True) -> dict[str, Any]:
-    """Score ``tasks`` (and perplexity on ``ppl_rows``, N×T BOS-first token rows) for the
-    original model, the massive-dims disruption and every control. Returns a JSON-ready dict."""
+def baseline_pass(scorer, tasks: list[Task], encoded: dict, sites, progress: bool):
+    """Score the unmodified model and gather ``Energy`` at ``sites`` in the same pass:
+    (runs, energy, counted items per task)."""
     from tqdm.auto import tqdm
-
-    if not tasks:
-        raise ValueError("no tasks to score: give at least one task")
-    cfg = model.cfg
-    scorer = Scorer(model, config.batch_size, config.cont_len)
-    encoded = {t.name: encode_task(tokenizer, t) for t in tasks}
-    n_items = sum(len(e) for e in encoded.values())
-    sites = (config.q_site, config.k_site)
 
     energy: dict | None = None
 
@@ -151,33 +141,56 @@ def disrupt(model, tokenizer, tasks: list[Task], config: DisruptConfig = Disrupt
         nonlocal energy
         energy = add_energy(energy, records)
 
-    bar = tqdm(total=n_items, desc="original + statistics", disable=not progress, unit="item")
-    base = {t.name: scorer.run(encoded[t.name], PromptEnergy(frozenset(sites)), keep_energy, bar)
+    bar = tqdm(total=sum(len(e) for e in encoded.values()), desc="original + statistics",
+               disable=not progress, unit="item")
+    runs = {t.name: scorer.run(encoded[t.name], PromptEnergy(frozenset(sites)), keep_energy, bar)
             for t in tasks}
     bar.close()
+    keep = {t.name: counted_items(t, encoded[t.name], runs[t.name][0]) for t in tasks}
+    return runs, energy, keep
+
+
+def evaluate_condition(scorer, tasks: list[Task], encoded: dict, keep: dict, probe, ppl_rows,
+                       name: str, progress: bool, runs: dict | None = None) -> dict[str, Any]:
+    """{"tasks": {task: scores}, "perplexity", "first_token_attention"} of one condition. The
+    probe (an ``Intervention``) is applied to the tasks, and with ``sink=True`` to the held-out
+    rows; ``runs`` reuses already computed task runs."""
+    from tqdm.auto import tqdm
+
+    if runs is None:
+        bar = tqdm(total=sum(len(e) for e in encoded.values()), desc=name, disable=not progress,
+                   unit="item")
+        runs = {t.name: scorer.run(encoded[t.name], probe, progress=bar) for t in tasks}
+        bar.close()
+    entry: dict[str, Any] = {"tasks": {t.name: score_task(encoded[t.name], *runs[t.name],
+                                                          t.rank_chance, keep[t.name])
+                                       for t in tasks}}
+    if ppl_rows is not None:
+        entry["perplexity"], entry["first_token_attention"] = perplexity(
+            scorer.model, ppl_rows, dataclasses.replace(probe, sink=True))
+    return entry
+
+
+def disrupt(model, tokenizer, tasks: list[Task], config: DisruptConfig = DisruptConfig(),
+            ppl_rows: np.ndarray | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score ``tasks`` (and perplexity on ``ppl_rows``, N×T BOS-first token rows) for the
+    original model, the massive-dims disruption and every control. Returns a JSON-ready dict."""
+    if not tasks:
+        raise ValueError("no tasks to score: give at least one task")
+    cfg = model.cfg
+    scorer = Scorer(model, config.batch_size)
+    encoded = {t.name: encode_task(tokenizer, t) for t in tasks}
+    base, energy, keep = baseline_pass(scorer, tasks, encoded, (config.q_site, config.k_site), progress)
     conds, info = build_conditions(energy, cfg, config)
-    keep = {t.name: counted_items(t, encoded[t.name], base[t.name][0]) for t in tasks}
 
     results: dict[str, Any] = {}
     for cond in conds:
         probe = intervention(cfg, cond.masks, config.method, keep_first=cond.keep_first,
                              phases=config.phases)
-        if cond.name == "original":
-            runs = base
-        else:
-            bar = tqdm(total=n_items, desc=cond.name, disable=not progress, unit="item")
-            runs = {t.name: scorer.run(encoded[t.name], probe, progress=bar) for t in tasks}
-            bar.close()
-        entry: dict[str, Any] = {"group": cond.group, "description": cond.description,
-                                 "keep_first": cond.keep_first, "tasks": {}}
-        for t in tasks:
-            ll, hits = runs[t.name]
-            entry["tasks"][t.name] = score_task(encoded[t.name], ll, hits, t.rank_chance, keep[t.name])
-        if ppl_rows is not None:
-            sink_probe = intervention(cfg, cond.masks, config.method, keep_first=cond.keep_first,
-                                      phases=config.phases, sink=True)
-            entry["perplexity"], entry["first_token_attention"] = perplexity(model, ppl_rows, sink_probe)
-        results[cond.name] = entry
+        entry = {"group": cond.group, "description": cond.description, "keep_first": cond.keep_first}
+        results[cond.name] = entry | evaluate_condition(
+            scorer, tasks, encoded, keep, probe, ppl_rows, cond.name, progress,
+            runs=base if cond.name == "original" else None)
 
     return {
         "config": dataclasses.asdict(config),

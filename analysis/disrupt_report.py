@@ -161,12 +161,17 @@ def disrupt_claims(result: dict) -> list[str]:
     return out
 
 
-def write_disrupt_report(result: dict, out: Path, title: str, claims: list[str]) -> Path:
-    """Figures (bars with controls side by side, first-token attention per layer) and report.md."""
+def condition_figure(result: dict, out: Path, title: str) -> str:
+    """Bars per task with every condition side by side (seeded controls pooled); the PNG's name."""
     cols = columns(result)
     table = {t: {c: cell(result, c, t, metric_of(result, t)) for c in cols} for t in result["tasks"]}
     condition_bars(table, cols, out, "accuracy_by_condition", f"{title}: accuracy per condition")
-    figs = ["accuracy_by_condition.png"]
+    return "accuracy_by_condition.png"
+
+
+def write_disrupt_report(result: dict, out: Path, title: str, claims: list[str]) -> Path:
+    """Figures (bars with controls side by side, first-token attention per layer) and report.md."""
+    figs = [condition_figure(result, out, title)]
     sinks = {c: e["first_token_attention"] for c, e in result["conditions"].items()
              if e.get("first_token_attention")}
     if sinks:

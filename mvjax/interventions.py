@@ -85,9 +85,10 @@ class Intervention:
 
     masks: Mapping[str, Any]
     keep_first: Any = False
+    qmax: Any = 0.0  # largest quantization level, 2^(bits-1) - 1 (a leaf: bit widths share a compile)
     method: str = dataclasses.field(default="mean", metadata=dict(static=True))
     phases: str = dataclasses.field(default="prefill", metadata=dict(static=True))
-    quant: QuantSpec | None = dataclasses.field(default=None, metadata=dict(static=True))
+    granularity: str | None = dataclasses.field(default=None, metadata=dict(static=True))
     sink: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     def __post_init__(self) -> None:
@@ -97,7 +98,7 @@ class Intervention:
             raise ValueError(f"method={self.method!r} is invalid: use one of {METHODS}")
         if self.phases not in PHASE_RULES:
             raise ValueError(f"phases={self.phases!r} is invalid: use one of {PHASE_RULES}")
-        if (self.method == "quant") != (self.quant is not None):
+        if (self.method == "quant") != (self.granularity is not None):
             raise ValueError("give a QuantSpec exactly when method='quant'")
 
     @property
@@ -107,8 +108,8 @@ class Intervention:
     def _key(self) -> tuple:
         masks = tuple((s, np.asarray(m, bool).shape, np.packbits(np.asarray(m, bool)).tobytes())
                       for s, m in sorted(self.masks.items()))
-        return (masks, bool(np.asarray(self.keep_first)), self.method, self.phases, self.quant,
-                self.sink)
+        return (masks, bool(np.asarray(self.keep_first)), float(np.asarray(self.qmax)), self.method,
+                self.phases, self.granularity, self.sink)
 
     def __hash__(self) -> int:
         return hash(self._key())
@@ -130,7 +131,7 @@ class Intervention:
             mean = prompt_mean(x, ctx.valid_BxT) if state is None else state
             out = jnp.where(sel, mean[:, None].astype(x.dtype), x)
             return out, (mean if self.phases == "all" and state is None else None)
-        out, scale = fake_quantize(x, sel, ctx.valid_BxT, self.quant, state)
+        out, scale = fake_quantize(x, sel, self.granularity, self.qmax, state)
         return out, (scale if self.phases == "all" and state is None else None)
 
 
@@ -149,20 +150,19 @@ def prompt_mean(x_BxTxHxD: jax.Array, valid_BxT: jax.Array) -> jax.Array:
     return total / jnp.maximum(jnp.sum(valid_BxT, axis=1), 1)[:, None, None]
 
 
-def fake_quantize(x_BxTxHxD: jax.Array, sel: jax.Array, valid_BxT: jax.Array, spec: QuantSpec,
+def fake_quantize(x_BxTxHxD: jax.Array, sel: jax.Array, granularity: str, qmax: Any,
                   scale: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """Round the selected entries to ``spec.bits`` symmetric levels; returns (x', scale). The scale
-    is computed over the selected entries of each group unless given (decode: the prompt's)."""
+    """Round the selected entries to the symmetric levels -qmax..qmax times a scale; returns
+    (x', scale). The scale is the absmax of the selected entries of each group / qmax unless given
+    (decode: the prompt's; per-token scales are always fresh)."""
     xf = x_BxTxHxD.astype(jnp.float32)
-    if scale is None:
+    qmax = jnp.asarray(qmax, jnp.float32)
+    if scale is None or granularity == "token":
         a = jnp.where(sel, jnp.abs(xf), 0.0)
-        axes = {"tensor": (1, 2, 3), "token": (3,), "channel": (1,)}[spec.granularity]
-        scale = jnp.max(a, axis=axes, keepdims=True) / spec.qmax
-    elif spec.granularity == "token":  # per-token scales are never carried over
-        a = jnp.where(sel, jnp.abs(xf), 0.0)
-        scale = jnp.max(a, axis=3, keepdims=True) / spec.qmax
+        axes = {"tensor": (1, 2, 3), "token": (3,), "channel": (1,)}[granularity]
+        scale = jnp.max(a, axis=axes, keepdims=True) / qmax
     safe = jnp.where(scale > 0, scale, 1.0)
-    q = jnp.clip(jnp.round(xf / safe), -spec.qmax, spec.qmax) * safe
+    q = jnp.clip(jnp.round(xf / safe), -qmax, qmax) * safe
     return jnp.where(sel & (scale > 0), q.astype(x_BxTxHxD.dtype), x_BxTxHxD), scale
 
 
@@ -212,4 +212,8 @@ def intervention(cfg: ModelConfig, masks: Mapping[str, Any], method: str = "mean
                  keep_first: bool = False, phases: str = "prefill", quant: QuantSpec | None = None,
                  sink: bool = False) -> Intervention:
     """A checked ``Intervention`` for ``cfg`` (mask shapes validated)."""
-    return Intervention(check_masks(cfg, masks), np.bool_(keep_first), method, phases, quant, sink)
+    if (method == "quant") != (quant is not None):
+        raise ValueError("give a QuantSpec exactly when method='quant'")
+    return Intervention(check_masks(cfg, masks), np.bool_(keep_first),
+                        np.float32(quant.qmax if quant else 0), method, phases,
+                        quant.granularity if quant else None, sink)
