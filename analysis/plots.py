@@ -172,8 +172,8 @@ def condition_bars(table: dict[str, dict[str, dict[str, Any]]], conditions: list
                 continue
             xs.append(i - 0.4 + (j + 0.5) * width)
             ys.append(100 * s["accuracy"])
-            lo.append(100 * (s["accuracy"] - s["ci95"][0]))
-            hi.append(100 * (s["ci95"][1] - s["accuracy"]))
+            lo.append(max(0.0, 100 * (s["accuracy"] - s["ci95"][0])))  # rounding can cross
+            hi.append(max(0.0, 100 * (s["ci95"][1] - s["accuracy"])))
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=cond, color=f"C{j % 10}",
                error_kw={"lw": 0.7})
     for i, task in enumerate(tasks):
