@@ -74,7 +74,7 @@ def quantized_weights(model, bits: int, protect: dict[str, np.ndarray] | None = 
     for layer, block in enumerate(m.layers):
         for site, proj in (("q", block.attn.q_proj), ("k", block.attn.k_proj)):
             keep = None if protect is None else np.flatnonzero(protect[site][layer].reshape(-1))
-            proj.kernel.value = jnp.asarray(rtn_rows(np.asarray(proj.kernel.value), bits, keep))
+            proj.kernel[...] = jnp.asarray(rtn_rows(np.asarray(proj.kernel[...]), bits, keep))
     return m
 
 
