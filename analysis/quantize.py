@@ -182,3 +182,19 @@ def quant_table(result: dict) -> str:
         rows.append(f"| {name} | " + " | ".join(_pct(cell(result, name, t, metric_of(result, t))) for t in tasks)
                     + f" | {'–' if ppl is None else f'{ppl:.2f}'} |")
     return "\n".join(rows)
+
+
+def write_quantize_report(result: dict, out, title: str):
+    """Bars per task with every condition side by side, and report.md with the table."""
+    from analysis.disrupt_report import condition_figure
+
+    fig = condition_figure(result, out, title)
+    lines = [f"# {title}", "", "## Definition (fixed before the run)", ""]
+    lines += [f"- {k}: {v}" for k, v in result["definition"].items()]
+    lines += [f"- git SHA: `{result['git_sha']}`; config in results.json.", "",
+              "## Accuracy (%) per condition (parametric tasks: items the unmodified model gets right)",
+              "", quant_table(result), "", "## Claims", ""]
+    lines += [f"- {c}" for c in result["claims"]] + ["", f"![{fig}]({fig})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -98,3 +98,26 @@ def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]
             "run": {"quick": bool(args.quick), "preset": {k: list(v) if isinstance(v, tuple) else v
                                                            for k, v in preset_.items()},
                     "task_files": list(args.tasks), "seed": args.seed}}
+
+
+def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, claims, write) -> int:
+    """The shared frame: load, check ``top_k`` against the model, ``compute(model, tok, tasks,
+    ppl_rows) -> dict``, add the run record and ``claims(result)``, write results.json, then
+    ``write(result, out)`` (figures and report.md); print a JSON summary."""
+    import json
+    import time
+
+    t0 = time.time()
+    model, tok, tasks, p = load_model_and_tasks(args)
+    if not 1 <= top_k <= model.cfg.head_dim:
+        raise ValueError(f"--top-k {top_k} is invalid: use 1..head_dim={model.cfg.head_dim}")
+    rows = ppl_rows(tok, p["ppl_rows"], p["ppl_len"])
+    result = {"experiment": name, **run_record(args, model, p), **compute(model, tok, tasks, rows)}
+    result["seconds"] = round(time.time() - t0, 1)
+    result["claims"] = claims(result)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    write(result, out)
+    print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": result["claims"]}, indent=1))
+    return 0

@@ -4,9 +4,6 @@ write results.json, bar charts and report.md (``analysis.disrupt`` holds the lib
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,20 +48,10 @@ def run(args: argparse.Namespace) -> int:
                            phases=args.phases, batch_size=args.batch_size)
     from analysis.disrupt import disrupt
     from analysis.disrupt_report import disrupt_claims, write_disrupt_report
-    from analysis.experiments.common import load_model_and_tasks, ppl_rows, run_record
+    from analysis.experiments.common import run_experiment
 
-    t0 = time.time()
-    model, tok, tasks, p = load_model_and_tasks(args)
-    if config.top_k > model.cfg.head_dim:
-        raise ValueError(f"--top-k {config.top_k} exceeds head_dim {model.cfg.head_dim}: pick fewer dims")
-    rows = ppl_rows(tok, p["ppl_rows"], p["ppl_len"])
-    result = {"experiment": "disrupt", **run_record(args, model, p),
-              **disrupt(model, tok, tasks, config, rows)}
-    result["seconds"] = round(time.time() - t0, 1)
-    result["claims"] = disrupt_claims(result)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    write_disrupt_report(result, out, f"Disrupting massive values — {args.model}", result["claims"])
-    print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": result["claims"]}, indent=1))
-    return 0
+    return run_experiment(
+        args, "disrupt", config.top_k,
+        lambda model, tok, tasks, rows: disrupt(model, tok, tasks, config, rows), disrupt_claims,
+        lambda result, out: write_disrupt_report(result, out, f"Disrupting massive values — {args.model}",
+                                                 result["claims"]))

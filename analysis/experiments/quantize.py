@@ -5,9 +5,6 @@ dims kept in full precision; same tasks and perplexity as ``disrupt``."""
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
 
 QUICK = {"bits": (4,), "granularities": ("token", "channel"), "sides": ("post",), "weight_bits": (4,)}
 
@@ -27,30 +24,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = QuantizeConfig(top_k=args.top_k, batch_size=args.batch_size,
                             **(QUICK if args.quick else {}))
-    from analysis.disrupt_report import condition_figure
-    from analysis.experiments.common import load_model_and_tasks, ppl_rows, run_record
-    from analysis.quantize import quant_table, quantize, quantize_claims
+    from analysis.experiments.common import run_experiment
+    from analysis.quantize import quantize, quantize_claims, write_quantize_report
 
-    t0 = time.time()
-    model, tok, tasks, p = load_model_and_tasks(args)
-    if not 1 <= config.top_k <= model.cfg.head_dim:
-        raise ValueError(f"--top-k {config.top_k} is invalid: use 1..head_dim={model.cfg.head_dim}")
-    rows = ppl_rows(tok, p["ppl_rows"], p["ppl_len"])
-    result = {"experiment": "quantize", **run_record(args, model, p),
-              **quantize(model, tok, tasks, config, rows)}
-    result["seconds"] = round(time.time() - t0, 1)
-    result["claims"] = quantize_claims(result)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    fig = condition_figure(result, out, f"Quantization — {args.model}")
-    d = result["definition"]
-    lines = [f"# Quantizing Q/K and W_q/W_k — {args.model}", "",
-             "## Definition (fixed before the run)", ""] + [f"- {k}: {v}" for k, v in d.items()] + [
-             f"- git SHA: `{result['git_sha']}`; config in results.json.", "",
-             "## Accuracy (%) per condition (parametric tasks: items the unmodified model gets right)",
-             "", quant_table(result), "", "## Claims", ""] + [f"- {c}" for c in result["claims"]] + [
-             "", f"![{fig}]({fig})", ""]
-    (out / "report.md").write_text("\n".join(lines))
-    print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": result["claims"]}, indent=1))
-    return 0
+    return run_experiment(
+        args, "quantize", config.top_k,
+        lambda model, tok, tasks, rows: quantize(model, tok, tasks, config, rows), quantize_claims,
+        lambda result, out: write_quantize_report(result, out, f"Quantizing Q/K and W_q/W_k — {args.model}"))
