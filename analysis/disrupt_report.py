@@ -169,6 +169,23 @@ def condition_figure(result: dict, out: Path, title: str) -> str:
     return "accuracy_by_condition.png"
 
 
+def dims_lines(result: dict) -> list[str]:
+    """What was edited: counts, the massive dims' share of the removable energy, the controls'
+    energy relative to the massive dims (energy-matched should be ≈ 1), the chosen layers."""
+    info = result["dims"]
+    out = ["## Dims edited", ""]
+    for site, per in info["massive_dims"].items():
+        n = sum(len(v) for v in per.values())
+        out.append(f"- {site}: {n} entries selected as massive in {len(per)} layers, holding "
+                   f"{100 * info['energy_share_of_massive'][site]:.1f}% of the site's removable "
+                   f"energy ({info['removable_energy']}).")
+    for cond, ratios in info["energy_ratio_to_massive"].items():
+        out.append(f"- {cond}: removable energy = " + ", ".join(
+            f"{r:.3f}× the massive dims' at {s}" for s, r in ratios.items()) + ".")
+    out.append(f"- chosen layers: {info['chosen_layers']}.")
+    return out
+
+
 def write_disrupt_report(result: dict, out: Path, title: str, claims: list[str]) -> Path:
     """Figures (bars with controls side by side, first-token attention per layer) and report.md."""
     figs = [condition_figure(result, out, title)]
@@ -184,6 +201,7 @@ def write_disrupt_report(result: dict, out: Path, title: str, claims: list[str])
              f"λ rule recorded: {d.get('rule', '')}.",
              f"- Edit: {d.get('edit', '')}.", f"- git SHA: `{result.get('git_sha', 'unknown')}`; "
              f"model: {result.get('model', {}).get('name', '')}; config in results.json.", "",
+             *dims_lines(result), "",
              "## Accuracy (%) — the paper's table shape", "",
              "Parametric tasks count only the items the unmodified model ranks right. Seeded controls "
              "are pooled over seeds (per-seed rows below).", "", main_table(result), "",
