@@ -202,5 +202,6 @@ def disrupt(model, tokenizer, tasks: list[Task], config: DisruptConfig = Disrupt
                            "baseline_all_items": score_task(encoded[t.name], *base[t.name],
                                                             t.rank_chance)} for t in tasks},
         "dims": info,
+        "model_layers": cfg.num_layers,
         "conditions": results,
     }

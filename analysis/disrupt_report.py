@@ -60,14 +60,19 @@ def cell(result: dict, col: str, task: str, metric: str) -> dict | None:
     return pooled(result, col + "_s", task, metric)
 
 
+def metrics_of(result: dict, task: str) -> list[str]:
+    """The metrics a task was scored by: rank (choices) first, then greedy exact (targets)."""
+    return [m for m in ("rank", "exact") if _acc(result, "original", task, m) is not None]
+
+
 def main_table(result: dict) -> str:
     cols = columns(result)
     rows = ["| task (metric, chance) | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for task, t in result["tasks"].items():
-        metric = metric_of(result, task)
-        chance = "0" if metric == "exact" else f"{100 * t['rank_chance']:.0f}%"
-        rows.append(f"| {task} ({metric}, {chance}; n={t['n_counted']}) | "
-                    + " | ".join(_pct(cell(result, c, task, metric)) for c in cols) + " |")
+        for metric in metrics_of(result, task):
+            chance = "≈0" if metric == "exact" else f"{100 * t['rank_chance']:.0f}%"
+            rows.append(f"| {task} ({metric}, {chance}; n={t['n_counted']}) | "
+                        + " | ".join(_pct(cell(result, c, task, metric)) for c in cols) + " |")
     return "\n".join(rows)
 
 
@@ -109,12 +114,12 @@ def disrupt_claims(result: dict) -> list[str]:
             out.append(f"Caveat: the unmodified model is not clearly above chance on {t} "
                        f"({_ci(b)} vs chance {100 * b['chance']:.0f}%); its rows say little.")
     for t in ctx:
-        m = metric_of(result, t)
-        a, b = cell(result, "original", t, m), cell(result, "massive", t, m)
-        held = b["ci95"][1] < a["ci95"][0]
-        out.append(f"Disrupting the massive dims breaks contextual task {t}: "
-                   f"{'held' if held else 'not held'} — {_ci(a)} → {_ci(b)} "
-                   f"(n={a['n']}; rule: the CIs do not overlap).")
+        for m in metrics_of(result, t):
+            a, b = cell(result, "original", t, m), cell(result, "massive", t, m)
+            held = b["ci95"][1] < a["ci95"][0]
+            out.append(f"Disrupting the massive dims breaks contextual task {t} ({m}): "
+                       f"{'held' if held else 'not held'} — {_ci(a)} → {_ci(b)} "
+                       f"(n={a['n']}; rule: the 95% CIs do not overlap).")
     if par and ctx:
         rp = [_retained(result, "massive", t) for t in par]
         rc = [_retained(result, "massive", t) for t in ctx]
@@ -139,6 +144,10 @@ def disrupt_claims(result: dict) -> list[str]:
                            ("k_only", "Editing K alone reproduces"), ("q_only", "Editing Q alone reproduces"),
                            ("chosen_layers", "Editing only the chosen layers reproduces")):
         if name not in result["conditions"] or not ctx:
+            continue
+        if name == "chosen_layers" and len(result["dims"]["chosen_layers"]) == result["model_layers"]:
+            out.append("Chosen layers: the rule picked every layer (each has a λ-massive entry), so "
+                       "this condition equals 'massive'; pass --layers to compare a subset.")
             continue
         mass = [d for d in (_drop(result, "massive", t) for t in ctx) if d is not None]
         this = [d for d in (_drop(result, name, t) for t in ctx) if d is not None]
@@ -204,7 +213,9 @@ def write_disrupt_report(result: dict, out: Path, title: str, claims: list[str])
              *dims_lines(result), "",
              "## Accuracy (%) — the paper's table shape", "",
              "Parametric tasks count only the items the unmodified model ranks right. Seeded controls "
-             "are pooled over seeds (per-seed rows below).", "", main_table(result), "",
+             "are pooled over seeds (per-seed rows below). rank = gold choice has the highest "
+             "log-likelihood (chance 1/K); exact = greedy decoding emits the answer.", "",
+             main_table(result), "",
              "## Claims", ""]
     lines += [f"- {c}" for c in claims]
     lines += ["", "## Every condition × task", "", detail_table(result), ""]
