@@ -142,8 +142,8 @@ def quantize_claims(result: dict) -> list[str]:
     ctx = [t for t, v in result["tasks"].items() if v["kind"] == "contextual"]
     par = [t for t, v in result["tasks"].items() if v["kind"] != "contextual"]
 
-    def mean_acc(cond: str, tasks: list[str]) -> float | None:
-        xs = [cell(result, cond, t, metric_of(result, t)) for t in tasks]
+    def mean_acc(cond: str, tasks: list[str], metric: str | None = None) -> float | None:
+        xs = [cell(result, cond, t, metric or metric_of(result, t)) for t in tasks]
         xs = [x["accuracy"] for x in xs if x is not None]
         return 100 * float(np.mean(xs)) if xs else None
 
@@ -161,26 +161,29 @@ def quantize_claims(result: dict) -> list[str]:
             continue
         ppl = (f"; perplexity {e.get('perplexity', float('nan')):.2f} → "
                f"{result['conditions'][kept].get('perplexity', float('nan')):.2f}") if e.get("perplexity") else ""
+        ea, eb, eo = mean_acc(name, ctx, "exact"), mean_acc(kept, ctx, "exact"), mean_acc("original", ctx, "exact")
+        exact = "" if ea is None else f"; greedy exact {ea:.1f} → {eb:.1f} (original {eo:.1f})"
         held = b - a > 0
         out.append(f"{name}: keeping the massive dims in full precision helps contextual tasks: "
-                   f"{'held' if held else 'not held'} — mean contextual accuracy {a:.1f} → {b:.1f} "
+                   f"{'held' if held else 'not held'} — mean contextual rank accuracy {a:.1f} → {b:.1f} "
                    f"(original {orig_c:.1f}); parametric {pa if pa is not None else float('nan'):.1f} → "
                    f"{pb if pb is not None else float('nan'):.1f} (original "
-                   f"{orig_p if orig_p is not None else float('nan'):.1f}){ppl}.")
+                   f"{orig_p if orig_p is not None else float('nan'):.1f}){exact}{ppl} (rule: higher mean "
+                   "contextual rank accuracy).")
     return out
 
 
 def quant_table(result: dict) -> str:
-    """Rows = conditions, columns = tasks (rank accuracy %, n) and perplexity."""
-    from analysis.disrupt_report import _pct, cell, metric_of
+    """Rows = conditions, columns = tasks (rank accuracy % / greedy exact %, n) and perplexity."""
+    from analysis.disrupt_report import _acc, _pct, cell, metrics_of
 
     tasks = list(result["tasks"])
-    rows = ["| condition | " + " | ".join(f"{t} (n={result['tasks'][t]['n_counted']})" for t in tasks)
-            + " | perplexity |", "|---" * (len(tasks) + 2) + "|"]
+    head = [f"{t} ({' / '.join(metrics_of(result, t))}; n={result['tasks'][t]['n_counted']})" for t in tasks]
+    rows = ["| condition | " + " | ".join(head) + " | perplexity |", "|---" * (len(tasks) + 2) + "|"]
     for name, e in result["conditions"].items():
         ppl = e.get("perplexity")
-        rows.append(f"| {name} | " + " | ".join(_pct(cell(result, name, t, metric_of(result, t))) for t in tasks)
-                    + f" | {'–' if ppl is None else f'{ppl:.2f}'} |")
+        cells = [" / ".join(_pct(cell(result, name, t, m)) for m in metrics_of(result, t)) for t in tasks]
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {'–' if ppl is None else f'{ppl:.2f}'} |")
     return "\n".join(rows)
 
 
