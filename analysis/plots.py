@@ -191,3 +191,50 @@ def all_figures(result: dict[str, Any], out_dir: Path, bar_layer: int,
     out["bars3d"] = bars3d(result, bar_layer, out_dir, model_name)
     out["ratio_curves"] = ratio_curves(result, out_dir, model_name)
     return out
+
+
+def condition_bars(table: dict[str, dict[str, dict[str, Any]]], conditions: list[str],
+                   out_dir: Path, name: str, title: str) -> list[Path]:
+    """Grouped bars: one group per task, one bar per condition (side by side, same order in every
+    group), 95% CI whiskers and a dashed chance line per task. ``table[task][condition]`` is an
+    ``accuracy_summary`` dict."""
+    tasks = list(table)
+    width = 0.8 / max(len(conditions), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(tasks) * max(len(conditions), 4) / 4), 4.4))
+    for j, cond in enumerate(conditions):
+        xs, ys, lo, hi = [], [], [], []
+        for i, task in enumerate(tasks):
+            s = table[task].get(cond)
+            if s is None:
+                continue
+            xs.append(i - 0.4 + (j + 0.5) * width)
+            ys.append(100 * s["accuracy"])
+            lo.append(max(0.0, 100 * (s["accuracy"] - s["ci95"][0])))  # rounding can cross
+            hi.append(max(0.0, 100 * (s["ci95"][1] - s["accuracy"])))
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=cond, color=f"C{j % 10}",
+               error_kw={"lw": 0.7})
+    for i, task in enumerate(tasks):
+        chance = next(iter(table[task].values()))["chance"]
+        ax.hlines(100 * chance, i - 0.45, i + 0.45, colors="k", linestyles="--", lw=0.8)
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels(tasks, fontsize=8, rotation=15)
+    ax.set_ylabel("accuracy % (95% CI; dashed = chance)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out_dir, name)
+
+
+def layer_lines(series: dict[str, list[float]], out_dir: Path, name: str, title: str,
+                ylabel: str) -> list[Path]:
+    """One line per condition over layers (e.g. attention mass on the first token)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for j, (label, ys) in enumerate(series.items()):
+        ax.plot(range(len(ys)), ys, "-o", ms=2.5, lw=1.2, color=f"C{j % 10}", label=label)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return _save(fig, out_dir, name)

@@ -2,7 +2,9 @@
 
 Positions continue across the cache (prompt 0..T-1, then T, T+1, …), so RoPE rotations and ALiBi
 distances at decode equal those of a full recomputation. A probe given here is applied at prefill
-and at every decode step alike.
+and at every decode step: the prompt pass runs in phase ``"prefill"``, each step in phase
+``"decode"`` with the prompt pass's probe records as ``SiteContext.state`` (what the probe does there
+is its own documented rule; see ``mvjax.interventions`` for the KV-cache rule of the edits).
 """
 
 from __future__ import annotations
@@ -66,11 +68,12 @@ def _generate(graphdef, state, prompt_BxT, key, max_new, temperature, top_k, pro
     keys = jax.random.split(key, max_new)
     out = model(prompt_BxT, cache=KVCache.empty(model.cfg, B, T + max_new), probe=probe)
     first_logits = out.logits[:, -1]
+    prompt_records = out.records
     first = sample_token(first_logits, keys[0], temperature, top_k)
 
     def step(carry, step_key):
         cache, tok_B = carry
-        o = model(tok_B[:, None], cache=cache, probe=probe)
+        o = model(tok_B[:, None], cache=cache, probe=probe, phase="decode", probe_state=prompt_records)
         logits_BxV = o.logits[:, -1]
         nxt = sample_token(logits_BxV, step_key, temperature, top_k)
         return (o.cache, nxt), (nxt, logits_BxV if return_logits else None)

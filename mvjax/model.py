@@ -27,11 +27,24 @@ from mvjax.sites import SITES
 Array = jax.Array
 
 
+PHASES = ("prefill", "decode")
+
+
 class SiteContext(NamedTuple):
-    """What a probe may need besides the activation: which tokens are real, and where they sit."""
+    """What a probe may need besides the activation: which tokens are real, where they sit, and in
+    which phase of decoding the pass runs.
+
+    phase: ``"prefill"`` — a whole prompt (or a training/analysis chunk) whose keys are being written
+    for the first time; ``"decode"`` — tokens that follow a prompt already held in the KV cache.
+    state: at decode, the records the same probe returned at prefill (``Output.records``), so an edit
+    that depends on the prompt (e.g. its mean) can be applied to later tokens without recomputing
+    it; None at prefill.
+    """
 
     valid_BxT: Array  # bool, False on padding
     positions_BxT: Array
+    phase: str = "prefill"
+    state: Any = None
 
 
 class Probe(Protocol):
@@ -231,19 +244,24 @@ class Transformer(nnx.Module):
 
     def __call__(self, tokens_BxT: Array, positions_BxT: Array | None = None, *,
                  attention_mask_BxT: Array | None = None, cache: KVCache | None = None,
-                 probe: Probe | None = None, logits: bool = True) -> Output:
+                 probe: Probe | None = None, logits: bool = True, phase: str = "prefill",
+                 probe_state: Any = None) -> Output:
         """Run the decoder. Positions default to 0..T-1 (continuing after ``cache.end`` with a
         cache); ``attention_mask_BxT`` (1 = real token) masks padded keys and tells probes which
-        tokens to count. With a cache, the returned ``Output.cache`` holds this chunk too."""
+        tokens to count. With a cache, the returned ``Output.cache`` holds this chunk too.
+        ``phase`` and ``probe_state`` reach the probe through ``SiteContext``: pass
+        ``phase="decode"`` for tokens after a cached prompt, with the prompt pass's records."""
         if tokens_BxT.ndim != 2:
             raise ValueError(f"tokens must be B×T integers; got shape {tokens_BxT.shape}")
+        if phase not in PHASES:
+            raise ValueError(f"phase={phase!r} is invalid: use one of {PHASES}")
         B, T = tokens_BxT.shape
         if positions_BxT is None:
             offset = 0 if cache is None else cache.end
             positions_BxT = jnp.broadcast_to(offset + jnp.arange(T, dtype=jnp.int32), (B, T))
         valid = (jnp.ones((B, T), bool) if attention_mask_BxT is None
                  else attention_mask_BxT.astype(bool))
-        ctx = SiteContext(valid, positions_BxT)
+        ctx = SiteContext(valid, positions_BxT, phase, probe_state)
         records: dict[str, dict[int, Any]] = {}
         x = self.embed(tokens_BxT)
         new_k, new_v = [], []

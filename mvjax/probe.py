@@ -10,9 +10,8 @@ exact up to float rounding and associative, so how a dataset is split into batch
 ``collect_stats`` runs the model one layer at a time over groups of batches (``mvjax.layerwise``),
 so a model stored on disk never needs more than one layer's weights in memory.
 
-Interventions (replace dims by their mean, zero them, quantize) will be further frozen probes that
-return an edited ``x`` from ``__call__``; ``collect_stats`` already accepts any ``CaptureStats`` and
-the model applies whatever a probe returns, so they slot in beside it.
+Interventions (replace dims by their mean, zero them, quantize) are further frozen probes that
+return an edited ``x`` from ``__call__``: ``mvjax.interventions``.
 """
 
 from __future__ import annotations

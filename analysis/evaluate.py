@@ -1,0 +1,191 @@
+"""Score tasks and perplexity under a probe (none, an intervention, a statistics probe).
+
+Every item is one prefill of its prompt into a KV cache, then each continuation (choice or target)
+runs as a decode-phase chunk on that same cache, so a prompt is computed once however many choices
+it has, and interventions follow their KV-cache rule (``mvjax.interventions``) exactly as in
+generation. Prompts are left-padded into length buckets (positions still start at 0 at the first
+real token) and batches have a fixed row count, so one compilation serves every batch of a bucket;
+the probe is a traced argument, so every intervention with the same structure (e.g. all controls of
+the disruption experiment) shares those compilations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mvjax.data.tasks.base import Task, accuracy_summary, rank_correct
+from mvjax.model import KVCache, Transformer
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """One item as token ids: prompt (BOS first when the tokenizer has one) and continuations."""
+
+    prompt: tuple[int, ...]
+    conts: tuple[tuple[int, ...], ...]
+    n_choices: int
+    answer: int | None  # index into conts
+    target: int | None  # index into conts
+
+
+def encode_task(tok, task: Task) -> list[Encoded]:
+    out = []
+    bos = [] if tok.bos_id is None else [tok.bos_id]
+    for it in task.items:
+        conts = [tuple(tok.encode(c)) for c in it.choices]
+        target = None
+        if it.target is not None:
+            if it.target in it.choices:
+                target = it.choices.index(it.target)
+            else:
+                conts.append(tuple(tok.encode(it.target)))
+                target = len(conts) - 1
+        if any(len(c) == 0 for c in conts):
+            raise ValueError(f"task {task.name}: a choice or target encodes to no tokens: "
+                             "give non-empty text")
+        out.append(Encoded(tuple(bos + tok.encode(it.prompt)), tuple(conts), len(it.choices),
+                           it.answer_index, target))
+    return out
+
+
+def bucket(n: int) -> int:
+    """Padded prompt length: a multiple of 32 up to 256, of 128 beyond (few shapes to compile,
+    at most ~25% padding above 128 tokens)."""
+    step = 32 if n <= 256 else 128
+    return max(step, -(-n // step) * step)
+
+
+def _lm_logits(model: Transformer, hidden):
+    out = model.embed.attend(hidden) if model.lm_head is None else model.lm_head(hidden)
+    return out.astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6))
+def _prefill(graphdef, state, tokens, valid, positions, probe, cache_len):
+    model = nnx.merge(graphdef, state)
+    cache = KVCache.empty(model.cfg, tokens.shape[0], cache_len)
+    out = model(tokens, positions, attention_mask_BxT=valid, cache=cache, probe=probe, logits=False)
+    last_lp = jax.nn.log_softmax(_lm_logits(model, out.hidden[:, -1]), axis=-1)
+    return last_lp, out.cache, out.records
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _continue(graphdef, state, cache, last_lp, tokens, lengths, positions, probe, probe_state):
+    """Sum of log-probabilities of each row's continuation and whether greedy decoding emits it."""
+    model = nnx.merge(graphdef, state)
+    C = tokens.shape[1]
+    valid = jnp.arange(C)[None] < lengths[:, None]
+    out = model(tokens, positions, attention_mask_BxT=valid, cache=cache, probe=probe,
+                phase="decode", probe_state=probe_state, logits=False)
+    lp = jax.nn.log_softmax(_lm_logits(model, out.hidden[:, :-1]), axis=-1)  # predicts tokens 1..C-1
+    nxt = tokens[:, 1:]
+    tok_lp = jnp.take_along_axis(lp, nxt[..., None], axis=-1)[..., 0]
+    hit = jnp.argmax(lp, axis=-1) == nxt
+    inner = jnp.arange(C - 1)[None] < (lengths - 1)[:, None]
+    first_lp = jnp.take_along_axis(last_lp, tokens[:, :1], axis=-1)[:, 0]
+    total = first_lp + jnp.sum(jnp.where(inner, tok_lp, 0.0), axis=1)
+    greedy = (jnp.argmax(last_lp, axis=-1) == tokens[:, 0]) & jnp.all(hit | ~inner, axis=1)
+    return total, greedy
+
+
+class Scorer:
+    """Runs encoded items through one model under any probe."""
+
+    def __init__(self, model: Transformer, batch_size: int = 8):
+        self.model = model
+        self.graphdef, self.state = nnx.split(model)
+        self.cfg = model.cfg
+        self.batch_size = batch_size
+
+    def run(self, items: list[Encoded], probe=None, on_records=None, progress=None):
+        """(log-likelihoods, greedy hits): per item, one float / bool per continuation.
+        ``on_records(records, valid_BxT)`` receives each prefill batch's probe records."""
+        B = self.batch_size
+        longest = max(len(c) for e in items for c in e.conts)
+        C = max(4, 1 << (longest - 1).bit_length())  # continuations padded to a power of two
+        order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))
+        ll: list[list[float]] = [[] for _ in items]
+        hits: list[list[bool]] = [[] for _ in items]
+        for start in range(0, len(order), B):
+            idx = order[start: start + B]
+            T = bucket(max(len(items[i].prompt) for i in idx))
+            if T + C > self.cfg.max_seq_len:
+                raise ValueError(f"a prompt of {T} tokens exceeds the model's max_seq_len "
+                                 f"{self.cfg.max_seq_len}: shorten the task")
+            tokens, valid, lens = np.zeros((B, T), np.int32), np.zeros((B, T), bool), np.zeros(B, np.int32)
+            for r, i in enumerate(idx):
+                p = items[i].prompt
+                tokens[r, T - len(p):], valid[r, T - len(p):], lens[r] = p, True, len(p)
+            positions = (np.arange(T)[None] - (T - lens)[:, None]).astype(np.int32)
+            last_lp, cache, records = _prefill(self.graphdef, self.state, tokens, valid, positions,
+                                               probe, T + C)
+            if on_records is not None:
+                on_records(jax.device_get(records), valid)
+            state = records if probe is not None else None
+            for j in range(max(len(items[i].conts) for i in idx)):
+                ctoks, clen = np.zeros((B, C), np.int32), np.ones(B, np.int32)
+                for r, i in enumerate(idx):
+                    if j < len(items[i].conts):
+                        c = items[i].conts[j]
+                        ctoks[r, :len(c)], clen[r] = c, len(c)
+                cpos = (lens[:, None] + np.arange(C)[None]).astype(np.int32)
+                total, greedy = jax.device_get(_continue(
+                    self.graphdef, self.state, cache, last_lp, ctoks, clen, cpos, probe, state))
+                for r, i in enumerate(idx):
+                    if j < len(items[i].conts):
+                        ll[i].append(float(total[r]))
+                        hits[i].append(bool(greedy[r]))
+            if progress is not None:
+                progress.update(len(idx))
+        return ll, hits
+
+
+def score_task(items: list[Encoded], ll, hits, chance: float | None,
+               keep: Iterable[int] | None = None) -> dict[str, Any]:
+    """{"rank": summary, "exact": summary} over the items in ``keep`` (default all)."""
+    keep = list(range(len(items))) if keep is None else list(keep)
+    out: dict[str, Any] = {}
+    ranked = [rank_correct(ll[i][:items[i].n_choices], items[i].answer) for i in keep
+              if items[i].n_choices]
+    if ranked:
+        out["rank"] = accuracy_summary(ranked, chance)
+    exact = [hits[i][items[i].target] for i in keep if items[i].target is not None]
+    if exact:
+        out["exact"] = accuracy_summary(exact, 0.0)
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _ppl_batch(graphdef, state, tokens, probe):
+    model = nnx.merge(graphdef, state)
+    out = model(tokens, probe=probe)
+    lp = jax.nn.log_softmax(out.logits[:, :-1], axis=-1)
+    nll = -jnp.take_along_axis(lp, tokens[:, 1:, None], axis=-1)[..., 0]
+    sink = out.records.get("attn", {})
+    return jnp.sum(nll), sink
+
+
+def perplexity(model: Transformer, rows: np.ndarray, probe=None, batch_size: int = 2):
+    """(perplexity of rows N×T — every token after the first predicted —, per-layer mean attention
+    mass on key slot 0 or None). Rows must be unpadded (BOS first)."""
+    graphdef, state = nnx.split(model)
+    total, count, sinks = 0.0, 0, []
+    for i in range(0, len(rows), batch_size):
+        chunk = np.asarray(rows[i: i + batch_size], np.int32)
+        nll, sink = jax.device_get(_ppl_batch(graphdef, state, chunk, probe))
+        total += float(nll)
+        count += chunk.shape[0] * (chunk.shape[1] - 1)
+        if sink:
+            sinks.append((chunk.shape[0], [float(np.mean(sink[l])) for l in sorted(sink)]))
+    sink_mass = None
+    if sinks:
+        n = sum(w for w, _ in sinks)
+        sink_mass = (np.sum([w * np.asarray(s) for w, s in sinks], axis=0) / n).tolist()
+    return float(np.exp(total / count)), sink_mass

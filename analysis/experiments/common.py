@@ -1,0 +1,123 @@
+"""What the named experiments share: the model and tokenizer, the task set (quick or full), the
+held-out perplexity rows, the run record (git SHA), and the CLI arguments for all of them."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+QUICK = {"n": 8, "passkey_lengths": (128, 256), "facts_every": 2, "ppl_rows": 1, "ppl_len": 256}
+FULL = {"n": 50, "passkey_lengths": (128, 256, 512, 1024), "facts_every": 1, "ppl_rows": 8,
+        "ppl_len": 512}
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2",
+                   help="model name known to mvjax.load (e.g. smollm2), mvjax / HF model dir or .gguf")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--quick", action="store_true",
+                   help=f"small task set ({QUICK['n']} items per generated task, passkey up to "
+                   f"{max(QUICK['passkey_lengths'])} tokens, half the facts); task files run whole")
+    p.add_argument("--tasks", action="append", default=[], metavar="FILE",
+                   help="extra JSONL task file (repeatable; named after the file)")
+    p.add_argument("--n", type=int, default=None, help="items per generated task (overrides the preset)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the task generators")
+    p.add_argument("--batch-size", type=int, default=8)
+
+
+def preset(args: argparse.Namespace) -> dict[str, Any]:
+    p = dict(QUICK if args.quick else FULL)
+    if args.n is not None:
+        if args.n < 1:
+            raise ValueError(f"--n {args.n} is invalid: use a positive integer")
+        p["n"] = args.n
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size} is invalid: use a positive integer")
+    return p
+
+
+def load_model_and_tasks(args: argparse.Namespace):
+    """(model, tokenizer, tasks, preset) — task files are read first so a bad one fails fast."""
+    from mvjax.data.tasks import facts_task, load_task_file, passkey_task, reading_task, recall_task
+    from mvjax.data.tasks.base import Task
+
+    p = preset(args)
+    user = [load_task_file(f) for f in args.tasks]
+    names = [t.name for t in user]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task files share a name ({names}): rename one (tasks are named after files)")
+    from mvjax.load import load_pretrained
+
+    model, tok = load_pretrained(args.model)
+    if tok is None:
+        raise ValueError(f"model {args.model} has no tokenizer: save one into the model directory")
+    count = lambda s: len(tok.encode(s))  # noqa: E731
+    tasks = [passkey_task(p["n"], L, count, seed=args.seed + i)
+             for i, L in enumerate(p["passkey_lengths"]) if L + 16 <= model.cfg.max_seq_len]
+    tasks += [recall_task(p["n"], seed=args.seed + 100), reading_task(p["n"], seed=args.seed + 200)]
+    facts = facts_task(args.seed)
+    tasks.append(Task(facts.name, facts.kind, facts.items[:: p["facts_every"]], facts.description))
+    clash = set(names) & {t.name for t in tasks}
+    if clash:
+        raise ValueError(f"task file name(s) {sorted(clash)} clash with built-in tasks: rename the file")
+    return model, tok, tasks + user, p
+
+
+def ppl_rows(tok, n_rows: int, length: int) -> np.ndarray:
+    """Held-out rows: the end of the packaged tinyshakespeare (never among the scored prompts),
+    BOS first."""
+    from mvjax.data.sources import load_texts
+
+    text = "\n\n".join(load_texts("tinyshakespeare"))
+    ids = tok.encode(text[-200_000:])
+    body = length - (tok.bos_id is not None)
+    need = n_rows * body
+    if len(ids) < need:
+        raise ValueError(f"not enough held-out text for {n_rows}×{length} tokens")
+    rows = np.asarray(ids[-need:], np.int32).reshape(n_rows, body)
+    if tok.bos_id is not None:
+        rows = np.concatenate([np.full((n_rows, 1), tok.bos_id, np.int32), rows], axis=1)
+    return rows
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]:
+    return {"git_sha": git_sha(),
+            "model": {"name": str(args.model), "config": model.cfg.to_dict()},
+            "run": {"quick": bool(args.quick), "preset": {k: list(v) if isinstance(v, tuple) else v
+                                                           for k, v in preset_.items()},
+                    "task_files": list(args.tasks), "seed": args.seed}}
+
+
+def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, claims, write) -> int:
+    """The shared frame: load, check ``top_k`` against the model, ``compute(model, tok, tasks,
+    ppl_rows) -> dict``, add the run record and ``claims(result)``, write results.json, then
+    ``write(result, out)`` (figures and report.md); print a JSON summary."""
+    import json
+    import time
+
+    t0 = time.time()
+    model, tok, tasks, p = load_model_and_tasks(args)
+    if not 1 <= top_k <= model.cfg.head_dim:
+        raise ValueError(f"--top-k {top_k} is invalid: use 1..head_dim={model.cfg.head_dim}")
+    rows = ppl_rows(tok, p["ppl_rows"], p["ppl_len"])
+    result = {"experiment": name, **run_record(args, model, p), **compute(model, tok, tasks, rows)}
+    result["seconds"] = round(time.time() - t0, 1)
+    result["claims"] = claims(result)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    write(result, out)
+    print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": result["claims"]}, indent=1))
+    return 0

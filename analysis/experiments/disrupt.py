@@ -1,0 +1,57 @@
+"""``mvjax experiment disrupt``: disrupt the massive Q/K dims (and the controls) on the task set;
+write results.json, bar charts and report.md (``analysis.disrupt`` holds the library function)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from analysis.experiments.common import add_common_args
+
+    p = sub.add_parser("disrupt", help="replace the massive Q/K dims by their prompt mean (and "
+                       "lowest-norm, random, energy-matched, first-token-kept, Q/K-only controls); "
+                       "contextual vs parametric tasks, perplexity, first-token attention")
+    add_common_args(p)
+    p.add_argument("--method", choices=("mean", "zero"), default="mean")
+    p.add_argument("--sites", default="q_rot,k_rot", help="Q and K site: q_rot,k_rot (default, "
+                   "after RoPE as the authors) or q,k")
+    p.add_argument("--selection", choices=("topk", "lambda"), default="topk")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--lambda", dest="lam", type=float, default=5.0)
+    p.add_argument("--seeds", default="0,1,2", help="random-dims control seeds")
+    p.add_argument("--layers", default=None,
+                   help="comma-separated chosen layers (default: layers with a λ-massive entry)")
+    p.add_argument("--phases", choices=("prefill", "all"), default="prefill",
+                   help="edit only the prompt (default) or also every scored continuation token")
+    p.set_defaults(func=run)
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--{what} {text!r} is invalid: give comma-separated integers") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from analysis.disrupt import DisruptConfig
+
+    sites = [s.strip() for s in args.sites.split(",")]
+    if len(sites) != 2:
+        raise ValueError(f"--sites {args.sites!r} is invalid: give the Q and the K site, e.g. q_rot,k_rot")
+    seeds = _ints(args.seeds, "seeds")
+    config = DisruptConfig(method=args.method, q_site=sites[0], k_site=sites[1],
+                           selection=args.selection, top_k=args.top_k, lam=args.lam, seeds=seeds,
+                           energy_seeds=seeds[:1] if args.quick else seeds,
+                           chosen_layers=None if args.layers is None else _ints(args.layers, "layers"),
+                           phases=args.phases, batch_size=args.batch_size)
+    from analysis.disrupt import disrupt
+    from analysis.disrupt_report import disrupt_claims, write_disrupt_report
+    from analysis.experiments.common import run_experiment
+
+    return run_experiment(
+        args, "disrupt", config.top_k,
+        lambda model, tok, tasks, rows: disrupt(model, tok, tasks, config, rows), disrupt_claims,
+        lambda result, out: write_disrupt_report(result, out, f"Disrupting massive values — {args.model}",
+                                                 result["claims"]))

@@ -1,0 +1,48 @@
+"""User task files: one JSON object per line, either
+``{"prompt": ..., "choices": [...], "answer": ...}`` (ranked by log-likelihood; ``answer`` is the
+text of the right choice; an optional ``target`` is also scored by greedy exact match) or
+``{"prompt": ..., "target": ...}`` (greedy exact match). The task is named after the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mvjax.data.tasks.base import Item, Task
+
+
+def load_task_file(path: str | Path) -> Task:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"task file {path} does not exist: pass a JSONL file")
+    items = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{i}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where} is not valid JSON ({e.msg}): write one object per line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise ValueError(f"{where} has no \"prompt\" string: each line needs "
+                             "{\"prompt\": ..., \"choices\": [...], \"answer\": ...} or {\"prompt\": ..., \"target\": ...}")
+        choices, answer, target = row.get("choices"), row.get("answer"), row.get("target")
+        if choices is None and target is None:
+            raise ValueError(f"{where} has neither \"choices\"+\"answer\" nor \"target\": give one")
+        if choices is not None:
+            if (not isinstance(choices, list) or len(choices) < 2
+                    or not all(isinstance(c, str) and c for c in choices)):
+                raise ValueError(f"{where}: \"choices\" must be a list of at least 2 non-empty strings")
+            if answer not in choices:
+                raise ValueError(f"{where}: answer {answer!r} is not among the choices {choices}: "
+                                 "the answer must be the text of one choice")
+        if target is not None and not (isinstance(target, str) and target):
+            raise ValueError(f"{where}: \"target\" must be a non-empty string")
+        try:
+            items.append(Item(row["prompt"], tuple(choices or ()), answer, target))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    if not items:
+        raise ValueError(f"task file {path} is empty: write one JSON object per line")
+    return Task(path.stem, "user", tuple(items), f"user task file {path.name}")

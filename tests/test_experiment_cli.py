@@ -1,0 +1,65 @@
+"""``mvjax experiment disrupt|quantize``: bad inputs fail in one line before any model loads; the
+whole command runs end to end on a tiny saved model (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mvjax.cli import main
+
+
+def _one_line_error(capsys, argv, msg):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and "\n" not in err
+
+
+@pytest.mark.parametrize("experiment", ["disrupt", "quantize"])
+def test_bad_task_files(tmp_path, capsys, experiment):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "p", "choices": [" a", " b"], "answer": " c"}) + "\n")
+    base = ["experiment", experiment, "--model", "does-not-matter", "--out", str(tmp_path / "o")]
+    _one_line_error(capsys, base + ["--tasks", str(empty)], "is empty")
+    _one_line_error(capsys, base + ["--tasks", str(bad)], "not among the choices")
+    _one_line_error(capsys, base + ["--tasks", str(tmp_path / "missing.jsonl")], "does not exist")
+
+
+def test_bad_disrupt_options(tmp_path, capsys):
+    base = ["experiment", "disrupt", "--model", "x", "--out", str(tmp_path)]
+    _one_line_error(capsys, base + ["--sites", "v,k"], "site 'v' is invalid")
+    _one_line_error(capsys, base + ["--sites", "q_rot,k"], "same side of RoPE")
+    _one_line_error(capsys, base + ["--seeds", "a"], "--seeds")
+
+
+@pytest.mark.slow
+def test_disrupt_and_quantize_end_to_end(tmp_path):
+    from mvjax.checkpoint import save_model
+    from mvjax.config import ModelConfig
+    from mvjax.model import init_model
+    from mvjax.tokenizers import ByteTokenizer
+
+    cfg = ModelConfig(vocab_size=257, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                      mlp_hidden=48, head_dim=8, max_seq_len=2048, init_std=0.2)
+    model_dir = save_model(tmp_path / "m", init_model(cfg, 0), ByteTokenizer())
+    user = tmp_path / "mine.jsonl"
+    user.write_text(json.dumps({"prompt": "ab", "choices": [" a", " b"], "answer": " b"}) + "\n"
+                    + json.dumps({"prompt": "xy", "target": "z"}) + "\n")
+    for exp in ("disrupt", "quantize"):
+        out = tmp_path / exp
+        assert main(["experiment", exp, "--model", str(model_dir), "--out", str(out), "--quick",
+                     "--n", "2", "--tasks", str(user)]) == 0
+        r = json.loads((out / "results.json").read_text())
+        assert r["experiment"] == exp and r["git_sha"]
+        assert "mine" in r["tasks"] and r["tasks"]["mine"]["n_items"] == 2
+        assert (out / "report.md").is_file() and (out / "accuracy_by_condition.png").is_file()
+        for cond in r["conditions"].values():
+            assert set(cond["tasks"]) == set(r["tasks"]) and cond["perplexity"] > 1
+        if exp == "disrupt":
+            assert {"original", "massive", "first_token_kept", "q_only", "k_only", "lowest_norm",
+                    "random_s0", "random_s1", "random_s2", "energy_matched_s0"} <= set(r["conditions"])
+            assert r["dims"]["massive_dims"]["k_rot"]
+            assert "| task (metric" in (out / "report.md").read_text()

@@ -1,0 +1,47 @@
+"""Round-to-nearest weight quantization: per-output-row scales, protected rows untouched, the
+source model left as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.quantize import QuantizeConfig, quantized_weights, rtn_rows
+from mvjax.config import ModelConfig
+from mvjax.model import init_model
+
+
+def test_rtn_rows_levels_error_and_protection():
+    w = np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32)
+    q = rtn_rows(w, 4, keep_cols=np.array([2]))
+    assert np.array_equal(q[:, 2], w[:, 2])
+    for c in (0, 1, 3, 4, 5):
+        scale = np.abs(w[:, c]).max() / 7
+        assert np.all(np.abs(q[:, c] - w[:, c]) <= scale / 2 + 1e-6)
+        assert len(np.unique(np.round(q[:, c] / scale))) <= 15
+    assert np.abs(rtn_rows(w, 8) - w).max() < np.abs(rtn_rows(w, 4) - w).max()
+
+
+def test_quantized_weights_copies_and_protects():
+    cfg = ModelConfig(vocab_size=57, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                      mlp_hidden=48, head_dim=8)
+    model = init_model(cfg)
+    before = np.asarray(model.layers[1].attn.k_proj.kernel[...]).copy()
+    protect = {"q": np.zeros((2, 4, 8), bool), "k": np.zeros((2, 2, 8), bool)}
+    protect["k"][1, 1, 5] = True  # output unit 1*8+5 of layer 1's W_k
+    q = quantized_weights(model, 4, protect)
+    assert np.array_equal(np.asarray(model.layers[1].attn.k_proj.kernel[...]), before)
+    after = np.asarray(q.layers[1].attn.k_proj.kernel[...])
+    assert np.array_equal(after[:, 13], before[:, 13])
+    assert not np.array_equal(np.delete(after, 13, 1), np.delete(before, 13, 1))
+    v = np.asarray(q.layers[1].attn.v_proj.kernel[...])  # only W_q / W_k are rounded
+    assert np.array_equal(v, np.asarray(model.layers[1].attn.v_proj.kernel[...]))
+
+
+def test_quantize_config_validation():
+    with pytest.raises(ValueError, match="bits=1"):
+        QuantizeConfig(bits=(1,))
+    with pytest.raises(ValueError, match="granularity='row'"):
+        QuantizeConfig(granularities=("row",))
+    with pytest.raises(ValueError, match="side"):
+        QuantizeConfig(sides=("middle",))
