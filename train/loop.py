@@ -202,8 +202,7 @@ def _train(exp: ExperimentConfig, out: Path, ckpt: Checkpointer, resume: bool,
                     log.write({"step": step, "eval_loss": last_eval})
                 if do_conc and eval_batches:
                     conc = conc_fn(state["params"], eval_batches[0][:, :-1])
-                    log.write({"step": step, **{name: {k: np.asarray(v).tolist() for k, v in sites.items()}
-                                                for name, sites in conc.items()}})
+                    log.write({"step": step, **jax.device_get(conc)})
                 if do_ckpt:
                     save(step)
                     last_saved = step
