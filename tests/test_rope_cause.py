@@ -1,0 +1,81 @@
+"""``mvjax experiment rope-cause --preset test``: the whole pipeline in seconds — results.json
+schema, every figure, the report's claims, refusal without --resume, and resume after a stop
+continuing the same arms."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import pytest
+
+from analysis.experiments.rope_cause import PRESETS, run
+from analysis.experiments.rope_cause_plots import FIGURES
+from mvjax.cli import main as cli_main
+from train.metrics import read_metrics
+
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp/mvjax-test-jax-cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rope_cause")
+    preset = PRESETS["test"]
+    assert run(preset, out, stop_at=2) is None  # a "kill" after step 2 of the first arm
+    first = preset.arms[0]
+    assert (out / "arms" / first / "checkpoints" / "2").is_dir()
+    assert not (out / "arms" / preset.arms[1]).exists()
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(preset, out)
+    results = run(preset, out, resume=True)
+    return out, preset, results
+
+
+def test_results_schema(finished):
+    out, preset, results = finished
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["experiment"] == "rope-cause" and set(saved["arms"]) == set(preset.arms)
+    assert saved["definitions"]["massive"]["lam"] == 5.0
+    assert saved["preset"]["name"] == "test" and "git_sha" in saved
+    for arm in saved["arms"].values():
+        cur = arm["curves"]
+        assert cur["steps"] == [2, 4] and len(cur["tokens"]) == 2
+        for site in ("q", "k", "v", "q_rot", "k_rot"):
+            for key, LxS in cur["sites"][site].items():
+                assert len(LxS) == preset.layers and all(len(s) == 2 for s in LxS), key
+        assert len(cur["first_token_mass"]) == preset.layers
+        assert all(0 < m < 1 for per in cur["first_token_mass"] for m in per)
+        assert set(arm["tasks"]["kinds"]) == {"contextual", "parametric"}
+        assert len(arm["final"]["k_rot"]["layers"]) == preset.layers
+    assert saved["arms"]["nope"]["final_counts"]["k_rot"]["n_massive_unrotated"] is None
+    assert saved["arms"]["partial-rope"]["final"]["k"]["layers"][0]["rotated_energy_share"] < 1
+    assert set(saved["claims"]) == {"1", "2", "3", "4", "5"}
+    assert saved["claims"]["5"]["verdict"].startswith("not measured yet")
+
+
+def test_resume_continued_the_same_arms(finished):
+    out, preset, _ = finished
+    for arm in preset.arms:
+        steps = [r["step"] for r in read_metrics(out / "arms" / arm / "metrics.jsonl")
+                 if "norms" in r]
+        assert steps == [2, 4], (arm, steps)  # no step logged twice, none missing
+        assert (out / "arms" / arm / "model").is_dir()
+
+
+def test_every_figure_and_report(finished):
+    out, _, _ = finished
+    for name in FIGURES:
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert "What this preset can and cannot show" in report
+    assert "not measured yet" in report and "(4)" in report
+    assert all(f"figures/{name}.png" in report for name in FIGURES)
+
+
+def test_cli_refuses_a_different_preset_on_resume(finished, capsys):
+    out, _, _ = finished
+    code = cli_main(["experiment", "rope-cause", "--preset", "quick", "--out", str(out), "--resume"])
+    assert code == 2 and "same --preset" in capsys.readouterr().err
