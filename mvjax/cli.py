@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "mvjax.data.cli",
     "mvjax.convert.cli",
     "mvjax.commands.experiment",
+    "analysis.compare",
 )
 
 

@@ -79,3 +79,18 @@ def test_cli_refuses_a_different_preset_on_resume(finished, capsys):
     out, _, _ = finished
     code = cli_main(["experiment", "rope-cause", "--preset", "quick", "--out", str(out), "--resume"])
     assert code == 2 and "same --preset" in capsys.readouterr().err
+
+
+def test_compare_draws_experiment_and_analyze_results(finished, tmp_path, capsys):
+    out, preset, _ = finished
+    code = cli_main(["compare", str(out), str(out / "arms" / "rope" / "analyze"),
+                     "--out", str(tmp_path / "cmp")])
+    assert code == 0
+    table = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert len(table) == len(preset.arms) + 1
+    analyze_entry = next(v for k, v in table.items() if k.startswith("analyze"))
+    arm_entry = table[f"{out.name}/rope"]
+    assert analyze_entry["k_rot"] == arm_entry["k_rot"]  # same model, same numbers either way
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
+    assert cli_main(["compare", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "neither results.json" in capsys.readouterr().err
