@@ -94,3 +94,18 @@ def test_compare_draws_experiment_and_analyze_results(finished, tmp_path, capsys
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
     assert cli_main(["compare", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "neither results.json" in capsys.readouterr().err
+
+
+def test_emergence_reads_training_runs(finished, tmp_path):
+    out, preset, _ = finished
+    runs = [str(out / "arms" / a) for a in ("rope", "nope")]
+    assert cli_main(["experiment", "emergence", *runs, "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "emergence.json").read_text())
+    assert set(saved["totals"]) == {"rope", "nope"}
+    t = saved["totals"]["rope"]
+    assert t["tokens"] == [2 * preset.batch * preset.seq_len, 4 * preset.batch * preset.seq_len]
+    assert all(len(t[k]) == 2 for k in ("q_massive", "k_max_mean", "first_token_mass"))
+    assert (tmp_path / "emergence.png").stat().st_size > 1000
+    with pytest.raises(FileNotFoundError, match="not a training run"):
+        from analysis.experiments.emergence import run_curves
+        run_curves(tmp_path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-EXPERIMENT_MODULES: tuple[str, ...] = ("analysis.experiments.rope_cause",)
+EXPERIMENT_MODULES: tuple[str, ...] = ("analysis.experiments.rope_cause", "analysis.experiments.emergence")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
