@@ -138,6 +138,8 @@ def layer_summary(M_HxD: np.ndarray, pairs: Sequence[int | None], freqs: Sequenc
     band = band_concentration(M, low, rotating)
     top = M.argmax(axis=1)
     f = np.array([np.nan if x is None else x for x in freqs], np.float64)
+    wavelengths = [None if np.isnan(f[d]) else float(2 * np.pi / f[d]) for d in top]
+    known = [w for w in wavelengths if w is not None]
     return {
         "n_massive": int(massive_mask(M, definition).sum()),
         "max_mean_median": float(np.median(ratio)),
@@ -146,6 +148,7 @@ def layer_summary(M_HxD: np.ndarray, pairs: Sequence[int | None], freqs: Sequenc
         "top_pair_share_median": (None if not any(p is not None for p in pairs)
                                   else float(np.nanmedian(top_pair_share(M, pairs)))),
         "top_dims": top.tolist(),
-        "top_dim_wavelengths": [None if np.isnan(f[d]) else float(2 * np.pi / f[d]) for d in top],
+        "top_dim_wavelengths": wavelengths,
+        "top_dim_wavelength_median": float(np.median(known)) if known else None,
         "rotated_energy_share": rotated_energy_share(M, rotating),
     }

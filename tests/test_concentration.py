@@ -72,5 +72,6 @@ def test_layer_summary_uses_the_fixed_definition():
     assert s["max_mean_max"] == pytest.approx(20 / (35 / 16))
     assert s["band_low_share_median"] > 0.5 and s["rotated_energy_share"] == 1.0
     assert s["top_dim_wavelengths"][0] == pytest.approx(2 * np.pi / freqs[15])
+    assert s["top_dim_wavelength_median"] == pytest.approx(np.median(s["top_dim_wavelengths"]))
     strict = layer_summary(M, pairs, freqs, MassiveDefinition(lam=10.0))
     assert strict["n_massive"] == 0

@@ -20,7 +20,7 @@ from analysis.massive import MassiveDefinition
 DEFINITION = MassiveDefinition()
 CURVE_SITES = ("q", "k", "v", "q_rot", "k_rot")
 CURVE_KEYS = ("n_massive", "max_mean_median", "max_mean_max", "band_low_share_median",
-              "top_pair_share_median", "rotated_energy_share")
+              "top_pair_share_median", "top_dim_wavelength_median", "rotated_energy_share")
 DEFINITIONS = {
     "massive": DEFINITION.to_dict(),
     "norm_matrix": "M[h,d] = sqrt(sum over the tokens of one batch of held-out natural text of "
@@ -36,6 +36,8 @@ DEFINITIONS = {
                      "(pair energy, rotation-invariant) is the same pair; chance = 1/n_pairs",
     "first_token_mass": "per head, mean over valid queries t >= 1 of the attention probability "
                         "on key position 0 (BOS); mean over heads",
+    "top_dim_wavelength": "2*pi / RoPE frequency of each head's largest dim (NoPE/ALiBi: the "
+                          "theta=1e4 label of that dim), median over heads",
     "k_over_q": "max_mean median of K / that of Q (post-RoPE sites), per layer",
     "rotated_energy_share": "share of a layer's sum M^2 in rotating dims (partial RoPE: compare "
                             "with the rotated fraction 0.25)",
