@@ -60,9 +60,9 @@ def top_agreement(M_LxHxD: np.ndarray, pairs: Sequence[int | None] | None = None
     """How many (layer, head)s share one top unit: the largest count of heads whose strongest
     dim (``pairs=None``) or strongest RoPE pair lies at the same index, as a share of all heads.
 
-    Returns ``{"share", "unit", "n_heads", "chance"}``: the modal unit, and ``chance`` = 1/n_units
-    (the share if every head picked one unit and no two agreed beyond the pigeonhole floor is
-    ≥ that; uniform random picks give about that for many heads)."""
+    Returns ``{"share", "unit", "n_heads", "chance"}``: the modal unit, and ``chance`` = the
+    expected modal share if every head picked its unit uniformly at random (``modal_share_chance``;
+    never below 1/n_heads, so a model with few heads is not credited for agreement it must have)."""
     M = np.asarray(M_LxHxD, np.float64)
     if M.ndim != 3:
         raise ValueError(f"top_agreement needs an L×H×D array; got shape {M.shape}")
@@ -77,7 +77,17 @@ def top_agreement(M_LxHxD: np.ndarray, pairs: Sequence[int | None] | None = None
     counts = np.bincount(tops, minlength=n_units)
     unit = int(counts.argmax())
     return {"share": float(counts[unit] / heads.shape[0]), "unit": unit,
-            "n_heads": int(heads.shape[0]), "chance": 1.0 / n_units}
+            "n_heads": int(heads.shape[0]), "chance": modal_share_chance(heads.shape[0], n_units)}
+
+
+def modal_share_chance(n_heads: int, n_units: int, trials: int = 4000) -> float:
+    """Expected largest share of ``n_heads`` uniform random picks among ``n_units`` that land on
+    one unit (seeded simulation, so the same arguments give the same number)."""
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, n_units, (trials, n_heads))
+    counts = np.zeros((trials, n_units), np.int64)
+    np.add.at(counts, (np.repeat(np.arange(trials), n_heads), picks.ravel()), 1)
+    return float(counts.max(axis=1).mean() / n_heads)
 
 
 def max_mean_ratio(M_HxD: np.ndarray) -> np.ndarray:

@@ -24,7 +24,9 @@ same arms with the same data.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -60,6 +62,7 @@ class Preset:
     batch: int
     steps: int
     log_every: int
+    checkpoint_every: int = 0  # 0: every log_every steps (saves cost seconds on a small CPU)
     lr: float = 3e-3
     weight_decay: float = 0.0
     schedule: str = "constant"
@@ -91,7 +94,8 @@ PRESETS: dict[str, Preset] = {
                    what="a pipeline check only: 4 steps of a 2-layer model cannot show any "
                         "concentration or task learning."),
     "quick": Preset("quick", hidden=64, layers=2, heads=1, mlp=172, seq_len=128, batch=8,
-                    steps=300, log_every=50, eval_episodes=100, analyze_tokens=16384,
+                    steps=300, log_every=50, checkpoint_every=150, eval_episodes=100,
+                    analyze_tokens=16384,
                     mixture={"text": 0.5, "contextual": 0.25, "parametric": 0.25, "n_facts": 32,
                              "passkey_digits": 4, "passkey_filler": 1, "kv_pairs": 4},
                     what="about 0.3M tokens per arm: enough to see the models learn text and to "
@@ -99,13 +103,14 @@ PRESETS: dict[str, Preset] = {
                          "(at head_dim 64 they first appear after ~2-4M tokens in the cpu setting), "
                          "so its claims verdicts are not evidence either way."),
     "cpu": Preset("cpu", hidden=128, layers=4, heads=2, mlp=344, seq_len=256, batch=16,
-                  steps=2400, log_every=100,
+                  steps=2400, log_every=100, checkpoint_every=200,
                   what="the smallest setting found where RoPE concentrates (head_dim 64, 9.8M "
                        "byte tokens, constant lr 3e-3, no weight decay); about an hour per arm on "
                        "2 CPU cores. Still a 4-layer byte model: depth trends and task accuracies "
                        "are those of a tiny model."),
     "gpu": Preset("gpu", hidden=512, layers=8, heads=8, mlp=1376, seq_len=512, batch=64,
-                  steps=20000, log_every=500, dtype="bfloat16", eval_episodes=500,
+                  steps=20000, log_every=500, checkpoint_every=1000, dtype="bfloat16",
+                  eval_episodes=500,
                   analyze_tokens=131072,
                   what="the cpu design scaled up (head_dim 64, 8 layers, 655M tokens, bf16); "
                        "untested on this project's CPU machine."),
@@ -126,7 +131,8 @@ def experiment_config(preset: Preset, arm: str):
                  "batch_size": p.batch, "seed": 0, "holdout_fraction": 0.05,
                  "packing": "bos_first", "eval_rows": max(p.batch, 16), "mixture": p.mixture},
         "train": {"steps": p.steps, "seed": 0, "log_every": min(10, p.log_every),
-                  "eval_every": p.log_every, "eval_batches": 1, "checkpoint_every": p.log_every,
+                  "eval_every": p.log_every, "eval_batches": 1,
+                  "checkpoint_every": p.checkpoint_every or p.log_every,
                   "keep_checkpoints": 2, "concentration_every": p.log_every, "progress": False,
                   "optim": {"lr": p.lr, "warmup_steps": p.warmup, "schedule": p.schedule,
                             "weight_decay": p.weight_decay, "grad_clip": 1.0}},
@@ -182,11 +188,12 @@ def analyze_arm(preset: Preset, arm_dir: Path) -> None:
     from analysis.cli import run as analyze
 
     if not (arm_dir / "analyze" / "massive_values.json").is_file():
-        analyze(argparse.Namespace(
-            model=str(arm_dir / "model"), data=preset.source, text_field="text",
-            tokens=preset.analyze_tokens, seq_len=preset.seq_len, batch_size=4, lam=5.0,
-            mean_over="head", top_k=1, sites="q,k,v,q_rot,k_rot", bar_layer=None,
-            no_figures=True, out=str(arm_dir / "analyze")))
+        with contextlib.redirect_stdout(io.StringIO()):  # its headline JSON is in the file
+            analyze(argparse.Namespace(
+                model=str(arm_dir / "model"), data=preset.source, text_field="text",
+                tokens=preset.analyze_tokens, seq_len=preset.seq_len, batch_size=4, lam=5.0,
+                mean_over="head", top_k=1, sites="q,k,v,q_rot,k_rot", bar_layer=None,
+                no_figures=True, out=str(arm_dir / "analyze")))
     if not (arm_dir / "tasks.json").is_file():
         from analysis.task_accuracy import score
         from mvjax.checkpoint import load_model

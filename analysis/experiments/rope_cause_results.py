@@ -33,7 +33,8 @@ DEFINITIONS = {
     "top_pair_share": "per head, share of the rotating energy in its strongest RoPE pair "
                       "(2/head_dim when even); median over heads",
     "top_agreement": "over all (layer, head)s, the largest share whose strongest RoPE pair "
-                     "(pair energy, rotation-invariant) is the same pair; chance = 1/n_pairs",
+                     "(pair energy, rotation-invariant) is the same pair; chance = expected "
+                     "modal share of uniform random picks (>= 1/number of heads)",
     "first_token_mass": "per head, mean over valid queries t >= 1 of the attention probability "
                         "on key position 0 (BOS); mean over heads",
     "top_dim_wavelength": "2*pi / RoPE frequency of each head's largest dim (NoPE/ALiBi: the "
