@@ -109,3 +109,35 @@ def test_emergence_reads_training_runs(finished, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a training run"):
         from analysis.experiments.emergence import run_curves
         run_curves(tmp_path)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_finishes_the_same_arms(tmp_path):
+    """A real kill (SIGKILL once the first arm has a checkpoint), then --resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mvjax.cli", "experiment", "rope-cause", "--preset", "test",
+           "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpts = out / "arms" / "rope" / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (ckpts.is_dir() and any(ckpts.iterdir())):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    done = subprocess.run(cmd + ["--resume"], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["arms"]) == list(PRESETS["test"].arms)
+    for arm in PRESETS["test"].arms:
+        steps = {r["step"] for r in read_metrics(out / "arms" / arm / "metrics.jsonl") if "norms" in r}
+        assert steps == {2, 4}, (arm, steps)
