@@ -68,8 +68,7 @@ class Preset:
     schedule: str = "constant"
     warmup: int = 50
     dtype: str = "float32"
-    source: str = "tinyshakespeare"
-    tokenizer: str = "byte"
+    source: str = "tinyshakespeare"  # read as bytes (vocab 257, BOS 256); BPE arms were not run
     mixture: dict = dataclasses.field(default_factory=lambda: {
         "text": 0.5, "contextual": 0.25, "parametric": 0.25})
     eval_episodes: int = 200
@@ -123,11 +122,11 @@ def experiment_config(preset: Preset, arm: str):
 
     p = preset
     return ExperimentConfig.from_dict({
-        "model": {"vocab_size": 257 if p.tokenizer == "byte" else 4096, "hidden_size": p.hidden,
+        "model": {"vocab_size": 257, "hidden_size": p.hidden,
                   "num_layers": p.layers, "num_heads": p.heads, "mlp_hidden": p.mlp,
                   "tie_embeddings": True, "dtype": p.dtype, "max_seq_len": max(p.seq_len, 256),
-                  "bos_id": 256 if p.tokenizer == "byte" else None, "positional": ARMS[arm]},
-        "data": {"source": p.source, "tokenizer": p.tokenizer, "seq_len": p.seq_len,
+                  "bos_id": 256, "positional": ARMS[arm]},
+        "data": {"source": p.source, "tokenizer": "byte", "seq_len": p.seq_len,
                  "batch_size": p.batch, "seed": 0, "holdout_fraction": 0.05,
                  "packing": "bos_first", "eval_rows": max(p.batch, 16), "mixture": p.mixture},
         "train": {"steps": p.steps, "seed": 0, "log_every": min(10, p.log_every),

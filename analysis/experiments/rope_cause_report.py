@@ -84,7 +84,7 @@ def write_report(results: dict[str, Any], figures: dict[str, list[Path]], out: P
         f"{p['heads']} heads (head_dim {p['hidden'] // p['heads']}), {p['steps']} steps × "
         f"{p['batch']}×{p['seq_len']} tokens = {p['steps'] * p['batch'] * p['seq_len'] / 1e6:.2f}M "
         f"tokens, lr {p['lr']:g} ({p['schedule']}), weight decay {p['weight_decay']:g}, "
-        f"data {p['source']} ({p['tokenizer']}) mixed {json.dumps(p['mixture'])}. Same seed and "
+        f"data {p['source']} (bytes) mixed {json.dumps(p['mixture'])}. Same seed and "
         f"data order for every arm. git {results.get('git_sha') or 'unknown'}.",
         "",
         "## Definitions (fixed before the runs)",
