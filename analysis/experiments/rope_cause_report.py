@@ -73,6 +73,27 @@ def per_layer_table(results: dict[str, Any], site: str) -> str:
     return "\n".join(rows)
 
 
+def emergence_table(results: dict[str, Any], columns: int = 6) -> str:
+    """Q+K λ=5 count and K max/mean (max over layers and heads) at up to ``columns`` logged steps."""
+    first = next(iter(results["arms"].values()))["curves"]
+    n = len(first["steps"])
+    if n == 0:
+        return "(no training logs)"
+    picks = sorted({round(i * (n - 1) / max(columns - 1, 1)) for i in range(min(columns, n))})
+    head = " | ".join(f"{first['tokens'][i] / 1e6:.2f}M" for i in picks)
+    rows = [f"| arm | {head} |", "|---|" + "---|" * len(picks)]
+    for name, arm in results["arms"].items():
+        s = arm["curves"]["sites"]
+        cells = []
+        for i in picks:
+            qk = sum(s["q_rot"]["n_massive"][l][i] + s["k_rot"]["n_massive"][l][i]
+                     for l in range(arm["num_layers"]))
+            k = max(s["k_rot"]["max_mean_max"][l][i] for l in range(arm["num_layers"]))
+            cells.append(f"{qk} / {k:.1f}")
+        rows.append(f"| {name} | {' | '.join(cells)} |")
+    return "\n".join(rows)
+
+
 def write_report(results: dict[str, Any], figures: dict[str, list[Path]], out: Path) -> Path:
     p = results["preset"]
     lines = [
@@ -103,6 +124,10 @@ def write_report(results: dict[str, Any], figures: dict[str, list[Path]], out: P
         per_layer_table(results, "k_rot"),
         "",
         per_layer_table(results, "q_rot"),
+        "",
+        "## Over training (Q+K massive entries / K max/mean, max over layers and heads)",
+        "",
+        emergence_table(results),
         "",
         "## Tasks (held-out episodes; greedy exact match)",
         "",
