@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "mvjax.convert.cli",
     "mvjax.commands.generate",
     "mvjax.commands.experiment",
+    "analysis.compare",
 )
 
 

@@ -312,8 +312,7 @@ def _run(run: _Setup, stop_at: int | None) -> dict[str, Any]:
                     log.write({"step": step, "eval_loss": last_eval})
                 if do_conc and run.eval_batches:
                     conc = run.conc_fn(run.state["params"], run.eval_batches[0][:, :-1])
-                    log.write({"step": step, **{name: {k: np.asarray(v).tolist() for k, v in sites.items()}
-                                                for name, sites in conc.items()}})
+                    log.write({"step": step, **jax.device_get(conc)})
                 if do_ckpt:
                     last_saved = save(step)
                 if do_eval or do_conc or do_ckpt:

@@ -8,6 +8,7 @@ backward, halved by the causal mask), against ``train.peak_flops`` per device.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ import numpy as np
 from flax import nnx
 
 from mvjax.config import ModelConfig
-from mvjax.probe import CaptureStats
+from mvjax.model import SiteContext
+from mvjax.probe import batch_stats
 
 CONCENTRATION_SITES = ("q_rot", "k_rot", "v")
 
@@ -36,24 +38,49 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
 
 
 MASSIVE_LAMBDA = 5.0  # the paper's λ, per-head mean: the default of analysis.massive
+NORM_SITES = ("q", "k", "v", "q_rot", "k_rot")  # sites whose full H×D norm matrix is logged
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConcentrationProbe:
+    """Σx² per (head, dim) at the Q/K/V sites, and each head's attention mass on the first key
+    (mean over valid queries t ≥ 1 of p[t, 0]: query 0 can only attend to itself)."""
+
+    sites: frozenset[str] = frozenset(NORM_SITES) | {"attn"}
+
+    def __call__(self, site: str, layer: int, x: jax.Array, ctx: SiteContext):
+        if site != "attn":
+            return x, batch_stats(x, ctx.valid_BxT).sumsq
+        valid_BxT = ctx.valid_BxT.at[:, 0].set(False)
+        w_Bx1xT = valid_BxT[:, None, :].astype(jnp.float32)
+        mass_H = jnp.sum(x[..., 0] * w_Bx1xT, axis=(0, 2)) / jnp.maximum(jnp.sum(w_Bx1xT), 1.0)
+        return x, mass_H
 
 
 def make_concentration_fn(graphdef: nnx.GraphDef) -> Callable[[dict, jax.Array], dict]:
     """Jitted ``(params, tokens) -> {"concentration": {site: per-layer median over heads of
-    max_d M / mean_d M}, "massive": {site: per-layer count of M[h,d] > λ·mean_d M[h,·]}}``,
-    where M = sqrt(Σ_tokens x²) per (head, dim) — the same definition ``mvjax analyze`` records."""
-    probe = CaptureStats(sites=frozenset(CONCENTRATION_SITES))
+    max_d M / mean_d M}, "massive": {site: per-layer count of M[h,d] > λ·mean_d M[h,·]},
+    "norms": {site: L×H×D matrix M}, "first_token_mass": L×H}``, where M = sqrt(Σ_tokens x²) per
+    (head, dim) — the same definition ``mvjax analyze`` records. The first two cover
+    ``CONCENTRATION_SITES``; ``norms`` keeps every Q/K/V site so any later metric can be computed
+    from the log. Observing ``attn`` runs the unfused attention path (B×H×T×T), fine for one batch."""
+    probe = _ConcentrationProbe()
 
     @jax.jit
     def concentration(params: dict, tokens: jax.Array) -> dict:
         records = nnx.merge(graphdef, params)(tokens, probe=probe, logits=False).records
-        ratio, massive = {}, {}
-        for site, per_layer in records.items():
-            M_LxHxD = jnp.stack([jnp.sqrt(per_layer[i].sumsq) for i in sorted(per_layer)])
+        ratio, massive, norms = {}, {}, {}
+        for site in NORM_SITES:
+            per_layer = records[site]
+            M_LxHxD = jnp.stack([jnp.sqrt(per_layer[i]) for i in sorted(per_layer)])
+            norms[site] = M_LxHxD
+            if site not in CONCENTRATION_SITES:
+                continue
             mean_LxHx1 = jnp.maximum(M_LxHxD.mean(-1, keepdims=True), 1e-30)
             ratio[site] = jnp.median(M_LxHxD.max(-1) / mean_LxHx1[..., 0], axis=-1)
             massive[site] = jnp.sum(M_LxHxD > MASSIVE_LAMBDA * mean_LxHx1, axis=(1, 2))
-        return {"concentration": ratio, "massive": massive}
+        sink = jnp.stack([records["attn"][i] for i in sorted(records["attn"])])
+        return {"concentration": ratio, "massive": massive, "norms": norms, "first_token_mass": sink}
 
     return concentration
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 
-EXPERIMENT_MODULES: tuple[str, ...] = ("analysis.experiments.disrupt", "analysis.experiments.quantize")
+EXPERIMENT_MODULES: tuple[str, ...] = ("analysis.experiments.disrupt", "analysis.experiments.quantize",
+                                      "analysis.experiments.rope_cause",
+                                      "analysis.experiments.emergence")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,11 +21,13 @@ _EXPORTS = {
     "tokenize_documents": "packing",
     "build_tokenizer": "bpe", "train_bpe": "bpe",
     "load_texts": "sources", "resolve_source": "sources",
+    "MixtureConfig": "mixture", "MixtureStream": "mixture",
 }
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from mvjax.data.bpe import build_tokenizer, train_bpe
+    from mvjax.data.mixture import MixtureConfig, MixtureStream
     from mvjax.data.packing import PACKINGS, TokenStream, pack_rows, tokenize_documents
     from mvjax.data.pipeline import DataConfig, build_data, eval_rows, split_documents
     from mvjax.data.sources import load_texts, resolve_source

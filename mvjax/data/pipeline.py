@@ -31,7 +31,9 @@ class DataConfig:
       tokenizer.json, or a directory holding one. holdout_fraction: share of documents held out for
       eval (of the text, when the source is one document). packing: ``bos_first`` (every row starts
       with BOS) or ``concat`` (plain stream, BOS between documents). eval_rows: at most this many
-      held-out rows, spread evenly over the held-out text.
+      held-out rows, spread evenly over the held-out text. mixture: a ``MixtureConfig`` (or its
+      mapping) mixing synthetic contextual and parametric rows into the text rows; eval rows stay
+      natural text.
     """
 
     source: str = "tinyshakespeare"
@@ -45,8 +47,13 @@ class DataConfig:
     split: str = "train"
     doc_separator: str = "\n\n"
     eval_rows: int = 64
+    mixture: Any = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.mixture, dict):
+            from mvjax.data.mixture import MixtureConfig
+
+            object.__setattr__(self, "mixture", from_mapping(MixtureConfig, self.mixture, "data.mixture"))
         for name in ("source", "tokenizer", "text_field", "split", "doc_separator"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 invalid(f"data.{name}", getattr(self, name), "must be a non-empty string")
@@ -108,8 +115,14 @@ def build_data(cfg: DataConfig, *, progress: bool = True
     train_texts, held_texts = split_documents(texts, cfg.holdout_fraction)
     tok = build_tokenizer(cfg.tokenizer, train_texts)
     train_tokens = tokenize_documents(tok, train_texts, progress=progress)
-    stream = TokenStream(train_tokens, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
+    # a mixture draws its text rows one at a time, so none are skipped
+    stream = TokenStream(train_tokens, seq_len=cfg.seq_len,
+                         batch_size=cfg.batch_size if cfg.mixture is None else 1,
                          seed=cfg.seed, packing=cfg.packing, bos_id=tok.bos_id)
+    if cfg.mixture is not None:
+        from mvjax.data.mixture import MixtureStream
+
+        stream = MixtureStream(stream, tok, cfg.mixture, cfg.batch_size)
     if held_texts and cfg.eval_rows > 0:
         held_tokens = tokenize_documents(tok, held_texts, progress=progress)
         evals = eval_rows(held_tokens, cfg.seq_len, cfg.packing, tok.bos_id, cfg.eval_rows)

@@ -1,0 +1,109 @@
+"""``mvjax compare RESULTS_DIR... --out DIR``: any set of ``mvjax analyze`` and
+``mvjax experiment rope-cause`` results side by side — max/mean, λ=5 counts and the low-frequency
+band share of Q, K and V against relative depth — so a model trained here can be held against a
+pretrained one in one command.
+
+Every entry is measured with the same functions (``analysis.concentration.layer_summary`` on the
+stored norm matrices, the fixed definition of ``analysis.massive``), whatever produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+SITES = (("q_rot", "q"), ("k_rot", "k"), ("v", "v"))  # preferred site, fallback
+
+
+def load_entries(directory: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """[(label, {site: [layer_summary…]})] from an analyze dir (massive_values.json) or an
+    experiment dir (results.json: every arm, and the reference when present)."""
+    from analysis.experiments.rope_cause_results import summarize_norms
+    from mvjax.config import ModelConfig
+
+    d = Path(directory)
+    if (d / "results.json").is_file():
+        res = json.loads((d / "results.json").read_text())
+        entries = [(f"{d.name}/{arm}", {s: v["layers"] for s, v in a["final"].items()})
+                   for arm, a in res["arms"].items()]
+        if res.get("reference"):
+            ref = res["reference"]
+            entries.append((f"{d.name}/reference {ref['model']}",
+                            {s: v["layers"] for s, v in ref["final"].items()}))
+        return entries
+    if (d / "massive_values.json").is_file():
+        res = json.loads((d / "massive_values.json").read_text())
+        cfg = ModelConfig.from_dict(res["model"]["config"])
+        norms = {s: [m["M"] for m in layers] for s, layers in res["sites"].items()}
+        return [(f"{d.name} ({res['model']['name']})",
+                 {s: v["layers"] for s, v in summarize_norms(norms, cfg).items()})]
+    raise FileNotFoundError(f"{d} holds neither results.json (mvjax experiment) nor "
+                            "massive_values.json (mvjax analyze): pass such a directory")
+
+
+def _site(entry: dict[str, Any], choices: tuple[str, str]) -> list[dict[str, Any]] | None:
+    return next((entry[s] for s in choices if s in entry), None)
+
+
+def compare(dirs: list[str], out: str | Path) -> dict[str, Any]:
+    """Write compare.png and compare.json; returns the table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    entries = [e for d in dirs for e in load_entries(d)]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = (("max_mean_median", "max/mean (median over heads)"),
+               ("n_massive", "λ=5 massive entries"),
+               ("band_low_share_median", "low-frequency band share"))
+    fig, axes = plt.subplots(len(metrics), len(SITES), figsize=(12, 9), squeeze=False)
+    table: dict[str, Any] = {}
+    for i, (label, entry) in enumerate(entries):
+        table[label] = {}
+        for c, choices in enumerate(SITES):
+            layers = _site(entry, choices)
+            if layers is None:
+                continue
+            x = np.arange(len(layers)) / max(len(layers) - 1, 1)
+            for r, (key, _) in enumerate(metrics):
+                y = [np.nan if m[key] is None else m[key] for m in layers]
+                axes[r, c].plot(x, y, "-o", ms=2.5, color=f"C{i % 10}", label=label)
+            table[label][choices[0]] = {
+                "n_massive": int(sum(m["n_massive"] for m in layers)),
+                "max_mean_median": float(np.median([m["max_mean_median"] for m in layers])),
+                "band_low_share_median": (None if all(m["band_low_share_median"] is None
+                                                      for m in layers) else float(np.nanmedian(
+                    [np.nan if m["band_low_share_median"] is None else m["band_low_share_median"]
+                     for m in layers])))}
+    for c, choices in enumerate(SITES):
+        axes[0, c].set_title(choices[0].split("_")[0].upper(), fontsize=9)
+        axes[-1, c].set_xlabel("relative depth", fontsize=8)
+    for r, (_, name) in enumerate(metrics):
+        axes[r, 0].set_ylabel(name, fontsize=8)
+        for ax in axes[r]:
+            ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=6)
+    fig.savefig(out / "compare.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    (out / "compare.json").write_text(json.dumps(table, indent=1))
+    return table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="draw analyze / experiment results side by side "
+                       "(max/mean, λ counts, low-frequency share vs relative depth)")
+    p.add_argument("dirs", nargs="+", metavar="RESULTS_DIR",
+                   help="directories written by `mvjax analyze` or `mvjax experiment`")
+    p.add_argument("--out", required=True, help="where compare.png and compare.json go")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    table = compare(args.dirs, args.out)
+    print(json.dumps({"out": args.out, "entries": table}, indent=1))
+    return 0

@@ -1,0 +1,118 @@
+"""``mvjax experiment emergence RUN_DIR... --out DIR``: when do massive values appear during
+training? Reads training runs (``mvjax train`` directories with ``train.concentration_every`` set)
+and draws, against training tokens, the fixed λ=5 counts of Q, K and V, the largest max/mean, the
+low-frequency band share of K and the attention mass on the first token — one line per run, so a
+setting sweep (head_dim, learning rate, tokenizer, positional scheme) reads as a set of curves.
+
+Writes ``emergence.json`` (per run: its settings and every curve, layers × logged steps) and
+``emergence.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def run_curves(run_dir: str | Path) -> dict[str, Any]:
+    """Settings and curves of one training run directory."""
+    from analysis.experiments.rope_cause_results import DEFINITIONS, training_curves
+    from mvjax.config import to_plain
+    from train.config import ExperimentConfig
+    from train.metrics import read_metrics
+
+    d = Path(run_dir)
+    if not (d / "config.yaml").is_file() or not (d / "metrics.jsonl").is_file():
+        raise FileNotFoundError(f"{d} is not a training run (config.yaml + metrics.jsonl): pass "
+                                "directories written by `mvjax train`")
+    exp = ExperimentConfig.load(d / "config.yaml")
+    metrics = read_metrics(d / "metrics.jsonl")
+    curves = training_curves(metrics, exp.model, exp.data.batch_size * exp.data.seq_len)
+    if not curves["steps"]:
+        raise ValueError(f"{d} logged no norm matrices: train with train.concentration_every > 0 "
+                         "(this mvjax version logs them)")
+    evals = [(r["step"], r["eval_loss"]) for r in metrics if r.get("eval_loss") is not None]
+    m, o = exp.model, exp.train.optim
+    return {"run": d.name, "positional": to_plain(m.layer_positional(0)), "head_dim": m.head_dim,
+            "hidden": m.hidden_size, "layers": m.num_layers, "heads": m.num_heads,
+            "tokenizer": exp.data.tokenizer, "source": exp.data.source,
+            "seq_len": exp.data.seq_len, "batch": exp.data.batch_size, "lr": o.lr,
+            "schedule": o.schedule, "weight_decay": o.weight_decay,
+            "eval_loss": evals, "curves": curves, "definitions": DEFINITIONS}
+
+
+def totals(run: dict[str, Any]) -> dict[str, list]:
+    """Per logged step: λ counts summed over layers (Q, K, V post-RoPE), the max over layers of
+    the max/mean, the max over layers of K's median band share, mean first-token mass."""
+    s = run["curves"]["sites"]
+    band = np.array([[np.nan if v is None else v for v in layer]
+                     for layer in s["k"]["band_low_share_median"]], np.float64)
+    return {
+        "tokens": run["curves"]["tokens"],
+        "q_massive": np.sum(s["q_rot"]["n_massive"], axis=0).tolist(),
+        "k_massive": np.sum(s["k_rot"]["n_massive"], axis=0).tolist(),
+        "v_massive": np.sum(s["v"]["n_massive"], axis=0).tolist(),
+        "q_max_mean": np.max(s["q_rot"]["max_mean_max"], axis=0).tolist(),
+        "k_max_mean": np.max(s["k_rot"]["max_mean_max"], axis=0).tolist(),
+        "k_band_low_share": np.nanmax(band, axis=0).tolist() if band.size else [],
+        "k_agreement": run["curves"]["agreement"]["k"],
+        "first_token_mass": np.mean(run["curves"]["first_token_mass"], axis=0).tolist(),
+    }
+
+
+def draw(runs: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("q_massive", "Q massive (λ=5), all layers"), ("k_massive", "K massive (λ=5)"),
+              ("k_max_mean", "K max/mean (max over layers, heads)"),
+              ("q_max_mean", "Q max/mean (max over layers, heads)"),
+              ("k_band_low_share", "K low-freq band share (max over layers)"),
+              ("first_token_mass", "attention mass on token 0 (mean)"))
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.6))
+    for i, run in enumerate(runs):
+        t = totals(run)
+        x = np.asarray(t["tokens"], np.float64) / 1e6
+        label = f"{run['run']} ({run['positional']['scheme']}, hd {run['head_dim']})"
+        for ax, (key, _) in zip(axes.ravel(), panels):
+            ax.plot(x, t[key], "-", lw=1.3, color=f"C{i}", label=label)
+    for ax, (key, title) in zip(axes.ravel(), panels):
+        ax.set_title(title, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if "max_mean" in key:
+            ax.axhline(5.0, color="gray", ls="--", lw=0.8)
+    for ax in axes[-1]:
+        ax.set_xlabel("training tokens (M)", fontsize=8)
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("emergence", help="massive-value curves over training tokens for a set of "
+                       "training runs (λ=5 counts, max/mean, band share, sink mass)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="`mvjax train` output directories")
+    p.add_argument("--out", required=True, help="where emergence.json and emergence.png go")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    runs = [run_curves(r) for r in args.runs]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "emergence.json").write_text(json.dumps(
+        {"command": "mvjax experiment emergence " + " ".join(args.runs) + f" --out {args.out}",
+         "runs": runs, "totals": {r["run"]: totals(r) for r in runs}}))
+    draw(runs, out / "emergence.png")
+    print(json.dumps({r["run"]: {k: v[-1] if v else None for k, v in totals(r).items()}
+                      for r in runs}, indent=1))
+    return 0

@@ -1,0 +1,179 @@
+"""Figures of a rope-cause ``results.json``: head×dim maps per arm, max/mean vs layer, emergence
+over training tokens, partial RoPE inside/outside its rotated dims, first-token (sink) mass.
+
+Functions take the results dict only, so every figure can be redrawn from a saved results.json.
+Head dims are ordered high → low RoPE frequency (own labels, or RoPE θ=1e4 labels for NoPE/ALiBi;
+non-rotating dims last), the low-frequency band on the right.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from analysis.massive import frequency_order  # noqa: E402
+
+SITES = {"q_rot": "Q", "k_rot": "K", "v": "V"}
+FIGURES = ("heatmaps", "max_mean_vs_layer", "emergence", "partial_rope", "sink_mass")
+
+
+def _save(fig, out_dir: Path, name: str, svg: bool) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png"] + ([out_dir / f"{name}.svg"] if svg else [])
+    for p in paths:
+        fig.savefig(p, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _arm_freqs(arm: dict[str, Any]) -> list[float | None]:
+    from analysis.concentration import rope_labels
+
+    pos = arm["positional"]
+    if pos["scheme"] != "rope":
+        return rope_labels(arm["head_dim"])[1]
+    return rope_labels(arm["head_dim"], pos["theta"], pos["rotary_fraction"], pos["layout"])[1]
+
+
+def heatmaps(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list[Path]:
+    """Rows = arms; columns = Q and K at layer 0 and the last layer; colour = M / head mean."""
+    arms = results["arms"]
+    cols = [(s, which) for s in ("q_rot", "k_rot") for which in ("first", "last")]
+    fig, axes = plt.subplots(len(arms), len(cols), figsize=(3.0 * len(cols), 1.2 + 1.0 * len(arms)),
+                             squeeze=False)
+    lam = results["definitions"]["massive"]["lam"]
+    im = None
+    for r, (name, arm) in enumerate(arms.items()):
+        order = frequency_order(_arm_freqs(arm))
+        for c, (site, which) in enumerate(cols):
+            layer = 0 if which == "first" else arm["num_layers"] - 1
+            M = np.asarray(arm["final_M"][site][layer], np.float64)
+            R = M / np.maximum(M.mean(axis=1, keepdims=True), 1e-30)
+            im = axes[r, c].imshow(R[:, order], aspect="auto", cmap="magma", vmin=0,
+                                   vmax=2 * lam, interpolation="nearest")
+            axes[r, c].set_yticks([])
+            axes[r, c].tick_params(labelsize=6)
+            if r == 0:
+                axes[r, c].set_title(f"{SITES[site]}, layer {layer if which == 'first' else 'last'}",
+                                     fontsize=8)
+            if c == 0:
+                axes[r, c].set_ylabel(name, fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("dim, high → low freq", fontsize=7)
+    cbar = fig.colorbar(im, ax=axes, shrink=0.8, pad=0.01)
+    cbar.set_label(f"M / head mean (massive > {lam:g})", fontsize=8)
+    fig.suptitle("final models: head × dim norm maps (rows: heads of each arm)", fontsize=9)
+    return _save(fig, out_dir, "heatmaps", svg)
+
+
+def _depth(n: int) -> np.ndarray:
+    return np.arange(n) / max(n - 1, 1)
+
+
+def max_mean_vs_layer(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list[Path]:
+    """Median-over-heads max/mean per layer (x = relative depth), every arm and the reference."""
+    lam = results["definitions"]["massive"]["lam"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
+    entries = list(results["arms"].items())
+    if results.get("reference"):
+        entries.append((f"reference: {results['reference']['model']}", results["reference"]))
+    for ax, (site, label) in zip(axes, SITES.items()):
+        for i, (name, arm) in enumerate(entries):
+            y = [m["max_mean_median"] for m in arm["final"][site]["layers"]]
+            ax.plot(_depth(len(y)), y, "-o", ms=3, color="k" if name.startswith("ref") else f"C{i}",
+                    label=name)
+        ax.axhline(lam, color="gray", ls="--", lw=0.8)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("relative depth (layer / last)", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("max/mean of M, median over heads", fontsize=8)
+    axes[-1].legend(fontsize=6)
+    return _save(fig, out_dir, "max_mean_vs_layer", svg)
+
+
+def emergence(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list[Path]:
+    """Over training tokens: λ=5 counts (Q+K, all layers), max max/mean over layers of K and Q,
+    and K's low-frequency band share, every arm."""
+    lam = results["definitions"]["massive"]["lam"]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    for i, (name, arm) in enumerate(results["arms"].items()):
+        cur = arm["curves"]
+        x = np.asarray(cur["tokens"], np.float64) / 1e6
+        if not len(x):
+            continue
+        s = cur["sites"]
+        qk = np.sum(s["q_rot"]["n_massive"], axis=0) + np.sum(s["k_rot"]["n_massive"], axis=0)
+        axes[0].plot(x, qk, "-", color=f"C{i}", label=name)
+        axes[1].plot(x, np.max(s["k_rot"]["max_mean_max"], axis=0), "-", color=f"C{i}")
+        axes[2].plot(x, np.max(s["q_rot"]["max_mean_max"], axis=0), "-", color=f"C{i}")
+        band = np.array(s["k"]["band_low_share_median"], dtype=float)
+        axes[3].plot(x, np.nanmax(band, axis=0) if band.size else [], "-", color=f"C{i}")
+    for ax, t in zip(axes, ("Q+K massive entries (λ=5)", "K max/mean, max over layers & heads",
+                            "Q max/mean, max over layers & heads",
+                            "K low-freq band share, max over layers")):
+        ax.set_title(t, fontsize=8)
+        ax.set_xlabel("training tokens (M)", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[1:3]:
+        ax.axhline(lam, color="gray", ls="--", lw=0.8)
+    axes[3].axhline(0.5, color="gray", ls="--", lw=0.8)
+    axes[0].legend(fontsize=6)
+    return _save(fig, out_dir, "emergence", svg)
+
+
+def partial_rope(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list[Path]:
+    """Partial RoPE: share of Q/K/V energy in the rotated dims per layer, against the rotated
+    fraction (energy spread evenly would sit on that line)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    arm = results["arms"].get("partial-rope")
+    if arm is None:
+        ax.text(0.5, 0.5, "no partial-RoPE arm in this run", ha="center", va="center")
+    else:
+        frac = arm["positional"]["rotary_fraction"]
+        for i, (site, label) in enumerate({"q": "Q", "k": "K", "v": "V"}.items()):
+            if site not in arm["final"]:
+                continue
+            y = [m["rotated_energy_share"] for m in arm["final"][site]["layers"]]
+            ax.plot(range(len(y)), y, "-o", ms=3, color=f"C{i}", label=label)
+        ax.axhline(frac, color="gray", ls="--", lw=0.8, label=f"rotated fraction {frac:g}")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("layer", fontsize=8)
+        ax.set_ylabel("share of ΣM² in rotated dims", fontsize=8)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    ax.set_title("partial RoPE: energy inside the rotated dims", fontsize=9)
+    return _save(fig, out_dir, "partial_rope", svg)
+
+
+def sink_mass(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list[Path]:
+    """Attention mass on the first token per layer (mean over heads), final models + reference."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    entries = list(results["arms"].items())
+    if results.get("reference"):
+        entries.append((f"reference: {results['reference']['model']}", results["reference"]))
+    for i, (name, arm) in enumerate(entries):
+        y = arm.get("final_first_token_mass")
+        if y:
+            ax.plot(_depth(len(y)), y, "-o", ms=3, label=name,
+                    color="k" if name.startswith("ref") else f"C{i}")
+    ax.set_xlabel("relative depth", fontsize=8)
+    ax.set_ylabel("attention mass on token 0", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    ax.set_title("sink mass vs layer", fontsize=9)
+    return _save(fig, out_dir, "sink_mass", svg)
+
+
+def all_figures(results: dict[str, Any], out_dir: Path, svg: bool = False) -> dict[str, list[Path]]:
+    return {"heatmaps": heatmaps(results, out_dir, svg),
+            "max_mean_vs_layer": max_mean_vs_layer(results, out_dir, svg),
+            "emergence": emergence(results, out_dir, svg),
+            "partial_rope": partial_rope(results, out_dir, svg),
+            "sink_mass": sink_mass(results, out_dir, svg)}

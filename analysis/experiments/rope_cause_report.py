@@ -1,0 +1,149 @@
+"""``report.md`` of a rope-cause run: what this preset can show, the definitions, one table per
+measurement (arms side by side, the reference last), the claims with their fixed rules and numbers,
+then the figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from analysis.experiments.rope_cause_results import site_totals
+
+
+def _f(x: Any, fmt: str = ".2f") -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, (int,)) and not isinstance(x, bool):
+        return str(x)
+    return format(float(x), fmt)
+
+
+def arm_table(results: dict[str, Any]) -> str:
+    """One row per arm (and the reference): λ counts, first layer, max/mean, band share,
+    agreement, K/Q, sink mass, eval loss."""
+    rows = ["| arm | head_dim | Q / K / V massive (λ=5) | first Q/K layer | Q / K / V max/mean "
+            "(median over layers) | K max/mean max | Q / K low-band share | K top-pair agreement "
+            "(chance) | K/Q max/mean | first-token mass (mean over layers) | eval loss |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    entries = list(results["arms"].items())
+    if results.get("reference"):
+        entries.append((f"**reference {results['reference']['model']}**", results["reference"]))
+    for name, arm in entries:
+        t = {s: site_totals(arm["final"], s) for s in ("q_rot", "k_rot", "v")}
+        firsts = [x for x in (t["q_rot"]["first_massive_layer"], t["k_rot"]["first_massive_layer"])
+                  if x is not None]
+        sink = arm.get("final_first_token_mass")
+        kq = (t["k_rot"]["max_mean_median"] / t["q_rot"]["max_mean_median"]
+              if t["q_rot"]["max_mean_median"] else None)
+        rows.append(
+            f"| {name} | {arm['head_dim']} | {t['q_rot']['n_massive']} / {t['k_rot']['n_massive']} / "
+            f"{t['v']['n_massive']} | {min(firsts) if firsts else 'none'} | "
+            f"{_f(t['q_rot']['max_mean_median'])} / {_f(t['k_rot']['max_mean_median'])} / "
+            f"{_f(t['v']['max_mean_median'])} | {_f(t['k_rot']['max_mean_max'])} | "
+            f"{_f(t['q_rot']['band_low_share_median'])} / {_f(t['k_rot']['band_low_share_median'])} | "
+            f"{_f(t['k_rot']['top_pair_agreement'])} ({_f(t['k_rot']['agreement_chance'])}) | "
+            f"{_f(kq)} | {_f(sum(sink) / len(sink) if sink else None)} | "
+            f"{_f(arm.get('final_eval_loss'), '.3f')} |")
+    return "\n".join(rows)
+
+
+def task_table(results: dict[str, Any]) -> str:
+    rows = ["| arm | contextual accuracy (chance) | parametric accuracy (chance) | per task |",
+            "|---|---|---|---|"]
+    for name, arm in results["arms"].items():
+        k = arm["tasks"]["kinds"]
+
+        def cell(kind: str) -> str:
+            return (f"{k[kind]['accuracy']:.2f} ({k[kind]['chance']:.3g}), n={k[kind]['n']}"
+                    if kind in k else "n/a")
+        per = ", ".join(f"{t} {v['accuracy']:.2f}" for t, v in arm["tasks"]["tasks"].items())
+        rows.append(f"| {name} | {cell('contextual')} | {cell('parametric')} | {per} |")
+    return "\n".join(rows)
+
+
+def per_layer_table(results: dict[str, Any], site: str) -> str:
+    rows = [f"| arm | {site}: λ=5 count per layer | max/mean (median over heads) per layer | "
+            "low-band share per layer |", "|---|---|---|---|"]
+    for name, arm in results["arms"].items():
+        layers = arm["final"][site]["layers"]
+        rows.append(f"| {name} | {' '.join(str(m['n_massive']) for m in layers)} | "
+                    f"{' '.join(_f(m['max_mean_median'], '.1f') for m in layers)} | "
+                    f"{' '.join(_f(m['band_low_share_median']) for m in layers)} |")
+    return "\n".join(rows)
+
+
+def emergence_table(results: dict[str, Any], columns: int = 6) -> str:
+    """Q+K λ=5 count and K max/mean (max over layers and heads) at up to ``columns`` logged steps."""
+    first = next(iter(results["arms"].values()))["curves"]
+    n = len(first["steps"])
+    if n == 0:
+        return "(no training logs)"
+    picks = sorted({round(i * (n - 1) / max(columns - 1, 1)) for i in range(min(columns, n))})
+    head = " | ".join(f"{first['tokens'][i] / 1e6:.2f}M" for i in picks)
+    rows = [f"| arm | {head} |", "|---|" + "---|" * len(picks)]
+    for name, arm in results["arms"].items():
+        s = arm["curves"]["sites"]
+        cells = []
+        for i in picks:
+            qk = sum(s["q_rot"]["n_massive"][l][i] + s["k_rot"]["n_massive"][l][i]
+                     for l in range(arm["num_layers"]))
+            k = max(s["k_rot"]["max_mean_max"][l][i] for l in range(arm["num_layers"]))
+            cells.append(f"{qk} / {k:.1f}")
+        rows.append(f"| {name} | {' | '.join(cells)} |")
+    return "\n".join(rows)
+
+
+def write_report(results: dict[str, Any], figures: dict[str, list[Path]], out: Path) -> Path:
+    p = results["preset"]
+    lines = [
+        f"# RoPE as the cause of massive values — preset `{p['name']}`",
+        "",
+        f"**What this preset can and cannot show:** {p['what']}",
+        "",
+        f"Arms: {', '.join(results['arms'])}; each {p['layers']} layers, hidden {p['hidden']}, "
+        f"{p['heads']} heads (head_dim {p['hidden'] // p['heads']}), {p['steps']} steps × "
+        f"{p['batch']}×{p['seq_len']} tokens = {p['steps'] * p['batch'] * p['seq_len'] / 1e6:.2f}M "
+        f"tokens, lr {p['lr']:g} ({p['schedule']}), weight decay {p['weight_decay']:g}, "
+        f"data {p['source']} (bytes) mixed {json.dumps(p['mixture'])}. Same seed and "
+        f"data order for every arm. git {results.get('git_sha') or 'unknown'}.",
+        "",
+        "## Definitions (fixed before the runs)",
+        "",
+        *[f"- **{k}**: {v if isinstance(v, str) else v.get('rule', v)}"
+          for k, v in results["definitions"].items()],
+        "",
+        "Q and K are read after RoPE (`q_rot`, `k_rot`, as the paper's code); pre-RoPE sites are in "
+        "results.json. Final numbers come from `mvjax analyze` on each final model "
+        f"({p['analyze_tokens']} tokens of natural text).",
+        "",
+        "## Final models",
+        "",
+        arm_table(results),
+        "",
+        per_layer_table(results, "k_rot"),
+        "",
+        per_layer_table(results, "q_rot"),
+        "",
+        "## Over training (Q+K massive entries / K max/mean, max over layers and heads)",
+        "",
+        emergence_table(results),
+        "",
+        "## Tasks (held-out episodes; greedy exact match)",
+        "",
+        task_table(results),
+        "",
+        "## Claims",
+        "",
+    ]
+    for key, c in results["claims"].items():
+        lines += [f"**({key}) {c['claim']}** — *{c['verdict']}*. Rule: "
+                  f"{results['claim_rules'][key]}.",
+                  "", f"Numbers: `{json.dumps(c['numbers'])}`" if c["numbers"] is not None
+                  else "Numbers: not measured yet.", ""]
+    lines += ["## Figures", ""]
+    for name, paths in figures.items():
+        lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({paths[0].relative_to(out)})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

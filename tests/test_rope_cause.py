@@ -1,0 +1,143 @@
+"""``mvjax experiment rope-cause --preset test``: the whole pipeline in seconds — results.json
+schema, every figure, the report's claims, refusal without --resume, and resume after a stop
+continuing the same arms."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import pytest
+
+from analysis.experiments.rope_cause import PRESETS, run
+from analysis.experiments.rope_cause_plots import FIGURES
+from mvjax.cli import main as cli_main
+from train.metrics import read_metrics
+
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp/mvjax-test-jax-cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rope_cause")
+    preset = PRESETS["test"]
+    assert run(preset, out, stop_at=2) is None  # a "kill" after step 2 of the first arm
+    first = preset.arms[0]
+    assert (out / "arms" / first / "checkpoints" / "2").is_dir()
+    assert not (out / "arms" / preset.arms[1]).exists()
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(preset, out)
+    results = run(preset, out, resume=True)
+    return out, preset, results
+
+
+def test_results_schema(finished):
+    out, preset, results = finished
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["experiment"] == "rope-cause" and set(saved["arms"]) == set(preset.arms)
+    assert saved["definitions"]["massive"]["lam"] == 5.0
+    assert saved["preset"]["name"] == "test" and "git_sha" in saved
+    for arm in saved["arms"].values():
+        cur = arm["curves"]
+        assert cur["steps"] == [2, 4] and len(cur["tokens"]) == 2
+        for site in ("q", "k", "v", "q_rot", "k_rot"):
+            for key, LxS in cur["sites"][site].items():
+                assert len(LxS) == preset.layers and all(len(s) == 2 for s in LxS), key
+        assert len(cur["first_token_mass"]) == preset.layers
+        assert all(0 < m < 1 for per in cur["first_token_mass"] for m in per)
+        assert set(arm["tasks"]["kinds"]) == {"contextual", "parametric"}
+        assert len(arm["final"]["k_rot"]["layers"]) == preset.layers
+    assert saved["arms"]["nope"]["final_counts"]["k_rot"]["n_massive_unrotated"] is None
+    assert saved["arms"]["partial-rope"]["final"]["k"]["layers"][0]["rotated_energy_share"] < 1
+    assert set(saved["claims"]) == {"1", "2", "3", "4", "5"}
+    assert saved["claims"]["5"]["verdict"].startswith("not measured yet")
+
+
+def test_resume_continued_the_same_arms(finished):
+    out, preset, _ = finished
+    for arm in preset.arms:
+        steps = [r["step"] for r in read_metrics(out / "arms" / arm / "metrics.jsonl")
+                 if "norms" in r]
+        assert steps == [2, 4], (arm, steps)  # no step logged twice, none missing
+        assert (out / "arms" / arm / "model").is_dir()
+
+
+def test_every_figure_and_report(finished):
+    out, _, _ = finished
+    for name in FIGURES:
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert "What this preset can and cannot show" in report
+    assert "not measured yet" in report and "(4)" in report
+    assert all(f"figures/{name}.png" in report for name in FIGURES)
+
+
+def test_cli_refuses_a_different_preset_on_resume(finished, capsys):
+    out, _, _ = finished
+    code = cli_main(["experiment", "rope-cause", "--preset", "quick", "--out", str(out), "--resume"])
+    assert code == 2 and "same --preset" in capsys.readouterr().err
+
+
+def test_compare_draws_experiment_and_analyze_results(finished, tmp_path, capsys):
+    out, preset, _ = finished
+    code = cli_main(["compare", str(out), str(out / "arms" / "rope" / "analyze"),
+                     "--out", str(tmp_path / "cmp")])
+    assert code == 0
+    table = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert len(table) == len(preset.arms) + 1
+    analyze_entry = next(v for k, v in table.items() if k.startswith("analyze"))
+    arm_entry = table[f"{out.name}/rope"]
+    assert analyze_entry["k_rot"] == arm_entry["k_rot"]  # same model, same numbers either way
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
+    assert cli_main(["compare", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "neither results.json" in capsys.readouterr().err
+
+
+def test_emergence_reads_training_runs(finished, tmp_path):
+    out, preset, _ = finished
+    runs = [str(out / "arms" / a) for a in ("rope", "nope")]
+    assert cli_main(["experiment", "emergence", *runs, "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "emergence.json").read_text())
+    assert set(saved["totals"]) == {"rope", "nope"}
+    t = saved["totals"]["rope"]
+    assert t["tokens"] == [2 * preset.batch * preset.seq_len, 4 * preset.batch * preset.seq_len]
+    assert all(len(t[k]) == 2 for k in ("q_massive", "k_max_mean", "first_token_mass"))
+    assert (tmp_path / "emergence.png").stat().st_size > 1000
+    with pytest.raises(FileNotFoundError, match="not a training run"):
+        from analysis.experiments.emergence import run_curves
+        run_curves(tmp_path)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_finishes_the_same_arms(tmp_path):
+    """A real kill (SIGKILL once the first arm has a checkpoint), then --resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mvjax.cli", "experiment", "rope-cause", "--preset", "test",
+           "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpts = out / "arms" / "rope" / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (ckpts.is_dir() and any(ckpts.iterdir())):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    done = subprocess.run(cmd + ["--resume"], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["arms"]) == list(PRESETS["test"].arms)
+    for arm in PRESETS["test"].arms:
+        steps = {r["step"] for r in read_metrics(out / "arms" / arm / "metrics.jsonl") if "norms" in r}
+        assert steps == {2, 4}, (arm, steps)
