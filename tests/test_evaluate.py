@@ -24,11 +24,24 @@ def model():
     return init_model(CFG, seed=5)
 
 
+def _logits(model, seq):
+    """Full-recomputation logits of ``seq`` (right-padded to 16 tokens: causal, so the padding
+    changes nothing before it; one compilation for every length)."""
+    from flax import nnx
+
+    g, s = nnx.split(model)
+    f = _logits.__dict__.setdefault("f", jax.jit(lambda s, x: nnx.merge(g, s)(x).logits[0]))
+    return f(s, jnp.asarray([list(seq) + [0] * (16 - len(seq))]))[: len(seq)]
+
+
 def _items(model, rng):
     items = []
     for n in (5, 9, 3):
         prompt = tuple(int(x) for x in rng.integers(0, 40, n))
-        greedy = tuple(int(x) for x in np.asarray(generate(model, jnp.asarray([prompt]), 3).tokens[0, n:]))
+        seq = list(prompt)
+        for _ in range(3):  # greedy by full recomputation
+            seq.append(int(jnp.argmax(_logits(model, seq)[-1])))
+        greedy = tuple(seq[n:])
         wrong = (greedy[0], greedy[1], (greedy[2] + 1) % 40)
         items.append(Encoded(prompt, (wrong, greedy, (7,)), 3, 1, 1))
     return items
@@ -39,8 +52,7 @@ def test_loglik_and_greedy_match_direct_computation(model):
     ll, hits = Scorer(model, batch_size=4).run(items)
     for e, l, h in zip(items, ll, hits):
         for j, cont in enumerate(e.conts):
-            seq = jnp.asarray([e.prompt + cont])
-            lp = jax.nn.log_softmax(model(seq).logits[0], axis=-1)
+            lp = jax.nn.log_softmax(_logits(model, e.prompt + cont), axis=-1)
             want = sum(float(lp[len(e.prompt) - 1 + i, t]) for i, t in enumerate(cont))
             assert abs(l[j] - want) < 1e-3 * max(1, abs(want))
         assert h[1] and not h[0]  # the model's own greedy continuation, and a one-token change
