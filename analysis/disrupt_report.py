@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from analysis.plots import condition_bars, layer_lines
+from mvjax.provenance import provenance_lines
 
 PAPER_CONTROL_BOUND = 2.7  # points: the paper's largest non-massive-control cost (Table 1)
 
@@ -208,8 +209,9 @@ def write_disrupt_report(result: dict, out: Path, title: str, claims: list[str])
     lines = [f"# {title}", "", "## Definition and set-up (fixed before the run)", "",
              f"- Massive dims: {d.get('selected_by', '')}; statistics {d.get('statistics', '')}; "
              f"λ rule recorded: {d.get('rule', '')}.",
-             f"- Edit: {d.get('edit', '')}.", f"- git SHA: `{result.get('git_sha', 'unknown')}`; "
-             f"model: {result.get('model', {}).get('name', '')}; config in results.json.", "",
+             f"- Edit: {d.get('edit', '')}.",
+             f"- Model: {result.get('model', {}).get('name', '')}; config in results.json.",
+             *provenance_lines(result.get("provenance", {})), "",
              *dims_lines(result), "",
              "## Accuracy (%) — the paper's table shape", "",
              "Parametric tasks count only the items the unmodified model ranks right. Seeded controls "

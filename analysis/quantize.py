@@ -30,6 +30,7 @@ from analysis.disrupt import baseline_pass, evaluate_condition
 from analysis.evaluate import Scorer, encode_task, score_task
 from mvjax.data.tasks.base import Task
 from mvjax.interventions import GRANULARITIES, QuantSpec, empty_masks, intervention
+from mvjax.provenance import provenance_lines
 
 SIDES = {"pre": ("q", "k"), "post": ("q_rot", "k_rot")}
 ALL_SITES = ("q", "k", "q_rot", "k_rot")
@@ -194,7 +195,7 @@ def write_quantize_report(result: dict, out, title: str):
     fig = condition_figure(result, out, title)
     lines = [f"# {title}", "", "## Definition (fixed before the run)", ""]
     lines += [f"- {k}: {v}" for k, v in result["definition"].items()]
-    lines += [f"- git SHA: `{result['git_sha']}`; config in results.json.", "",
+    lines += [*provenance_lines(result.get("provenance", {})), "- Config in results.json.", "",
               "## Accuracy (%) per condition (parametric tasks: items the unmodified model gets right)",
               "", quant_table(result), "", "## Claims", ""]
     lines += [f"- {c}" for c in result["claims"]] + ["", f"![{fig}]({fig})", ""]

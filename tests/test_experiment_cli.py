@@ -28,6 +28,20 @@ def test_bad_task_files(tmp_path, capsys, experiment):
     _one_line_error(capsys, base + ["--tasks", str(tmp_path / "missing.jsonl")], "does not exist")
 
 
+@pytest.mark.parametrize("experiment", ["disrupt", "quantize"])
+def test_output_checked_before_loading(tmp_path, capsys, experiment, monkeypatch):
+    """A folder of someone's files is refused as --out before the model is loaded."""
+    import mvjax.load
+
+    monkeypatch.setattr(mvjax.load, "load_pretrained", lambda *a, **k: pytest.fail("model loaded"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(["experiment", experiment, "--out", str(mine)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a results set" in err
+
+
 def test_bad_disrupt_options(tmp_path, capsys):
     base = ["experiment", "disrupt", "--model", "x", "--out", str(tmp_path)]
     _one_line_error(capsys, base + ["--sites", "v,k"], "site 'v' is invalid")
@@ -54,6 +68,8 @@ def test_disrupt_and_quantize_end_to_end(tmp_path):
                      "--n", "2", "--tasks", str(user)]) == 0
         r = json.loads((out / "results.json").read_text())
         assert r["experiment"] == exp and r["git_sha"]
+        assert r["provenance"]["command"].startswith(f"mvjax experiment {exp} --model")
+        assert r["provenance"]["command"] in (out / "report.md").read_text()
         assert "mine" in r["tasks"] and r["tasks"]["mine"]["n_items"] == 2
         assert (out / "report.md").is_file() and (out / "accuracy_by_condition.png").is_file()
         for cond in r["conditions"].values():

@@ -4,8 +4,6 @@ held-out perplexity rows, the run record (git SHA), and the CLI arguments for al
 from __future__ import annotations
 
 import argparse
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,16 +82,11 @@ def ppl_rows(tok, n_rows: int, length: int) -> np.ndarray:
     return rows
 
 
-def git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]:
-    return {"git_sha": git_sha(),
+    from mvjax.provenance import provenance
+
+    record = provenance(getattr(args, "command_line", None), args.model)
+    return {"git_sha": record["git_sha"] or "unknown", "provenance": record,
             "model": {"name": str(args.model), "config": model.cfg.to_dict()},
             "run": {"quick": bool(args.quick), "preset": {k: list(v) if isinstance(v, tuple) else v
                                                            for k, v in preset_.items()},
@@ -107,7 +100,10 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     import json
     import time
 
+    from mvjax.atomic import atomic_directory, check_results_dir
+
     t0 = time.time()
+    out = check_results_dir(args.out, "results.json")  # before loading anything
     model, tok, tasks, p = load_model_and_tasks(args)
     if not 1 <= top_k <= model.cfg.head_dim:
         raise ValueError(f"--top-k {top_k} is invalid: use 1..head_dim={model.cfg.head_dim}")
@@ -115,9 +111,8 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     result = {"experiment": name, **run_record(args, model, p), **compute(model, tok, tasks, rows)}
     result["seconds"] = round(time.time() - t0, 1)
     result["claims"] = claims(result)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    write(result, out)
+    with atomic_directory(out) as tmp:  # the whole set replaces any earlier one, or nothing does
+        (tmp / "results.json").write_text(json.dumps(result, indent=1))
+        write(result, tmp)
     print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": result["claims"]}, indent=1))
     return 0

@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -138,14 +137,6 @@ def experiment_config(preset: Preset, arm: str):
     })
 
 
-def git_sha() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip() or None
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def _arm_finished(arm_dir: Path) -> bool:
     summary = arm_dir / "summary.json"
     return summary.is_file() and "model_dir" in json.loads(summary.read_text())
@@ -227,6 +218,8 @@ def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str
         else:
             ref = measure_reference(reference, preset.seq_len)
             ref_path.write_text(json.dumps(ref))
+    from mvjax.provenance import git_sha
+
     results = collect(preset, out, ref, git_sha())
     (out / "results.json").write_text(json.dumps(results, indent=1))
     from analysis.experiments.rope_cause_plots import all_figures
