@@ -98,14 +98,18 @@ PRESETS: dict[str, Preset] = {
                              "passkey_digits": 4, "passkey_filler": 1, "kv_pairs": 4},
                     what="about 0.3M tokens per arm: enough to see the models learn text and to "
                          "exercise every measurement, far too little for massive values to emerge "
-                         "(at head_dim 64 they first appear after ~2-4M tokens in the cpu setting), "
-                         "so its claims verdicts are not evidence either way."),
+                         "(in the scale runs of the README the first λ=5 entry came after 2.5M "
+                         "tokens with NoPE and 4.5M with RoPE, at head_dim 64), so its verdicts "
+                         "are not evidence either way; where the energy sits (band share, partial "
+                         "RoPE's rotated-dim share) already differs between the arms."),
     "cpu": Preset("cpu", hidden=128, layers=4, heads=2, mlp=344, seq_len=256, batch=16,
                   steps=2400, log_every=100, checkpoint_every=200,
-                  what="the smallest setting found where RoPE concentrates (head_dim 64, 9.8M "
-                       "byte tokens, constant lr 3e-3, no weight decay); about an hour per arm on "
-                       "2 CPU cores. Still a 4-layer byte model: depth trends and task accuracies "
-                       "are those of a tiny model."),
+                  what="the smallest setting found where RoPE concentrates: head_dim 64, 9.8M byte "
+                       "tokens, constant lr 3e-3, no weight decay (in pure-text scale runs RoPE "
+                       "reached 2 post-RoPE K entries at λ=5, head_dim 32 none by 7.8M tokens). "
+                       "Here half the rows are synthetic episodes, so the text share is halved. "
+                       "About 40-100 min per arm on 2 shared CPU cores. Still a 4-layer byte "
+                       "model: depth trends and task accuracies are those of a tiny model."),
     "gpu": Preset("gpu", hidden=512, layers=8, heads=8, mlp=1376, seq_len=512, batch=64,
                   steps=20000, log_every=500, checkpoint_every=1000, dtype="bfloat16",
                   eval_episodes=500,
