@@ -22,59 +22,15 @@ contrast (its "low-frequency share" should sit at chance, 50%).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
 import numpy as np
 
 from mvjax.config import ModelConfig
+from mvjax.massive_rule import MassiveDefinition, massive_mask, max_mean_ratio, norm_matrix  # noqa: F401
 from mvjax.positional import dim_to_frequency
 from mvjax.sites import QK_SITES, STAT_SITES
-
-MEAN_OVER = ("head", "global")
-AGGREGATIONS = ("pooled",)
-
-
-@dataclasses.dataclass(frozen=True)
-class MassiveDefinition:
-    """What "massive" means for a result; stored beside it."""
-
-    lam: float = 5.0
-    mean_over: str = "head"
-    top_k: int = 1
-    aggregation: str = "pooled"
-
-    def __post_init__(self) -> None:
-        if not self.lam > 0:
-            raise ValueError(f"lambda={self.lam!r} is invalid: use a positive threshold, e.g. 5")
-        if self.mean_over not in MEAN_OVER:
-            raise ValueError(f"mean_over={self.mean_over!r} is invalid: use one of {MEAN_OVER}")
-        if not (isinstance(self.top_k, int) and self.top_k >= 1):
-            raise ValueError(f"top_k={self.top_k!r} is invalid: use a positive integer, e.g. 1")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation={self.aggregation!r} is invalid: use one of {AGGREGATIONS}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["rule"] = (f"M[h,d] = sqrt(sum over all valid tokens of x[h,d]^2); massive iff "
-                     f"M[h,d] > {self.lam} * mean of M over "
-                     f"{'the head dims' if self.mean_over == 'head' else 'all heads x dims'}; "
-                     f"top-{self.top_k} dims per head reported separately")
-        return d
-
-
-def norm_matrix(sumsq_HxD: np.ndarray) -> np.ndarray:
-    """Pooled L2 norm over tokens, M = sqrt(Σx²)."""
-    return np.sqrt(np.asarray(sumsq_HxD, np.float64))
-
-
-def massive_mask(M_HxD: np.ndarray, definition: MassiveDefinition) -> np.ndarray:
-    """Boolean H×D: entries above λ times the (per-head or global) mean of M."""
-    M = np.asarray(M_HxD, np.float64)
-    mean = M.mean(axis=1, keepdims=True) if definition.mean_over == "head" else M.mean()
-    return M > definition.lam * mean
-
 
 def topk_mask(M_HxD: np.ndarray, k: int) -> np.ndarray:
     """Boolean H×D: the k largest dims of every head (ties broken by lower dim index)."""
@@ -126,8 +82,7 @@ def layer_metrics(M_HxD: np.ndarray, freqs: list[float | None],
     low, rotating = low_frequency_dims(freqs)
     f = np.array([np.nan if x is None else x for x in freqs], np.float64)
     low_HxD, rot_HxD = np.broadcast_to(low, M.shape), np.broadcast_to(rotating, M.shape)
-    mean_h = M.mean(axis=1)
-    ratio_h = np.where(mean_h > 0, M.max(axis=1) / np.where(mean_h > 0, mean_h, 1), 0.0)
+    ratio_h = max_mean_ratio(M)
     massive = massive_mask(M, definition)
     top = topk_mask(M, definition.top_k)
     top1 = M.argmax(axis=1)

@@ -105,3 +105,22 @@ def test_planted_outliers_found_in_right_heads_dims_band(layout):
     assert res["definition"]["lam"] == 5.0 and "rule" in res["definition"]
     M = np.array(q0["M"])
     assert M.shape == (H, D) and M[1, low_dim] > 5 * M[1].mean()
+
+
+def test_one_rule_on_host_and_inside_jit():
+    """The training log counts massive entries with the same function analyze uses, traced."""
+    import jax
+
+    from mvjax.massive_rule import massive_mask, max_mean_ratio
+
+    M = np.abs(np.random.default_rng(3).standard_normal((3, 4, 16))) + 0.1
+    M[1, 2, 5] = 40.0  # one massive entry in layer 1, head 2
+    M[2, 0] = 0.0      # an all-zero head has ratio 0
+    for definition in (MassiveDefinition(), MassiveDefinition(mean_over="global", lam=3.0)):
+        host = massive_mask(M, definition)
+        traced = jax.jit(lambda m: massive_mask(m, definition))(M.astype(np.float32))
+        np.testing.assert_array_equal(host, np.asarray(traced))
+        assert host[1, 2, 5] and np.array_equal(host[1], massive_mask(M[1], definition))
+    np.testing.assert_allclose(np.asarray(jax.jit(max_mean_ratio)(M.astype(np.float32))),
+                               max_mean_ratio(M), rtol=1e-5)
+    assert max_mean_ratio(M)[2, 0] == 0 and max_mean_ratio(M)[1, 2] > 5

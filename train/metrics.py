@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from mvjax.config import ModelConfig
+from mvjax.massive_rule import MassiveDefinition, massive_mask, max_mean_ratio
 from mvjax.model import SiteContext
 from mvjax.probe import batch_stats
 
@@ -37,7 +38,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     return 6.0 * matmul_params + attention
 
 
-MASSIVE_LAMBDA = 5.0  # the paper's λ, per-head mean: the default of analysis.massive
+RULE = MassiveDefinition()  # the paper's λ = 5, per-head mean: what `mvjax analyze` counts
 NORM_SITES = ("q", "k", "v", "q_rot", "k_rot")  # sites whose full H×D norm matrix is logged
 
 
@@ -76,9 +77,8 @@ def make_concentration_fn(graphdef: nnx.GraphDef) -> Callable[[dict, jax.Array],
             norms[site] = M_LxHxD
             if site not in CONCENTRATION_SITES:
                 continue
-            mean_LxHx1 = jnp.maximum(M_LxHxD.mean(-1, keepdims=True), 1e-30)
-            ratio[site] = jnp.median(M_LxHxD.max(-1) / mean_LxHx1[..., 0], axis=-1)
-            massive[site] = jnp.sum(M_LxHxD > MASSIVE_LAMBDA * mean_LxHx1, axis=(1, 2))
+            ratio[site] = jnp.median(max_mean_ratio(M_LxHxD), axis=-1)
+            massive[site] = jnp.sum(massive_mask(M_LxHxD, RULE), axis=(1, 2))
         sink = jnp.stack([records["attn"][i] for i in sorted(records["attn"])])
         return {"concentration": ratio, "massive": massive, "norms": norms, "first_token_mass": sink}
 
