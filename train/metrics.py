@@ -23,6 +23,7 @@ from mvjax.config import ModelConfig
 from mvjax.massive_rule import MassiveDefinition, massive_mask, max_mean_ratio
 from mvjax.model import SiteContext
 from mvjax.probe import batch_stats
+from mvjax.sites import STAT_SITES
 
 CONCENTRATION_SITES = ("q_rot", "k_rot", "v")
 
@@ -39,7 +40,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
 
 
 RULE = MassiveDefinition()  # the paper's λ = 5, per-head mean: what `mvjax analyze` counts
-NORM_SITES = ("q", "k", "v", "q_rot", "k_rot")  # sites whose full H×D norm matrix is logged
+NORM_SITES = STAT_SITES  # sites whose full H×D norm matrix is logged
 
 
 @dataclasses.dataclass(frozen=True)

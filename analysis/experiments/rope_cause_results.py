@@ -16,9 +16,10 @@ import numpy as np
 
 from analysis.concentration import labels_for, layer_summary, top_agreement
 from analysis.massive import MassiveDefinition
+from mvjax.sites import STAT_SITES
 
 DEFINITION = MassiveDefinition()
-CURVE_SITES = ("q", "k", "v", "q_rot", "k_rot")
+CURVE_SITES = STAT_SITES
 CURVE_KEYS = ("n_massive", "max_mean_median", "max_mean_max", "band_low_share_median",
               "top_pair_share_median", "top_dim_wavelength_median", "rotated_energy_share")
 DEFINITIONS = {

@@ -35,15 +35,18 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from mvjax.checkpoint import CONFIG_FILE, is_model_dir
+    from mvjax.checkpoint import CONFIG_FILE
     from mvjax.config import ModelConfig
+    from mvjax.load import detect_kind
 
     path = Path(args.model)
-    if path.suffix == ".gguf":
+    # a model file or directory is read the way mvjax.load resolves it; anything else is a config
+    kind = detect_kind(path) if path.is_dir() or path.suffix == ".gguf" else "config"
+    if kind == "gguf":
         from mvjax.convert.gguf import gguf_model_config, open_gguf
 
         cfg = gguf_model_config(open_gguf(path))
-    elif path.is_dir() and not is_model_dir(path) and any(path.glob("*.safetensors")):
+    elif kind == "hf":
         from mvjax.convert.hf import hf_to_model_config
 
         cfg = hf_to_model_config(json.loads((path / CONFIG_FILE).read_text()))

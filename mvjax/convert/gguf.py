@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mvjax.config import ModelConfig, PositionalConfig, RopeScaling
-from mvjax.convert.gguf_tokenizer import tokenizer_from_reader
+from mvjax.convert.gguf_tokenizer import field_value, tokenizer_from_reader
 from mvjax.convert.hf import interleaved_to_half, model_from_hf_tensors
 
 _GLOBAL = {"token_embd.weight": "model.embed_tokens.weight",
@@ -67,17 +67,9 @@ def open_gguf(path: str | Path):
     return reader
 
 
-def _field(reader, key: str, default: Any = None) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    v = f.contents()
-    return v.item() if isinstance(v, np.generic) else v
-
-
 def gguf_model_config(reader, layout: str = "half") -> ModelConfig:
     """ModelConfig from ``general.architecture`` and ``llama.*`` metadata (refuses what differs)."""
-    arch = _field(reader, "general.architecture")
+    arch = field_value(reader, "general.architecture")
     if arch != "llama":
         raise ValueError(f"GGUF general.architecture={arch!r} is not supported: only LLaMA-"
                          "architecture GGUF files convert")
@@ -85,30 +77,30 @@ def gguf_model_config(reader, layout: str = "half") -> ModelConfig:
     if "rope_freqs.weight" in names:
         raise ValueError("GGUF holds rope_freqs.weight (per-frequency RoPE factors, e.g. Llama 3.1 "
                          "scaling) which is not supported: convert the HF checkpoint instead")
-    if (_field(reader, "llama.expert_count") or 0) > 0:
+    if (field_value(reader, "llama.expert_count") or 0) > 0:
         raise ValueError("GGUF llama.expert_count > 0 (mixture of experts) is not supported")
 
     def need(key: str) -> int:
-        v = _field(reader, f"llama.{key}")
+        v = field_value(reader, f"llama.{key}")
         if v is None:
             raise ValueError(f"GGUF lacks metadata llama.{key}: the file is incomplete")
         return int(v)
 
     hidden, heads = need("embedding_length"), need("attention.head_count")
-    head_dim = int(_field(reader, "llama.attention.key_length", hidden // heads))
-    rope_dims = int(_field(reader, "llama.rope.dimension_count", head_dim))
+    head_dim = int(field_value(reader, "llama.attention.key_length", hidden // heads))
+    rope_dims = int(field_value(reader, "llama.rope.dimension_count", head_dim))
     if rope_dims != head_dim:
         raise ValueError(f"GGUF llama.rope.dimension_count={rope_dims} differs from head_dim="
                          f"{head_dim}: partial rotary LLaMA GGUFs are not supported")
     scaling = None
-    kind = _field(reader, "llama.rope.scaling.type", "none")
+    kind = field_value(reader, "llama.rope.scaling.type", "none")
     if kind == "linear":
-        scaling = RopeScaling(type="linear", factor=float(_field(reader, "llama.rope.scaling.factor")))
+        scaling = RopeScaling(type="linear", factor=float(field_value(reader, "llama.rope.scaling.factor")))
     elif kind not in ("none", None):
         raise ValueError(f"GGUF llama.rope.scaling.type={kind!r} is not supported: use none or linear")
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     emb = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
-    vocab = _field(reader, "llama.vocab_size") or (len(tokens.data) if tokens is not None else None)
+    vocab = field_value(reader, "llama.vocab_size") or (len(tokens.data) if tokens is not None else None)
     if vocab is None and emb is not None:
         vocab = int(emb.shape[-1])
     if vocab is None:
@@ -116,18 +108,18 @@ def gguf_model_config(reader, layout: str = "half") -> ModelConfig:
     vocab = int(vocab)
 
     def token_id(key: str) -> int | None:
-        v = _field(reader, key)
+        v = field_value(reader, key)
         return int(v) if v is not None and 0 <= int(v) < vocab else None
 
     return ModelConfig(
         vocab_size=vocab, hidden_size=hidden, num_layers=need("block_count"), num_heads=heads,
-        num_kv_heads=int(_field(reader, "llama.attention.head_count_kv", heads)), head_dim=head_dim,
+        num_kv_heads=int(field_value(reader, "llama.attention.head_count_kv", heads)), head_dim=head_dim,
         mlp_hidden=need("feed_forward_length"),
-        norm_eps=float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
+        norm_eps=float(field_value(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
         tie_embeddings="output.weight" not in names,
-        max_seq_len=int(_field(reader, "llama.context_length", 2048)),
+        max_seq_len=int(field_value(reader, "llama.context_length", 2048)),
         bos_id=token_id("tokenizer.ggml.bos_token_id"), eos_id=token_id("tokenizer.ggml.eos_token_id"),
-        positional=PositionalConfig(scheme="rope", theta=float(_field(reader, "llama.rope.freq_base",
+        positional=PositionalConfig(scheme="rope", theta=float(field_value(reader, "llama.rope.freq_base",
                                                                         10000.0)),
                                     layout=layout, scaling=scaling))
 

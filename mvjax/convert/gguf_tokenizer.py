@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 # llama.cpp token types (``tokenizer.ggml.token_type``).
 TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4
 
@@ -33,9 +35,13 @@ PRE_TOKENIZER_SPLITS: dict[str | None, str | None] = {
 }
 
 
-def _metadata(reader, key: str, default: Any = None) -> Any:
+def field_value(reader, key: str, default: Any = None) -> Any:
+    """A GGUF metadata value (scalars as Python numbers), or ``default`` when the key is absent."""
     field = reader.fields.get(key)
-    return default if field is None else field.contents()
+    if field is None:
+        return default
+    value = field.contents()
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def byte_alphabet() -> dict[int, str]:
@@ -43,8 +49,8 @@ def byte_alphabet() -> dict[int, str]:
     the other 68 (controls, space, …) are moved, in order, to code points 256 and up."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                  *range(ord("®"), ord("ÿ") + 1)]
-    moved = (b for b in range(256) if b not in set(printable))
     table = {b: chr(b) for b in printable}
+    moved = [b for b in range(256) if b not in table]
     table.update({b: chr(256 + i) for i, b in enumerate(moved)})
     return table
 
@@ -53,22 +59,22 @@ def build_gguf_tokenizer(reader, where: str = "the GGUF"):
     """A ``tokenizers.Tokenizer`` from a ``GGUFReader``'s ``tokenizer.ggml.*`` metadata."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
-    kind = _metadata(reader, "tokenizer.ggml.model")
+    kind = field_value(reader, "tokenizer.ggml.model")
     if kind != "gpt2":
         raise ValueError(f"{where} has tokenizer.ggml.model={kind!r}; mvjax builds only byte-level "
                          "BPE ('gpt2') tokenizers from GGUF metadata: convert the model's HF "
                          "directory (with its tokenizer.json) instead")
-    pre = _metadata(reader, "tokenizer.ggml.pre")
+    pre = field_value(reader, "tokenizer.ggml.pre")
     if pre not in PRE_TOKENIZER_SPLITS:
         raise ValueError(f"{where} has tokenizer.ggml.pre={pre!r}, a text split mvjax does not know "
                          f"(known: {sorted(k for k in PRE_TOKENIZER_SPLITS if k)}): add its pattern "
                          "to mvjax.convert.gguf_tokenizer.PRE_TOKENIZER_SPLITS, or convert the HF "
                          "directory instead")
-    tokens = list(_metadata(reader, "tokenizer.ggml.tokens") or [])
+    tokens = list(field_value(reader, "tokenizer.ggml.tokens") or [])
     if not tokens:
         raise ValueError(f"{where} has no tokenizer.ggml.tokens: the file carries no vocabulary")
-    merges = [tuple(m.split(" ", 1)) for m in _metadata(reader, "tokenizer.ggml.merges") or []]
-    types = list(_metadata(reader, "tokenizer.ggml.token_type") or [])
+    merges = [tuple(m.split(" ", 1)) for m in field_value(reader, "tokenizer.ggml.merges") or []]
+    types = list(field_value(reader, "tokenizer.ggml.token_type") or [])
 
     # Tokens are stored in the byte alphabet; one written in raw text is re-spelled into it.
     table = byte_alphabet()
@@ -108,9 +114,9 @@ def tokenizer_from_reader(reader, where: str = "the GGUF"):
     from mvjax.tokenizers import HFTokenizer
 
     def token_id(key: str) -> int | None:
-        v = _metadata(reader, f"tokenizer.ggml.{key}")
+        v = field_value(reader, f"tokenizer.ggml.{key}")
         return None if v is None else int(v)
 
     return HFTokenizer(build_gguf_tokenizer(reader, where), token_id("bos_token_id"),
                        token_id("eos_token_id"), token_id("padding_token_id"),
-                       _metadata(reader, "tokenizer.chat_template"))
+                       field_value(reader, "tokenizer.chat_template"))
