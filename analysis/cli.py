@@ -55,7 +55,7 @@ def load_data(source: str | None, text_field: str) -> tuple[list[str], str]:
 def make_sequences(tokenizer, texts: list[str], seq_len: int, max_tokens: int):
     """N×seq_len token windows, BOS first when the tokenizer has one; at most max_tokens tokens
     (but at least one window)."""
-    import numpy as np
+    from mvjax.data.packing import bos_windows
 
     sep = tokenizer.encode("\n\n")
     stream: list[int] = []
@@ -65,16 +65,10 @@ def make_sequences(tokenizer, texts: list[str], seq_len: int, max_tokens: int):
         stream += tokenizer.encode(t)
     if not stream:
         raise ValueError("the dataset is empty: pass a file or dataset with text in it")
-    bos = tokenizer.bos_id
-    body = seq_len - (bos is not None)
-    available = len(stream) // body if body > 0 else 0
-    if available == 0:
+    rows = bos_windows(stream, seq_len, tokenizer.bos_id, max(1, max_tokens // seq_len))
+    if not len(rows):
         raise ValueError(f"--seq-len {seq_len} is longer than the data ({len(stream)} tokens): "
                          "lower --seq-len or pass more text")
-    n = min(available, max(1, max_tokens // seq_len))
-    rows = np.asarray(stream[: n * body], np.int32).reshape(n, body)
-    if bos is not None:
-        rows = np.concatenate([np.full((n, 1), bos, np.int32), rows], axis=1)
     return rows
 
 
@@ -149,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         "definition": result.pop("definition"),
         "provenance": provenance(getattr(args, "command_line", None), args.model),
         "model": {"name": str(args.model), "config": weights.cfg.to_dict(),
-                  "layout": pos.layout if pos.scheme == "rope" else pos.scheme},
+                  "layout": pos.layout if pos.rotary_dims(weights.cfg.head_dim) else pos.scheme},
         "data": {"source": args.data or "embedded", "description": description,
                  "n_sequences": int(len(rows)), "seq_len": int(args.seq_len),
                  "n_tokens": int(rows.size), "bos": tok.bos_id is not None,

@@ -8,7 +8,7 @@ layers, K more than V — so each function measures one part of that claim on no
 M[h, d] = sqrt(Σ_tokens x²) (``analysis.massive.norm_matrix``). The massive definition itself is
 untouched (``analysis.massive.MassiveDefinition``, λ=5, per-head mean).
 
-Dims are grouped into RoPE *pairs* with ``mvjax.positional.pair_index``. A pair's energy
+Dims are grouped into RoPE *pairs* by the scheme's own ``dim_pairs`` (``scheme_labels``). A pair's energy
 M[h,d]² + M[h,partner]² is the same before and after rotation, so pair metrics do not depend on
 which site (``k`` or ``k_rot``) they are read at. Models without RoPE (NoPE, ALiBi) are labelled
 with the pairs and frequencies of a reference RoPE layout at the same head_dim: their dims have no
@@ -102,16 +102,19 @@ def k_over_q(ratio_k: float, ratio_q: float) -> float | None:
     return None if not ratio_q else float(ratio_k / ratio_q)
 
 
-def rope_labels(head_dim: int, theta: float = 10000.0, rotary_fraction: float = 1.0,
-                layout: str = "half") -> tuple[list[int | None], list[float | None]]:
-    """(pair index, angular frequency) of every head dim under a RoPE layout — the labels a
-    NoPE/ALiBi model is read with (and a RoPE model's own, when given its settings)."""
-    from mvjax.positional import pair_index, rope_frequencies
+def scheme_labels(pos, head_dim: int) -> tuple[list[int | None], list[float | None], bool]:
+    """(pairs, frequencies, own) of every head dim under positional config ``pos``: its scheme's
+    own rotation pairs and frequencies, or — for a scheme that does not rotate — those of RoPE
+    θ=1e4 (half layout) at the same head_dim, with ``own=False`` (the labels NoPE/ALiBi are read
+    with)."""
+    from mvjax.config import PositionalConfig
+    from mvjax.positional import scheme_class
 
-    rot = int(head_dim * rotary_fraction) // 2 * 2
-    pairs = pair_index(head_dim, rot, layout)
-    inv = rope_frequencies(rot, theta)
-    return pairs, [None if p is None else float(inv[p]) for p in pairs]
+    own = pos.rotary_dims(head_dim) > 0
+    if not own:
+        pos = PositionalConfig()
+    cls = scheme_class(pos.scheme)
+    return cls.dim_pairs(pos, head_dim), cls.dim_frequencies(pos, head_dim), own
 
 
 def rotated_energy_share(M_HxD: np.ndarray, rotating: np.ndarray) -> float | None:
@@ -122,18 +125,8 @@ def rotated_energy_share(M_HxD: np.ndarray, rotating: np.ndarray) -> float | Non
 
 
 def labels_for(cfg, layer: int = 0) -> tuple[list[int | None], list[float | None], bool]:
-    """(pairs, frequencies, own) for a model layer: its own RoPE labels, or — for a layer that does
-    not rotate — those of RoPE θ=1e4 (half layout) at the same head_dim, with ``own=False``."""
-    from mvjax.positional import pair_index
-
-    pos = cfg.layer_positional(layer)
-    rot = pos.rotary_dims(cfg.head_dim)
-    if rot == 0:
-        pairs, freqs = rope_labels(cfg.head_dim)
-        return pairs, freqs, False
-    from mvjax.positional import dim_to_frequency
-
-    return pair_index(cfg.head_dim, rot, pos.layout), dim_to_frequency(cfg, layer), True
+    """(pairs, frequencies, own) for a model layer (``scheme_labels`` of its positional config)."""
+    return scheme_labels(cfg.layer_positional(layer), cfg.head_dim)
 
 
 def layer_summary(M_HxD: np.ndarray, pairs: Sequence[int | None], freqs: Sequence[float | None],

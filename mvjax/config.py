@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-SCHEMES = ("rope", "alibi", "nope")
+from mvjax.positional import scheme_class
+
 LAYOUTS = ("half", "interleaved")
 SCALING_TYPES = ("linear", "llama3")
 DTYPES = ("float32", "bfloat16")
@@ -75,11 +76,14 @@ class RopeScaling:
 class PositionalConfig:
     """How one attention layer encodes position.
 
-    scheme: ``rope`` | ``alibi`` | ``nope``. The RoPE fields are ignored by the other schemes.
+    scheme: a name in ``mvjax.positional.SCHEME_REGISTRY`` (built in: ``rope``, ``alibi``, ``nope``).
+      The rotary fields below are read by rotary schemes only.
     layout: RoPE pair layout — ``half`` (HF/NeoX: dim i pairs with i + R/2) or ``interleaved``
       (Meta/GGUF/GPT-J: 2i pairs with 2i+1), where R is the number of rotated dims.
     rotary_fraction: share of each head's dims that rotate (the first R = fraction·D, rounded down
       to even); the rest pass through unchanged (partial rotary, as in GPT-NeoX).
+    options: the scheme's own settings (a mapping, built into the scheme's ``Options`` dataclass);
+      omitted for schemes without any.
     """
 
     scheme: str = "rope"
@@ -87,12 +91,20 @@ class PositionalConfig:
     layout: str = "half"
     rotary_fraction: float = 1.0
     scaling: RopeScaling | None = None
+    options: Any = dataclasses.field(default=None, metadata={"omit_none": True})
 
     def __post_init__(self) -> None:
         if self.scaling is not None:
             object.__setattr__(self, "scaling", from_mapping(RopeScaling, self.scaling, "rope_scaling"))
-        if self.scheme not in SCHEMES:
-            invalid("positional.scheme", self.scheme, f"use one of {SCHEMES}")
+        cls = scheme_class(self.scheme)
+        if cls.Options is not None:
+            object.__setattr__(self, "options", from_mapping(cls.Options, self.options or {},
+                                                             "positional.options"))
+        elif self.options:
+            invalid("positional.options", self.options, f"scheme {self.scheme!r} takes no options; "
+                    "remove them")
+        else:
+            object.__setattr__(self, "options", None)
         if self.layout not in LAYOUTS:
             invalid("positional.layout", self.layout, f"use one of {LAYOUTS}")
         if not _is_num(self.theta) or not self.theta > 0:
@@ -101,10 +113,8 @@ class PositionalConfig:
             invalid("positional.rotary_fraction", self.rotary_fraction, "must lie in (0, 1]")
 
     def rotary_dims(self, head_dim: int) -> int:
-        """Number of dims that rotate (even); 0 for non-RoPE schemes."""
-        if self.scheme != "rope":
-            return 0
-        return int(head_dim * self.rotary_fraction) // 2 * 2
+        """Number of dims that rotate (even); 0 for non-rotary schemes."""
+        return scheme_class(self.scheme).rotary_dims(self, head_dim)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +172,7 @@ class ModelConfig:
         else:
             layer_pos = (pos,)
         for p in layer_pos:
-            if p.scheme == "rope" and p.rotary_dims(self.head_dim) == 0:
+            if scheme_class(p.scheme).rotary and p.rotary_dims(self.head_dim) == 0:
                 invalid("positional.rotary_fraction", p.rotary_fraction,
                       f"rotates no dims at head_dim={self.head_dim}; raise it")
         for name in ("bos_id", "eos_id"):
@@ -249,8 +259,9 @@ def parse_text(text: str, what: str) -> Any:
 
 def to_plain(obj: Any) -> Any:
     """Dataclasses (nested) as plain dicts/lists, ready for JSON or YAML."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if dataclasses.is_dataclass(obj):  # fields marked omit_none leave no trace while unset
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_none") and getattr(obj, f.name) is None)}
     if isinstance(obj, (list, tuple)):
         return [to_plain(x) for x in obj]
     return obj

@@ -116,7 +116,7 @@ class Attention(nnx.Module):
         self.k_proj = _linear(cfg, d, kv * hd, rngs)
         self.v_proj = _linear(cfg, d, kv * hd, rngs)
         self.o_proj = _linear(cfg, h * hd, d, rngs)
-        self.scheme: Scheme = build_scheme(cfg.layer_positional(layer), hd, h)
+        self.scheme: Scheme = build_scheme(cfg.layer_positional(layer), hd, h, rngs)
 
     def __call__(self, x_BxTxD: Array, ctx: SiteContext, cache: KVCache | None,
                  probe: Probe | None, records: dict) -> tuple[Array, tuple[Array, Array] | None]:
@@ -135,10 +135,10 @@ class Attention(nnx.Module):
         q_BxTxHxD = site("q", self.q_proj(x_BxTxD).reshape(B, T, H, D))
         k_BxTxKxD = site("k", self.k_proj(x_BxTxD).reshape(B, T, KV, D))
         v_BxTxKxD = site("v", self.v_proj(x_BxTxD).reshape(B, T, KV, D))
-        q_BxTxHxD = site("q_rot", self.scheme.rotate(q_BxTxHxD, ctx.positions_BxT))
-        k_BxTxKxD = site("k_rot", self.scheme.rotate(k_BxTxKxD, ctx.positions_BxT))
+        q_BxTxHxD = site("q_rot", self.scheme.rotate_q(q_BxTxHxD, ctx.positions_BxT))
+        k_BxTxKxD = site("k_rot", self.scheme.rotate_k(k_BxTxKxD, ctx.positions_BxT))
 
-        if cache is None and (probe is None or "attn" not in probe.sites):
+        if cache is None and (probe is None or "attn" not in probe.sites) and not self.scheme.learned:
             # training and analysis: causal over the chunk's own tokens, probabilities unobserved
             q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q_BxTxHxD, k_BxTxKxD, v_BxTxKxD))
             out = jnp.swapaxes(causal_attention(

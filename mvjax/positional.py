@@ -13,21 +13,39 @@ Pair i rotates at θ_i = base^(−2i/R): **high i = low frequency**, the band wh
 from __future__ import annotations
 
 import math
-from typing import Callable, Protocol
+from typing import Any, ClassVar, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvjax.config import ModelConfig, PositionalConfig, RopeScaling
-
 Array = jnp.ndarray
 
 
+class Positional(Protocol):
+    """What a scheme reads of one layer's ``mvjax.config.PositionalConfig``. Named here rather than
+    imported: the config imports this module (to validate scheme names), never the reverse."""
+
+    scheme: str
+    theta: float
+    layout: str
+    rotary_fraction: float
+    scaling: Any  # a mvjax.config.RopeScaling or None
+    options: Any  # the scheme's own Options, or None
+
+
+class LayeredConfig(Protocol):
+    """What the frequency maps read of a ``mvjax.config.ModelConfig``."""
+
+    head_dim: int
+
+    def layer_positional(self, layer: int) -> Positional: ...
+
+
 # ------------------------------------------------------------------------------------------ RoPE
-def rope_frequencies(rotary_dims: int, theta: float,
-                     scaling: RopeScaling | None = None) -> np.ndarray:
-    """Angular frequency (radians per token) of each of the rotary_dims/2 pairs, after scaling."""
+def rope_frequencies(rotary_dims: int, theta: float, scaling: Any = None) -> np.ndarray:
+    """Angular frequency (radians per token) of each of the rotary_dims/2 pairs, after
+    ``scaling`` (a ``mvjax.config.RopeScaling``, or None)."""
     inv_freq = 1.0 / theta ** (np.arange(0, rotary_dims, 2, dtype=np.float64) / rotary_dims)
     if scaling is None:
         return inv_freq
@@ -78,20 +96,15 @@ def pair_index(head_dim: int, rotary_dims: int, layout: str) -> list[int | None]
     return [d // 2 if d < rotary_dims else None for d in range(head_dim)]
 
 
-def dim_to_frequency(config: ModelConfig, layer: int = 0) -> list[float | None]:
+def dim_to_frequency(config: LayeredConfig, layer: int = 0) -> list[float | None]:
     """Angular frequency (rad/token) of every head dim at ``layer``; None where the dim does not
-    rotate (non-RoPE layers, the pass-through part of partial rotary). ``np.array(.., float)``
-    turns None into NaN for sorting; wavelength = 2π / frequency."""
+    rotate (non-rotary layers, the pass-through part of partial rotary) — the layer's scheme's own
+    map. ``np.array(.., float)`` turns None into NaN for sorting; wavelength = 2π / frequency."""
     pos = config.layer_positional(layer)
-    rot = pos.rotary_dims(config.head_dim)
-    if rot == 0:
-        return [None] * config.head_dim
-    freq = rope_frequencies(rot, pos.theta, pos.scaling)
-    return [None if i is None else float(freq[i])
-            for i in pair_index(config.head_dim, rot, pos.layout)]
+    return scheme_class(pos.scheme).dim_frequencies(pos, config.head_dim)
 
 
-def dim_to_wavelength(config: ModelConfig, layer: int = 0) -> list[float | None]:
+def dim_to_wavelength(config: LayeredConfig, layer: int = 0) -> list[float | None]:
     """Tokens per full turn of every head dim (None where it does not rotate)."""
     return [None if f is None else 2 * math.pi / f for f in dim_to_frequency(config, layer)]
 
@@ -117,21 +130,37 @@ def alibi_bias(slopes: np.ndarray, q_positions_BxT: Array, k_positions_BxS: Arra
 
 
 # -------------------------------------------------------------------------------------- registry
-class Scheme(Protocol):
-    """What attention needs from a positional scheme."""
+class Scheme:
+    """One layer's positional scheme: what attention asks of it, and what analysis asks about it.
 
-    def rotate(self, x_BxTxHxD: Array, positions_BxT: Array) -> Array:
-        """Transform q or k (identity for additive / absent schemes)."""
+    A scheme is one class registered with ``@register_scheme``; the config validates
+    ``positional.scheme`` against this registry, so a new scheme is one file (see
+    ``tests/test_scheme_plugin.py`` for xPos, whose q and k transforms differ, and a bias with learned
+    parameters). What a scheme may own:
 
-    def bias(self, q_positions_BxT: Array, k_positions_BxS: Array) -> Array | None:
-        """Additive attention-logit bias B×H×T×S, or None."""
+    - ``Options``: a frozen dataclass of its own settings, given as ``positional.options`` (the
+      config builds and validates it; ``None`` means the scheme takes none).
+    - ``rotary = True``: it reads the rotary fields of ``PositionalConfig`` (theta, layout,
+      rotary_fraction, scaling) and labels dims with RoPE pairs and frequencies — analysis reads its
+      frequency map through ``dim_frequencies``.
+    - ``rotate_q`` / ``rotate_k``: transforms of the queries and keys (the ``q_rot`` / ``k_rot``
+      sites); the same by default.
+    - ``bias``: an additive B×H×T×S logit bias, or None.
+    - ``learned = True``: a scheme that is also an ``nnx.Module`` holding ``nnx.Param``s (e.g. a
+      FIRE-style learned bias). Its bias is traced, so attention takes the dense path, whose
+      gradient reaches the parameters (the memory-light causal kernel treats the bias as a constant).
 
+    Static schemes compare and hash by their inputs, so two models with equal configs share one
+    compiled function (jit caches on the static module structure, which holds the scheme).
+    """
 
-class _SchemeBase:
-    """Schemes compare and hash by their inputs, so two models with equal configs share one
-    compiled function (jit caches on the static module structure, which holds the scheme)."""
+    name: ClassVar[str] = ""
+    rotary: ClassVar[bool] = False
+    learned: ClassVar[bool] = False
+    Options: ClassVar[type | None] = None
 
-    def __init__(self, pos: PositionalConfig, head_dim: int, num_heads: int):
+    def __init__(self, pos: Positional, head_dim: int, num_heads: int):
+        self.pos, self.head_dim, self.num_heads = pos, head_dim, num_heads
         self._key = (pos, head_dim, num_heads)
 
     def __eq__(self, other: object) -> bool:
@@ -140,52 +169,112 @@ class _SchemeBase:
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._key))
 
+    # ------------------------------------------------------------- what analysis asks
+    @classmethod
+    def rotary_dims(cls, pos: Positional, head_dim: int) -> int:
+        """Number of each head's dims that rotate (even; the first ones); 0 for non-rotary."""
+        return int(head_dim * pos.rotary_fraction) // 2 * 2 if cls.rotary else 0
 
-class RoPE(_SchemeBase):
-    def __init__(self, pos: PositionalConfig, head_dim: int, num_heads: int):
-        super().__init__(pos, head_dim, num_heads)
-        self.inv_freq = rope_frequencies(pos.rotary_dims(head_dim), pos.theta, pos.scaling)
-        self.layout = pos.layout
+    @classmethod
+    def dim_pairs(cls, pos: Positional, head_dim: int) -> list[int | None]:
+        """For every head dim, the rotation pair it belongs to (None if it does not rotate)."""
+        return pair_index(head_dim, cls.rotary_dims(pos, head_dim), pos.layout)
 
-    def rotate(self, x_BxTxHxD, positions_BxT):
-        return apply_rope(x_BxTxHxD, positions_BxT, self.inv_freq, self.layout)
+    @classmethod
+    def dim_frequencies(cls, pos: Positional, head_dim: int) -> list[float | None]:
+        """Angular frequency (rad/token) of every head dim; None where it does not rotate."""
+        rot = cls.rotary_dims(pos, head_dim)
+        if rot == 0:
+            return [None] * head_dim
+        freq = rope_frequencies(rot, pos.theta, pos.scaling)
+        return [None if i is None else float(freq[i]) for i in cls.dim_pairs(pos, head_dim)]
 
-    def bias(self, q_positions_BxT, k_positions_BxS):
+    # ------------------------------------------------------------- what attention asks
+    def rotate_q(self, x_BxTxHxD: Array, positions_BxT: Array) -> Array:
+        """The queries' positional transform (identity unless overridden)."""
+        return self.rotate(x_BxTxHxD, positions_BxT)
+
+    def rotate_k(self, x_BxTxKxD: Array, positions_BxT: Array) -> Array:
+        """The keys' positional transform (the queries' unless overridden)."""
+        return self.rotate(x_BxTxKxD, positions_BxT)
+
+    def rotate(self, x_BxTxHxD: Array, positions_BxT: Array) -> Array:
+        """The transform shared by q and k, for schemes that treat them alike."""
+        return x_BxTxHxD
+
+    def bias(self, q_positions_BxT: Array, k_positions_BxS: Array) -> Array | None:
+        """Additive attention-logit bias B×H×T×S, or None."""
         return None
 
 
-class ALiBi(_SchemeBase):
-    def __init__(self, pos: PositionalConfig, head_dim: int, num_heads: int):
+SCHEME_REGISTRY: dict[str, type[Scheme]] = {}
+
+
+def register_scheme(cls: type[Scheme]) -> type[Scheme]:
+    """Class decorator: make ``cls`` the scheme named ``cls.name`` (re-registering the same class,
+    e.g. a re-imported test module, is allowed; another class under a taken name is not)."""
+    name = getattr(cls, "name", "")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{cls.__name__} has no name: set `name = \"myscheme\"` on the class")
+    old = SCHEME_REGISTRY.get(name)
+    if old is not None and old.__qualname__ != cls.__qualname__:
+        raise ValueError(f"positional scheme {name!r} is already registered ({old.__qualname__}): "
+                         "choose another name")
+    SCHEME_REGISTRY[name] = cls
+    return cls
+
+
+def scheme_class(name: str) -> type[Scheme]:
+    """The registered class of scheme ``name``; an unknown name is a one-line error."""
+    try:
+        return SCHEME_REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"positional.scheme={name!r} is invalid: use one of {sorted(SCHEME_REGISTRY)} "
+                         "or register a new one with mvjax.positional.register_scheme") from None
+
+
+def build_scheme(pos: Positional, head_dim: int, num_heads: int, rngs=None) -> Scheme:
+    """The scheme object for one layer (a learned scheme draws its initial parameters from the
+    model's ``nnx.Rngs``)."""
+    cls = scheme_class(pos.scheme)
+    if cls.learned:
+        if rngs is None:
+            raise ValueError(f"positional.scheme={pos.scheme!r} has learned parameters: build it "
+                             "inside a model (pass rngs)")
+        return cls(pos, head_dim, num_heads, rngs=rngs)
+    return cls(pos, head_dim, num_heads)
+
+
+@register_scheme
+class RoPE(Scheme):
+    """Rotary position embedding: q and k rotate alike, so their dot product sees only i − j."""
+
+    name, rotary = "rope", True
+
+    def __init__(self, pos: Positional, head_dim: int, num_heads: int):
         super().__init__(pos, head_dim, num_heads)
-        self.slopes = alibi_slopes(num_heads)
+        self.inv_freq = rope_frequencies(self.rotary_dims(pos, head_dim), pos.theta, pos.scaling)
 
     def rotate(self, x_BxTxHxD, positions_BxT):
-        return x_BxTxHxD
+        return apply_rope(x_BxTxHxD, positions_BxT, self.inv_freq, self.pos.layout)
+
+
+@register_scheme
+class ALiBi(Scheme):
+    """A per-head linear distance penalty on the logits; q and k untouched."""
+
+    name = "alibi"
+
+    def __init__(self, pos: Positional, head_dim: int, num_heads: int):
+        super().__init__(pos, head_dim, num_heads)
+        self.slopes = alibi_slopes(num_heads)
 
     def bias(self, q_positions_BxT, k_positions_BxS):
         return alibi_bias(self.slopes, q_positions_BxT, k_positions_BxS)
 
 
-class NoPE(_SchemeBase):
+@register_scheme
+class NoPE(Scheme):
     """Position enters only through the causal mask."""
 
-    def rotate(self, x_BxTxHxD, positions_BxT):
-        return x_BxTxHxD
-
-    def bias(self, q_positions_BxT, k_positions_BxS):
-        return None
-
-
-SCHEME_REGISTRY: dict[str, Callable[[PositionalConfig, int, int], Scheme]] = {
-    "rope": RoPE, "alibi": ALiBi, "nope": NoPE,
-}
-
-
-def build_scheme(pos: PositionalConfig, head_dim: int, num_heads: int) -> Scheme:
-    """The scheme object for one layer; new schemes register in ``SCHEME_REGISTRY``."""
-    try:
-        factory = SCHEME_REGISTRY[pos.scheme]
-    except KeyError:
-        raise ValueError(f"positional.scheme={pos.scheme!r} is unknown: register it in "
-                         f"SCHEME_REGISTRY or use one of {sorted(SCHEME_REGISTRY)}") from None
-    return factory(pos, head_dim, num_heads)
+    name = "nope"

@@ -37,6 +37,7 @@ RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"lm_head\.kernel$", ("fsdp", None)),           # d×V
     (r"_proj\.kernel$", ("fsdp", None)),             # in×out attention and MLP kernels
     (r"norm\.weight$", (None,)),                     # tiny: replicate
+    (r"attn\.scheme\.", ()),                          # a learned positional scheme's: replicate
 )
 
 
@@ -101,6 +102,8 @@ def spec_for(name: str, shape: tuple[int, ...], mesh: Mesh) -> P:
         return P()
     for pattern, dims in RULES:
         if re.search(pattern, name):
+            if not dims:  # any shape, replicated
+                return P()
             if len(dims) != len(shape):
                 raise ValueError(f"partition rule {pattern!r} has {len(dims)} dims but {name} has "
                                  f"shape {shape}: fix RULES in mvjax/sharding.py")

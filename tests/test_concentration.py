@@ -7,18 +7,25 @@ import pytest
 
 from analysis.concentration import (band_concentration, k_over_q, layer_summary,
                                     modal_share_chance, pair_energy,
-                                    rope_labels, rotated_energy_share, top_agreement,
+                                    rotated_energy_share, scheme_labels, top_agreement,
                                     top_pair_share)
 from analysis.massive import MassiveDefinition, low_frequency_dims
+from mvjax.config import PositionalConfig
 
 
-def test_rope_labels_half_layout_pairs_and_low_band():
+def rope_labels(head_dim, pos=PositionalConfig()):
+    return scheme_labels(pos, head_dim)[:2]
+
+
+def test_scheme_labels_half_layout_pairs_and_low_band():
     pairs, freqs = rope_labels(8)
     assert pairs == [0, 1, 2, 3, 0, 1, 2, 3]
     low, rot = low_frequency_dims(freqs)
     assert rot.all() and low.tolist() == [False, False, True, True] * 2  # high pair index = low freq
-    pairs, freqs = rope_labels(8, rotary_fraction=0.5)
+    pairs, freqs = rope_labels(8, PositionalConfig(rotary_fraction=0.5))
     assert pairs == [0, 1, 0, 1, None, None, None, None] and freqs[4:] == [None] * 4
+    full = scheme_labels(PositionalConfig(), 8)
+    assert full[2] and scheme_labels(PositionalConfig(scheme="nope"), 8) == (*full[:2], False)
 
 
 def test_band_concentration_even_spread_is_half_and_low_band_is_one():

@@ -307,10 +307,13 @@ def test_registry_and_identity_schemes():
     assert np.abs(rope.rotate(q, pos) - q).max() > 1e-3
 
 
-def test_build_scheme_unknown():
-    """An unregistered scheme name (bypassing config validation) is a one-line ValueError."""
+def test_unknown_scheme_is_refused_by_the_config_and_by_build_scheme():
+    """The config asks the registry: an unregistered name is a one-line error naming the known
+    schemes and how to register one, at config time and (a config bypassed) at build time."""
+    with pytest.raises(ValueError, match="register_scheme") as e:
+        PositionalConfig(scheme="xpos-unregistered")
+    assert "\n" not in str(e.value) and "rope" in str(e.value)
     pos = PositionalConfig()
-    object.__setattr__(pos, "scheme", "xpos")
-    with pytest.raises(ValueError, match="xpos") as e:
+    object.__setattr__(pos, "scheme", "xpos-unregistered")
+    with pytest.raises(ValueError, match="xpos-unregistered"):
         build_scheme(pos, D, H)
-    assert "\n" not in str(e.value)

@@ -33,12 +33,10 @@ def _save(fig, out_dir: Path, name: str, svg: bool) -> list[Path]:
 
 
 def _arm_freqs(arm: dict[str, Any]) -> list[float | None]:
-    from analysis.concentration import rope_labels
+    from analysis.concentration import scheme_labels
+    from mvjax.config import PositionalConfig
 
-    pos = arm["positional"]
-    if pos["scheme"] != "rope":
-        return rope_labels(arm["head_dim"])[1]
-    return rope_labels(arm["head_dim"], pos["theta"], pos["rotary_fraction"], pos["layout"])[1]
+    return scheme_labels(PositionalConfig(**arm["positional"]), arm["head_dim"])[1]
 
 
 def heatmaps(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list[Path]:

@@ -108,12 +108,13 @@ def arm_result(arm_dir: Path) -> dict[str, Any]:
             "n_massive": sum(m["n_massive"] for m in layers),
             "n_massive_rotating": sum(m["n_massive_rotating"] for m in layers),
             "n_massive_unrotated": sum(m["n_massive"] - m["n_massive_rotating"] for m in layers)
-            if cfg.layer_positional(0).scheme == "rope" else None,
+            if cfg.layer_positional(0).rotary_dims(cfg.head_dim) else None,
             "n_massive_low_freq": sum(m["n_massive_low_freq"] for m in layers)}
             for site, layers in analyzed["sites"].items()},
         "final_first_token_mass": _sink(logs[-1]["first_token_mass"]) if logs else None,
         "final_eval_loss": evals[-1] if evals else None,
         "tasks": json.loads((arm_dir / "tasks.json").read_text()),
+        "disruption": json.loads((arm_dir / "disrupt.json").read_text()),
         "config": exp.to_dict(),
     }
 
@@ -215,10 +216,35 @@ def claims(arms: dict[str, Any]) -> dict[str, Any]:
         out["4"] = {"claim": "in low-frequency dims, and only among rotated dims with partial RoPE",
                     "numbers": n4, "verdict": ("not tested" if qk == 0 else
                                                "holds" if ok else "does not hold")}
-    out["5"] = {"claim": "disrupting them hurts contextual more than parametric accuracy",
-                "numbers": None, "verdict": "not measured yet (needs the disruption experiment, "
-                "issue #14; hook: DISRUPTION_HOOK in analysis/experiments/rope_cause.py)"}
+    out["5"] = claim_disruption(arms)
     return out
+
+
+def retention(acc: dict[str, Any], cond: str, kind: str) -> float | None:
+    """Accuracy of ``kind`` under ``cond`` as a share of the unmodified model's (None when the
+    unmodified model scores nothing there)."""
+    base, hit = acc["original"][kind], acc.get(cond, {}).get(kind)
+    if not base or not base["accuracy"] or hit is None:
+        return None
+    return hit["accuracy"] / base["accuracy"]
+
+
+def claim_disruption(arms: dict[str, Any]) -> dict[str, Any]:
+    """Claim (5) by ``RULES["5"]`` on the RoPE arm; every arm's retentions are in the numbers."""
+    numbers = {arm: {"original": a["disruption"]["accuracy"]["original"],
+                     **{f"{kind}_retention_{cond}": retention(a["disruption"]["accuracy"], cond, kind)
+                        for cond in ("massive", "random_s0") for kind in ("contextual", "parametric")}}
+               for arm, a in arms.items() if "disruption" in a}
+    r = numbers.get("rope")
+    verdict = "not tested"
+    if r is not None and None not in (r["contextual_retention_massive"],
+                                      r["parametric_retention_massive"],
+                                      r["contextual_retention_random_s0"]):
+        held = (r["contextual_retention_massive"] < r["parametric_retention_massive"]
+                and r["contextual_retention_massive"] < r["contextual_retention_random_s0"])
+        verdict = "holds" if held else "does not hold"
+    return {"claim": "disrupting them hurts contextual more than parametric accuracy",
+            "numbers": numbers, "verdict": verdict}
 
 
 RULES = {
@@ -228,7 +254,11 @@ RULES = {
          "(not tested when RoPE has none)",
     "4": "holds iff more than half of RoPE's massive Q and K entries lie in the low-frequency half "
          "and partial RoPE has none outside its rotated dims (not tested when RoPE has none)",
-    "5": "needs the disruption experiment (issue #14)",
+    "5": "holds iff, in the RoPE arm, mean-replacing its top-1 Q and K dims per head (all "
+         "layers, post-RoPE) keeps a smaller share of the original contextual accuracy than of "
+         "the parametric accuracy (over the facts the unmodified model answers) and a smaller "
+         "share than the random-dims control keeps; not tested when the RoPE arm solves no "
+         "contextual episode or knows no fact",
 }
 
 

@@ -64,12 +64,13 @@ def _demo(args: argparse.Namespace) -> int:
     from mvjax.config import ModelConfig, PositionalConfig
     from mvjax.generate import generate
     from mvjax.model import init_model
+    from mvjax.positional import SCHEME_REGISTRY
     from mvjax.tokenizers import ByteTokenizer
 
     tok = ByteTokenizer()
     prompt = jnp.asarray([[tok.bos_id] + tok.encode("Massive values live in")])
     report = {}
-    for scheme in ("rope", "alibi", "nope"):
+    for scheme in SCHEME_REGISTRY:
         cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=64, num_layers=2, num_heads=4,
                           num_kv_heads=2, mlp_hidden=128, positional=PositionalConfig(scheme=scheme))
         model = init_model(cfg, seed=args.seed)
