@@ -317,3 +317,18 @@ def test_cli_stats_and_errors(tmp_path, capsys, bpe_dir, shakespeare):
     assert "does not exist" in capsys.readouterr().err
     assert main(["tokenizer", "train", "--vocab-size", "512", "--out", str(bpe_dir)]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_bos_windows_read_every_token_once_behind_a_bos():
+    """Analysis/evaluation windows: BOS + the next seq_len−1 stream tokens, consecutive, capped at
+    max_rows; from_end takes the last ones; without BOS the whole window is stream."""
+    from mvjax.data.packing import bos_windows
+
+    ids = list(range(10, 30))  # 20 tokens
+    rows = bos_windows(ids, 5, 99, max_rows=10)
+    assert rows.shape == (5, 5) and rows.dtype == np.int32 and (rows[:, 0] == 99).all()
+    assert rows[:, 1:].ravel().tolist() == ids[:20]
+    assert bos_windows(ids, 5, 99, max_rows=2)[:, 1:].ravel().tolist() == ids[:8]
+    assert bos_windows(ids, 5, 99, max_rows=2, from_end=True)[:, 1:].ravel().tolist() == ids[-8:]
+    assert bos_windows(ids, 6, None, max_rows=9).ravel().tolist() == ids[:18]
+    assert bos_windows(ids, 40, 99, max_rows=3).shape == (0, 40)

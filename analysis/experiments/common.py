@@ -68,17 +68,13 @@ def load_model_and_tasks(args: argparse.Namespace):
 def ppl_rows(tok, n_rows: int, length: int) -> np.ndarray:
     """Held-out rows: the end of the packaged tinyshakespeare (never among the scored prompts),
     BOS first."""
+    from mvjax.data.packing import bos_windows
     from mvjax.data.sources import load_texts
 
     text = "\n\n".join(load_texts("tinyshakespeare"))
-    ids = tok.encode(text[-200_000:])
-    body = length - (tok.bos_id is not None)
-    need = n_rows * body
-    if len(ids) < need:
+    rows = bos_windows(tok.encode(text[-200_000:]), length, tok.bos_id, n_rows, from_end=True)
+    if len(rows) < n_rows:
         raise ValueError(f"not enough held-out text for {n_rows}×{length} tokens")
-    rows = np.asarray(ids[-need:], np.int32).reshape(n_rows, body)
-    if tok.bos_id is not None:
-        rows = np.concatenate([np.full((n_rows, 1), tok.bos_id, np.int32), rows], axis=1)
     return rows
 
 

@@ -70,6 +70,24 @@ def pack_rows(tokens: np.ndarray, indices: np.ndarray, seq_len: int, packing: st
     return rows
 
 
+def bos_windows(ids, seq_len: int, bos_id: int | None, max_rows: int, *,
+                from_end: bool = False) -> np.ndarray:
+    """Up to ``max_rows`` consecutive windows of ``seq_len`` tokens read off a token stream: BOS,
+    then the next ``seq_len − 1`` tokens (all ``seq_len`` from the stream when there is no BOS).
+
+    This is how analysis and evaluation read text — every token once, each window with a real
+    sink in front. Training's ``bos_first`` rows (``pack_rows``) overwrite their first token
+    instead, so that a row's stride stays ``seq_len``. ``from_end`` takes the stream's last
+    windows (held-out text at the end of a corpus). Returns int32 rows (possibly none)."""
+    body = seq_len - (bos_id is not None)
+    n = min(max_rows, len(ids) // body) if body > 0 else 0
+    ids = np.asarray(ids[len(ids) - n * body:] if from_end else ids[: n * body], np.int32)
+    rows = ids.reshape(n, body)
+    if bos_id is not None:
+        rows = np.concatenate([np.full((n, 1), bos_id, np.int32), rows], axis=1)
+    return rows
+
+
 def fingerprint(tokens: np.ndarray, **settings) -> str:
     """Short hash of the token array and the settings that give positions their meaning."""
     h = hashlib.sha256(np.ascontiguousarray(tokens, np.int32).tobytes())
