@@ -123,11 +123,14 @@ def build_conditions(energy: dict, cfg, config: DisruptConfig) -> tuple[list[Con
     return conds, info
 
 
-def counted_items(task: Task, encoded, ll) -> list[int]:
-    """Parametric tasks: the items the unmodified model ranks right; others: all items."""
+def counted_items(task: Task, encoded, ll, hits) -> list[int]:
+    """Parametric tasks: the items the unmodified model knows — ranks right when the item has
+    choices, else answers by greedy exact match; others: all items."""
     if task.kind != "parametric":
         return list(range(len(encoded)))
-    return [i for i, e in enumerate(encoded) if e.n_choices and rank_correct(ll[i][:e.n_choices], e.answer)]
+    return [i for i, e in enumerate(encoded)
+            if (rank_correct(ll[i][:e.n_choices], e.answer) if e.n_choices
+                else e.target is not None and hits[i][e.target])]
 
 
 def baseline_pass(scorer, tasks: list[Task], encoded: dict, sites, progress: bool):
@@ -146,7 +149,7 @@ def baseline_pass(scorer, tasks: list[Task], encoded: dict, sites, progress: boo
     runs = {t.name: scorer.run(encoded[t.name], PromptEnergy(frozenset(sites)), keep_energy, bar)
             for t in tasks}
     bar.close()
-    keep = {t.name: counted_items(t, encoded[t.name], runs[t.name][0]) for t in tasks}
+    keep = {t.name: counted_items(t, encoded[t.name], *runs[t.name]) for t in tasks}
     return runs, energy, keep
 
 

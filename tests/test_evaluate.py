@@ -85,3 +85,20 @@ def test_perplexity_and_sink(model):
     nll = -np.take_along_axis(np.asarray(lp), rows[:, 1:, None], axis=-1).mean()
     assert abs(ppl - np.exp(nll)) < 1e-3 * ppl
     assert len(sink) == CFG.num_layers and all(0 < s < 1 for s in sink)
+
+
+def test_parametric_items_count_only_what_the_model_knows():
+    """counted_items: contextual tasks count every item; parametric ones the items the unmodified
+    model knows — ranked right when there are choices, answered by greedy exact match when the
+    item has only a target."""
+    from analysis.disrupt import counted_items
+    from mvjax.data.tasks.base import Item, Task
+
+    ranked = Encoded((1,), ((2,), (3,)), 2, 0, None)
+    targeted = Encoded((1,), ((4,),), 0, None, 0)
+    items = [ranked, ranked, targeted, targeted]
+    ll = [[-1.0, -2.0], [-3.0, -2.0], [-1.0], [-1.0]]
+    hits = [[False, False], [False, False], [True], [False]]
+    facts = Task("f", "parametric", (Item("p", target=" x"),))
+    assert counted_items(facts, items, ll, hits) == [0, 2]
+    assert counted_items(Task("c", "contextual", facts.items), items, ll, hits) == [0, 1, 2, 3]

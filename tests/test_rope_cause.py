@@ -53,7 +53,35 @@ def test_results_schema(finished):
     assert saved["arms"]["nope"]["final_counts"]["k_rot"]["n_massive_unrotated"] is None
     assert saved["arms"]["partial-rope"]["final"]["k"]["layers"][0]["rotated_energy_share"] < 1
     assert set(saved["claims"]) == {"1", "2", "3", "4", "5"}
-    assert saved["claims"]["5"]["verdict"].startswith("not measured yet")
+    for arm in saved["arms"].values():  # claim (5): every arm's own dims disrupted
+        d = arm["disruption"]
+        assert {"original", "massive", "random_s0", "energy_matched_s0"} <= set(d["accuracy"])
+        assert d["accuracy"]["original"]["contextual"]["n"] == sum(
+            v for k, v in d["n_items"].items() if k != "fact")
+        assert set(d["massive_dims"]) == {"q_rot", "k_rot"}
+    five = saved["claims"]["5"]
+    assert five["verdict"] in ("holds", "does not hold", "not tested")
+    assert set(five["numbers"]) == set(preset.arms)
+
+
+def _acc(contextual, parametric, n=10):
+    return {k: None if v is None else {"n": n, "accuracy": v}
+            for k, v in (("contextual", contextual), ("parametric", parametric))}
+
+
+@pytest.mark.parametrize("massive, random, verdict", [
+    ((0.2, 0.9), (0.7, 1.0), "holds"),            # contextual loses more, and more than random
+    ((0.2, 0.1), (0.7, 1.0), "does not hold"),    # parametric loses more
+    ((0.7, 0.9), (0.6, 1.0), "does not hold"),    # no worse than random dims
+    ((0.0, None), (0.0, None), "not tested"),     # parametric not scored
+])
+def test_claim_5_rule(massive, random, verdict):
+    from analysis.experiments.rope_cause_results import claim_disruption
+
+    acc = {"original": _acc(0.8, 1.0), "massive": _acc(*massive), "random_s0": _acc(*random)}
+    out = claim_disruption({"rope": {"disruption": {"accuracy": acc}}})
+    assert out["verdict"] == verdict
+    assert out["numbers"]["rope"]["contextual_retention_massive"] == massive[0] / 0.8
 
 
 def test_resume_continued_the_same_arms(finished):
@@ -71,7 +99,7 @@ def test_every_figure_and_report(finished):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
     report = (out / "report.md").read_text()
     assert "What this preset can and cannot show" in report
-    assert "not measured yet" in report and "(4)" in report
+    assert "(4)" in report and "(5)" in report and "| rope | contextual (n=" in report
     assert all(f"figures/{name}.png" in report for name in FIGURES)
 
 

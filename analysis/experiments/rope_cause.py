@@ -40,11 +40,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "nope": {"scheme": "nope"},
     "alibi": {"scheme": "alibi"},
 }
-# Claim (5) — disrupting the massive dims hurts contextual more than parametric accuracy — needs
-# the disruption experiment (issue #14). When it exists, set this to a function
-# ``(model_dir, massive_dims, episodes) -> {"contextual": acc, "parametric": acc}`` and the report
-# fills claim (5) from it; until then the report says "not measured yet".
-DISRUPTION_HOOK = None
+# Claim (5): each arm's own top-1 Q and K dims per head (post-positional, mean-replaced; the
+# disruption experiment's protocol, ``analysis.disrupt``) disrupted on the held-out episodes, with
+# one random-dims and one energy-matched control.
+DISRUPTION = {"seeds": (0,), "energy_seeds": (0,)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,16 +187,43 @@ def analyze_arm(preset: Preset, arm_dir: Path) -> None:
                 tokens=preset.analyze_tokens, seq_len=preset.seq_len, batch_size=4, lam=5.0,
                 mean_over="head", top_k=1, sites="q,k,v,q_rot,k_rot", bar_layer=None,
                 no_figures=True, out=str(arm_dir / "analyze")))
-    if not (arm_dir / "tasks.json").is_file():
+    missing = [f for f in ("tasks.json", "disrupt.json") if not (arm_dir / f).is_file()]
+    if missing:
         from analysis.task_accuracy import score
         from mvjax.checkpoint import load_model
         from mvjax.data.mixture import MixtureConfig, eval_episodes
         from mvjax.tokenizers import load_tokenizer
 
-        model = load_model(arm_dir / "model")
+        model, tok = load_model(arm_dir / "model"), load_tokenizer(arm_dir / "model")
         episodes = eval_episodes(MixtureConfig(**preset.mixture), preset.eval_episodes)
-        result = score(model, load_tokenizer(arm_dir / "model"), episodes)
-        (arm_dir / "tasks.json").write_text(json.dumps(result, indent=1))
+        for name in missing:
+            result = score(model, tok, episodes) if name == "tasks.json" else \
+                disruption(model, tok, episodes)
+            (arm_dir / name).write_text(json.dumps(result, indent=1))
+
+
+def disruption(model, tok, episodes) -> dict[str, Any]:
+    """Claim (5) on one arm: per condition (original, massive dims, ablations, controls), the
+    greedy exact-match accuracy per kind. Parametric counts only the facts the unmodified model
+    answers (``analysis.disrupt.counted_items``), so its original accuracy is 1 by construction;
+    contextual counts every episode."""
+    from analysis.disrupt import DisruptConfig, disrupt
+    from mvjax.data.tasks.base import Item, Task
+
+    by_task: dict[tuple[str, str], list[Item]] = {}
+    for ep in episodes:
+        by_task.setdefault((ep.task, ep.kind), []).append(Item(ep.prompt, target=ep.answer))
+    tasks = [Task(name, kind, tuple(items)) for (name, kind), items in by_task.items()]
+    res = disrupt(model, tok, tasks, DisruptConfig(**DISRUPTION), progress=False)
+    accuracy: dict[str, dict[str, Any]] = {}
+    for cond, entry in res["conditions"].items():
+        for kind in ("contextual", "parametric"):
+            scored = [entry["tasks"][t.name].get("exact") for t in tasks if t.kind == kind]
+            n = sum(s["n"] for s in scored if s)
+            accuracy.setdefault(cond, {})[kind] = (
+                {"n": n, "accuracy": sum(s["correct"] for s in scored if s) / n} if n else None)
+    return {"definition": res["definition"], "massive_dims": res["dims"]["massive_dims"],
+            "n_items": {t.name: len(t.items) for t in tasks}, "accuracy": accuracy}
 
 
 def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str | None = None,

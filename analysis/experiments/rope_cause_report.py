@@ -62,6 +62,24 @@ def task_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+DISRUPT_COLUMNS = ("original", "massive", "k_only", "q_only", "first_token_kept", "random_s0",
+                   "energy_matched_s0", "lowest_norm")
+
+
+def disruption_table(results: dict[str, Any]) -> str:
+    """Per arm and kind, greedy exact-match accuracy under each condition (n in brackets)."""
+    rows = ["| arm | kind | " + " | ".join(c.replace("_", " ") for c in DISRUPT_COLUMNS) + " |",
+            "|---|---|" + "---|" * len(DISRUPT_COLUMNS)]
+    for name, arm in results["arms"].items():
+        acc = arm["disruption"]["accuracy"]
+        for kind in ("contextual", "parametric"):
+            cells = [("n/a" if acc.get(c, {}).get(kind) is None else
+                      f"{acc[c][kind]['accuracy']:.2f}") for c in DISRUPT_COLUMNS]
+            n = (acc["original"].get(kind) or {}).get("n", 0)
+            rows.append(f"| {name} | {kind} (n={n}) | {' | '.join(cells)} |")
+    return "\n".join(rows)
+
+
 def per_layer_table(results: dict[str, Any], site: str) -> str:
     rows = [f"| arm | {site}: λ=5 count per layer | max/mean (median over heads) per layer | "
             "low-band share per layer |", "|---|---|---|---|"]
@@ -133,14 +151,21 @@ def write_report(results: dict[str, Any], figures: dict[str, list[Path]], out: P
         "",
         task_table(results),
         "",
+        "## Disrupting each arm's own top-1 Q and K dims per head (claim 5)",
+        "",
+        "Mean-replaced after the positional transform in every layer, on the same held-out "
+        "episodes; parametric counts only the facts the unmodified model answers (its original "
+        "accuracy is 1 by construction).",
+        "",
+        disruption_table(results),
+        "",
         "## Claims",
         "",
     ]
     for key, c in results["claims"].items():
         lines += [f"**({key}) {c['claim']}** — *{c['verdict']}*. Rule: "
                   f"{results['claim_rules'][key]}.",
-                  "", f"Numbers: `{json.dumps(c['numbers'])}`" if c["numbers"] is not None
-                  else "Numbers: not measured yet.", ""]
+                  "", f"Numbers: `{json.dumps(c['numbers'])}`", ""]
     lines += ["## Figures", ""]
     for name, paths in figures.items():
         lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({paths[0].relative_to(out)})", ""]
