@@ -22,18 +22,28 @@ def partial_name(directory: Path) -> str:
     return f".{directory.name}{PARTIAL}"
 
 
-def check_writable(directory: str | Path) -> Path:
-    """Refuse, in one line and before any work, an output whose parent cannot be written."""
+def check_writable(directory: str | Path, *, inside: bool = False) -> Path:
+    """Refuse, in one line and before any work, an output that cannot be written: by default its
+    parent (results replaced as a whole are built beside it), with ``inside`` the directory itself,
+    created if needed (a training run writes into it in place)."""
     directory = Path(directory).absolute()
-    parent = directory.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    where = directory
+    if inside:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PermissionError(f"cannot write into {directory} ({e.strerror}): choose an "
+                                  "output directory you can write to") from None
+    else:
+        where = directory.parent
+        while not where.exists() and where != where.parent:
+            where = where.parent
     try:
-        probe = Path(tempfile.mkdtemp(prefix=partial_name(directory), dir=parent))
+        probe = Path(tempfile.mkdtemp(prefix=partial_name(directory), dir=where))
         probe.rmdir()
     except OSError as e:
-        raise PermissionError(f"cannot write into {parent} ({e.strerror}): choose an output "
-                              "directory you can write to") from e
+        raise PermissionError(f"cannot write into {where} ({e.strerror}): choose an output "
+                              "directory you can write to") from None
     return directory
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from mvjax import sharding as shd
+from mvjax.atomic import check_writable
 from mvjax.checkpoint import save_model
 from mvjax.model import init_model
 from train.checkpointing import CHECKPOINT_DIR, CORRUPT_DIR, Checkpointer, abstract_like, corrupt_steps
@@ -41,18 +42,6 @@ from train.step import make_eval_fn, make_train_step
 
 class TrainingDiverged(FloatingPointError):
     """A step produced a non-finite loss or gradient norm."""
-
-
-def check_out_dir(out: Path) -> None:
-    """Fail early, in one line, when the output directory cannot be written."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"cannot write to output directory {out} ({e.strerror}): choose a "
-                              "writable --out") from None
 
 
 class _StopRequest:
@@ -107,7 +96,7 @@ def train(exp: ExperimentConfig, out: str | Path, *, resume: bool = False,
         raise ValueError(f"model.vocab_size={exp.model.vocab_size} is smaller than the tokenizer's "
                          f"{data[2].vocab_size}: set model.vocab_size >= {data[2].vocab_size}")
     out = Path(out).absolute()
-    check_out_dir(out)
+    check_writable(out, inside=True)
     shd.initialize_distributed(exp.train.distributed)  # before any other jax call
     saved = out / CHECKPOINT_DIR
     if not (saved.is_dir() and any(p.name.isdigit() for p in saved.iterdir())):

@@ -230,10 +230,10 @@ def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str
         stop_at: int | None = None) -> dict[str, Any] | None:
     """The whole experiment into ``out``; returns results (None when ``stop_at`` cut it short)."""
     from analysis.experiments.rope_cause_results import collect, measure_reference
-    from train.loop import check_out_dir
+    from mvjax.atomic import check_writable
 
     out = Path(out)
-    check_out_dir(out)
+    check_writable(out, inside=True)
     _check_out(out, preset, resume)
     (out / "experiment.json").write_text(json.dumps({"preset": to_plain(preset)}, indent=1))
     if not train_arms(preset, out, resume, stop_at):
