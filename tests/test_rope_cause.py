@@ -134,9 +134,19 @@ def test_emergence_reads_training_runs(finished, tmp_path):
     assert t["tokens"] == [2 * preset.batch * preset.seq_len, 4 * preset.batch * preset.seq_len]
     assert all(len(t[k]) == 2 for k in ("q_massive", "k_max_mean", "first_token_mass"))
     assert (tmp_path / "emergence.png").stat().st_size > 1000
+    from analysis.experiments.emergence import load_runs, run_curves
+
     with pytest.raises(FileNotFoundError, match="not a training run"):
-        from analysis.experiments.emergence import run_curves
         run_curves(tmp_path)
+    # a saved emergence.json joins new runs, as recorded; a name twice is refused
+    grown = tmp_path / "grown"
+    assert cli_main(["experiment", "emergence", str(tmp_path / "emergence.json"),
+                     str(out / "arms" / "partial-rope"), "--out", str(grown)]) == 0
+    again = json.loads((grown / "emergence.json").read_text())
+    assert list(again["totals"]) == ["rope", "nope", "partial-rope"]
+    assert again["totals"]["rope"] == saved["totals"]["rope"]
+    with pytest.raises(ValueError, match="given twice"):
+        load_runs([str(tmp_path / "emergence.json"), runs[0]])
 
 
 @pytest.mark.slow

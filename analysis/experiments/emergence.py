@@ -79,7 +79,8 @@ def draw(runs: list[dict[str, Any]], path: Path) -> Path:
     for i, run in enumerate(runs):
         t = totals(run)
         x = np.asarray(t["tokens"], np.float64) / 1e6
-        label = f"{run['run']} ({run['positional']['scheme']}, hd {run['head_dim']})"
+        label = (f"{run['run']} ({run['positional']['scheme']}, hd {run['head_dim']}, "
+                 f"{run['tokenizer']}, lr {run['lr']:g})")
         for ax, (key, _) in zip(axes.ravel(), panels):
             ax.plot(x, t[key], "-", lw=1.3, color=f"C{i}", label=label)
     for ax, (key, title) in zip(axes.ravel(), panels):
@@ -100,13 +101,36 @@ def draw(runs: list[dict[str, Any]], path: Path) -> Path:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("emergence", help="massive-value curves over training tokens for a set of "
                        "training runs (λ=5 counts, max/mean, band share, sink mass)")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="`mvjax train` output directories")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="`mvjax train` output directories, "
+                   "or an emergence.json written earlier (its runs are kept as recorded, so a "
+                   "sweep can grow after its training directories are gone)")
     p.add_argument("--out", required=True, help="where emergence.json and emergence.png go")
     p.set_defaults(func=_run)
 
 
+def load_runs(sources: list[str]) -> list[dict[str, Any]]:
+    """Curves of every source: a training run directory, or the runs of an emergence.json; a run
+    name given twice is refused (the figure and totals are keyed by it)."""
+    runs: list[dict[str, Any]] = []
+    for src in sources:
+        if Path(src).is_file() and src.endswith(".json"):
+            saved = json.loads(Path(src).read_text())
+            if "runs" not in saved:
+                raise ValueError(f"{src} is not an emergence.json (no 'runs'): pass one written by "
+                                 "`mvjax experiment emergence`, or a training run directory")
+            runs += saved["runs"]
+        else:
+            runs.append(run_curves(src))
+    names = [r["run"] for r in runs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"run name(s) {twice} given twice: rename a run directory or drop the "
+                         "copy from the list")
+    return runs
+
+
 def _run(args: argparse.Namespace) -> int:
-    runs = [run_curves(r) for r in args.runs]
+    runs = load_runs(args.runs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "emergence.json").write_text(json.dumps(
