@@ -12,6 +12,7 @@ Pair i rotates at θ_i = base^(−2i/R): **high i = low frequency**, the band wh
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, ClassVar, Protocol
 
@@ -216,6 +217,10 @@ def register_scheme(cls: type[Scheme]) -> type[Scheme]:
     name = getattr(cls, "name", "")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{cls.__name__} has no name: set `name = \"myscheme\"` on the class")
+    opts = getattr(cls, "Options", None)
+    if opts is not None and not (dataclasses.is_dataclass(opts) and opts.__dataclass_params__.frozen):
+        raise ValueError(f"{cls.__name__}.Options must be a frozen dataclass (configs are hashed "
+                         "and compared): decorate it with @dataclasses.dataclass(frozen=True)")
     old = SCHEME_REGISTRY.get(name)
     if old is not None and old.__qualname__ != cls.__qualname__:
         raise ValueError(f"positional scheme {name!r} is already registered ({old.__qualname__}): "

@@ -95,6 +95,8 @@ def test_config_validates_and_round_trips_the_schemes_own_options():
         PositionalConfig(scheme="rope", options={"scale_base": 64.0})
     with pytest.raises(ValueError, match="already registered"):
         register_scheme(type("Other", (RoPE,), {"name": "xpos"}))
+    with pytest.raises(ValueError, match="frozen dataclass"):
+        register_scheme(type("Loose", (RoPE,), {"name": "loose", "Options": dict}))
 
 
 def test_xpos_treats_q_and_k_differently_and_logits_see_only_relative_position():
