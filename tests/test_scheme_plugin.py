@@ -161,6 +161,17 @@ def test_a_registered_scheme_trains_saves_and_loads(tmp_path, positional):
     assert len(losses) == 8 and losses[-1] < losses[0] - 0.3
     model = load_model(tmp_path / "model")
     assert model.cfg == exp.model
+    from mvjax.cli import main
+
+    assert main(["analyze", "--model", str(tmp_path / "model"), "--tokens", "256", "--seq-len",
+                 "32", "--no-figures", "--out", str(tmp_path / "analyze")]) == 0
+    found = json.loads((tmp_path / "analyze" / "massive_values.json").read_text())
+    # xPos's dims carry its RoPE frequencies in the analysis; the learned bias rotates nothing
+    freqs = found["frequencies"]["0"]
+    if positional["scheme"] == "xpos":
+        assert all(f is not None for f in freqs) and freqs[0] == 1.0
+    else:
+        assert all(f is None for f in freqs)
     if positional["scheme"] == "learned-slopes":
         slopes = np.asarray(model.layers[0].attn.scheme.slopes[...])
         assert np.abs(slopes - alibi_slopes(2)).max() > 1e-4  # trained, saved, restored
