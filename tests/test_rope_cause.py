@@ -134,6 +134,9 @@ def test_emergence_reads_training_runs(finished, tmp_path):
     assert t["tokens"] == [2 * preset.batch * preset.seq_len, 4 * preset.batch * preset.seq_len]
     assert all(len(t[k]) == 2 for k in ("q_massive", "k_max_mean", "first_token_mass"))
     assert (tmp_path / "emergence.png").stat().st_size > 1000
+    rows = (tmp_path / "emergence.md").read_text().splitlines()
+    assert len(rows) == 4 and rows[2].startswith("| rope | rope | ")
+    assert rows[3].split(" | ")[11] == "n/a / n/a"  # NoPE: no wavelengths of its own
     from analysis.experiments.emergence import load_runs, run_curves
 
     with pytest.raises(FileNotFoundError, match="not a training run"):

@@ -4,8 +4,8 @@ and draws, against training tokens, the fixed λ=5 counts of Q, K and V, the lar
 low-frequency band share of K and the attention mass on the first token — one line per run, so a
 setting sweep (head_dim, learning rate, tokenizer, positional scheme) reads as a set of curves.
 
-Writes ``emergence.json`` (per run: its settings and every curve, layers × logged steps) and
-``emergence.png``.
+Writes ``emergence.json`` (per run: its settings and every curve, layers × logged steps),
+``emergence.png`` and ``emergence.md`` (the values at each run's last logged step, one row per run).
 """
 
 from __future__ import annotations
@@ -62,6 +62,45 @@ def totals(run: dict[str, Any]) -> dict[str, list]:
         "k_agreement": run["curves"]["agreement"]["k"],
         "first_token_mass": np.mean(run["curves"]["first_token_mass"], axis=0).tolist(),
     }
+
+
+def _per_layer(values: list, fmt: str) -> str:
+    return " / ".join("n/a" if v is None else format(v, fmt) for v in values)
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    """Markdown: one row per run, at its last logged step (λ counts at the post-RoPE sites; a
+    non-rotary run's wavelengths would only be the labels it is read with, so they are n/a)."""
+    from mvjax.config import PositionalConfig
+    head = ("| run | positional | head_dim | tokenizer | lr | steps (tokens) | eval loss: last (lowest "
+            "at step) | Q / K / V λ=5 entries at end | first Q/K entry at | Q max/mean max (layer) "
+            "| K max/mean max (layer) | K top-dim wavelength per layer | K low-band share per layer "
+            "| first-token mass per layer |")
+    rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for run in runs:
+        c, t = run["curves"], totals(run)
+        s = c["sites"]
+        last = len(c["steps"]) - 1
+        qk = [a + b for a, b in zip(t["q_massive"], t["k_massive"])]
+        first = next((c["tokens"][i] for i, n in enumerate(qk) if n), None)
+        peak = {site: max(range(run["layers"]), key=lambda l: s[site]["max_mean_max"][l][last])
+                for site in ("q_rot", "k_rot")}
+        rotary = PositionalConfig(**run["positional"]).rotary_dims(run["head_dim"]) > 0
+        waves = [w[last] if rotary else None for w in s["k_rot"]["top_dim_wavelength_median"]]
+        evals = run["eval_loss"]
+        low = min(evals, key=lambda e: e[1]) if evals else None
+        rows.append(
+            f"| {run['run']} | {run['positional']['scheme']} | {run['head_dim']} | {run['tokenizer']} "
+            f"| {run['lr']:g} | {c['steps'][last]} ({c['tokens'][last] / 1e6:.1f}M) | "
+            + (f"{evals[-1][1]:.3f} ({low[1]:.3f} at {low[0]})" if evals else "n/a") + " | "
+            f"{t['q_massive'][last]} / {t['k_massive'][last]} / {t['v_massive'][last]} | "
+            + ("none" if first is None else f"{first / 1e6:.1f}M tokens") + " | "
+            f"{s['q_rot']['max_mean_max'][peak['q_rot']][last]:.1f} (L{peak['q_rot']}) | "
+            f"{s['k_rot']['max_mean_max'][peak['k_rot']][last]:.1f} (L{peak['k_rot']}) | "
+            f"{_per_layer(waves, '.0f')} | "
+            f"{_per_layer([b[last] for b in s['k_rot']['band_low_share_median']], '.2f')} | "
+            f"{_per_layer([m[last] for m in c['first_token_mass']], '.3f')} |")
+    return "\n".join(rows)
 
 
 def draw(runs: list[dict[str, Any]], path: Path) -> Path:
@@ -137,6 +176,7 @@ def _run(args: argparse.Namespace) -> int:
         {"command": "mvjax experiment emergence " + " ".join(args.runs) + f" --out {args.out}",
          "runs": runs, "totals": {r["run"]: totals(r) for r in runs}}))
     draw(runs, out / "emergence.png")
+    (out / "emergence.md").write_text(table(runs) + "\n")
     print(json.dumps({r["run"]: {k: v[-1] if v else None for k, v in totals(r).items()}
                       for r in runs}, indent=1))
     return 0
