@@ -148,8 +148,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_runs(sources: list[str]) -> list[dict[str, Any]]:
-    """Curves of every source: a training run directory, or the runs of an emergence.json; a run
-    name given twice is refused (the figure and totals are keyed by it)."""
+    """Curves of every source: a training run directory, or the runs of an emergence.json (each
+    keeps ``made_by``: the command that first measured it); a run name given twice is refused
+    (the figure and totals are keyed by it)."""
     runs: list[dict[str, Any]] = []
     for src in sources:
         if Path(src).is_file() and src.endswith(".json"):
@@ -157,9 +158,9 @@ def load_runs(sources: list[str]) -> list[dict[str, Any]]:
             if "runs" not in saved:
                 raise ValueError(f"{src} is not an emergence.json (no 'runs'): pass one written by "
                                  "`mvjax experiment emergence`, or a training run directory")
-            runs += saved["runs"]
+            runs += [{**r, "made_by": r.get("made_by", saved.get("command"))} for r in saved["runs"]]
         else:
-            runs.append(run_curves(src))
+            runs.append({**run_curves(src), "made_by": f"training run directory {src}"})
     names = [r["run"] for r in runs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
