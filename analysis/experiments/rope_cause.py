@@ -107,7 +107,8 @@ PRESETS: dict[str, Preset] = {
                        "tokens, constant lr 3e-3, no weight decay (in pure-text scale runs RoPE "
                        "reached 2 post-RoPE K entries at λ=5, head_dim 32 none by 7.8M tokens). "
                        "Here half the rows are synthetic episodes, so the text share is halved. "
-                       "About 40-100 min per arm on 2 shared CPU cores. Still a 4-layer byte "
+                       "Measured: 15-27 min of training per arm, 1 h 35 min for all five, on "
+                       "2 shared CPU cores. Still a 4-layer byte "
                        "model: depth trends and task accuracies are those of a tiny model."),
     "gpu": Preset("gpu", hidden=512, layers=8, heads=8, mlp=1376, seq_len=512, batch=64,
                   steps=20000, log_every=500, checkpoint_every=1000, dtype="bfloat16",
