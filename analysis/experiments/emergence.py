@@ -72,6 +72,7 @@ def table(runs: list[dict[str, Any]]) -> str:
     """Markdown: one row per run, at its last logged step (λ counts at the post-RoPE sites; a
     non-rotary run's wavelengths would only be the labels it is read with, so they are n/a)."""
     from mvjax.config import PositionalConfig
+
     head = ("| run | positional | head_dim | tokenizer | lr | steps (tokens) | eval loss: last (lowest "
             "at step) | Q / K / V λ=5 entries at end | first Q/K entry at | Q max/mean max (layer) "
             "| K max/mean max (layer) | K top-dim wavelength per layer | K low-band share per layer "
@@ -143,7 +144,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="`mvjax train` output directories, "
                    "or an emergence.json written earlier (its runs are kept as recorded, so a "
                    "sweep can grow after its training directories are gone)")
-    p.add_argument("--out", required=True, help="where emergence.json and emergence.png go")
+    p.add_argument("--out", required=True, help="where emergence.json, .png and .md go")
     p.set_defaults(func=_run)
 
 
