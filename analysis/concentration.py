@@ -22,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
+from mvjax.massive_rule import max_mean_ratio
+
 
 def pair_energy(M_HxD: np.ndarray, pairs: Sequence[int | None]) -> np.ndarray:
     """H×P energy per RoPE pair (ΣM² over the pair's dims); dims with no pair are dropped."""
@@ -88,13 +90,6 @@ def modal_share_chance(n_heads: int, n_units: int, trials: int = 4000) -> float:
     counts = np.zeros((trials, n_units), np.int64)
     np.add.at(counts, (np.repeat(np.arange(trials), n_heads), picks.ravel()), 1)
     return float(counts.max(axis=1).mean() / n_heads)
-
-
-def max_mean_ratio(M_HxD: np.ndarray) -> np.ndarray:
-    """Per head, max_d M / mean_d M (the quantity λ thresholds); 0 for an all-zero head."""
-    M = np.asarray(M_HxD, np.float64)
-    mean = M.mean(axis=1)
-    return np.where(mean > 0, M.max(axis=1) / np.where(mean > 0, mean, 1.0), 0.0)
 
 
 def k_over_q(ratio_k: float, ratio_q: float) -> float | None:

@@ -32,6 +32,7 @@ from mvjax.massive_rule import MassiveDefinition, massive_mask, max_mean_ratio, 
 from mvjax.positional import dim_to_frequency
 from mvjax.sites import QK_SITES, STAT_SITES
 
+
 def topk_mask(M_HxD: np.ndarray, k: int) -> np.ndarray:
     """Boolean H×D: the k largest dims of every head (ties broken by lower dim index)."""
     M = np.asarray(M_HxD, np.float64)
