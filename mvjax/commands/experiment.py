@@ -11,7 +11,8 @@ import importlib
 
 EXPERIMENT_MODULES: tuple[str, ...] = ("analysis.experiments.disrupt", "analysis.experiments.quantize",
                                       "analysis.experiments.rope_cause",
-                                      "analysis.experiments.emergence")
+                                      "analysis.experiments.emergence",
+                                      "analysis.experiments.band")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,284 @@
+"""``mvjax experiment band RUN_DIR... --out DIR``: what sets where massive K dims sit — their RoPE
+band against the training context.
+
+Why: in the scale runs and the ``cpu`` preset, θ=1e4 and θ=1e6 put their strongest K pair at about
+the same wavelength *in tokens* (2–2.5× the 256-token context) although at different pair indices.
+If that is a law, a model's base and context predict its massive band. The sweep
+(``docs/rope-band/sweep.sh``) trains the same RoPE arm at several contexts and both bases; this
+command reads the runs' last logged K norm matrices, finds each head's strongest pair, and applies
+the rule fixed before the runs (``RULE`` below, also in ``docs/rope-band/RULE.md``).
+Pretrained models (``--reference``) are measured the same way, reported beside, never in the verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+RULE = ("Per run: at the last logged step, each (layer, K head)'s strongest RoPE pair by pair energy "
+        "(site k); W = median wavelength over layers x heads, P = median pair index, R = W / context. "
+        "Per base across contexts: 'follows the context' if max R / min R <= 1.5 and P is not the same "
+        "at all contexts; 'follows the pair index' if P is the same at all contexts (within +-1) and "
+        "max R / min R > 1.5; otherwise 'neither'. The law holds if both bases follow the context, "
+        "fails if either follows the pair index, else undecided.")
+RATIO_TOLERANCE = 1.5
+SITE = "k"
+
+
+@dataclass(frozen=True)
+class Band:
+    """Where one model's (or run's) K energy sits: per layer and head, the strongest pair."""
+    name: str
+    theta: list[float]                  # per layer (a model may mix bases)
+    context: int                        # training context (tokens)
+    window: list[int | None]            # per layer: sliding window, None = full attention
+    pairs_LxH: list[list[int]]
+    wavelengths_LxH: list[list[float]]
+    n_pairs: int
+    tokens: int | None = None           # training tokens at the measurement (runs only)
+
+    def median_wavelength(self, layers: Sequence[int] | None = None) -> float:
+        rows = [self.wavelengths_LxH[l] for l in (layers or range(len(self.pairs_LxH)))]
+        return float(np.median(np.concatenate(rows)))
+
+    def median_pair(self, layers: Sequence[int] | None = None) -> float:
+        rows = [self.pairs_LxH[l] for l in (layers or range(len(self.pairs_LxH)))]
+        return float(np.median(np.concatenate(rows)))
+
+
+def strongest_pairs(M_LxHxD: np.ndarray, cfg) -> tuple[list[list[int]], list[list[float]], int]:
+    """Per layer and head, the RoPE pair with the most energy (ΣM² over its two dims; the same
+    before and after rotation) and its wavelength 2π/frequency, under each layer's own scheme."""
+    from analysis.concentration import labels_for, pair_energy
+
+    pairs_out, waves_out, n_pairs = [], [], 0
+    for layer, M_HxD in enumerate(np.asarray(M_LxHxD, np.float64)):
+        pairs, freqs, own = labels_for(cfg, layer)
+        if not own:
+            raise ValueError(f"layer {layer} of {cfg.layer_positional(layer).scheme!r} does not "
+                             "rotate: the band is only defined for RoPE layers")
+        top = pair_energy(M_HxD, pairs).argmax(axis=1)
+        freq_of_pair = {p: f for p, f in zip(pairs, freqs) if p is not None}
+        pairs_out.append([int(p) for p in top])
+        waves_out.append([float(2 * np.pi / freq_of_pair[int(p)]) for p in top])
+        n_pairs = max(n_pairs, len(freq_of_pair))
+    return pairs_out, waves_out, n_pairs
+
+
+def _layer_thetas(cfg) -> list[float]:
+    return [float(cfg.layer_positional(l).theta) for l in range(cfg.num_layers)]
+
+
+def _layer_windows(cfg) -> list[int | None]:
+    """Per layer sliding window if the config has one (Gemma 3's local layers), else None."""
+    window = getattr(cfg, "layer_window", None)
+    return [window(l) if callable(window) else None for l in range(cfg.num_layers)]
+
+
+def run_band(run_dir: str | Path) -> Band:
+    """The band of a ``mvjax train`` run at its last logged norm matrices."""
+    from train.config import ExperimentConfig
+    from train.metrics import read_metrics
+
+    d = Path(run_dir)
+    if not (d / "config.yaml").is_file() or not (d / "metrics.jsonl").is_file():
+        raise FileNotFoundError(f"{d} is not a training run (config.yaml + metrics.jsonl): pass "
+                                "directories written by `mvjax train`")
+    exp = ExperimentConfig.load(d / "config.yaml")
+    logs = [r for r in read_metrics(d / "metrics.jsonl") if SITE in r.get("norms", {})]
+    if not logs:
+        raise ValueError(f"{d} logged no K norm matrices: train with train.concentration_every > 0")
+    pairs, waves, n_pairs = strongest_pairs(np.asarray(logs[-1]["norms"][SITE]), exp.model)
+    return Band(d.name, _layer_thetas(exp.model), exp.data.seq_len, _layer_windows(exp.model),
+                pairs, waves, n_pairs, int(logs[-1]["step"]) * exp.data.batch_size * exp.data.seq_len)
+
+
+def reference_band(model: str, context: int | None = None, seq_len: int = 512) -> Band:
+    """A pretrained model's band, measured on the embedded analysis sample (same probe as the
+    rope-cause reference). ``context``: its training context, else the config's max_seq_len."""
+    from analysis.experiments.rope_cause_results import measure_reference
+    from mvjax.config import ModelConfig
+
+    ref = measure_reference(model, seq_len)
+    cfg = ModelConfig.from_dict(ref["config"])
+    pairs, waves, n_pairs = strongest_pairs(np.asarray(ref["norms"][SITE]), cfg)
+    return Band(model, _layer_thetas(cfg), int(context or cfg.max_seq_len), _layer_windows(cfg),
+                pairs, waves, n_pairs)
+
+
+def verdict_for_base(bands: Sequence[Band]) -> dict[str, Any]:
+    """The fixed rule for one base across contexts (needs at least two contexts)."""
+    bands = sorted(bands, key=lambda b: b.context)
+    if len({b.context for b in bands}) < 2:
+        raise ValueError("the rule compares contexts: give runs at two or more context lengths")
+    R = [b.median_wavelength() / b.context for b in bands]
+    P = [b.median_pair() for b in bands]
+    spread = max(R) / min(R)
+    same_pair = max(P) - min(P) <= 1
+    if spread <= RATIO_TOLERANCE and max(P) != min(P):
+        verdict = "follows the context"
+    elif same_pair and spread > RATIO_TOLERANCE:
+        verdict = "follows the pair index"
+    else:
+        verdict = "neither"
+    return {"contexts": [b.context for b in bands], "runs": [b.name for b in bands],
+            "wavelength_over_context": R, "median_pair": P, "ratio_spread": spread,
+            "verdict": verdict}
+
+
+def verdict(bands: Sequence[Band]) -> dict[str, Any]:
+    """The rule applied per base θ (runs grouped by their layer-0 θ), then the law."""
+    by_base: dict[float, list[Band]] = {}
+    for b in bands:
+        by_base.setdefault(b.theta[0], []).append(b)
+    per_base = {f"{theta:g}": verdict_for_base(group) for theta, group in sorted(by_base.items())}
+    kinds = [v["verdict"] for v in per_base.values()]
+    law = ("holds" if kinds and all(k == "follows the context" for k in kinds) else
+           "fails" if "follows the pair index" in kinds else "undecided")
+    return {"rule": RULE, "per_base": per_base, "law": law}
+
+
+def layer_groups(band: Band) -> dict[str, list[int]]:
+    """Layers grouped by (θ, window): a model mixing local and global layers is read per group."""
+    groups: dict[str, list[int]] = {}
+    for l, (theta, window) in enumerate(zip(band.theta, band.window)):
+        key = f"theta={theta:g}" + ("" if window is None else f", window={window}")
+        groups.setdefault(key, []).append(l)
+    return groups
+
+
+def reference_rows(band: Band) -> list[dict[str, Any]]:
+    """Per layer group of a pretrained model: median wavelength and pair, against its context and
+    (for windowed layers) its window."""
+    rows = []
+    for key, layers in layer_groups(band).items():
+        w = band.median_wavelength(layers)
+        window = band.window[layers[0]]
+        rows.append({"model": band.name, "layers": key, "n_layers": len(layers),
+                     "median_wavelength": w, "median_pair": band.median_pair(layers),
+                     "n_pairs": band.n_pairs, "context": band.context,
+                     "wavelength_over_context": w / band.context,
+                     "wavelength_over_window": None if window is None else w / window})
+    return rows
+
+
+def table(runs: Sequence[Band], refs: Sequence[Band], result: dict[str, Any]) -> str:
+    head = ("| run | θ | context | tokens | median top-pair (of n) | median wavelength W | W / context "
+            "| K top-pair wavelength per layer (median over heads) |")
+    lines = [head, "|---" * head.count(" | ") + "|---|"]
+    for b in sorted(runs, key=lambda b: (b.theta[0], b.context)):
+        per_layer = " / ".join(f"{np.median(w):.0f}" for w in b.wavelengths_LxH)
+        lines.append(f"| {b.name} | {b.theta[0]:g} | {b.context} | "
+                     f"{(b.tokens or 0) / 1e6:.1f}M | {b.median_pair():g} (of {b.n_pairs}) | "
+                     f"{b.median_wavelength():.0f} | {b.median_wavelength() / b.context:.2f} | "
+                     f"{per_layer} |")
+    lines += ["", "| θ | contexts | W / context | median pair | max/min of W/context | verdict |",
+              "|---|---|---|---|---|---|"]
+    for theta, v in result["per_base"].items():
+        lines.append(f"| {theta} | {' / '.join(map(str, v['contexts']))} | "
+                     f"{' / '.join(f'{r:.2f}' for r in v['wavelength_over_context'])} | "
+                     f"{' / '.join(f'{p:g}' for p in v['median_pair'])} | {v['ratio_spread']:.2f} | "
+                     f"{v['verdict']} |")
+    lines += ["", f"**Law: {result['law']}.** Rule (fixed before the runs): {RULE}"]
+    if refs:
+        lines += ["", "| pretrained | layers | n | median top-pair (of n) | median wavelength W "
+                  "| context | W / context | W / window |", "|---|---|---|---|---|---|---|---|"]
+        for b in refs:
+            for r in reference_rows(b):
+                ow = "" if r["wavelength_over_window"] is None else f"{r['wavelength_over_window']:.2f}"
+                lines.append(f"| {r['model']} | {r['layers']} | {r['n_layers']} | "
+                             f"{r['median_pair']:g} (of {r['n_pairs']}) | {r['median_wavelength']:.0f} | "
+                             f"{r['context']} | {r['wavelength_over_context']:.2f} | {ow} |")
+    return "\n".join(lines) + "\n"
+
+
+def draw(runs: Sequence[Band], refs: Sequence[Band], path: Path) -> Path:
+    """Left: median top-pair wavelength against context per base (dashed: W = 2.5 C, W = C).
+    Right: the same as W / context per layer, so 'follows the context' reads as flat lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    bases = sorted({r.theta[0] for r in runs})
+    for i, theta in enumerate(bases):
+        group = sorted((r for r in runs if r.theta[0] == theta), key=lambda r: r.context)
+        C = np.array([r.context for r in group], float)
+        a.plot(C, [r.median_wavelength() for r in group], "o-", color=f"C{i}",
+               label=f"θ={theta:g} (median over layers × heads)")
+        for layer in range(len(group[0].wavelengths_LxH)):
+            b.plot(C, [np.median(r.wavelengths_LxH[layer]) / r.context for r in group], "o-",
+                   color=f"C{i}", alpha=0.35 + 0.15 * layer, lw=1,
+                   label=f"θ={theta:g}" if layer == 0 else None)
+    for j, ref in enumerate(refs):
+        for key, layers in layer_groups(ref).items():
+            a.plot([ref.context], [ref.median_wavelength(layers)], "*", ms=12, color=f"C{len(bases) + j}",
+                   label=f"{ref.name} {key}")
+    if runs:
+        C = np.array(sorted({r.context for r in runs}), float)
+        for f, ls in ((1.0, ":"), (2.5, "--")):
+            a.plot(C, f * C, ls, color="gray", lw=0.8, label=f"W = {f:g} × context")
+    a.set(xscale="log", yscale="log", xlabel="training context (tokens)",
+          ylabel="K top-pair wavelength (tokens)")
+    b.set(xscale="log", xlabel="training context (tokens)", ylabel="wavelength / context, per layer")
+    for ax in (a, b):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("band", help="where the strongest K dims sit (RoPE wavelength) against the "
+                       "training context, across a context × θ sweep; the fixed band-vs-context rule")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="`mvjax train` directories (RoPE, "
+                   "concentration logged), or a band.json written earlier (its bands kept as recorded)")
+    p.add_argument("--reference", action="append", default=[], metavar="MODEL[:CONTEXT]",
+                   help="a pretrained model measured the same way (e.g. smollm2:2048); repeatable")
+    p.add_argument("--out", required=True, help="where band.json, band.png and band.md go")
+    p.set_defaults(func=_run)
+
+
+def _load(sources: Sequence[str]) -> tuple[list[Band], list[Band]]:
+    runs, refs = [], []
+    for src in sources:
+        if Path(src).is_file() and src.endswith(".json"):
+            saved = json.loads(Path(src).read_text())
+            if "runs" not in saved:
+                raise ValueError(f"{src} is not a band.json (no 'runs'): pass one written by "
+                                 "`mvjax experiment band`, or a training run directory")
+            runs += [Band(**b) for b in saved["runs"]]
+            refs += [Band(**b) for b in saved.get("references", [])]
+        else:
+            runs.append(run_band(src))
+    return runs, refs
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mvjax.atomic import atomic_directory, check_results_dir
+
+    check_results_dir(args.out, "band.json")
+    runs, refs = _load(args.runs)
+    for spec in args.reference:
+        name, _, ctx = spec.partition(":")
+        refs = [r for r in refs if r.name != name] + [reference_band(name, int(ctx) if ctx else None)]
+    result = verdict(runs)
+    command = "mvjax experiment band " + " ".join(args.runs) + "".join(
+        f" --reference {r}" for r in args.reference) + f" --out {args.out}"
+    with atomic_directory(args.out) as tmp:  # a band.json read above may live in --out
+        (tmp / "band.json").write_text(json.dumps(
+            {"command": command, **result, "runs": [asdict(b) for b in runs],
+             "references": [asdict(b) for b in refs],
+             "reference_rows": [row for b in refs for row in reference_rows(b)]}, indent=1))
+        draw(runs, refs, tmp / "band.png")
+        (tmp / "band.md").write_text(table(runs, refs, result))
+    print(table(runs, refs, result))
+    return 0
