@@ -2,15 +2,18 @@
 # The band-vs-context sweep (issue 24): the scale runs' RoPE recipe (4 layers, hidden 128, 2 heads of
 # head_dim 64, bytes, tinyshakespeare, lr 3e-3 constant, no weight decay) at contexts 128 / 256 / 512 for
 # theta 1e4 and 1e6, the same 4,096 tokens per step and 800 steps (3.3M tokens) per run, seed 0.
-# Resumable: a finished run (summary.json) is skipped, a started one resumes from its last checkpoint.
-# Usage: bash docs/rope-band/sweep.sh RUNS_DIR   (then: mvjax experiment band RUNS_DIR/* --out docs/rope-band)
+# STOP (default 600, 2.5M tokens) ends each run there: the schedule is constant after warmup, so a run
+# stopped at STOP is the same run as one of STOP steps, and a later call with a larger STOP continues it.
+# Resumable: a run that reached STOP is skipped, a started one resumes from its last checkpoint.
+# Usage: bash docs/rope-band/sweep.sh RUNS_DIR [STOP]   (then: mvjax experiment band RUNS_DIR/* --out docs/rope-band)
 set -euo pipefail
 runs="${1:-runs/band}"
+stop="${2:-600}"
 mkdir -p "$runs"
 for theta in 10000.0 1000000.0; do
   for ctx in 128 256 512; do
     out="$runs/theta$theta-ctx$ctx"
-    [ -f "$out/summary.json" ] && continue
+    { [ -f "$out/summary.json" ] || [ -d "$out/checkpoints/$stop" ]; } && continue
     resume=(); [ -d "$out" ] && resume=(--resume)
     mvjax train --config configs/tiny-rope.yaml --override model.num_heads=2 \
       --override model.max_seq_len=$ctx --override data.seq_len=$ctx \
@@ -18,6 +21,6 @@ for theta in 10000.0 1000000.0; do
       --override "model.positional={scheme: rope, theta: $theta, layout: half, rotary_fraction: 1.0}" \
       --override train.optim.weight_decay=0.0 --override train.optim.schedule=constant \
       --override train.concentration_every=100 --override train.checkpoint_every=100 \
-      --override train.eval_every=200 --out "$out" "${resume[@]}"
+      --override train.eval_every=200 --out "$out" --stop-at "$stop" "${resume[@]}"
   done
 done
