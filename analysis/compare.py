@@ -14,7 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mvjax.atomic import atomic_file, check_own_dir, read_json_state, require, write_json
+
 SITES = (("q_rot", "q"), ("k_rot", "k"), ("v", "v"))  # preferred site, fallback
+OWN_FILES = ("compare.json", "compare.png")
 
 
 def load_entries(directory: str | Path) -> list[tuple[str, dict[str, Any]]]:
@@ -25,22 +28,44 @@ def load_entries(directory: str | Path) -> list[tuple[str, dict[str, Any]]]:
 
     d = Path(directory)
     if (d / "results.json").is_file():
-        res = json.loads((d / "results.json").read_text())
-        entries = [(f"{d.name}/{arm}", {s: v["layers"] for s, v in a["final"].items()})
-                   for arm, a in res["arms"].items()]
+        path = d / "results.json"
+        res = read_json_state(path, f"rerun the experiment that wrote {d}")
+        kind = res.get("experiment") if isinstance(res, dict) else None
+        if kind in ("disrupt", "quantize"):
+            raise ValueError(f"{path} is a {kind} result, which holds no per-layer norms: compare "
+                             "takes `mvjax analyze` and `mvjax experiment rope-cause` results")
+        entries = [(f"{d.name}/{arm}", _final(a, f"{path} (arm {arm})"))
+                   for arm, a in require(res, "arms", dict, path).items()]
         if res.get("reference"):
             ref = res["reference"]
-            entries.append((f"{d.name}/reference {ref['model']}",
-                            {s: v["layers"] for s, v in ref["final"].items()}))
+            entries.append((f"{d.name}/reference {require(res, 'reference.model', str, path)}",
+                            _final(ref, f"{path} (reference)")))
         return entries
     if (d / "massive_values.json").is_file():
-        res = json.loads((d / "massive_values.json").read_text())
-        cfg = ModelConfig.from_dict(res["model"]["config"])
-        norms = {s: [m["M"] for m in layers] for s, layers in res["sites"].items()}
-        return [(f"{d.name} ({res['model']['name']})",
+        path = d / "massive_values.json"
+        res = read_json_state(path, f"rerun `mvjax analyze` into {d}")
+        cfg = ModelConfig.from_dict(require(res, "model.config", dict, path))
+        norms = {s: [require(m, "M", list, f"{path} (site {s})") for m in
+                     require(res, f"sites.{s}", list, path)] for s in require(res, "sites", dict, path)}
+        return [(f"{d.name} ({require(res, 'model.name', str, path)})",
                  {s: v["layers"] for s, v in summarize_norms(norms, cfg).items()})]
     raise FileNotFoundError(f"{d} holds neither results.json (mvjax experiment) nor "
                             "massive_values.json (mvjax analyze): pass such a directory")
+
+
+LAYER_KEYS = {"n_massive": int, "max_mean_median": (int, float),
+              "band_low_share_median": (int, float, type(None))}
+
+
+def _final(arm: Any, where: str) -> dict[str, list[dict[str, Any]]]:
+    """{site: per-layer summaries} of an arm (or the reference) of a rope-cause results.json."""
+    out = {}
+    for site in require(arm, "final", dict, where):
+        out[site] = require(arm, f"final.{site}.layers", list, where)
+        for layer in out[site]:
+            for key, kind in LAYER_KEYS.items():
+                require(layer, key, kind, f"{where} final.{site}.layers[]")
+    return out
 
 
 def _site(entry: dict[str, Any], choices: tuple[str, str]) -> list[dict[str, Any]] | None:
@@ -55,8 +80,8 @@ def compare(dirs: list[str], out: str | Path) -> dict[str, Any]:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    out = check_own_dir(out, OWN_FILES, "compare outputs")
     entries = [e for d in dirs for e in load_entries(d)]
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = (("max_mean_median", "max/mean (median over heads)"),
                ("n_massive", "λ=5 massive entries"),
@@ -88,9 +113,10 @@ def compare(dirs: list[str], out: str | Path) -> dict[str, Any]:
         for ax in axes[r]:
             ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=6)
-    fig.savefig(out / "compare.png", dpi=100, bbox_inches="tight")
+    with atomic_file(out / "compare.png") as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    (out / "compare.json").write_text(json.dumps(table, indent=1))
+    write_json(out / "compare.json", table)
     return table
 
 

@@ -55,6 +55,26 @@ def encode_task(tok, task: Task) -> list[Encoded]:
     return out
 
 
+def _cont_pad(n: int) -> int:
+    """Continuation length a batch is padded to: a power of two, at least 4."""
+    return max(4, 1 << (n - 1).bit_length())
+
+
+def check_fits(tok, task: Task, max_seq_len: int) -> None:
+    """Refuse, before scoring, an item whose prompt and continuations (padded as ``Scorer`` pads
+    them) exceed ``max_seq_len``, naming the item, the continuation and their lengths."""
+    for n, (it, enc) in enumerate(zip(task.items, encode_task(tok, task)), 1):
+        texts = [*it.choices] + ([it.target] if it.target not in it.choices else [])
+        P = len(enc.prompt)
+        for text, ids in zip(texts, enc.conts):
+            if bucket(P) + _cont_pad(len(ids)) > max_seq_len:
+                what = "target" if text == it.target else "choice"
+                short = text if len(text) <= 40 else text[:37] + "..."
+                raise ValueError(f"task {task.name} item {n}: its {what} {short!r} ({len(text)} "
+                                 f"characters, {len(ids)} tokens) with its prompt ({P} tokens) "
+                                 f"exceeds the model's max_seq_len {max_seq_len}: shorten it")
+
+
 def bucket(n: int) -> int:
     """Padded prompt length: a multiple of 32 up to 256, of 128 beyond (few shapes to compile,
     at most ~25% padding above 128 tokens)."""
@@ -109,7 +129,7 @@ class Scorer:
         ``on_records(records, valid_BxT)`` receives each prefill batch's probe records."""
         B = self.batch_size
         longest = max(len(c) for e in items for c in e.conts)
-        C = max(4, 1 << (longest - 1).bit_length())  # continuations padded to a power of two
+        C = _cont_pad(longest)  # continuations padded to a power of two
         order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))
         ll: list[list[float]] = [[] for _ in items]
         hits: list[list[bool]] = [[] for _ in items]
@@ -117,8 +137,9 @@ class Scorer:
             idx = order[start: start + B]
             T = bucket(max(len(items[i].prompt) for i in idx))
             if T + C > self.cfg.max_seq_len:
-                raise ValueError(f"a prompt of {T} tokens exceeds the model's max_seq_len "
-                                 f"{self.cfg.max_seq_len}: shorten the task")
+                raise ValueError(f"a prompt of {T} tokens with continuations of up to {longest} "
+                                 f"tokens exceeds the model's max_seq_len {self.cfg.max_seq_len}: "
+                                 "shorten the task")
             tokens, valid, lens = np.zeros((B, T), np.int32), np.zeros((B, T), bool), np.zeros(B, np.int32)
             for r, i in enumerate(idx):
                 p = items[i].prompt

@@ -5,9 +5,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import shlex
+import signal
 import sys
+from collections.abc import Iterator
 
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = (
@@ -36,15 +39,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal (SIGTERM, or SIGINT after its checkpoint): the command exits
+    128 + ``signum`` with one line saying how to resume."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises ``Interrupted`` like Ctrl-C raises KeyboardInterrupt, so both unwind through
+    the whole-or-nothing writers (``mvjax.atomic``) and end in one line."""
+    def handle(signum, frame):
+        raise Interrupted(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handle)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def resume_hint(args: argparse.Namespace) -> str:
+    """How to continue an interrupted command: with --resume where it has one, else rerun it."""
+    line = args.command_line
+    if not hasattr(args, "resume"):
+        return f"nothing was written; rerun: {line}"
+    return f"continue with: {line}" + ("" if args.resume else " --resume")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from mvjax.atomic import disk_full, os_error_line
+
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join(["mvjax", *argv])  # recorded in results (mvjax.provenance)
+    say = lambda text: print(f"mvjax {args.command}: {text}", file=sys.stderr)  # noqa: E731
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_interrupts():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        say(f"interrupted by {signal.Signals(signum).name}; {resume_hint(args)}")
+        return 128 + signum
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
-        print(f"mvjax {args.command}: error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return 2
+    except OSError as e:
+        say(f"error: {os_error_line(e)}")
+        return 1
+    except Exception as e:
+        if not disk_full(e):
+            raise
+        say(f"error: no space left on device [ENOSPC] ({type(e).__name__}): free some space, then "
+            "rerun (with --resume where the command has it)")
+        return 1
 
 
 def entry() -> None:

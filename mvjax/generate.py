@@ -10,6 +10,7 @@ is its own documented rule; see ``mvjax.interventions`` for the KV-cache rule of
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -36,6 +37,16 @@ def sample_token(logits_BxV: jax.Array, key: jax.Array | None, temperature: floa
     return jax.random.categorical(key, logits_BxV, axis=-1).astype(jnp.int32)
 
 
+def check_sampling(temperature: float, top_k: int | None) -> None:
+    """Refuse a temperature that is negative or not a finite number (NaN would sample garbage
+    silently) and a top-k below 1; before any model is loaded, when called from the CLI."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature={temperature} is invalid: use 0 (greedy) or a positive "
+                         "finite value")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k} is invalid: use a positive integer")
+
+
 def generate(model: Transformer, prompt_BxT: jax.Array, max_new_tokens: int, *,
              key: jax.Array | None = None, temperature: float = 0.0, top_k: int | None = None,
              probe: Probe | None = None, return_logits: bool = False) -> Generation:
@@ -45,8 +56,7 @@ def generate(model: Transformer, prompt_BxT: jax.Array, max_new_tokens: int, *,
         raise ValueError(f"prompt must be B×T token ids with T ≥ 1; got shape {prompt_BxT.shape}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} is invalid: ask for at least 1 token")
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} is invalid: use 0 (greedy) or a positive value")
+    check_sampling(temperature, top_k)
     if temperature > 0 and key is None:
         raise ValueError("sampling (temperature > 0) needs an explicit PRNG key: pass key=jax.random.key(seed)")
     if top_k is not None and not 1 <= top_k <= model.cfg.vocab_size:

@@ -27,8 +27,8 @@ class MassiveDefinition:
     aggregation: str = "pooled"
 
     def __post_init__(self) -> None:
-        if not self.lam > 0:
-            raise ValueError(f"lambda={self.lam!r} is invalid: use a positive threshold, e.g. 5")
+        if not 0 < self.lam < float("inf"):  # inf would silently find nothing
+            raise ValueError(f"lambda={self.lam!r} is invalid: use a positive finite threshold, e.g. 5")
         if self.mean_over not in MEAN_OVER:
             raise ValueError(f"mean_over={self.mean_over!r} is invalid: use one of {MEAN_OVER}")
         if not (isinstance(self.top_k, int) and self.top_k >= 1):

@@ -10,7 +10,10 @@ differing model config is refused with the differing fields named.
 
 from __future__ import annotations
 
+import errno
+import logging
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from mvjax.atomic import disk_full
 from mvjax.config import ModelConfig
 
 CHECKPOINT_DIR = "checkpoints"
@@ -40,14 +44,29 @@ class Checkpointer:
                                                cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "meta"))
+        self.failed: list[int] = []  # steps a full disk stopped
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: dict, meta: dict[str, Any]) -> None:
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta)), force=True)
-        self.manager.wait_until_finished()
+        """Save ``step``; on a full disk, remove orbax's half-written tmp dir and raise one OSError
+        naming ENOSPC and the checkpoint (the older checkpoints stay complete)."""
+        quiet = _DropDiskFull()  # orbax's threads each log the full disk with a traceback
+        logging.getLogger("absl").addFilter(quiet)
+        try:
+            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                            meta=ocp.args.JsonSave(meta)), force=True)
+            self.manager.wait_until_finished()
+        except Exception as e:
+            if not disk_full(e):
+                raise
+            self.failed.append(step)  # its tmp dir goes once orbax's writes have settled (close)
+            sys.excepthook = _skip_closed_loop(sys.excepthook)  # those writes fail noisily
+            raise OSError(errno.ENOSPC, "no space left on device saving checkpoint",
+                          str(self.directory / str(step))) from None
+        finally:
+            logging.getLogger("absl").removeFilter(quiet)
 
     def restore_latest(self, abstract_state: dict, model_cfg: ModelConfig
                        ) -> tuple[int, dict, dict[str, Any]] | None:
@@ -90,6 +109,23 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+        for step in self.failed:
+            for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _skip_closed_loop(hook):
+    """``sys.excepthook`` minus the "Event loop is closed" errors of orbax writes abandoned on a
+    full disk (printed by tensorstore's threads, one traceback each)."""
+    def quiet(kind, value, tb):
+        if not (kind is RuntimeError and "Event loop is closed" in str(value)):
+            hook(kind, value, tb)
+    return quiet
+
+
+class _DropDiskFull(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No space left on device" not in record.getMessage()
 
 
 def check_model_config(meta: dict[str, Any], model_cfg: ModelConfig, where: Path) -> None:

@@ -34,4 +34,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"mvjax train: error: {e}", file=sys.stderr)
         return 3
     print(json.dumps(summary))
-    return 0 if summary["interrupted_by_signal"] is None else 128 + summary["interrupted_by_signal"]
+    if summary["interrupted_by_signal"] is not None:  # checkpointed: exit 128 + signal, say how to resume
+        from mvjax.cli import Interrupted
+
+        raise Interrupted(summary["interrupted_by_signal"])
+    return 0

@@ -16,6 +16,7 @@ a crash loses at most the steps since the last checkpoint. A resume appends a ``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -30,7 +31,8 @@ import numpy as np
 from flax import nnx
 
 from mvjax import sharding as shd
-from mvjax.atomic import check_writable
+from mvjax.atomic import (LOCK_FILE, append_line, check_own_dir, check_writable, clean_partials,
+                          lock_dir, read_json_state, repair_jsonl, write_atomic, write_json)
 from mvjax.checkpoint import save_model
 from mvjax.model import init_model
 from train.checkpointing import CHECKPOINT_DIR, CORRUPT_DIR, Checkpointer, abstract_like, corrupt_steps
@@ -79,7 +81,7 @@ def _put_batch(tokens: np.ndarray, sharding: jax.sharding.NamedSharding) -> jax.
 # What a run directory may hold besides checkpoints: a fresh start into a directory holding anything
 # else is refused rather than overwriting or appending to someone's files.
 RUN_FILES = frozenset({"config.yaml", "metrics.jsonl", "summary.json", "model", CHECKPOINT_DIR,
-                       CORRUPT_DIR})
+                       CORRUPT_DIR, LOCK_FILE})
 
 
 def train(exp: ExperimentConfig, out: str | Path, *, resume: bool = False,
@@ -98,29 +100,30 @@ def train(exp: ExperimentConfig, out: str | Path, *, resume: bool = False,
     out = Path(out).absolute()
     check_writable(out, inside=True)
     shd.initialize_distributed(exp.train.distributed)  # before any other jax call
-    saved = out / CHECKPOINT_DIR
-    if not (saved.is_dir() and any(p.name.isdigit() for p in saved.iterdir())):
-        _check_fresh_start(out, resume, start_over)  # before the checkpointer creates its folder
-    ckpt = Checkpointer(out, exp.train.keep_checkpoints)
-    try:
-        if ckpt.steps() and not resume:
-            raise FileExistsError(f"{out} already holds checkpoints {ckpt.steps()}: pass --resume to "
-                                  "continue that run, or choose another --out")
-        run = _set_up(exp, out, ckpt, data, resume, start_over)
-        if run.start >= exp.train.steps and (out / "summary.json").is_file():
-            print(f"mvjax train: {out} finished at step {run.start}; nothing to do", file=sys.stderr)
-            return json.loads((out / "summary.json").read_text())
-        return _run(run, stop_at)
-    finally:
-        ckpt.close()
+    with lock_dir(out) if jax.process_index() == 0 else contextlib.nullcontext():
+        clean_partials(out)  # a final model's work dir left by a kill
+        saved = out / CHECKPOINT_DIR
+        if not (saved.is_dir() and any(p.name.isdigit() for p in saved.iterdir())):
+            _check_fresh_start(out, resume, start_over)  # before the checkpointer creates its folder
+        ckpt = Checkpointer(out, exp.train.keep_checkpoints)
+        try:
+            if ckpt.steps() and not resume:
+                raise FileExistsError(f"{out} already holds checkpoints {ckpt.steps()}: pass --resume "
+                                      "to continue that run, or choose another --out")
+            run = _set_up(exp, out, ckpt, data, resume, start_over)
+            if run.start >= exp.train.steps and (out / "summary.json").is_file():
+                print(f"mvjax train: {out} finished at step {run.start}; nothing to do",
+                      file=sys.stderr)
+                return read_json_state(out / "summary.json", "delete it and rerun with --resume "
+                                       "(the checkpoints are kept)")
+            return _run(run, stop_at)
+        finally:
+            ckpt.close()
 
 
 def _check_fresh_start(out: Path, resume: bool, start_over: bool) -> None:
     """A run with no checkpoint starts from step 0 only into a directory of its own, and says so."""
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES)
-    if foreign:
-        raise FileExistsError(f"{out} holds files that are not a training run ({', '.join(foreign[:3])}"
-                              f"{', …' if len(foreign) > 3 else ''}): choose a new or empty --out")
+    check_own_dir(out, RUN_FILES, "a training run")
     lost = corrupt_steps(out)
     if lost and not start_over:
         raise ValueError(f"every checkpoint of {out} is unreadable (steps {lost}, moved to "
@@ -175,11 +178,12 @@ def _set_up(exp: ExperimentConfig, out: Path, ckpt: Checkpointer, data: tuple, r
             stream.restore(meta["data_state"])
     if jax.process_index() == 0:
         if start == 0:
-            (out / "config.yaml").write_text(exp.to_yaml())
+            write_atomic(out / "config.yaml", exp.to_yaml())
             (out / "metrics.jsonl").unlink(missing_ok=True)  # records of a run that never saved
         else:  # records after the checkpoint are superseded; read_metrics drops them
+            repair_jsonl(out / "metrics.jsonl")  # a line cut by the kill would join the marker
             with (out / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps({"event": "resume", "step": start}) + "\n")
+                append_line(f, json.dumps({"event": "resume", "step": start}))
     return _Setup(exp, out, ckpt, stream, tokenizer, graphdef, state, schedule,
                   make_train_step(graphdef, mc, tx, tc.grad_accum, tc.loss_chunk, state_sharding,
                                   batch_sharding),
@@ -324,8 +328,8 @@ def _run(run: _Setup, stop_at: int | None) -> dict[str, Any]:
         summary["model_dir"] = str(run.out / "model")
     if jax.process_index() == 0:
         with (run.out / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(summary) + "\n")
-        (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
+            append_line(f, json.dumps(summary))
+        write_json(run.out / "summary.json", summary, indent=2)
     return summary
 
 

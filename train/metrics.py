@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mvjax.atomic import append_line, read_jsonl
 from mvjax.config import ModelConfig
 from mvjax.massive_rule import MassiveDefinition, massive_mask, max_mean_ratio
 from mvjax.model import SiteContext
@@ -99,8 +100,7 @@ class MetricsLog:
         self.t0 = time.perf_counter()
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(_plain(record)) + "\n")
-        self.file.flush()
+        append_line(self.file, json.dumps(_plain(record)))
 
     def advance(self, n: int, **postfix: float) -> None:
         if self.bar is not None:
@@ -131,10 +131,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     continues from a checkpoint) drops the records logged after that step before the resume, whose
     steps were trained again. The markers themselves are kept."""
     records: list[dict[str, Any]] = []
-    for line in Path(path).read_text().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
+    for record in read_jsonl(path):  # a last line cut by a kill is dropped with a warning
         if record.get("event") == "resume":
             records = [r for r in records if r.get("step", 0) <= record["step"]]
         records.append(record)

@@ -53,6 +53,10 @@ def load_model_and_tasks(args: argparse.Namespace):
     model, tok = load_pretrained(args.model)
     if tok is None:
         raise ValueError(f"model {args.model} has no tokenizer: save one into the model directory")
+    from analysis.evaluate import check_fits
+
+    for task in user:  # a too-long item is named before any scoring
+        check_fits(tok, task, model.cfg.max_seq_len)
     count = lambda s: len(tok.encode(s))  # noqa: E731
     tasks = [passkey_task(p["n"], L, count, seed=args.seed + i)
              for i, L in enumerate(p["passkey_lengths"]) if L + 16 <= model.cfg.max_seq_len]

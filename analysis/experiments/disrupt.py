@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
                            energy_seeds=seeds[:1] if args.quick else seeds,
                            chosen_layers=None if args.layers is None else _ints(args.layers, "layers"),
                            phases=args.phases, batch_size=args.batch_size)
+    config.definition  # noqa: B018 -- λ and top-k are checked before the model loads
     from analysis.disrupt import disrupt
     from analysis.disrupt_report import disrupt_claims, write_disrupt_report
     from analysis.experiments.common import run_experiment

@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from mvjax.atomic import (atomic_file, check_own_dir, read_json_state, require, write_atomic,
+                          write_json)
+
 
 def run_curves(run_dir: str | Path) -> dict[str, Any]:
     """Settings and curves of one training run directory."""
@@ -133,7 +136,8 @@ def draw(runs: list[dict[str, Any]], path: Path) -> Path:
         ax.set_xlabel("training tokens (M)", fontsize=8)
     axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
     return path
 
@@ -155,10 +159,13 @@ def load_runs(sources: list[str]) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     for src in sources:
         if Path(src).is_file() and src.endswith(".json"):
-            saved = json.loads(Path(src).read_text())
-            if "runs" not in saved:
+            saved = read_json_state(src, "pass an emergence.json written whole, or the training "
+                                    "run directories")
+            if not isinstance(saved, dict) or "runs" not in saved:
                 raise ValueError(f"{src} is not an emergence.json (no 'runs'): pass one written by "
                                  "`mvjax experiment emergence`, or a training run directory")
+            for r in require(saved, "runs", list, src):
+                check_saved_run(r, src)
             runs += [{**r, "made_by": r.get("made_by", saved.get("command"))} for r in saved["runs"]]
         else:
             runs.append({**run_curves(src), "made_by": f"training run directory {src}"})
@@ -170,15 +177,45 @@ def load_runs(sources: list[str]) -> list[dict[str, Any]]:
     return runs
 
 
+# Keys of a saved run that the totals, table and figure read.
+RUN_KEYS = {"run": str, "positional": dict, "head_dim": int, "layers": int, "tokenizer": str,
+            "lr": (int, float), "eval_loss": list, "curves.steps": list, "curves.tokens": list,
+            "curves.first_token_mass": list, "curves.agreement.k": list,
+            "curves.sites.k.band_low_share_median": list, "curves.sites.v.n_massive": list,
+            **{f"curves.sites.{s}.{k}": list for s in ("q_rot", "k_rot") for k in (
+                "n_massive", "max_mean_max", "band_low_share_median", "top_dim_wavelength_median")}}
+
+
+def check_saved_run(run: Any, src: str | Path) -> None:
+    """A run of a saved emergence.json, refused in one line naming the file and the key (or the
+    run) when a key is missing or of the wrong type."""
+    where = f"{src} (a run)"
+    if isinstance(run, dict) and isinstance(run.get("run"), str):
+        where = f"{src} (run {run['run']!r})"
+    for key, kind in RUN_KEYS.items():
+        require(run, key, kind, where)
+    try:
+        totals(run), table([run])
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"{where} has curves of the wrong shape or type ({type(e).__name__}: "
+                         f"{e}): pass an emergence.json written by this mvjax version") from None
+
+
+OWN_FILES = ("emergence.json", "emergence.png", "emergence.md")
+
+
 def _run(args: argparse.Namespace) -> int:
+    out = check_own_dir(args.out, OWN_FILES, "emergence outputs")
     runs = load_runs(args.runs)
-    out = Path(args.out)
+    if not runs:
+        raise ValueError(f"no runs to draw in {' '.join(args.runs)}: pass training run directories "
+                         "or an emergence.json that holds runs")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "emergence.json").write_text(json.dumps(
-        {"command": "mvjax experiment emergence " + " ".join(args.runs) + f" --out {args.out}",
-         "runs": runs, "totals": {r["run"]: totals(r) for r in runs}}))
+    write_json(out / "emergence.json",  # in place: the old file stays whole if this fails
+               {"command": "mvjax experiment emergence " + " ".join(args.runs) + f" --out {args.out}",
+                "runs": runs, "totals": {r["run"]: totals(r) for r in runs}}, indent=None)
     draw(runs, out / "emergence.png")
-    (out / "emergence.md").write_text(table(runs) + "\n")
+    write_atomic(out / "emergence.md", table(runs) + "\n")
     print(json.dumps({r["run"]: {k: v[-1] if v else None for k, v in totals(r).items()}
                       for r in runs}, indent=1))
     return 0

@@ -31,6 +31,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mvjax.atomic import LOCK_FILE, read_json_state, require, write_json
 from mvjax.config import to_plain
 
 ARMS: dict[str, dict[str, Any]] = {
@@ -141,9 +142,16 @@ def experiment_config(preset: Preset, arm: str):
     })
 
 
+# What OUT may hold: a folder with anything else (a model dir, someone's files) is refused.
+OWN_FILES = frozenset({"experiment.json", "arms", "reference.json", "results.json", "figures",
+                       "report.md", LOCK_FILE})
+REMEASURE = "delete it and rerun with --resume (it is measured again)"
+
+
 def _arm_finished(arm_dir: Path) -> bool:
     summary = arm_dir / "summary.json"
-    return summary.is_file() and "model_dir" in json.loads(summary.read_text())
+    return summary.is_file() and "model_dir" in read_json_state(
+        summary, "delete it and rerun with --resume (the arm's checkpoints are kept)")
 
 
 def _check_out(out: Path, preset: Preset, resume: bool) -> None:
@@ -152,7 +160,8 @@ def _check_out(out: Path, preset: Preset, resume: bool) -> None:
         if not resume:
             raise FileExistsError(f"{out} already holds a rope-cause run: pass --resume to continue "
                                   "it, or choose another --out")
-        saved = json.loads(record.read_text())["preset"]
+        saved = require(read_json_state(record, "delete it and rerun with the same --preset and "
+                                        "--resume"), "preset", dict, record)
         if saved != to_plain(preset):
             raise ValueError(f"{out} was started with preset {saved['name']!r} and other settings: "
                              "resume with the same --preset, or choose another --out")
@@ -172,6 +181,10 @@ def train_arms(preset: Preset, out: Path, resume: bool, stop_at: int | None = No
         has_ckpt = (arm_dir / "checkpoints").is_dir() and any((arm_dir / "checkpoints").iterdir())
         summary = train(experiment_config(preset, arm), arm_dir, resume=resume or has_ckpt,
                         stop_at=stop_at)
+        if summary["interrupted_by_signal"] is not None:  # checkpointed: exit 130/143
+            from mvjax.cli import Interrupted
+
+            raise Interrupted(summary["interrupted_by_signal"])
         if "model_dir" not in summary:
             return False
     return True
@@ -200,7 +213,7 @@ def analyze_arm(preset: Preset, arm_dir: Path) -> None:
         for name in missing:
             result = score(model, tok, episodes) if name == "tasks.json" else \
                 disruption(model, tok, episodes)
-            (arm_dir / name).write_text(json.dumps(result, indent=1))
+            write_json(arm_dir / name, result)
 
 
 def disruption(model, tok, episodes) -> dict[str, Any]:
@@ -230,29 +243,41 @@ def disruption(model, tok, episodes) -> dict[str, Any]:
 def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str | None = None,
         stop_at: int | None = None) -> dict[str, Any] | None:
     """The whole experiment into ``out``; returns results (None when ``stop_at`` cut it short)."""
-    from analysis.experiments.rope_cause_results import collect, measure_reference
-    from mvjax.atomic import check_writable
+    from mvjax.atomic import check_own_dir, clean_partials, lock_dir
 
-    out = Path(out)
-    check_writable(out, inside=True)
-    _check_out(out, preset, resume)
-    (out / "experiment.json").write_text(json.dumps({"preset": to_plain(preset)}, indent=1))
-    if not train_arms(preset, out, resume, stop_at):
-        return None
+    if reference:
+        from mvjax.load import detect_kind
+
+        detect_kind(reference)  # a wrong --reference is refused before any arm trains
+    out = check_own_dir(out, OWN_FILES, "a rope-cause run")
+    out.mkdir(parents=True, exist_ok=True)
+    with lock_dir(out):  # one run at a time on OUT
+        clean_partials(out, recursive=True)  # work dirs of analyses and models a kill left
+        _check_out(out, preset, resume)
+        write_json(out / "experiment.json", {"preset": to_plain(preset)})
+        if not train_arms(preset, out, resume, stop_at):
+            return None
+        return _measure(preset, out, reference)
+
+
+def _measure(preset: Preset, out: Path, reference: str | None) -> dict[str, Any]:
+    """Every arm analyzed, the reference measured (cached), results, figures and report."""
+    from analysis.experiments.rope_cause_results import collect, measure_reference
+
     for arm in preset.arms:
         analyze_arm(preset, out / "arms" / arm)
     ref = None
     if reference:
         ref_path = out / "reference.json"
-        if ref_path.is_file() and json.loads(ref_path.read_text()).get("model") == reference:
-            ref = json.loads(ref_path.read_text())
-        else:
+        if ref_path.is_file():
+            ref = read_json_state(ref_path, REMEASURE)
+        if not isinstance(ref, dict) or ref.get("model") != reference:
             ref = measure_reference(reference, preset.seq_len)
-            ref_path.write_text(json.dumps(ref))
+            write_json(ref_path, ref, indent=None)
     from mvjax.provenance import git_sha
 
     results = collect(preset, out, ref, git_sha())
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_json(out / "results.json", results)
     from analysis.experiments.rope_cause_plots import all_figures
     from analysis.experiments.rope_cause_report import write_report
 

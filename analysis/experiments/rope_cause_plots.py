@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from analysis.massive import frequency_order  # noqa: E402
+from mvjax.atomic import atomic_file  # noqa: E402
 
 SITES = {"q_rot": "Q", "k_rot": "K", "v": "V"}
 FIGURES = ("heatmaps", "max_mean_vs_layer", "emergence", "partial_rope", "sink_mass")
@@ -27,7 +28,8 @@ def _save(fig, out_dir: Path, name: str, svg: bool) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png"] + ([out_dir / f"{name}.svg"] if svg else [])
     for p in paths:
-        fig.savefig(p, dpi=100, bbox_inches="tight")
+        with atomic_file(p) as tmp:
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return paths
 

@@ -169,6 +169,6 @@ def write_report(results: dict[str, Any], figures: dict[str, list[Path]], out: P
     lines += ["## Figures", ""]
     for name, paths in figures.items():
         lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({paths[0].relative_to(out)})", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    from mvjax.atomic import write_atomic
+
+    return write_atomic(out / "report.md", "\n".join(lines))

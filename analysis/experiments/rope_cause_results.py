@@ -85,6 +85,8 @@ def _sink(mass_LxH) -> list[float]:
 
 
 def arm_result(arm_dir: Path) -> dict[str, Any]:
+    from analysis.experiments.rope_cause import REMEASURE
+    from mvjax.atomic import read_json_state
     from mvjax.config import ModelConfig, to_plain
     from train.config import ExperimentConfig
     from train.metrics import read_metrics
@@ -92,7 +94,8 @@ def arm_result(arm_dir: Path) -> dict[str, Any]:
     exp = ExperimentConfig.load(arm_dir / "config.yaml")
     cfg: ModelConfig = exp.model
     metrics = read_metrics(arm_dir / "metrics.jsonl")
-    analyzed = json.loads((arm_dir / "analyze" / "massive_values.json").read_text())
+    analyzed = read_json_state(arm_dir / "analyze" / "massive_values.json",
+                               REMEASURE.replace("delete it", "delete its folder"))
     norms = {s: [m["M"] for m in layers] for s, layers in analyzed["sites"].items()}
     logs = [r for r in metrics if "norms" in r]
     evals = [r["eval_loss"] for r in metrics if "eval_loss" in r and r["eval_loss"] is not None]
@@ -113,8 +116,8 @@ def arm_result(arm_dir: Path) -> dict[str, Any]:
             for site, layers in analyzed["sites"].items()},
         "final_first_token_mass": _sink(logs[-1]["first_token_mass"]) if logs else None,
         "final_eval_loss": evals[-1] if evals else None,
-        "tasks": json.loads((arm_dir / "tasks.json").read_text()),
-        "disruption": json.loads((arm_dir / "disrupt.json").read_text()),
+        "tasks": read_json_state(arm_dir / "tasks.json", REMEASURE),
+        "disruption": read_json_state(arm_dir / "disrupt.json", REMEASURE),
         "config": exp.to_dict(),
     }
 

@@ -21,9 +21,12 @@ def _generate(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from mvjax.generate import generate
+    from mvjax.generate import check_sampling, generate
     from mvjax.load import load_pretrained
 
+    check_sampling(args.temperature, args.top_k)  # before loading the model
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens {args.max_new_tokens} is invalid: ask for at least 1")
     model, tok = load_pretrained(args.model)
     if tok is None:
         raise ValueError(f"model {args.model!r} carries no tokenizer: save one beside it "

@@ -16,7 +16,11 @@ def load_task_file(path: str | Path) -> Task:
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} does not exist: pass a JSONL file")
     items = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"task file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{i}"
