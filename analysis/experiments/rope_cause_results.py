@@ -125,7 +125,7 @@ def measure_reference(model: str, seq_len: int, n_rows: int = 4) -> dict[str, An
     import jax
     from flax import nnx
 
-    from analysis.cli import make_sequences
+    from analysis.analyze import make_sequences
     from analysis.sample import sample_texts
     from mvjax.load import load_pretrained
     from train.metrics import make_concentration_fn
