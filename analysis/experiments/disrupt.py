@@ -47,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
                            chosen_layers=None if args.layers is None else _ints(args.layers, "layers"),
                            phases=args.phases, batch_size=args.batch_size)
     from analysis.disrupt import disrupt
-    from analysis.disrupt_report import disrupt_claims, write_disrupt_report
+    from analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
     from analysis.experiments.common import run_experiment
 
     return run_experiment(
         args, "disrupt", config.top_k,
         lambda model, tok, tasks, rows: disrupt(model, tok, tasks, config, rows), disrupt_claims,
-        lambda result, out: write_disrupt_report(result, out, f"Disrupting massive values — {args.model}",
-                                                 result["claims"]))
+        lambda result, out: write_disrupt_report(result, out, f"Disrupting massive values — {args.model}"),
+        notes=disrupt_notes)
