@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.claims import Claim, Outcome, claim_lines
 from analysis.plots import condition_bars, layer_lines
 from mvjax.provenance import provenance_lines
 
@@ -104,71 +105,107 @@ def _retained(result: dict, col: str, task: str) -> float | None:
     return (b["accuracy"] - b["chance"]) / (a["accuracy"] - a["chance"])
 
 
-def disrupt_claims(result: dict) -> list[str]:
-    tasks = result["tasks"]
-    ctx = [t for t, v in tasks.items() if v["kind"] == "contextual"]
-    par = [t for t, v in tasks.items() if v["kind"] == "parametric"]
+def disrupt_notes(result: dict) -> list[str]:
+    """What the reader should know beside the claims: tasks the unmodified model does not clearly
+    solve, a chosen-layers condition equal to 'massive', the perplexities."""
     out = []
-    for t in tasks:
-        b = tasks[t]["baseline_all_items"].get(metric_of(result, t))
+    for t, v in result["tasks"].items():
+        b = v["baseline_all_items"].get(metric_of(result, t))
         if b is not None and not b["clearly_above_chance"]:
             out.append(f"Caveat: the unmodified model is not clearly above chance on {t} "
                        f"({_ci(b)} vs chance {100 * b['chance']:.0f}%); its rows say little.")
-    for t in ctx:
-        for m in metrics_of(result, t):
-            a, b = cell(result, "original", t, m), cell(result, "massive", t, m)
-            held = b["ci95"][1] < a["ci95"][0]
-            out.append(f"Disrupting the massive dims breaks contextual task {t} ({m}): "
-                       f"{'held' if held else 'not held'} — {_ci(a)} → {_ci(b)} "
-                       f"(n={a['n']}; rule: the 95% CIs do not overlap).")
-    if par and ctx:
-        rp = [_retained(result, "massive", t) for t in par]
-        rc = [_retained(result, "massive", t) for t in ctx]
-        rp_ok, rc_ok = [x for x in rp if x is not None], [x for x in rc if x is not None]
-        if rp_ok and rc_ok:
-            held = min(rp_ok) > max(rc_ok)
-            out.append(f"Parametric knowledge survives better than contextual: "
-                       f"{'held' if held else 'not held'} — share of the above-chance margin kept "
-                       f"under massive disruption: parametric {', '.join(f'{x:.2f}' for x in rp_ok)}, "
-                       f"contextual {', '.join(f'{x:.2f}' for x in rc_ok)} (rule: every parametric "
-                       "share above every contextual one).")
-    for col in columns(result):
-        if result["conditions"].get(col, {}).get("group", "control") != "control":
-            continue  # pooled seeded columns are controls; named conditions say their group
-        drops = [d for d in (_drop(result, col, t) for t in tasks) if d is not None]
-        mdrops = [d for d in (_drop(result, "massive", t) for t in tasks) if d is not None]
-        if drops:
-            out.append(f"Control {col} costs at most {PAPER_CONTROL_BOUND} points on every task (the "
-                       f"paper's bound): {'held' if max(drops) <= PAPER_CONTROL_BOUND else 'not held'} — "
-                       f"largest drop {max(drops):.1f} points (massive: {max(mdrops):.1f}).")
-    for name, sentence in (("first_token_kept", "Keeping position 0 intact (the sink) undoes"),
-                           ("k_only", "Editing K alone reproduces"), ("q_only", "Editing Q alone reproduces"),
-                           ("chosen_layers", "Editing only the chosen layers reproduces")):
-        if name not in result["conditions"] or not ctx:
-            continue
-        if name == "chosen_layers" and len(result["dims"]["chosen_layers"]) == result["model_layers"]:
-            out.append("Chosen layers: the rule picked every layer (each has a λ-massive entry), so "
-                       "this condition equals 'massive'; pass --layers to compare a subset.")
-            continue
-        mass = [d for d in (_drop(result, "massive", t) for t in ctx) if d is not None]
-        this = [d for d in (_drop(result, name, t) for t in ctx) if d is not None]
-        if not mass or np.mean(mass) <= 0:
-            continue
-        share = np.mean(this) / np.mean(mass)
-        if name == "first_token_kept":
-            held = share <= 0.5
-            out.append(f"{sentence} most of the contextual damage: {'held' if held else 'not held'} — "
-                       f"mean contextual drop {np.mean(this):.1f} points vs {np.mean(mass):.1f} with "
-                       f"position 0 edited ({100 * share:.0f}% of it remains; rule: ≤ 50%).")
-        else:
-            held = share >= 0.5
-            out.append(f"{sentence} most of the contextual damage: {'held' if held else 'not held'} — "
-                       f"mean contextual drop {np.mean(this):.1f} points vs {np.mean(mass):.1f} "
-                       f"({100 * share:.0f}%; rule: ≥ 50%).")
+    if "chosen_layers" in result["conditions"] and _kind(result, "contextual") and \
+            len(result["dims"]["chosen_layers"]) == result["model_layers"]:
+        out.append("Chosen layers: the rule picked every layer (each has a λ-massive entry), so "
+                   "this condition equals 'massive'; pass --layers to compare a subset.")
     ppl = {c: e.get("perplexity") for c, e in result["conditions"].items() if e.get("perplexity")}
     if ppl:
         out.append("Held-out perplexity: " + ", ".join(f"{c} {v:.2f}" for c, v in ppl.items()) + ".")
     return out
+
+
+def _kind(result: dict, kind: str) -> list[str]:
+    return [t for t, v in result["tasks"].items() if v["kind"] == kind]
+
+
+def breaks_contextual(task: str, metric: str) -> Claim:
+    def check(result: dict) -> Outcome:
+        a, b = cell(result, "original", task, metric), cell(result, "massive", task, metric)
+        return Outcome({"original": a, "massive": b}, b["ci95"][1] < a["ci95"][0],
+                       f"{_ci(a)} → {_ci(b)} (n={a['n']})")
+    return Claim(f"massive_breaks_{task}_{metric}",
+                 f"Disrupting the massive dims breaks contextual task {task} ({metric})",
+                 "the 95% CIs do not overlap", check)
+
+
+def _parametric_survives(result: dict) -> Outcome:
+    rp = [x for x in (_retained(result, "massive", t) for t in _kind(result, "parametric"))
+          if x is not None]
+    rc = [x for x in (_retained(result, "massive", t) for t in _kind(result, "contextual"))
+          if x is not None]
+    return Outcome({"parametric_retained": rp, "contextual_retained": rc},
+                   min(rp) > max(rc) if rp and rc else None,
+                   "share of the above-chance margin kept under massive disruption: parametric "
+                   f"{', '.join(f'{x:.2f}' for x in rp)}, contextual {', '.join(f'{x:.2f}' for x in rc)}")
+
+
+PARAMETRIC_SURVIVES = Claim("parametric_survives",
+                            "Parametric knowledge survives better than contextual",
+                            "every parametric share above every contextual one", _parametric_survives)
+
+
+def control_bounded(col: str) -> Claim:
+    def check(result: dict) -> Outcome:
+        drops = [d for d in (_drop(result, col, t) for t in result["tasks"]) if d is not None]
+        mdrops = [d for d in (_drop(result, "massive", t) for t in result["tasks"]) if d is not None]
+        return Outcome({"largest_drop": max(drops), "massive_largest_drop": max(mdrops)},
+                       max(drops) <= PAPER_CONTROL_BOUND,
+                       f"largest drop {max(drops):.1f} points (massive: {max(mdrops):.1f})")
+    return Claim(f"control_{col}", f"Control {col} costs at most {PAPER_CONTROL_BOUND} points on "
+                 "every task (the paper's bound)", f"largest drop ≤ {PAPER_CONTROL_BOUND} points",
+                 check)
+
+
+ABLATIONS = {  # condition: (claim words, whether most of the damage must go (≤ 50% left) or stay)
+    "first_token_kept": ("Keeping position 0 intact (the sink) undoes", False),
+    "k_only": ("Editing K alone reproduces", True), "q_only": ("Editing Q alone reproduces", True),
+    "chosen_layers": ("Editing only the chosen layers reproduces", True)}
+
+
+def ablation(name: str) -> Claim:
+    words, reproduces = ABLATIONS[name]
+
+    def check(result: dict) -> Outcome:
+        ctx = _kind(result, "contextual")
+        mass = [d for d in (_drop(result, "massive", t) for t in ctx) if d is not None]
+        this = [d for d in (_drop(result, name, t) for t in ctx) if d is not None]
+        if not mass or np.mean(mass) <= 0:
+            return Outcome({"massive_drop": mass, "drop": this}, None, "massive disruption cost "
+                           "nothing on the contextual tasks")
+        share = float(np.mean(this) / np.mean(mass))
+        edited = "" if reproduces else " with position 0 edited"
+        return Outcome({"mean_drop": float(np.mean(this)), "massive_mean_drop": float(np.mean(mass)),
+                        "share": share}, share >= 0.5 if reproduces else share <= 0.5,
+                       f"mean contextual drop {np.mean(this):.1f} points vs {np.mean(mass):.1f}"
+                       f"{edited} ({100 * share:.0f}% of it remains)")
+    return Claim(name, f"{words} most of the contextual damage",
+                 "≥ 50% of the drop remains" if reproduces else "≤ 50% of the drop remains", check)
+
+
+def disrupt_claims(result: dict) -> list[Claim]:
+    """Every claim the result can test, each with its rule, numbers and verdict."""
+    ctx, par = _kind(result, "contextual"), _kind(result, "parametric")
+    todo = [breaks_contextual(t, m) for t in ctx for m in metrics_of(result, t)]
+    todo += [PARAMETRIC_SURVIVES] if par and ctx else []
+    for col in columns(result):
+        if result["conditions"].get(col, {}).get("group", "control") != "control":
+            continue  # pooled seeded columns are controls; named conditions say their group
+        if any(_drop(result, col, t) is not None for t in result["tasks"]):
+            todo.append(control_bounded(col))
+    every_layer = len(result["dims"].get("chosen_layers") or ()) == result.get("model_layers")
+    todo += [ablation(n) for n in ABLATIONS if n in result["conditions"] and ctx
+             and not (n == "chosen_layers" and every_layer)]
+    return [c.apply(result) for c in todo]
 
 
 def condition_figure(result: dict, out: Path, title: str) -> str:
@@ -196,7 +233,7 @@ def dims_lines(result: dict) -> list[str]:
     return out
 
 
-def write_disrupt_report(result: dict, out: Path, title: str, claims: list[str]) -> Path:
+def write_disrupt_report(result: dict, out: Path, title: str) -> Path:
     """Figures (bars with controls side by side, first-token attention per layer) and report.md."""
     figs = [condition_figure(result, out, title)]
     sinks = {c: e["first_token_attention"] for c, e in result["conditions"].items()
@@ -219,7 +256,7 @@ def write_disrupt_report(result: dict, out: Path, title: str, claims: list[str])
              "log-likelihood (chance 1/K); exact = greedy decoding emits the answer.", "",
              main_table(result), "",
              "## Claims", ""]
-    lines += [f"- {c}" for c in claims]
+    lines += [f"- {n}" for n in result.get("notes", [])] + claim_lines(result["claims"])
     lines += ["", "## Every condition × task", "", detail_table(result), ""]
     lines += [f"![{f}]({f})" for f in figs]
     path = out / "report.md"

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from analysis.claims import Claim, Outcome, claim_lines
 from analysis.dims import select_massive, stacked
 from analysis.disrupt import baseline_pass, evaluate_condition
 from analysis.evaluate import Scorer, encode_task, score_task
@@ -136,43 +137,53 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
     }
 
 
-def quantize_claims(result: dict) -> list[str]:
-    """Per quantization setting: does keeping the massive dims (rows) in full precision help the
-    contextual tasks? Mean rank accuracy over contextual tasks, points."""
+def _mean_acc(result: dict, cond: str, tasks: list[str], metric: str | None = None) -> float | None:
+    """Mean accuracy (points) of ``cond`` over ``tasks`` (each by its own metric unless given)."""
     from analysis.disrupt_report import cell, metric_of
 
-    ctx = [t for t, v in result["tasks"].items() if v["kind"] == "contextual"]
-    par = [t for t, v in result["tasks"].items() if v["kind"] != "contextual"]
+    xs = [cell(result, cond, t, metric or metric_of(result, t)) for t in tasks]
+    xs = [x["accuracy"] for x in xs if x is not None]
+    return 100 * float(np.mean(xs)) if xs else None
 
-    def mean_acc(cond: str, tasks: list[str], metric: str | None = None) -> float | None:
-        xs = [cell(result, cond, t, metric or metric_of(result, t)) for t in tasks]
-        xs = [x["accuracy"] for x in xs if x is not None]
-        return 100 * float(np.mean(xs)) if xs else None
 
-    out = []
-    orig_c, orig_p = mean_acc("original", ctx), mean_acc("original", par)
+def _f1(x: float | None) -> str:
+    return f"{x if x is not None else float('nan'):.1f}"
+
+
+def keeping_helps(name: str, kept: str) -> Claim:
+    """Claim: quantization ``name`` with the massive dims (rows) kept in full precision (``kept``)
+    scores higher on the contextual tasks than without."""
+    def check(result: dict) -> Outcome:
+        ctx = [t for t, v in result["tasks"].items() if v["kind"] == "contextual"]
+        par = [t for t, v in result["tasks"].items() if v["kind"] != "contextual"]
+        acc = {k: [_mean_acc(result, c, tasks) for c in ("original", name, kept)]
+               for k, tasks in (("contextual", ctx), ("parametric", par))}
+        acc["contextual_exact"] = [_mean_acc(result, c, ctx, "exact") for c in ("original", name, kept)]
+        (orig_c, a, b), (orig_p, pa, pb) = acc["contextual"], acc["parametric"]
+        ea, eb, eo = acc["contextual_exact"][1], acc["contextual_exact"][2], acc["contextual_exact"][0]
+        e = result["conditions"][name]
+        ppl = (f"; perplexity {e.get('perplexity', float('nan')):.2f} → "
+               f"{result['conditions'][kept].get('perplexity', float('nan')):.2f}") if e.get("perplexity") else ""
+        exact = "" if ea is None else f"; greedy exact {ea:.1f} → {eb:.1f} (original {eo:.1f})"
+        held = None if a is None or b is None else b - a > 0
+        return Outcome({"original / quantized / kept": acc}, held,
+                       f"mean contextual rank accuracy {_f1(a)} → {_f1(b)} (original {_f1(orig_c)}); "
+                       f"parametric {_f1(pa)} → {_f1(pb)} (original {_f1(orig_p)}){exact}{ppl}")
+    return Claim(f"keep_{name}", f"{name}: keeping the massive dims in full precision helps "
+                 "contextual tasks", "higher mean contextual rank accuracy", check)
+
+
+def quantize_claims(result: dict) -> list[Claim]:
+    """Per quantization setting that has a kept twin: does keeping the massive dims (rows) in full
+    precision help the contextual tasks?"""
+    todo = []
     for name, e in result["conditions"].items():
         if name == "original" or name.endswith(("_keep_massive", "_protect")):
             continue
         kept = name + ("_keep_massive" if e["group"] == "activation" else "_protect")
-        if kept not in result["conditions"]:
-            continue
-        a, b = mean_acc(name, ctx), mean_acc(kept, ctx)
-        pa, pb = mean_acc(name, par), mean_acc(kept, par)
-        if a is None or b is None:
-            continue
-        ppl = (f"; perplexity {e.get('perplexity', float('nan')):.2f} → "
-               f"{result['conditions'][kept].get('perplexity', float('nan')):.2f}") if e.get("perplexity") else ""
-        ea, eb, eo = mean_acc(name, ctx, "exact"), mean_acc(kept, ctx, "exact"), mean_acc("original", ctx, "exact")
-        exact = "" if ea is None else f"; greedy exact {ea:.1f} → {eb:.1f} (original {eo:.1f})"
-        held = b - a > 0
-        out.append(f"{name}: keeping the massive dims in full precision helps contextual tasks: "
-                   f"{'held' if held else 'not held'} — mean contextual rank accuracy {a:.1f} → {b:.1f} "
-                   f"(original {orig_c:.1f}); parametric {pa if pa is not None else float('nan'):.1f} → "
-                   f"{pb if pb is not None else float('nan'):.1f} (original "
-                   f"{orig_p if orig_p is not None else float('nan'):.1f}){exact}{ppl} (rule: higher mean "
-                   "contextual rank accuracy).")
-    return out
+        if kept in result["conditions"]:
+            todo.append(keeping_helps(name, kept))
+    return [c.apply(result) for c in todo]
 
 
 def quant_table(result: dict) -> str:
@@ -199,7 +210,7 @@ def write_quantize_report(result: dict, out, title: str):
     lines += [*provenance_lines(result.get("provenance", {})), "- Config in results.json.", "",
               "## Accuracy (%) per condition (parametric tasks: items the unmodified model gets right)",
               "", quant_table(result), "", "## Claims", ""]
-    lines += [f"- {c}" for c in result["claims"]] + ["", f"![{fig}]({fig})", ""]
+    lines += claim_lines(result["claims"]) + ["", f"![{fig}]({fig})", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis.cli import make_sequences
+from analysis.analyze import make_sequences
 from analysis.sample import sample_texts
 from mvjax.checkpoint import save_model
 from mvjax.cli import main

@@ -80,8 +80,8 @@ def test_claim_5_rule(massive, random, verdict):
 
     acc = {"original": _acc(0.8, 1.0), "massive": _acc(*massive), "random_s0": _acc(*random)}
     out = claim_disruption({"rope": {"disruption": {"accuracy": acc}}})
-    assert out["verdict"] == verdict
-    assert out["numbers"]["rope"]["contextual_retention_massive"] == massive[0] / 0.8
+    assert out.verdict == verdict
+    assert out.numbers["rope"]["contextual_retention_massive"] == massive[0] / 0.8
 
 
 def test_resume_continued_the_same_arms(finished):

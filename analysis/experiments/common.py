@@ -93,10 +93,14 @@ def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]
                     "task_files": list(args.tasks), "seed": args.seed}}
 
 
-def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, claims, write) -> int:
+def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, claims, write,
+                   notes=None) -> int:
     """The shared frame: load, check ``top_k`` against the model, ``compute(model, tok, tasks,
-    ppl_rows) -> dict``, add the run record and ``claims(result)``, write results.json, then
+    ppl_rows) -> dict``, add the run record, ``claims(result)`` (a list of applied
+    ``analysis.claims.Claim``) and ``notes(result)`` (sentences), write results.json, then
     ``write(result, out)`` (figures and report.md); print a JSON summary."""
+    from analysis.claims import claims_json
+
     import json
     import time
 
@@ -110,9 +114,13 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     rows = ppl_rows(tok, p["ppl_rows"], p["ppl_len"])
     result = {"experiment": name, **run_record(args, model, p), **compute(model, tok, tasks, rows)}
     result["seconds"] = round(time.time() - t0, 1)
-    result["claims"] = claims(result)
+    checked = claims(result)
+    result["claims"] = claims_json(checked)
+    if notes is not None:
+        result["notes"] = notes(result)
     with atomic_directory(out) as tmp:  # the whole set replaces any earlier one, or nothing does
         (tmp / "results.json").write_text(json.dumps(result, indent=1))
         write(result, tmp)
-    print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": result["claims"]}, indent=1))
+    print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": [c.sentence() for c in checked]},
+                     indent=1))
     return 0

@@ -48,11 +48,11 @@ def run(args: argparse.Namespace) -> int:
                            phases=args.phases, batch_size=args.batch_size)
     config.definition  # noqa: B018 -- λ and top-k are checked before the model loads
     from analysis.disrupt import disrupt
-    from analysis.disrupt_report import disrupt_claims, write_disrupt_report
+    from analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
     from analysis.experiments.common import run_experiment
 
     return run_experiment(
         args, "disrupt", config.top_k,
         lambda model, tok, tasks, rows: disrupt(model, tok, tasks, config, rows), disrupt_claims,
-        lambda result, out: write_disrupt_report(result, out, f"Disrupting massive values — {args.model}",
-                                                 result["claims"]))
+        lambda result, out: write_disrupt_report(result, out, f"Disrupting massive values — {args.model}"),
+        notes=disrupt_notes)

@@ -24,9 +24,7 @@ same arms with the same data.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -192,15 +190,12 @@ def train_arms(preset: Preset, out: Path, resume: bool, stop_at: int | None = No
 
 def analyze_arm(preset: Preset, arm_dir: Path) -> None:
     """``mvjax analyze`` on the arm's final model (natural text), then its task accuracies."""
-    from analysis.cli import run as analyze
+    from analysis.analyze import RESULTS_FILE, AnalyzeConfig, analyze_to_dir
 
-    if not (arm_dir / "analyze" / "massive_values.json").is_file():
-        with contextlib.redirect_stdout(io.StringIO()):  # its headline JSON is in the file
-            analyze(argparse.Namespace(
-                model=str(arm_dir / "model"), data=preset.source, text_field="text",
-                tokens=preset.analyze_tokens, seq_len=preset.seq_len, batch_size=4, lam=5.0,
-                mean_over="head", top_k=1, sites="q,k,v,q_rot,k_rot", bar_layer=None,
-                no_figures=True, out=str(arm_dir / "analyze")))
+    if not (arm_dir / "analyze" / RESULTS_FILE).is_file():
+        analyze_to_dir(AnalyzeConfig(
+            model=str(arm_dir / "model"), out=arm_dir / "analyze", data=preset.source,
+            tokens=preset.analyze_tokens, seq_len=preset.seq_len, figures=False))
     missing = [f for f in ("tasks.json", "disrupt.json") if not (arm_dir / f).is_file()]
     if missing:
         from analysis.task_accuracy import score

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from analysis.claims import Claim
 from analysis.experiments.rope_cause_results import site_totals
 
 
@@ -162,10 +163,10 @@ def write_report(results: dict[str, Any], figures: dict[str, list[Path]], out: P
         "## Claims",
         "",
     ]
-    for key, c in results["claims"].items():
-        lines += [f"**({key}) {c['claim']}** — *{c['verdict']}*. Rule: "
-                  f"{results['claim_rules'][key]}.",
-                  "", f"Numbers: `{json.dumps(c['numbers'])}`", ""]
+    for key, data in results["claims"].items():
+        c = Claim.from_json(key, data, results.get("claim_rules", {}).get(key))
+        lines += [f"**({key}) {c.claim}** — *{c.verdict}*. Rule: {c.rule}.",
+                  "", f"Numbers: `{json.dumps(c.numbers)}`", ""]
     lines += ["## Figures", ""]
     for name, paths in figures.items():
         lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({paths[0].relative_to(out)})", ""]

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.claims import Claim, Outcome
 from analysis.concentration import labels_for, layer_summary, top_agreement
 from analysis.massive import MassiveDefinition
 from mvjax.sites import STAT_SITES
@@ -128,7 +129,7 @@ def measure_reference(model: str, seq_len: int, n_rows: int = 4) -> dict[str, An
     import jax
     from flax import nnx
 
-    from analysis.cli import make_sequences
+    from analysis.analyze import make_sequences
     from analysis.sample import sample_texts
     from mvjax.load import load_pretrained
     from train.metrics import make_concentration_fn
@@ -171,56 +172,57 @@ def site_totals(final: dict[str, Any], site: str) -> dict[str, Any]:
     }
 
 
-def claims(arms: dict[str, Any]) -> dict[str, Any]:
-    """The paper's claims checked on the arms with fixed rules (see ``RULES``)."""
-    def tot(arm: str, site: str) -> dict[str, Any] | None:
-        return site_totals(arms[arm]["final"], site) if arm in arms else None
+def _qk(t: dict[str, dict[str, Any]]) -> int:
+    return t["q_rot"]["n_massive"] + t["k_rot"]["n_massive"]
 
-    out: dict[str, Any] = {}
-    r = {s: tot("rope", s) for s in ("q_rot", "k_rot", "v")}
-    if r["q_rot"] is not None:
-        qk = r["q_rot"]["n_massive"] + r["k_rot"]["n_massive"]
-        out["1"] = {"claim": "Q/K concentrate with RoPE, V does not",
-                    "numbers": {s: r[s] for s in r},
-                    "verdict": "holds" if qk > 0 and r["v"]["n_massive"] == 0 else "does not hold"}
-        firsts = [x for x in (r["q_rot"]["first_massive_layer"], r["k_rot"]["first_massive_layer"])
-                  if x is not None]
-        out["2"] = {"claim": "from the first layer", "numbers": {"first_qk_massive_layer":
-                                                                 min(firsts) if firsts else None},
-                    "verdict": "holds" if firsts and min(firsts) == 0 else "does not hold"}
-        others = {a: {s: tot(a, s) for s in ("q_rot", "k_rot")} for a in ("nope", "alibi") if a in arms}
-        weaker = all(o["q_rot"]["n_massive"] + o["k_rot"]["n_massive"] <= qk / 2
-                     for o in others.values())
-        out["3"] = {"claim": "not (or far weaker) with NoPE and ALiBi",
-                    "numbers": {"rope_qk_massive": qk, **{
-                        f"{a}_qk_massive": o["q_rot"]["n_massive"] + o["k_rot"]["n_massive"]
-                        for a, o in others.items()}, **{
-                        f"{a}_{s}_band_low_share": o[s]["band_low_share_median"]
-                        for a, o in {"rope": r, **others}.items() for s in ("q_rot", "k_rot")}},
-                    "verdict": ("not tested" if not others or qk == 0 else
-                                "holds" if weaker else "does not hold")}
-        low = arms["rope"]["final_analyze_summary"]
-        partial = arms["partial-rope"]["final_counts"] if "partial-rope" in arms else None
-        n4 = {"rope_massive_low_freq_share": {s: low[s]["massive_low_freq_share"]
-                                              for s in ("q_rot", "k_rot")},
-              "rope_band_low_share": {s: r[s]["band_low_share_median"] for s in ("q_rot", "k_rot")}}
-        ok = all(v is not None and v > 0.5 for v in n4["rope_massive_low_freq_share"].values()
-                 if v is not None) and any(v is not None for v in
-                                           n4["rope_massive_low_freq_share"].values())
-        if partial is not None:
-            n4["partial_massive_unrotated"] = {s: partial[s]["n_massive_unrotated"]
-                                               for s in ("q_rot", "k_rot")}
-            n4["partial_massive_rotated"] = {s: partial[s]["n_massive_rotating"]
-                                             for s in ("q_rot", "k_rot")}
-            n4["partial_rotated_energy_share"] = {
-                s: [m["rotated_energy_share"] for m in arms["partial-rope"]["final"][s]["layers"]]
-                for s in ("q_rot", "k_rot")}
-            ok = ok and all(v == 0 for v in n4["partial_massive_unrotated"].values())
-        out["4"] = {"claim": "in low-frequency dims, and only among rotated dims with partial RoPE",
-                    "numbers": n4, "verdict": ("not tested" if qk == 0 else
-                                               "holds" if ok else "does not hold")}
-    out["5"] = claim_disruption(arms)
-    return out
+
+def _totals(arms: dict[str, Any], arm: str, sites=("q_rot", "k_rot", "v")) -> dict[str, Any] | None:
+    return {s: site_totals(arms[arm]["final"], s) for s in sites} if arm in arms else None
+
+
+def check_1(arms: dict[str, Any]) -> Outcome:
+    r = _totals(arms, "rope")
+    return Outcome({s: r[s] for s in r}, _qk(r) > 0 and r["v"]["n_massive"] == 0)
+
+
+def check_2(arms: dict[str, Any]) -> Outcome:
+    r = _totals(arms, "rope")
+    firsts = [x for x in (r["q_rot"]["first_massive_layer"], r["k_rot"]["first_massive_layer"])
+              if x is not None]
+    return Outcome({"first_qk_massive_layer": min(firsts) if firsts else None},
+                   bool(firsts) and min(firsts) == 0)
+
+
+def check_3(arms: dict[str, Any]) -> Outcome:
+    r = _totals(arms, "rope")
+    qk = _qk(r)
+    others = {a: _totals(arms, a, ("q_rot", "k_rot")) for a in ("nope", "alibi") if a in arms}
+    numbers = {"rope_qk_massive": qk, **{f"{a}_qk_massive": _qk(o) for a, o in others.items()},
+               **{f"{a}_{s}_band_low_share": o[s]["band_low_share_median"]
+                  for a, o in {"rope": r, **others}.items() for s in ("q_rot", "k_rot")}}
+    weaker = all(_qk(o) <= qk / 2 for o in others.values())
+    return Outcome(numbers, None if not others or qk == 0 else weaker)
+
+
+def check_4(arms: dict[str, Any]) -> Outcome:
+    r = _totals(arms, "rope")
+    low = arms["rope"]["final_analyze_summary"]
+    n4 = {"rope_massive_low_freq_share": {s: low[s]["massive_low_freq_share"]
+                                          for s in ("q_rot", "k_rot")},
+          "rope_band_low_share": {s: r[s]["band_low_share_median"] for s in ("q_rot", "k_rot")}}
+    shares = n4["rope_massive_low_freq_share"].values()
+    ok = all(v > 0.5 for v in shares if v is not None) and any(v is not None for v in shares)
+    if "partial-rope" in arms:
+        partial = arms["partial-rope"]["final_counts"]
+        n4["partial_massive_unrotated"] = {s: partial[s]["n_massive_unrotated"]
+                                           for s in ("q_rot", "k_rot")}
+        n4["partial_massive_rotated"] = {s: partial[s]["n_massive_rotating"]
+                                         for s in ("q_rot", "k_rot")}
+        n4["partial_rotated_energy_share"] = {
+            s: [m["rotated_energy_share"] for m in arms["partial-rope"]["final"][s]["layers"]]
+            for s in ("q_rot", "k_rot")}
+        ok = ok and all(v == 0 for v in n4["partial_massive_unrotated"].values())
+    return Outcome(n4, None if _qk(r) == 0 else ok)
 
 
 def retention(acc: dict[str, Any], cond: str, kind: str) -> float | None:
@@ -232,37 +234,52 @@ def retention(acc: dict[str, Any], cond: str, kind: str) -> float | None:
     return hit["accuracy"] / base["accuracy"]
 
 
-def claim_disruption(arms: dict[str, Any]) -> dict[str, Any]:
-    """Claim (5) by ``RULES["5"]`` on the RoPE arm; every arm's retentions are in the numbers."""
+def check_5(arms: dict[str, Any]) -> Outcome:
+    """On the RoPE arm; every arm's retentions are in the numbers."""
     numbers = {arm: {"original": a["disruption"]["accuracy"]["original"],
                      **{f"{kind}_retention_{cond}": retention(a["disruption"]["accuracy"], cond, kind)
                         for cond in ("massive", "random_s0") for kind in ("contextual", "parametric")}}
                for arm, a in arms.items() if "disruption" in a}
     r = numbers.get("rope")
-    verdict = "not tested"
-    if r is not None and None not in (r["contextual_retention_massive"],
-                                      r["parametric_retention_massive"],
-                                      r["contextual_retention_random_s0"]):
-        held = (r["contextual_retention_massive"] < r["parametric_retention_massive"]
-                and r["contextual_retention_massive"] < r["contextual_retention_random_s0"])
-        verdict = "holds" if held else "does not hold"
-    return {"claim": "disrupting them hurts contextual more than parametric accuracy",
-            "numbers": numbers, "verdict": verdict}
+    if r is None or None in (r["contextual_retention_massive"], r["parametric_retention_massive"],
+                             r["contextual_retention_random_s0"]):
+        return Outcome(numbers, None)
+    return Outcome(numbers, r["contextual_retention_massive"] < r["parametric_retention_massive"]
+                   and r["contextual_retention_massive"] < r["contextual_retention_random_s0"])
 
 
-RULES = {
-    "1": "holds iff the RoPE arm has > 0 massive entries in Q+K (post-RoPE) and 0 in V",
-    "2": "holds iff the first layer with a massive Q or K entry in the RoPE arm is layer 0",
-    "3": "holds iff NoPE's and ALiBi's Q+K massive counts are each at most half of RoPE's "
-         "(not tested when RoPE has none)",
-    "4": "holds iff more than half of RoPE's massive Q and K entries lie in the low-frequency half "
-         "and partial RoPE has none outside its rotated dims (not tested when RoPE has none)",
-    "5": "holds iff, in the RoPE arm, mean-replacing its top-1 Q and K dims per head (all "
-         "layers, post-RoPE) keeps a smaller share of the original contextual accuracy than of "
-         "the parametric accuracy (over the facts the unmodified model answers) and a smaller "
-         "share than the random-dims control keeps; not tested when the RoPE arm solves no "
-         "contextual episode or knows no fact",
-}
+# The paper's claims, each with its fixed rule (written before any run) and the code that applies it.
+CLAIMS = (
+    Claim("1", "Q/K concentrate with RoPE, V does not",
+          "holds iff the RoPE arm has > 0 massive entries in Q+K (post-RoPE) and 0 in V", check_1),
+    Claim("2", "from the first layer",
+          "holds iff the first layer with a massive Q or K entry in the RoPE arm is layer 0", check_2),
+    Claim("3", "not (or far weaker) with NoPE and ALiBi",
+          "holds iff NoPE's and ALiBi's Q+K massive counts are each at most half of RoPE's "
+          "(not tested when RoPE has none)", check_3),
+    Claim("4", "in low-frequency dims, and only among rotated dims with partial RoPE",
+          "holds iff more than half of RoPE's massive Q and K entries lie in the low-frequency half "
+          "and partial RoPE has none outside its rotated dims (not tested when RoPE has none)",
+          check_4),
+    Claim("5", "disrupting them hurts contextual more than parametric accuracy",
+          "holds iff, in the RoPE arm, mean-replacing its top-1 Q and K dims per head (all "
+          "layers, post-RoPE) keeps a smaller share of the original contextual accuracy than of "
+          "the parametric accuracy (over the facts the unmodified model answers) and a smaller "
+          "share than the random-dims control keeps; not tested when the RoPE arm solves no "
+          "contextual episode or knows no fact", check_5),
+)
+RULES = {c.name: c.rule for c in CLAIMS}
+NEEDS_ROPE = ("1", "2", "3", "4")  # read the RoPE arm's totals: checked only when it was run
+
+
+def claims(arms: dict[str, Any]) -> dict[str, Claim]:
+    """The paper's claims checked on the arms with their fixed rules (``CLAIMS``)."""
+    return {c.name: c.apply(arms) for c in CLAIMS if c.name not in NEEDS_ROPE or "rope" in arms}
+
+
+def claim_disruption(arms: dict[str, Any]) -> Claim:
+    """Claim (5) alone."""
+    return CLAIMS[4].apply(arms)
 
 
 def collect(preset, out: Path, reference: dict[str, Any] | None, sha: str | None) -> dict[str, Any]:
@@ -273,4 +290,4 @@ def collect(preset, out: Path, reference: dict[str, Any] | None, sha: str | None
             "definitions": DEFINITIONS, "claim_rules": RULES,
             "arms": arms,
             "reference": None if reference is None else reference_result(reference),
-            "claims": claims(arms)}
+            "claims": {k: c.to_json() for k, c in claims(arms).items()}}

@@ -1,0 +1,219 @@
+"""Massive values in Q/K/V over a dataset, as a library call: ``analyze(model, tokenizer, rows,
+definition)`` returns an ``Analysis`` record, and ``analyze_to_dir(AnalyzeConfig(...))`` does what
+``mvjax analyze`` does (load, window the text, analyze, write the results set). Commands and
+experiments call these; none builds a command line to reach them.
+
+Sequences are fixed windows of the tokenized text (documents joined by a blank line), each starting
+with BOS when the tokenizer has one: attention sinks and massive values depend on the first token,
+so every window must look like the start of a context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from mvjax.massive_rule import MassiveDefinition
+from mvjax.sites import STAT_SITES
+
+RESULTS_FILE = "massive_values.json"
+DOC_SEPARATOR = "\n\n"
+
+
+def load_data(source: str | None, text_field: str = "text") -> tuple[list[str], str]:
+    """(texts, description); None → the embedded sample."""
+    if source is None:
+        from analysis.sample import DESCRIPTION, sample_texts
+
+        return sample_texts(), DESCRIPTION
+    from mvjax.data import load_texts
+
+    texts = load_texts(source, text_field=text_field)
+    return list(texts), str(source)
+
+
+def make_sequences(tokenizer, texts: list[str], seq_len: int, max_tokens: int) -> np.ndarray:
+    """N×seq_len token windows, BOS first when the tokenizer has one; at most max_tokens tokens
+    (but at least one window)."""
+    from mvjax.data.packing import bos_windows
+
+    sep = tokenizer.encode(DOC_SEPARATOR)
+    stream: list[int] = []
+    for i, t in enumerate(texts):
+        if i:
+            stream += sep
+        stream += tokenizer.encode(t)
+    if not stream:
+        raise ValueError("the dataset is empty: pass a file or dataset with text in it")
+    rows = bos_windows(stream, seq_len, tokenizer.bos_id, max(1, max_tokens // seq_len))
+    if not len(rows):
+        raise ValueError(f"--seq-len {seq_len} is longer than the data ({len(stream)} tokens): "
+                         "lower --seq-len or pass more text")
+    return rows
+
+
+def batches(rows: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(tokens, mask) batches of fixed shape; the last one padded with masked rows."""
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i: i + batch_size]
+        mask = np.ones(chunk.shape, bool)
+        if len(chunk) < batch_size:
+            pad = batch_size - len(chunk)
+            chunk = np.concatenate([chunk, np.zeros((pad, chunk.shape[1]), chunk.dtype)])
+            mask = np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
+        yield chunk, mask
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """What ``analyze`` measured. ``sites`` is {site: [per-layer metrics, with the H×D matrix
+    ``M``]} and ``summary`` the per-site headline (``analysis.massive``); ``model`` and ``data``
+    describe what was measured; ``provenance`` is filled by whoever runs it as a command.
+    ``to_json`` is the ``massive_values.json`` schema, ``from_json`` reads it back."""
+
+    definition: dict[str, Any]
+    model: dict[str, Any]
+    data: dict[str, Any]
+    n_bands: int
+    frequencies: dict[str, Any]
+    sites: dict[str, list[dict[str, Any]]]
+    summary: dict[str, Any]
+    provenance: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        head = {"definition": self.definition}
+        if self.provenance is not None:
+            head["provenance"] = self.provenance
+        return {**head, "model": self.model, "data": self.data, "n_bands": self.n_bands,
+                "frequencies": self.frequencies, "sites": self.sites, "summary": self.summary}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Analysis":
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{k: data.get(k) for k in names})
+
+    def norms(self) -> dict[str, list]:
+        """{site: L×H×D nested lists of M}."""
+        return {s: [m["M"] for m in layers] for s, layers in self.sites.items()}
+
+    def headline(self) -> dict[str, Any]:
+        """Per site: λ count, low-frequency share, first massive layer; and the first layer where
+        Q/K concentrate."""
+        return {s: {k: v[k] for k in ("n_massive", "massive_low_freq_share", "first_massive_layer")}
+                for s, v in self.summary.items() if isinstance(v, dict)} | {
+            "first_qk_concentration_layer": self.summary["first_qk_concentration_layer"]}
+
+    def bar_layer(self) -> int:
+        """The layer whose K (else Q, V) has the highest median max/mean ratio."""
+        site = next((s for s in ("k", "q", "k_rot", "q_rot", "v") if s in self.sites))
+        return max(self.sites[site], key=lambda m: m["max_mean_ratio_median"])["layer"]
+
+
+def analyze(model, tokenizer, rows: np.ndarray, definition: MassiveDefinition = MassiveDefinition(),
+            *, sites: tuple[str, ...] = STAT_SITES, batch_size: int = 4,
+            progress: bool = True) -> Analysis:
+    """Streaming Q/K/V statistics of ``model`` (a ``Transformer`` or ``LayerWeights``) over the
+    token ``rows`` (N×T), judged by ``definition``."""
+    from analysis.massive import analyze as judge
+    from mvjax.probe import collect_stats
+
+    cfg = model.cfg
+    n_batches = -(-len(rows) // batch_size)
+    records = collect_stats(model, batches(rows, batch_size), sites, total=n_batches,
+                            progress=progress)
+    result = judge(records, cfg, definition)
+    pos = cfg.layer_positional(0)
+    bos = getattr(tokenizer, "bos_id", None)
+    return Analysis(
+        definition=result["definition"],
+        model={"config": cfg.to_dict(),
+               "layout": pos.layout if pos.rotary_dims(cfg.head_dim) else pos.scheme},
+        data={"n_sequences": int(len(rows)), "seq_len": int(rows.shape[1]),
+              "n_tokens": int(rows.size), "bos": bos is not None, "bos_id": bos},
+        n_bands=result["n_bands"], frequencies=result["frequencies"], sites=result["sites"],
+        summary=result["summary"])
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalyzeConfig:
+    """Everything ``mvjax analyze`` takes; ``analyze_to_dir`` runs it."""
+
+    model: str = "smollm2"
+    out: str | Path = "results/analyze"
+    data: str | None = None  # None: the embedded sample
+    text_field: str = "text"
+    tokens: int = 16384
+    seq_len: int = 512
+    batch_size: int = 4
+    definition: MassiveDefinition = MassiveDefinition()
+    sites: tuple[str, ...] = STAT_SITES
+    bar_layer: int | None = None
+    figures: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sites if s not in STAT_SITES]
+        if unknown or not self.sites:
+            raise ValueError(f"unknown site(s) {unknown or '(none)'}: choose from {list(STAT_SITES)}")
+        for name in ("tokens", "seq_len", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} is invalid: "
+                                 "use a positive integer")
+        if self.seq_len < 2:
+            raise ValueError(f"--seq-len {self.seq_len} is too short: use at least 2")
+
+
+def _load_checked(config: AnalyzeConfig):
+    """(weights, tokenizer, rows, description), every setting checked against the model."""
+    from mvjax.load import load_layerwise
+    from mvjax.tokenizers import check_vocab
+
+    weights, tok = load_layerwise(config.model)  # one layer's weights in memory at a time
+    if tok is None:
+        raise ValueError(f"model {config.model} has no tokenizer: save one into the model directory")
+    cfg = weights.cfg
+    if config.bar_layer is not None and not 0 <= config.bar_layer < cfg.num_layers:
+        raise ValueError(f"--bar-layer {config.bar_layer} is out of range: the model has "
+                         f"{cfg.num_layers} layers")
+    check_vocab(tok, cfg.vocab_size)
+    texts, description = load_data(config.data, config.text_field)
+    if not any(t.strip() for t in texts):
+        raise ValueError("the dataset is empty: pass a file or dataset with text in it")
+    rows = make_sequences(tok, texts, config.seq_len, config.tokens)
+    if config.seq_len > cfg.max_seq_len:
+        raise ValueError(f"--seq-len {config.seq_len} exceeds the model's max_seq_len "
+                         f"{cfg.max_seq_len}: lower it")
+    return weights, tok, rows, description
+
+
+def analyze_to_dir(config: AnalyzeConfig, command_line: str | None = None,
+                   progress: bool = True) -> Analysis:
+    """Load ``config.model``, analyze its windows of ``config.data`` and write the results set
+    (``massive_values.json``, and figures + ``report.md`` unless ``figures`` is off) into
+    ``config.out``, replacing any earlier set whole. The output is checked before any work."""
+    from mvjax.atomic import atomic_directory, check_results_dir
+    from mvjax.provenance import provenance
+
+    out = check_results_dir(config.out, RESULTS_FILE)
+    weights, tok, rows, description = _load_checked(config)
+    result = analyze(weights, tok, rows, config.definition, sites=config.sites,
+                     batch_size=config.batch_size, progress=progress)
+    result = dataclasses.replace(
+        result, provenance=provenance(command_line, config.model),
+        model={"name": str(config.model), **result.model},
+        data={"source": config.data or "embedded", "description": description, **result.data,
+              "doc_separator": json.dumps(DOC_SEPARATOR)[1:-1]})
+    record = result.to_json()
+    with atomic_directory(out) as tmp:  # the whole set replaces any earlier one, or nothing does
+        (tmp / RESULTS_FILE).write_text(json.dumps(record, indent=1))
+        if config.figures:
+            from analysis.plots import all_figures
+            from analysis.report import write_report
+
+            layer = result.bar_layer() if config.bar_layer is None else config.bar_layer
+            figures = all_figures(record, tmp, layer, Path(str(config.model)).name)
+            write_report(record, figures, tmp)
+    return result
