@@ -64,7 +64,8 @@ def check_fits(tok, task: Task, max_seq_len: int) -> None:
     """Refuse, before scoring, an item whose prompt and continuations (padded as ``Scorer`` pads
     them) exceed ``max_seq_len``, naming the item, the continuation and their lengths."""
     for n, (it, enc) in enumerate(zip(task.items, encode_task(tok, task)), 1):
-        texts = [*it.choices] + ([it.target] if it.target not in it.choices else [])
+        extra = it.target is not None and it.target not in it.choices
+        texts = [*it.choices] + ([it.target] if extra else [])
         P = len(enc.prompt)
         for text, ids in zip(texts, enc.conts):
             if bucket(P) + _cont_pad(len(ids)) > max_seq_len:

@@ -134,8 +134,8 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=_my_prefix(path), suffix=path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
-    os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
     try:
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         yield tmp
         os.replace(tmp, path)
     except BaseException:

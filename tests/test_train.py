@@ -421,6 +421,8 @@ def test_sigterm_saves_checkpoint_and_exits(tmp_path):
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]  # one line saying how to resume, no traceback
+    assert "interrupted by SIGTERM" in last and "--resume" in last and "Traceback" not in stderr
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["interrupted_by_signal"] == signal.SIGTERM
     steps = [int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()]
