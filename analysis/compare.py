@@ -10,20 +10,37 @@ stored norm matrices, the fixed definition of ``analysis.massive``), whatever pr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mvjax.atomic import atomic_file, check_own_dir, read_json_state, require, write_json
+
+if TYPE_CHECKING:  # imported lazily: `mvjax --help` stays instant
+    from analysis.summaries import SiteSummary
 
 SITES = (("q_rot", "q"), ("k_rot", "k"), ("v", "v"))  # preferred site, fallback
 OWN_FILES = ("compare.json", "compare.png")
 
 
-def load_entries(directory: str | Path) -> list[tuple[str, dict[str, Any]]]:
-    """[(label, {site: [layer_summary…]})] from an analyze dir (massive_values.json) or an
-    experiment dir (results.json: every arm, and the reference when present)."""
-    from analysis.experiments.rope_cause_results import summarize_norms
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One model in the comparison: its label and {site: SiteSummary}."""
+
+    label: str
+    sites: dict[str, SiteSummary]
+
+    def site(self, choices: tuple[str, str]) -> SiteSummary | None:
+        """The preferred site, else its fallback (post- vs pre-RoPE), else None."""
+        return next((self.sites[s] for s in choices if s in self.sites), None)
+
+
+def load_entries(directory: str | Path) -> list[Entry]:
+    """Every model of an analyze dir (massive_values.json) or an experiment dir (results.json:
+    every arm, and the reference when present)."""
+    from analysis.analyze import RESULTS_FILE
+    from analysis.summaries import summarize_norms
     from mvjax.config import ModelConfig
 
     d = Path(directory)
@@ -34,21 +51,21 @@ def load_entries(directory: str | Path) -> list[tuple[str, dict[str, Any]]]:
         if kind in ("disrupt", "quantize"):
             raise ValueError(f"{path} is a {kind} result, which holds no per-layer norms: compare "
                              "takes `mvjax analyze` and `mvjax experiment rope-cause` results")
-        entries = [(f"{d.name}/{arm}", _final(a, f"{path} (arm {arm})"))
+        entries = [Entry(f"{d.name}/{arm}", _final(a, f"{path} (arm {arm})"))
                    for arm, a in require(res, "arms", dict, path).items()]
         if res.get("reference"):
             ref = res["reference"]
-            entries.append((f"{d.name}/reference {require(res, 'reference.model', str, path)}",
-                            _final(ref, f"{path} (reference)")))
+            entries.append(Entry(f"{d.name}/reference {require(res, 'reference.model', str, path)}",
+                                 _final(ref, f"{path} (reference)")))
         return entries
-    if (d / "massive_values.json").is_file():
-        path = d / "massive_values.json"
+    if (d / RESULTS_FILE).is_file():
+        path = d / RESULTS_FILE
         res = read_json_state(path, f"rerun `mvjax analyze` into {d}")
         cfg = ModelConfig.from_dict(require(res, "model.config", dict, path))
         norms = {s: [require(m, "M", list, f"{path} (site {s})") for m in
                      require(res, f"sites.{s}", list, path)] for s in require(res, "sites", dict, path)}
-        return [(f"{d.name} ({require(res, 'model.name', str, path)})",
-                 {s: v["layers"] for s, v in summarize_norms(norms, cfg).items()})]
+        return [Entry(f"{d.name} ({require(res, 'model.name', str, path)})",
+                      summarize_norms(norms, cfg))]
     raise FileNotFoundError(f"{d} holds neither results.json (mvjax experiment) nor "
                             "massive_values.json (mvjax analyze): pass such a directory")
 
@@ -57,19 +74,29 @@ LAYER_KEYS = {"n_massive": int, "max_mean_median": (int, float),
               "band_low_share_median": (int, float, type(None))}
 
 
-def _final(arm: Any, where: str) -> dict[str, list[dict[str, Any]]]:
-    """{site: per-layer summaries} of an arm (or the reference) of a rope-cause results.json."""
+def _final(arm: Any, where: str) -> dict[str, SiteSummary]:
+    """{site: SiteSummary} of an arm (or the reference) of a rope-cause results.json, every key
+    compare reads checked first."""
+    from analysis.summaries import SiteSummary
+
     out = {}
     for site in require(arm, "final", dict, where):
-        out[site] = require(arm, f"final.{site}.layers", list, where)
-        for layer in out[site]:
+        layers = require(arm, f"final.{site}.layers", list, where)
+        for layer in layers:
             for key, kind in LAYER_KEYS.items():
                 require(layer, key, kind, f"{where} final.{site}.layers[]")
+        out[site] = SiteSummary(tuple(layers), arm["final"][site].get("agreement"))
     return out
 
 
-def _site(entry: dict[str, Any], choices: tuple[str, str]) -> list[dict[str, Any]] | None:
-    return next((entry[s] for s in choices if s in entry), None)
+def site_row(summary: SiteSummary) -> dict[str, Any]:
+    """compare.json's numbers of one site: λ count, median max/mean, median band share."""
+    import numpy as np
+
+    band = [np.nan if b is None else b for b in summary.column("band_low_share_median")]
+    return {"n_massive": int(sum(summary.column("n_massive"))),
+            "max_mean_median": float(np.median(summary.column("max_mean_median"))),
+            "band_low_share_median": None if np.all(np.isnan(band)) else float(np.nanmedian(band))}
 
 
 def compare(dirs: list[str], out: str | Path) -> dict[str, Any]:
@@ -88,23 +115,17 @@ def compare(dirs: list[str], out: str | Path) -> dict[str, Any]:
                ("band_low_share_median", "low-frequency band share"))
     fig, axes = plt.subplots(len(metrics), len(SITES), figsize=(12, 9), squeeze=False)
     table: dict[str, Any] = {}
-    for i, (label, entry) in enumerate(entries):
-        table[label] = {}
+    for i, entry in enumerate(entries):
+        table[entry.label] = {}
         for c, choices in enumerate(SITES):
-            layers = _site(entry, choices)
-            if layers is None:
+            summary = entry.site(choices)
+            if summary is None:
                 continue
-            x = np.arange(len(layers)) / max(len(layers) - 1, 1)
+            x = np.arange(len(summary.layers)) / max(len(summary.layers) - 1, 1)
             for r, (key, _) in enumerate(metrics):
-                y = [np.nan if m[key] is None else m[key] for m in layers]
-                axes[r, c].plot(x, y, "-o", ms=2.5, color=f"C{i % 10}", label=label)
-            table[label][choices[0]] = {
-                "n_massive": int(sum(m["n_massive"] for m in layers)),
-                "max_mean_median": float(np.median([m["max_mean_median"] for m in layers])),
-                "band_low_share_median": (None if all(m["band_low_share_median"] is None
-                                                      for m in layers) else float(np.nanmedian(
-                    [np.nan if m["band_low_share_median"] is None else m["band_low_share_median"]
-                     for m in layers])))}
+                y = [np.nan if v is None else v for v in summary.column(key)]
+                axes[r, c].plot(x, y, "-o", ms=2.5, color=f"C{i % 10}", label=entry.label)
+            table[entry.label][choices[0]] = site_row(summary)
     for c, choices in enumerate(SITES):
         axes[0, c].set_title(choices[0].split("_")[0].upper(), fontsize=9)
         axes[-1, c].set_xlabel("relative depth", fontsize=8)

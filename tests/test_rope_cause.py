@@ -79,7 +79,7 @@ def test_claim_5_rule(massive, random, verdict):
     from analysis.experiments.rope_cause_results import claim_disruption
 
     acc = {"original": _acc(0.8, 1.0), "massive": _acc(*massive), "random_s0": _acc(*random)}
-    out = claim_disruption({"rope": {"disruption": {"accuracy": acc}}})
+    out = claim_disruption({"rope": acc})
     assert out.verdict == verdict
     assert out.numbers["rope"]["contextual_retention_massive"] == massive[0] / 0.8
 

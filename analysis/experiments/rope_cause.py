@@ -27,10 +27,13 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mvjax.atomic import LOCK_FILE, read_json_state, require, write_json
 from mvjax.config import to_plain
+
+if TYPE_CHECKING:
+    from analysis.experiments.rope_cause_results import RopeCauseResults
 
 ARMS: dict[str, dict[str, Any]] = {
     "rope": {"scheme": "rope", "theta": 1.0e4, "layout": "half", "rotary_fraction": 1.0},
@@ -236,7 +239,7 @@ def disruption(model, tok, episodes) -> dict[str, Any]:
 
 
 def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str | None = None,
-        stop_at: int | None = None) -> dict[str, Any] | None:
+        stop_at: int | None = None) -> RopeCauseResults | None:
     """The whole experiment into ``out``; returns results (None when ``stop_at`` cut it short)."""
     from mvjax.atomic import check_own_dir, clean_partials, lock_dir
 
@@ -255,7 +258,7 @@ def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str
         return _measure(preset, out, reference)
 
 
-def _measure(preset: Preset, out: Path, reference: str | None) -> dict[str, Any]:
+def _measure(preset: Preset, out: Path, reference: str | None) -> RopeCauseResults:
     """Every arm analyzed, the reference measured (cached), results, figures and report."""
     from analysis.experiments.rope_cause_results import collect, measure_reference
 
@@ -272,11 +275,12 @@ def _measure(preset: Preset, out: Path, reference: str | None) -> dict[str, Any]
     from mvjax.provenance import git_sha
 
     results = collect(preset, out, ref, git_sha())
-    write_json(out / "results.json", results)
+    record = results.to_json()
+    write_json(out / "results.json", record)
     from analysis.experiments.rope_cause_plots import all_figures
     from analysis.experiments.rope_cause_report import write_report
 
-    figures = all_figures(results, out / "figures", svg=preset.figures_svg)
+    figures = all_figures(record, out / "figures", svg=preset.figures_svg)
     write_report(results, figures, out)
     return results
 
@@ -308,5 +312,5 @@ def _run(args: argparse.Namespace) -> int:
                           "note": "stopped early: continue with --resume"}))
         return 0
     print(json.dumps({"out": args.out, "finished": True, "claims": {
-        k: v["verdict"] for k, v in results["claims"].items()}}, indent=1))
+        k: c.verdict for k, c in results.claims.items()}}, indent=1))
     return 0

@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from analysis.claims import Claim
-from analysis.experiments.rope_cause_results import site_totals
+from analysis.experiments.rope_cause_results import RopeCauseResults
 
 
 def _f(x: Any, fmt: str = ".2f") -> str:
@@ -20,45 +19,42 @@ def _f(x: Any, fmt: str = ".2f") -> str:
     return format(float(x), fmt)
 
 
-def arm_table(results: dict[str, Any]) -> str:
+def arm_table(results: RopeCauseResults) -> str:
     """One row per arm (and the reference): λ counts, first layer, max/mean, band share,
     agreement, K/Q, sink mass, eval loss."""
     rows = ["| arm | head_dim | Q / K / V massive (λ=5) | first Q/K layer | Q / K / V max/mean "
             "(median over layers) | K max/mean max | Q / K low-band share | K top-pair agreement "
             "(chance) | K/Q max/mean | first-token mass (mean over layers) | eval loss |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    entries = list(results["arms"].items())
-    if results.get("reference"):
-        entries.append((f"**reference {results['reference']['model']}**", results["reference"]))
+    entries: list[tuple[str, Any]] = list(results.arms.items())
+    if results.reference is not None:
+        entries.append((f"**reference {results.reference.model}**", results.reference))
     for name, arm in entries:
-        t = {s: site_totals(arm["final"], s) for s in ("q_rot", "k_rot", "v")}
-        firsts = [x for x in (t["q_rot"]["first_massive_layer"], t["k_rot"]["first_massive_layer"])
-                  if x is not None]
-        sink = arm.get("final_first_token_mass")
-        kq = (t["k_rot"]["max_mean_median"] / t["q_rot"]["max_mean_median"]
-              if t["q_rot"]["max_mean_median"] else None)
+        q, k, v = (arm.totals(s) for s in ("q_rot", "k_rot", "v"))
+        firsts = [x for x in (q.first_massive_layer, k.first_massive_layer) if x is not None]
+        sink = arm.final_first_token_mass
+        kq = k.max_mean_median / q.max_mean_median if q.max_mean_median else None
         rows.append(
-            f"| {name} | {arm['head_dim']} | {t['q_rot']['n_massive']} / {t['k_rot']['n_massive']} / "
-            f"{t['v']['n_massive']} | {min(firsts) if firsts else 'none'} | "
-            f"{_f(t['q_rot']['max_mean_median'])} / {_f(t['k_rot']['max_mean_median'])} / "
-            f"{_f(t['v']['max_mean_median'])} | {_f(t['k_rot']['max_mean_max'])} | "
-            f"{_f(t['q_rot']['band_low_share_median'])} / {_f(t['k_rot']['band_low_share_median'])} | "
-            f"{_f(t['k_rot']['top_pair_agreement'])} ({_f(t['k_rot']['agreement_chance'])}) | "
+            f"| {name} | {arm.head_dim} | {q.n_massive} / {k.n_massive} / {v.n_massive} | "
+            f"{min(firsts) if firsts else 'none'} | "
+            f"{_f(q.max_mean_median)} / {_f(k.max_mean_median)} / {_f(v.max_mean_median)} | "
+            f"{_f(k.max_mean_max)} | {_f(q.band_low_share_median)} / {_f(k.band_low_share_median)} | "
+            f"{_f(k.top_pair_agreement)} ({_f(k.agreement_chance)}) | "
             f"{_f(kq)} | {_f(sum(sink) / len(sink) if sink else None)} | "
-            f"{_f(arm.get('final_eval_loss'), '.3f')} |")
+            f"{_f(getattr(arm, 'final_eval_loss', None), '.3f')} |")
     return "\n".join(rows)
 
 
-def task_table(results: dict[str, Any]) -> str:
+def task_table(results: RopeCauseResults) -> str:
     rows = ["| arm | contextual accuracy (chance) | parametric accuracy (chance) | per task |",
             "|---|---|---|---|"]
-    for name, arm in results["arms"].items():
-        k = arm["tasks"]["kinds"]
+    for name, arm in results.arms.items():
+        k = arm.tasks["kinds"]
 
         def cell(kind: str) -> str:
             return (f"{k[kind]['accuracy']:.2f} ({k[kind]['chance']:.3g}), n={k[kind]['n']}"
                     if kind in k else "n/a")
-        per = ", ".join(f"{t} {v['accuracy']:.2f}" for t, v in arm["tasks"]["tasks"].items())
+        per = ", ".join(f"{t} {v['accuracy']:.2f}" for t, v in arm.tasks["tasks"].items())
         rows.append(f"| {name} | {cell('contextual')} | {cell('parametric')} | {per} |")
     return "\n".join(rows)
 
@@ -67,12 +63,12 @@ DISRUPT_COLUMNS = ("original", "massive", "k_only", "q_only", "first_token_kept"
                    "energy_matched_s0", "lowest_norm")
 
 
-def disruption_table(results: dict[str, Any]) -> str:
+def disruption_table(results: RopeCauseResults) -> str:
     """Per arm and kind, greedy exact-match accuracy under each condition (n in brackets)."""
     rows = ["| arm | kind | " + " | ".join(c.replace("_", " ") for c in DISRUPT_COLUMNS) + " |",
             "|---|---|" + "---|" * len(DISRUPT_COLUMNS)]
-    for name, arm in results["arms"].items():
-        acc = arm["disruption"]["accuracy"]
+    for name, arm in results.arms.items():
+        acc = arm.disruption["accuracy"]
         for kind in ("contextual", "parametric"):
             cells = [("n/a" if acc.get(c, {}).get(kind) is None else
                       f"{acc[c][kind]['accuracy']:.2f}") for c in DISRUPT_COLUMNS]
@@ -81,90 +77,78 @@ def disruption_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def per_layer_table(results: dict[str, Any], site: str) -> str:
+def per_layer_table(results: RopeCauseResults, site: str) -> str:
     rows = [f"| arm | {site}: λ=5 count per layer | max/mean (median over heads) per layer | "
             "low-band share per layer |", "|---|---|---|---|"]
-    for name, arm in results["arms"].items():
-        layers = arm["final"][site]["layers"]
-        rows.append(f"| {name} | {' '.join(str(m['n_massive']) for m in layers)} | "
-                    f"{' '.join(_f(m['max_mean_median'], '.1f') for m in layers)} | "
-                    f"{' '.join(_f(m['band_low_share_median']) for m in layers)} |")
+    for name, arm in results.arms.items():
+        f = arm.final[site]
+        rows.append(f"| {name} | {' '.join(str(n) for n in f.column('n_massive'))} | "
+                    f"{' '.join(_f(x, '.1f') for x in f.column('max_mean_median'))} | "
+                    f"{' '.join(_f(x) for x in f.column('band_low_share_median'))} |")
     return "\n".join(rows)
 
 
-def emergence_table(results: dict[str, Any], columns: int = 6) -> str:
+def emergence_table(results: RopeCauseResults, columns: int = 6) -> str:
     """Q+K λ=5 count and K max/mean (max over layers and heads) at up to ``columns`` logged steps."""
-    first = next(iter(results["arms"].values()))["curves"]
-    n = len(first["steps"])
+    first = next(iter(results.arms.values())).curves
+    n = len(first.steps)
     if n == 0:
         return "(no training logs)"
     picks = sorted({round(i * (n - 1) / max(columns - 1, 1)) for i in range(min(columns, n))})
-    head = " | ".join(f"{first['tokens'][i] / 1e6:.2f}M" for i in picks)
+    head = " | ".join(f"{first.tokens[i] / 1e6:.2f}M" for i in picks)
     rows = [f"| arm | {head} |", "|---|" + "---|" * len(picks)]
-    for name, arm in results["arms"].items():
-        s = arm["curves"]["sites"]
-        cells = []
-        for i in picks:
-            qk = sum(s["q_rot"]["n_massive"][l][i] + s["k_rot"]["n_massive"][l][i]
-                     for l in range(arm["num_layers"]))
-            k = max(s["k_rot"]["max_mean_max"][l][i] for l in range(arm["num_layers"]))
-            cells.append(f"{qk} / {k:.1f}")
+    for name, arm in results.arms.items():
+        c = arm.curves
+        qk = (c.series("q_rot", "n_massive") + c.series("k_rot", "n_massive")).sum(axis=0)
+        k = c.series("k_rot", "max_mean_max").max(axis=0)
+        cells = [f"{int(qk[i])} / {k[i]:.1f}" for i in picks]
         rows.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(rows)
 
 
-def write_report(results: dict[str, Any], figures: dict[str, list[Path]], out: Path) -> Path:
-    p = results["preset"]
-    lines = [
+def _setup(results: RopeCauseResults) -> list[str]:
+    p = results.preset
+    return [
         f"# RoPE as the cause of massive values — preset `{p['name']}`",
         "",
         f"**What this preset can and cannot show:** {p['what']}",
         "",
-        f"Arms: {', '.join(results['arms'])}; each {p['layers']} layers, hidden {p['hidden']}, "
+        f"Arms: {', '.join(results.arms)}; each {p['layers']} layers, hidden {p['hidden']}, "
         f"{p['heads']} heads (head_dim {p['hidden'] // p['heads']}), {p['steps']} steps × "
         f"{p['batch']}×{p['seq_len']} tokens = {p['steps'] * p['batch'] * p['seq_len'] / 1e6:.2f}M "
         f"tokens, lr {p['lr']:g} ({p['schedule']}), weight decay {p['weight_decay']:g}, "
         f"data {p['source']} (bytes) mixed {json.dumps(p['mixture'])}. Same seed and "
-        f"data order for every arm. git {results.get('git_sha') or 'unknown'}.",
+        f"data order for every arm. git {results.git_sha or 'unknown'}.",
         "",
         "## Definitions (fixed before the runs)",
         "",
         *[f"- **{k}**: {v if isinstance(v, str) else v.get('rule', v)}"
-          for k, v in results["definitions"].items()],
+          for k, v in results.definitions.items()],
         "",
         "Q and K are read after RoPE (`q_rot`, `k_rot`, as the paper's code); pre-RoPE sites are in "
         "results.json. Final numbers come from `mvjax analyze` on each final model "
         f"({p['analyze_tokens']} tokens of natural text).",
-        "",
-        "## Final models",
-        "",
-        arm_table(results),
-        "",
-        per_layer_table(results, "k_rot"),
-        "",
-        per_layer_table(results, "q_rot"),
-        "",
-        "## Over training (Q+K massive entries / K max/mean, max over layers and heads)",
-        "",
-        emergence_table(results),
-        "",
-        "## Tasks (held-out episodes; greedy exact match)",
-        "",
-        task_table(results),
-        "",
-        "## Disrupting each arm's own top-1 Q and K dims per head (claim 5)",
-        "",
+    ]
+
+
+def _measurements(results: RopeCauseResults) -> list[str]:
+    return [
+        "## Final models", "", arm_table(results), "", per_layer_table(results, "k_rot"), "",
+        per_layer_table(results, "q_rot"), "",
+        "## Over training (Q+K massive entries / K max/mean, max over layers and heads)", "",
+        emergence_table(results), "",
+        "## Tasks (held-out episodes; greedy exact match)", "", task_table(results), "",
+        "## Disrupting each arm's own top-1 Q and K dims per head (claim 5)", "",
         "Mean-replaced after the positional transform in every layer, on the same held-out "
         "episodes; parametric counts only the facts the unmodified model answers (its original "
-        "accuracy is 1 by construction).",
-        "",
+        "accuracy is 1 by construction).", "",
         disruption_table(results),
-        "",
-        "## Claims",
-        "",
     ]
-    for key, data in results["claims"].items():
-        c = Claim.from_json(key, data, results.get("claim_rules", {}).get(key))
+
+
+def write_report(results: RopeCauseResults, figures: dict[str, list[Path]], out: Path) -> Path:
+    lines = [*_setup(results), "", *_measurements(results), "", "## Claims", ""]
+    for key, c in results.claims.items():
         lines += [f"**({key}) {c.claim}** — *{c.verdict}*. Rule: {c.rule}.",
                   "", f"Numbers: `{json.dumps(c.numbers)}`", ""]
     lines += ["## Figures", ""]
