@@ -70,7 +70,7 @@ def resume_hint(args: argparse.Namespace) -> str:
     """How to continue an interrupted command: with --resume where it has one, else rerun it."""
     line = args.command_line
     if not hasattr(args, "resume"):
-        return f"nothing was written; rerun: {line}"
+        return f"files are whole (old or new); rerun: {line}"
     return f"continue with: {line}" + ("" if args.resume else " --resume")
 
 

@@ -100,10 +100,13 @@ def train(exp: ExperimentConfig, out: str | Path, *, resume: bool = False,
     out = Path(out).absolute()
     check_writable(out, inside=True)
     shd.initialize_distributed(exp.train.distributed)  # before any other jax call
+    saved = out / CHECKPOINT_DIR
+    has_steps = lambda: saved.is_dir() and any(p.name.isdigit() for p in saved.iterdir())  # noqa: E731
+    if not has_steps():
+        check_own_dir(out, RUN_FILES, "a training run")  # before the lock file is made in it
     with lock_dir(out) if jax.process_index() == 0 else contextlib.nullcontext():
         clean_partials(out)  # a final model's work dir left by a kill
-        saved = out / CHECKPOINT_DIR
-        if not (saved.is_dir() and any(p.name.isdigit() for p in saved.iterdir())):
+        if not has_steps():
             _check_fresh_start(out, resume, start_over)  # before the checkpointer creates its folder
         ckpt = Checkpointer(out, exp.train.keep_checkpoints)
         try:
