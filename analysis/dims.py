@@ -24,6 +24,7 @@ import numpy as np
 
 from analysis.massive import MassiveDefinition, massive_mask, topk_mask
 from mvjax.model import SiteContext
+from mvjax.probe import masked_float32, sum_squares
 
 SELECTIONS = ("topk", "lambda")
 ENERGY_TOL = 0.05
@@ -47,11 +48,10 @@ class PromptEnergy:
     def __call__(self, site: str, layer: int, x, ctx: SiteContext):
         if ctx.phase == "decode":
             return x, None
-        w = ctx.valid_BxT[:, :, None, None]
-        xf = jnp.where(w, x.astype(jnp.float32), 0.0)
+        xf = masked_float32(x, ctx.valid_BxT)
         n_B = jnp.maximum(jnp.sum(ctx.valid_BxT, axis=1), 1).astype(jnp.float32)
         s_BxHxD = jnp.sum(xf, axis=1)
-        sumsq = jnp.sum(xf * xf, axis=(0, 1))
+        sumsq = sum_squares(xf)
         centered = sumsq - jnp.sum(s_BxHxD ** 2 / n_B[:, None, None], axis=0)
         return x, Energy(jnp.sum(ctx.valid_BxT, dtype=jnp.int32), sumsq, centered)
 

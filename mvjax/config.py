@@ -244,17 +244,37 @@ class ModelConfig:
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def parse_text(text: str, what: str) -> Any:
+def _load(text: str) -> Any:
     """JSON first, then YAML read with YAML 1.2 number rules (YAML 1.1 reads ``1e-05`` and
-    ``3e-4`` as strings); malformed text is a one-line ValueError naming ``what``."""
+    ``3e-4`` as strings); raises ``yaml.YAMLError`` on text that is neither."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
+        return yaml.load(text, Loader=_Yaml12Loader)
+
+
+def parse_text(text: str, what: str) -> Any:
+    """A config document (``_load``); malformed text is a one-line ValueError naming ``what``."""
+    try:
+        return _load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{what} is neither valid JSON nor YAML: "
+                         + " ".join(str(e).split())) from None
+
+
+def parse_value(text: str) -> Any:
+    """One ``key=value`` override's value, read like a config document (``_load``); a string that
+    Python reads as a number (``inf``) becomes a float; anything else stays the text itself."""
+    try:
+        value = _load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
         try:
-            return yaml.load(text, Loader=_Yaml12Loader)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{what} is neither valid JSON nor YAML: "
-                             + " ".join(str(e).split())) from None
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def to_plain(obj: Any) -> Any:

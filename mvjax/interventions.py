@@ -38,6 +38,7 @@ import numpy as np
 
 from mvjax.config import ModelConfig
 from mvjax.model import SiteContext
+from mvjax.probe import first_token_mass
 from mvjax.sites import QK_SITES
 
 EDIT_SITES = QK_SITES
@@ -80,8 +81,8 @@ def check_site(site: str) -> None:
 class Intervention:
     """Edit the entries named by ``masks`` ({site: L×H×D bool}); see the module docstring.
 
-    sink: also observe the ``attn`` site and record, per layer, the mean attention probability on
-    key slot 0 per head (over valid queries after position 0) — the attention-sink mass.
+    sink: also observe the ``attn`` site and record, per layer, each head's attention mass on the
+    first token (``mvjax.probe.first_token_mass``) — the attention-sink mass.
     """
 
     masks: Mapping[str, Any]
@@ -120,7 +121,7 @@ class Intervention:
 
     def __call__(self, site: str, layer: int, x: jax.Array, ctx: SiteContext) -> tuple[jax.Array, Any]:
         if site == "attn":
-            return x, sink_mass(x, ctx)
+            return x, first_token_mass(x, ctx.valid_BxT)
         if ctx.phase == "decode" and self.phases == "prefill":
             return x, None  # keys already in the cache were edited when written; new tokens are not
         mask_HxD = jnp.asarray(self.masks[site][layer], bool)
@@ -165,13 +166,6 @@ def fake_quantize(x_BxTxHxD: jax.Array, sel: jax.Array, granularity: str, qmax: 
     safe = jnp.where(scale > 0, scale, 1.0)
     q = jnp.clip(jnp.round(xf / safe), -qmax, qmax) * safe
     return jnp.where(sel & (scale > 0), q.astype(x_BxTxHxD.dtype), x_BxTxHxD), scale
-
-
-def sink_mass(probs_BxHxTxS: jax.Array, ctx: SiteContext) -> jax.Array:
-    """Per head: mean attention probability on key slot 0 over valid queries after position 0."""
-    q_ok = (ctx.valid_BxT & (ctx.positions_BxT > 0))[:, None, :]
-    mass = jnp.where(q_ok, probs_BxHxTxS[..., 0], 0.0).sum(axis=(0, 2))
-    return mass / jnp.maximum(q_ok.sum(), 1)
 
 
 def empty_masks(cfg: ModelConfig, sites: Iterable[str]) -> dict[str, np.ndarray]:

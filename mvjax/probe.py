@@ -82,11 +82,34 @@ def batch_stats(x_BxTxHxD: jax.Array, valid_BxT: jax.Array,
     if norm_dims is not None and max(norm_dims) >= x_BxTxHxD.shape[-1]:
         raise ValueError(f"norm_dims={norm_dims} exceed head_dim={x_BxTxHxD.shape[-1]}: "
                          "pick dims below it")
-    xf = jnp.where(valid_BxT[:, :, None, None], x_BxTxHxD.astype(jnp.float32), 0.0)
+    xf = masked_float32(x_BxTxHxD, valid_BxT)
     values = None if norm_dims is None else xf[..., jnp.asarray(norm_dims)]
     return Stats(count=jnp.sum(valid_BxT, dtype=jnp.int32), sum=jnp.sum(xf, axis=(0, 1)),
-                 sumsq=jnp.sum(xf * xf, axis=(0, 1)), absmax=jnp.max(jnp.abs(xf), axis=(0, 1)),
+                 sumsq=sum_squares(xf), absmax=jnp.max(jnp.abs(xf), axis=(0, 1)),
                  values=values)
+
+
+def masked_float32(x_BxTxHxD: jax.Array, valid_BxT: jax.Array) -> jax.Array:
+    """x in float32 with padded tokens (valid=False) set to 0, so sums over tokens skip them."""
+    return jnp.where(valid_BxT[:, :, None, None], x_BxTxHxD.astype(jnp.float32), 0.0)
+
+
+def sum_squares(xf_BxTxHxD: jax.Array) -> jax.Array:
+    """H×D Σ over the batch and its tokens of x² (of ``masked_float32``'s output): M² per (head,
+    dim) — the energy whose square root the massive-value definition ranks."""
+    return jnp.sum(xf_BxTxHxD * xf_BxTxHxD, axis=(0, 1))
+
+
+def first_token_mass(probs_BxHxTxS: jax.Array, valid_BxT: jax.Array) -> jax.Array:
+    """Per head: the attention probability on each row's first valid token (BOS, the sink),
+    averaged over the valid queries after it. Padding at either end is skipped, so a padded row
+    counts as its unpadded self. For a prefill pass (keys = the queries' tokens, S = T)."""
+    T = valid_BxT.shape[1]
+    first_B = jnp.argmax(valid_BxT, axis=1)  # 0 for a row with no valid token (it counts nothing)
+    p_BxHxT = jnp.take_along_axis(probs_BxHxTxS, first_B[:, None, None, None], axis=3)[..., 0]
+    q_ok_BxT = valid_BxT & (jnp.arange(T)[None, :] > first_B[:, None])
+    mass_H = jnp.sum(jnp.where(q_ok_BxT[:, None, :], p_BxHxT.astype(jnp.float32), 0.0), axis=(0, 2))
+    return mass_H / jnp.maximum(jnp.sum(q_ok_BxT), 1)
 
 
 def to_host(stats: Stats, valid_BxT: np.ndarray) -> Stats:

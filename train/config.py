@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mvjax.config import ModelConfig, from_mapping, invalid, parse_text, to_plain
+from mvjax.config import ModelConfig, from_mapping, invalid, parse_text, parse_value, to_plain
 
 OPTIMIZERS = ("adamw",)
 SCHEDULES = ("cosine", "constant")
@@ -178,24 +177,6 @@ class ExperimentConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def _parse_value(text: str) -> Any:
-    """JSON, then YAML; numbers YAML 1.1 would keep as strings (``3e-4``) become floats."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     """Return a copy of ``data`` with each ``a.b.c=value`` applied (value parsed as JSON/YAML).
     The key's parent must exist, so a typo fails instead of adding a silent field."""
@@ -217,5 +198,5 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
                 raise ValueError(f"override {item!r}: '{'.'.join(parts[:i + 1])}' is not a section "
                                  "of the config; check the key")
             node = nxt
-        node[parts[-1]] = _parse_value(raw.strip())
+        node[parts[-1]] = parse_value(raw.strip())
     return data

@@ -23,7 +23,7 @@ from mvjax.atomic import append_line, read_jsonl
 from mvjax.config import ModelConfig
 from mvjax.massive_rule import MassiveDefinition, massive_mask, max_mean_ratio
 from mvjax.model import SiteContext
-from mvjax.probe import batch_stats
+from mvjax.probe import first_token_mass, masked_float32, sum_squares
 from mvjax.sites import STAT_SITES
 
 CONCENTRATION_SITES = ("q_rot", "k_rot", "v")
@@ -46,18 +46,15 @@ NORM_SITES = STAT_SITES  # sites whose full H×D norm matrix is logged
 
 @dataclasses.dataclass(frozen=True)
 class _ConcentrationProbe:
-    """Σx² per (head, dim) at the Q/K/V sites, and each head's attention mass on the first key
-    (mean over valid queries t ≥ 1 of p[t, 0]: query 0 can only attend to itself)."""
+    """Σx² per (head, dim) at the Q/K/V sites, and each head's attention mass on the first token
+    (``mvjax.probe.first_token_mass``: query 0 can only attend to itself, so it is left out)."""
 
     sites: frozenset[str] = frozenset(NORM_SITES) | {"attn"}
 
     def __call__(self, site: str, layer: int, x: jax.Array, ctx: SiteContext):
         if site != "attn":
-            return x, batch_stats(x, ctx.valid_BxT).sumsq
-        valid_BxT = ctx.valid_BxT.at[:, 0].set(False)
-        w_Bx1xT = valid_BxT[:, None, :].astype(jnp.float32)
-        mass_H = jnp.sum(x[..., 0] * w_Bx1xT, axis=(0, 2)) / jnp.maximum(jnp.sum(w_Bx1xT), 1.0)
-        return x, mass_H
+            return x, sum_squares(masked_float32(x, ctx.valid_BxT))
+        return x, first_token_mass(x, ctx.valid_BxT)
 
 
 def make_concentration_fn(graphdef: nnx.GraphDef) -> Callable[[dict, jax.Array], dict]:
