@@ -20,6 +20,7 @@ from mvjax.positional import scheme_class
 LAYOUTS = ("half", "interleaved")
 SCALING_TYPES = ("linear", "llama3")
 DTYPES = ("float32", "bfloat16")
+ACTIVATIONS = ("silu", "gelu_tanh")  # the MLP's gate: SwiGLU (LLaMA) or GeGLU with tanh GELU (Gemma)
 
 
 def invalid(field: str, value: Any, fix: str) -> None:
@@ -34,6 +35,11 @@ def _is_num(x: Any) -> bool:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _optional(default: Any) -> Any:
+    """A field left out of serialized configs while it holds ``default``."""
+    return dataclasses.field(default=default, metadata={"optional": True})
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -120,7 +126,20 @@ class PositionalConfig:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """A LLaMA-style decoder. ``positional`` is one ``PositionalConfig`` for all layers, or a tuple
-    with one entry per layer (mixed models, e.g. NoPE every 4th layer)."""
+    with one entry per layer (mixed models, e.g. NoPE every 4th layer).
+
+    The fields after ``positional`` describe Gemma-style blocks; their defaults are LLaMA, and a
+    field at its default is left out of the serialized config (configs written before they
+    existed read back unchanged):
+      sliding_window: keys a query may see, itself included (None: all earlier tokens); one int
+        for every layer or a tuple with one entry (int or None) per layer.
+      qk_norm: RMSNorm over each q and k head before the positional transform.
+      norm_weight_offset: RMSNorm scales by ``offset + w`` (Gemma stores w around 0: offset 1).
+      post_norms: RMSNorm also on the attention and MLP outputs, before each residual add.
+      mlp_activation: ``silu`` (SwiGLU) or ``gelu_tanh`` (GeGLU with tanh-approximated GELU).
+      scale_embeddings: multiply the input embeddings by sqrt(hidden_size).
+      query_pre_attn_scalar: attention logits scaled by this ** -0.5 (None: head_dim ** -0.5).
+    """
 
     vocab_size: int = 256
     hidden_size: int = 256
@@ -137,6 +156,13 @@ class ModelConfig:
     bos_id: int | None = None
     eos_id: int | None = None
     positional: PositionalConfig | tuple[PositionalConfig, ...] = PositionalConfig()
+    sliding_window: int | tuple[int | None, ...] | None = _optional(None)
+    qk_norm: bool = _optional(False)
+    norm_weight_offset: float = _optional(0.0)
+    post_norms: bool = _optional(False)
+    mlp_activation: str = _optional("silu")
+    scale_embeddings: bool = _optional(False)
+    query_pre_attn_scalar: float | None = _optional(None)
 
     def __post_init__(self) -> None:
         pos = self.positional
@@ -179,11 +205,44 @@ class ModelConfig:
             v = getattr(self, name)
             if v is not None and not (_is_int(v) and 0 <= v < self.vocab_size):
                 invalid(name, v, f"must lie in [0, vocab_size={self.vocab_size})")
+        self._check_gemma_fields()
+
+    def _check_gemma_fields(self) -> None:
+        win = self.sliding_window
+        if isinstance(win, (list, tuple)):
+            win = tuple(win)
+            object.__setattr__(self, "sliding_window", win)
+            if len(win) != self.num_layers:
+                invalid("sliding_window", f"<{len(win)} entries>",
+                        f"give one entry per layer (num_layers={self.num_layers}), or one int")
+        for w in win if isinstance(win, tuple) else (win,):
+            if w is not None and (not _is_int(w) or w < 1):
+                invalid("sliding_window", w, "use a positive number of keys, or null for full attention")
+        for name in ("qk_norm", "post_norms", "scale_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                invalid(name, getattr(self, name), "use true or false")
+        if not _is_num(self.norm_weight_offset):
+            invalid("norm_weight_offset", self.norm_weight_offset, "use 0.0 (LLaMA) or 1.0 (Gemma)")
+        if self.mlp_activation not in ACTIVATIONS:
+            invalid("mlp_activation", self.mlp_activation, f"use one of {ACTIVATIONS}")
+        q = self.query_pre_attn_scalar
+        if q is not None and (not _is_num(q) or not q > 0):
+            invalid("query_pre_attn_scalar", q, "use a positive number, or null for head_dim")
 
     # ----------------------------------------------------------------- derived
     def layer_positional(self, layer: int) -> PositionalConfig:
         pos = self.positional
         return pos[layer] if isinstance(pos, tuple) else pos
+
+    def layer_window(self, layer: int) -> int | None:
+        """Keys a query of ``layer`` may see, itself included (None: every earlier token)."""
+        win = self.sliding_window
+        return win[layer] if isinstance(win, tuple) else win
+
+    @property
+    def attn_scale(self) -> float:
+        """The factor on q·k logits."""
+        return float(self.query_pre_attn_scalar or self.head_dim) ** -0.5
 
     @property
     def q_per_kv(self) -> int:
@@ -194,7 +253,7 @@ class ModelConfig:
         d, h, kv, hd = self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim
         attn = d * hd * (h + 2 * kv) + h * hd * d
         mlp = 3 * d * self.mlp_hidden
-        block = attn + mlp + 2 * d
+        block = attn + mlp + (4 if self.post_norms else 2) * d + (2 * hd if self.qk_norm else 0)
         head = 0 if self.tie_embeddings else self.vocab_size * d
         return self.vocab_size * d + self.num_layers * block + d + head
 
@@ -279,9 +338,10 @@ def parse_value(text: str) -> Any:
 
 def to_plain(obj: Any) -> Any:
     """Dataclasses (nested) as plain dicts/lists, ready for JSON or YAML."""
-    if dataclasses.is_dataclass(obj):  # fields marked omit_none leave no trace while unset
+    if dataclasses.is_dataclass(obj):  # fields marked omit_none / optional leave no trace while unset
         return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not (f.metadata.get("omit_none") and getattr(obj, f.name) is None)}
+                if not (f.metadata.get("omit_none") and getattr(obj, f.name) is None)
+                and not (f.metadata.get("optional") and getattr(obj, f.name) == f.default)}
     if isinstance(obj, (list, tuple)):
         return [to_plain(x) for x in obj]
     return obj

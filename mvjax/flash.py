@@ -32,9 +32,9 @@ def _blocks(T: int, block: int) -> list[tuple[int, int]]:
     return [(a, min(a + block, T)) for a in range(0, T, block)]
 
 
-def _scores(q_KxGxtxD, k_KxsxD, pos_t, pos_s, valid_s, a, bias_fn):
+def _scores(q_KxGxtxD, k_KxsxD, pos_t, pos_s, valid_s, a, bias_fn, window=None):
     """Masked float32 logits of one query block [a, a+t) against keys [0, s): KV×G×t×s (query
-    head k·G + g reads kv head k)."""
+    head k·G + g reads kv head k). ``window``: a key more than window - 1 positions back is masked."""
     K, G, t, D = q_KxGxtxD.shape
     s = k_KxsxD.shape[1]
     # the G query heads of a kv head share its keys: one GEMM of G·t rows (GQA), not G of t rows
@@ -45,6 +45,8 @@ def _scores(q_KxGxtxD, k_KxsxD, pos_t, pos_s, valid_s, a, bias_fn):
         if bias is not None:
             logits = logits + bias.reshape(K, G, t, s)
     keep = (jnp.arange(s)[None, :] <= a + jnp.arange(t)[:, None]) & valid_s[None, :]
+    if window is not None:
+        keep &= pos_t[:, None] - pos_s[None, :] < window
     return jnp.where(keep, logits, _NEG), keep
 
 
@@ -53,14 +55,15 @@ def _grouped(q_HxTxD: Array, kv_heads: int) -> Array:
     return q_HxTxD.reshape(kv_heads, H // kv_heads, T, D)
 
 
-def _forward_one(q, k, v, valid, pos, bias_fn, block):
+def _forward_one(q, k, v, valid, pos, bias_fn, block, window=None):
     """One sequence: q H×T×D, k/v KV×T×D -> (out H×T×D, lse H×T float32)."""
     dtype = q.dtype
     q, k, v = (x.astype(jnp.float32) for x in (q, k, v))  # XLA:CPU has no bf16×bf16→f32 batched dot
     q = _grouped(q, k.shape[0])
     outs, lses = [], []
     for a, e in _blocks(q.shape[2], block):
-        logits, keep = _scores(q[:, :, a:e], k[:, :e], pos[a:e], pos[:e], valid[:e], a, bias_fn)
+        logits, keep = _scores(q[:, :, a:e], k[:, :e], pos[a:e], pos[:e], valid[:e], a, bias_fn,
+                               window)
         m = jnp.max(logits, axis=-1, keepdims=True)
         p = jnp.where(keep, jnp.exp(logits - m), 0.0)
         denom = jnp.sum(p, axis=-1, keepdims=True)
@@ -73,7 +76,7 @@ def _forward_one(q, k, v, valid, pos, bias_fn, block):
             jnp.concatenate(lses, axis=2).reshape(H, T))
 
 
-def _backward_one(q, k, v, valid, pos, out, lse, d_out, bias_fn, block):
+def _backward_one(q, k, v, valid, pos, out, lse, d_out, bias_fn, block, window=None):
     """One sequence's gradients (dq, dk, dv), recomputing probabilities block by block."""
     f32 = jnp.float32
     dtypes = (q.dtype, k.dtype, v.dtype)
@@ -87,7 +90,8 @@ def _backward_one(q, k, v, valid, pos, out, lse, d_out, bias_fn, block):
     dk = jnp.zeros(k.shape, f32)
     dv = jnp.zeros(v.shape, f32)
     for a, e in _blocks(q.shape[2], block):
-        logits, keep = _scores(q[:, :, a:e], k[:, :e], pos[a:e], pos[:e], valid[:e], a, bias_fn)
+        logits, keep = _scores(q[:, :, a:e], k[:, :e], pos[a:e], pos[:e], valid[:e], a, bias_fn,
+                               window)
         p = jnp.where(keep, jnp.exp(logits - lse[:, :, a:e, None]), 0.0)  # KV×G×t×s
         do = d_out[:, :, a:e]
         dv = dv.at[:, :e].add(jnp.einsum("kgts,kgtd->ksd", p, do))
@@ -98,28 +102,31 @@ def _backward_one(q, k, v, valid, pos, out, lse, d_out, bias_fn, block):
     return tuple(g.astype(t) for g, t in zip((dq, dk, dv), dtypes))
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def causal_attention(q_BxHxTxD: Array, k_BxKxTxD: Array, v_BxKxTxD: Array, valid_BxT: Array,
-                     positions_BxT: Array, bias_fn: BiasFn | None = None, block: int = 128) -> Array:
+                     positions_BxT: Array, bias_fn: BiasFn | None = None, block: int = 128,
+                     window: int | None = None) -> Array:
     """Causal softmax attention over a sequence's own tokens (keys = queries' tokens). K kv heads
     serve H = G·K query heads (GQA; K = H is plain multi-head): query head h reads kv head h // G,
-    without repeating k and v. ``valid_BxT`` masks padded keys. Returns B×H×T×D."""
+    without repeating k and v. ``valid_BxT`` masks padded keys; ``window`` (sliding-window
+    attention) masks keys ``window`` or more positions before their query. Returns B×H×T×D."""
     H, K = q_BxHxTxD.shape[1], k_BxKxTxD.shape[1]
     if H % K or v_BxKxTxD.shape[1] != K:
         raise ValueError(f"{H} query heads cannot share {K} key / {v_BxKxTxD.shape[1]} value heads: "
                          "the kv head count must divide the query head count")
-    return _causal_fwd(q_BxHxTxD, k_BxKxTxD, v_BxKxTxD, valid_BxT, positions_BxT, bias_fn, block)[0]
+    return _causal_fwd(q_BxHxTxD, k_BxKxTxD, v_BxKxTxD, valid_BxT, positions_BxT, bias_fn, block,
+                       window)[0]
 
 
-def _causal_fwd(q, k, v, valid, pos, bias_fn, block):
+def _causal_fwd(q, k, v, valid, pos, bias_fn, block, window=None):
     # one sequence per iteration: its H×block×T scores stay in cache
-    out, lse = jax.lax.map(lambda a: _forward_one(*a, bias_fn, block), (q, k, v, valid, pos))
+    out, lse = jax.lax.map(lambda a: _forward_one(*a, bias_fn, block, window), (q, k, v, valid, pos))
     return out, (q, k, v, valid, pos, out, lse)
 
 
-def _causal_bwd(bias_fn, block, res, d_out):
+def _causal_bwd(bias_fn, block, window, res, d_out):
     q, k, v, valid, pos, out, lse = res
-    dq, dk, dv = jax.lax.map(lambda a: _backward_one(*a, bias_fn, block),
+    dq, dk, dv = jax.lax.map(lambda a: _backward_one(*a, bias_fn, block, window),
                              (q, k, v, valid, pos, out, lse, d_out))
     return dq, dk, dv, None, None
 

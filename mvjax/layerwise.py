@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from mvjax.config import ModelConfig
-from mvjax.model import Block, Transformer
+from mvjax.model import Block, Transformer, scale_embedded
 
 
 class LayerWeights(Protocol):
@@ -45,11 +45,21 @@ def block_template(cfg: ModelConfig, layer: int) -> tuple[nnx.GraphDef, nnx.Stat
     return nnx.split(nnx.eval_shape(lambda: Block(cfg, layer, nnx.Rngs(0))))
 
 
-def _gather(table: Any, batches: list[np.ndarray], dtype: str) -> list[jax.Array]:
+def block_kind(cfg: ModelConfig, layer: int) -> tuple:
+    """What makes blocks differ in structure: layers with equal kinds share one template."""
+    return cfg.layer_positional(layer), cfg.layer_window(layer)
+
+
+def _embedded(rows: Any, cfg: ModelConfig) -> jax.Array:
+    """Gathered embedding rows → the block input (``cfg.dtype``, scaled as the model scales)."""
+    return scale_embedded(jnp.asarray(rows).astype(cfg.dtype), cfg)
+
+
+def _gather(table: Any, batches: list[np.ndarray], cfg: ModelConfig) -> list[jax.Array]:
     """Rows of ``table`` for each batch, gathered where the table lives (a host table is never
     copied whole to the device)."""
     take = np.take if isinstance(table, np.ndarray) else jnp.take
-    return [jnp.asarray(take(table, tokens, axis=0)).astype(dtype) for tokens in batches]
+    return [_embedded(take(table, tokens, axis=0), cfg) for tokens in batches]
 
 
 class ModelWeights:
@@ -60,7 +70,7 @@ class ModelWeights:
         self._state = nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
     def embed(self, batches: list[np.ndarray]) -> list[jax.Array]:
-        return _gather(self._state["embed"]["embedding"], batches, self.cfg.dtype)
+        return _gather(self._state["embed"]["embedding"], batches, self.cfg)
 
     def block(self, layer: int) -> dict[str, Any]:
         return self._state["layers"][layer]
@@ -120,8 +130,8 @@ class CheckpointWeights:
         ids = np.unique(np.concatenate([np.ravel(t) for t in batches]))
         rows = self._read_rows(("embed", "embedding"), ids)
         if rows is None:
-            return _gather(self._restore(("embed",))["embedding"], batches, self.cfg.dtype)
-        return [jnp.asarray(rows[np.searchsorted(ids, t)]).astype(self.cfg.dtype) for t in batches]
+            return _gather(self._restore(("embed",))["embedding"], batches, self.cfg)
+        return [_embedded(rows[np.searchsorted(ids, t)], self.cfg) for t in batches]
 
     def _read_rows(self, path: tuple[str, ...], ids: np.ndarray) -> np.ndarray | None:
         """Rows ``ids`` of one stored array read straight from its TensorStore (zarr in orbax's

@@ -3,6 +3,7 @@ a model argument calls ``load_pretrained`` so all of them accept the same things
 
 Accepted, in the order tried:
   ``smollm2``              SmolLM2-135M-Instruct (Q4_1 GGUF, fetched once, converted model cached)
+  ``gemma3``               Gemma 3 270M base (Q4_K_M GGUF, fetched once, converted model cached)
   an mvjax model dir       config.json + params/ (``mvjax.checkpoint.save_model``)
   an HF LLaMA dir          config.json + *.safetensors
   a ``.gguf`` file         LLaMA-architecture GGUF
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-NAMED = ("smollm2",)
+NAMED = ("smollm2", "gemma3")
 KINDS = ("named", "mvjax", "hf", "gguf")
 
 
@@ -44,9 +45,10 @@ def load_layerwise(path_or_name: str | Path):
 
     kind = detect_kind(path_or_name)
     if kind in ("named", "mvjax"):
-        from mvjax.convert.weights import smollm2_dir
+        from mvjax.convert.weights import named_dir
 
-        directory = smollm2_dir() if kind == "named" else Path(str(path_or_name)).expanduser()
+        key = str(path_or_name)
+        directory = named_dir(key.lower()) if kind == "named" else Path(key).expanduser()
         return CheckpointWeights(directory), _tokenizer_of(directory)
     model, tok = load_pretrained(path_or_name, kind=kind)
     return ModelWeights(model), tok
@@ -64,9 +66,9 @@ def load_pretrained(path_or_name: str | Path, kind: str = "auto", layout: str = 
     if kind == "named":
         if key.lower() not in NAMED:
             raise FileNotFoundError(f"{key!r} is not a named model: use one of {list(NAMED)}")
-        from mvjax.convert.weights import load_smollm2
+        from mvjax.convert.weights import load_named
 
-        return load_smollm2()
+        return load_named(key.lower())
     if kind == "mvjax":
         from mvjax.checkpoint import load_model
 

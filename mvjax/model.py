@@ -2,12 +2,15 @@
 
 Probe sites (what a ``Probe`` sees and may edit, per layer):
   ``q`` B×T×H×D, ``k`` / ``v`` B×T×KV×D — projections before the positional transform;
+  ``q_normed`` / ``k_normed`` — after QK-norm (a model with ``qk_norm``), before the transform;
   ``q_rot`` / ``k_rot`` — after it (identical to q / k for ALiBi and NoPE);
   ``attn`` B×H×T×S — attention probabilities after softmax.
 A probe is plain data handed to the forward pass; with ``probe=None`` no site code is traced at all.
 
 Parameter names mirror HF LLaMA (``q_proj``, ``gate_proj`` …) so weight conversion is a renaming;
-kernels are stored in×out (HF stores out×in).
+kernels are stored in×out (HF stores out×in). Gemma-style options (``ModelConfig``: QK-norm,
+sliding windows, (1 + w) norms, norms on the sublayer outputs, GeGLU, scaled embeddings and
+queries) add parameters only when switched on, so a LLaMA model's state is unchanged.
 """
 
 from __future__ import annotations
@@ -98,14 +101,33 @@ def _linear(cfg: ModelConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> Linear:
 
 
 class RMSNorm(nnx.Module):
-    def __init__(self, dim: int, eps: float):
-        self.weight = nnx.Param(jnp.ones((dim,), jnp.float32))
-        self.eps = eps
+    """x / rms(x) · (offset + w); w starts where the scale is 1 (ones for LLaMA, zeros for Gemma)."""
+
+    def __init__(self, dim: int, eps: float, offset: float = 0.0):
+        self.weight = nnx.Param(jnp.full((dim,), 1.0 - offset, jnp.float32))
+        self.eps, self.offset = eps, offset
 
     def __call__(self, x: Array) -> Array:
         xf = x.astype(jnp.float32)
         xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
-        return (xf * self.weight[...]).astype(x.dtype)
+        scale = self.weight[...] if self.offset == 0 else self.offset + self.weight[...]
+        return (xf * scale).astype(x.dtype)
+
+
+def _norm(cfg: ModelConfig, dim: int | None = None) -> RMSNorm:
+    return RMSNorm(cfg.hidden_size if dim is None else dim, cfg.norm_eps, cfg.norm_weight_offset)
+
+
+def embed_scale(cfg: ModelConfig) -> float | None:
+    """The factor on input embeddings: sqrt(hidden) with ``scale_embeddings``, else None. Applied
+    in ``cfg.dtype`` (as Gemma does, in its weights' dtype)."""
+    return cfg.hidden_size ** 0.5 if cfg.scale_embeddings else None
+
+
+def scale_embedded(x: Array, cfg: ModelConfig) -> Array:
+    """Embedded tokens times ``embed_scale`` (unchanged without it)."""
+    factor = embed_scale(cfg)
+    return x if factor is None else x * jnp.asarray(factor, x.dtype)
 
 
 class Attention(nnx.Module):
@@ -116,7 +138,10 @@ class Attention(nnx.Module):
         self.k_proj = _linear(cfg, d, kv * hd, rngs)
         self.v_proj = _linear(cfg, d, kv * hd, rngs)
         self.o_proj = _linear(cfg, h * hd, d, rngs)
+        if cfg.qk_norm:
+            self.q_norm, self.k_norm = _norm(cfg, hd), _norm(cfg, hd)
         self.scheme: Scheme = build_scheme(cfg.layer_positional(layer), hd, h, rngs)
+        self.window = cfg.layer_window(layer)
 
     def __call__(self, x_BxTxD: Array, ctx: SiteContext, cache: KVCache | None,
                  probe: Probe | None, records: dict) -> tuple[Array, tuple[Array, Array] | None]:
@@ -135,15 +160,21 @@ class Attention(nnx.Module):
         q_BxTxHxD = site("q", self.q_proj(x_BxTxD).reshape(B, T, H, D))
         k_BxTxKxD = site("k", self.k_proj(x_BxTxD).reshape(B, T, KV, D))
         v_BxTxKxD = site("v", self.v_proj(x_BxTxD).reshape(B, T, KV, D))
+        if cfg.qk_norm:
+            q_BxTxHxD, k_BxTxKxD = self.q_norm(q_BxTxHxD), self.k_norm(k_BxTxKxD)
+        q_BxTxHxD = site("q_normed", q_BxTxHxD)
+        k_BxTxKxD = site("k_normed", k_BxTxKxD)
         q_BxTxHxD = site("q_rot", self.scheme.rotate_q(q_BxTxHxD, ctx.positions_BxT))
         k_BxTxKxD = site("k_rot", self.scheme.rotate_k(k_BxTxKxD, ctx.positions_BxT))
+        if cfg.attn_scale != D ** -0.5:  # the cores scale logits by D ** -0.5
+            q_BxTxHxD = q_BxTxHxD * jnp.asarray(cfg.attn_scale * D ** 0.5, q_BxTxHxD.dtype)
 
         if cache is None and (probe is None or "attn" not in probe.sites) and not self.scheme.learned:
             # training and analysis: causal over the chunk's own tokens, probabilities unobserved
             q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q_BxTxHxD, k_BxTxKxD, v_BxTxKxD))
             out = jnp.swapaxes(causal_attention(
                 q, k, v, ctx.valid_BxT, ctx.positions_BxT, self.scheme.bias,
-                max(CAUSAL_BLOCK, -(-T // MAX_CAUSAL_BLOCKS))), 1, 2)
+                max(CAUSAL_BLOCK, -(-T // MAX_CAUSAL_BLOCKS)), self.window), 1, 2)
             return self.o_proj(out.reshape(B, T, H * D)), None
 
         if cache is None:  # keys are this chunk's tokens; key index s attends iff s <= t
@@ -162,6 +193,8 @@ class Attention(nnx.Module):
 
         bias = self.scheme.bias(ctx.positions_BxT, k_pos_BxS)
         mask_BxTxS = causal_TxS[None] & k_valid_BxS[:, None, :]
+        if self.window is not None:  # a cache keeps every key; the window is a mask over positions
+            mask_BxTxS &= window_mask(ctx.positions_BxT, k_pos_BxS, self.window)
         attn_site = None
         if probe is not None and "attn" in probe.sites:
             attn_site = lambda p: site("attn", p)  # noqa: E731
@@ -202,35 +235,51 @@ def _softmax_attention(q_BxHxTxD: Array, k_BxHxSxD: Array, v_BxHxSxD: Array, mas
     return jnp.einsum("bhts,bhsd->bhtd", probs.astype(v_BxHxSxD.dtype), v_BxHxSxD)
 
 
+def window_mask(q_pos_BxT: Array, k_pos_BxS: Array, window: int) -> Array:
+    """B×T×S: key within the ``window`` most recent positions of its query (itself included)."""
+    return q_pos_BxT[:, :, None] - k_pos_BxS[:, None, :] < window
+
+
 def _cached_positions(positions_BxT: Array, end: Array, S: int) -> Array:
     """Positions of cache slots, assuming slot s holds position s - end + positions[:, 0]
     (contiguous positions across the cache, which is how ``generate`` fills it)."""
     return positions_BxT[:, :1] - end + jnp.arange(S)[None, :]
 
 
+ACTIVATIONS = {"silu": jax.nn.silu, "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True)}
+
+
 class MLP(nnx.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
+    """Gated MLP: down(act(gate(x)) * up(x)) — SwiGLU with SiLU, GeGLU with tanh GELU."""
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.gate_proj = _linear(cfg, cfg.hidden_size, cfg.mlp_hidden, rngs)
         self.up_proj = _linear(cfg, cfg.hidden_size, cfg.mlp_hidden, rngs)
         self.down_proj = _linear(cfg, cfg.mlp_hidden, cfg.hidden_size, rngs)
+        self.act = ACTIVATIONS[cfg.mlp_activation]
 
     def __call__(self, x: Array) -> Array:
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Block(nnx.Module):
+    """Pre-norm block. ``post_attn_norm`` is the norm *before* the MLP (HF LLaMA's name); with
+    ``post_norms`` the sublayer outputs are normed too (``attn_out_norm``, ``mlp_out_norm``)."""
+
     def __init__(self, cfg: ModelConfig, layer: int, rngs: nnx.Rngs):
-        self.input_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.input_norm = _norm(cfg)
         self.attn = Attention(cfg, layer, rngs)
-        self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.post_attn_norm = _norm(cfg)
         self.mlp = MLP(cfg, rngs)
+        self.post_norms = cfg.post_norms
+        if cfg.post_norms:
+            self.attn_out_norm, self.mlp_out_norm = _norm(cfg), _norm(cfg)
 
     def __call__(self, x, ctx, cache, probe, records):
         a, new_kv = self.attn(self.input_norm(x), ctx, cache, probe, records)
-        x = x + a
-        return x + self.mlp(self.post_attn_norm(x)), new_kv
+        x = x + (self.attn_out_norm(a) if self.post_norms else a)
+        m = self.mlp(self.post_attn_norm(x))
+        return x + (self.mlp_out_norm(m) if self.post_norms else m), new_kv
 
 
 class Transformer(nnx.Module):
@@ -239,7 +288,7 @@ class Transformer(nnx.Module):
         self.embed = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=jnp.dtype(cfg.dtype),
                                embedding_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
         self.layers = nnx.List([Block(cfg, i, rngs) for i in range(cfg.num_layers)])
-        self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.norm = _norm(cfg)
         self.lm_head = None if cfg.tie_embeddings else _linear(cfg, cfg.hidden_size, cfg.vocab_size, rngs)
 
     def __call__(self, tokens_BxT: Array, positions_BxT: Array | None = None, *,
@@ -256,6 +305,7 @@ class Transformer(nnx.Module):
         if phase not in PHASES:
             raise ValueError(f"phase={phase!r} is invalid: use one of {PHASES}")
         B, T = tokens_BxT.shape
+        cfg = self.cfg
         if positions_BxT is None:
             offset = 0 if cache is None else cache.end
             positions_BxT = jnp.broadcast_to(offset + jnp.arange(T, dtype=jnp.int32), (B, T))
@@ -263,7 +313,7 @@ class Transformer(nnx.Module):
                  else attention_mask_BxT.astype(bool))
         ctx = SiteContext(valid, positions_BxT, phase, probe_state)
         records: dict[str, dict[int, Any]] = {}
-        x = self.embed(tokens_BxT)
+        x = scale_embedded(self.embed(tokens_BxT), cfg)
         new_k, new_v = [], []
         for layer in self.layers:
             x, kv = layer(x, ctx, cache, probe, records)

@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from mvjax.model import SiteContext
-from mvjax.sites import STAT_SITES
+from mvjax.sites import ALL_STAT_SITES, STAT_SITES  # noqa: F401 - STAT_SITES re-exported
 
 
 
@@ -48,7 +48,7 @@ class Stats(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class CaptureStats:
-    """Accumulate ``Stats`` at ``sites`` (a subset of ``STAT_SITES``) for every layer.
+    """Accumulate ``Stats`` at ``sites`` (a subset of ``ALL_STAT_SITES``) for every layer.
 
     norm_dims: head dims whose per-token values are also returned (e.g. the massive dims, to study
     their DC offset and the BOS exception); None keeps only the reductions.
@@ -59,10 +59,10 @@ class CaptureStats:
 
     def __post_init__(self) -> None:
         sites = frozenset(self.sites)
-        unknown = sorted(sites - set(STAT_SITES))
+        unknown = sorted(sites - set(ALL_STAT_SITES))
         if unknown or not sites:
             raise ValueError(f"site(s) {unknown or '(none)'} cannot be captured: choose from "
-                             f"{list(STAT_SITES)}")
+                             f"{list(ALL_STAT_SITES)}")
         object.__setattr__(self, "sites", sites)
         if self.norm_dims is not None:
             dims = tuple(int(d) for d in self.norm_dims)
@@ -208,12 +208,12 @@ def _sweep_layers(weights, group: list[tuple[np.ndarray, np.ndarray]], probe: Ca
     """Every batch of ``group`` through every layer, one layer's weights at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mvjax.layerwise import block_template
+    from mvjax.layerwise import block_kind, block_template
 
     cfg = weights.cfg
     hidden = weights.embed([t for t, _ in group])
     valid = [jnp.asarray(m) for _, m in group]
-    templates: dict[Any, tuple] = {}  # blocks differ only by positional config: compile once each
+    templates: dict[Any, tuple] = {}  # blocks differ only by positional config and window
     acc: Records = {s: {} for s in probe.sites}
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(weights.block, 0)
@@ -221,7 +221,7 @@ def _sweep_layers(weights, group: list[tuple[np.ndarray, np.ndarray]], probe: Ca
             params = pending.result()
             if layer + 1 < cfg.num_layers:
                 pending = pool.submit(weights.block, layer + 1)
-            key = cfg.layer_positional(layer)
+            key = block_kind(cfg, layer)
             if key not in templates:
                 templates[key] = block_template(cfg, layer)
             graphdef, abstract = templates[key]

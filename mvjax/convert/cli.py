@@ -10,7 +10,8 @@ from mvjax.load import KINDS
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert weights: HF dir / GGUF / mvjax dir → mvjax dir or HF dir")
-    p.add_argument("src", help="HF LLaMA dir, .gguf file, mvjax model dir, or a name (smollm2)")
+    p.add_argument("src", help="HF LLaMA / Gemma 3 dir, .gguf file, mvjax model dir, or a name "
+                   "(smollm2, gemma3)")
     p.add_argument("dst", help="output directory (written atomically)")
     p.add_argument("--from", dest="src_kind", choices=("auto", *KINDS), default="auto",
                    help="what SRC is (default: detect)")
@@ -22,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("weights", help="fetch known weights for offline use and print their path")
-    p.add_argument("name", choices=("smollm2",), help="smollm2: SmolLM2-135M-Instruct Q4_1 GGUF")
+    from mvjax.convert.weights import NAMED_MODELS
+
+    p.add_argument("name", choices=tuple(NAMED_MODELS),
+                   help="; ".join(f"{k}: {v[3]}" for k, v in NAMED_MODELS.items()))
     p.add_argument("--convert", action="store_true",
                    help="also convert and cache the mvjax model (later loads are fast)")
     p.set_defaults(func=_weights)
@@ -50,11 +54,11 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from mvjax.convert.weights import fetch_smollm2, smollm2_dir
+    from mvjax.convert.weights import fetch_named, named_dir
 
-    path = fetch_smollm2()
+    path = fetch_named(args.name)
     if args.convert:
-        converted = smollm2_dir()  # converts once; later loads read this directory
+        converted = named_dir(args.name)  # converts once; later loads read this directory
         print(f"# converted model cached in {converted}", file=sys.stderr)
     print(path)
     return 0

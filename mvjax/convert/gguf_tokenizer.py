@@ -8,8 +8,16 @@ tokenizer from them, but its GGUF loader drags in torch, and mvjax must run (``w
 transformers' own GGUF tokenizer (on a small written GGUF, and on SmolLM2 in the slow suite).
 
 Supported: ``tokenizer.ggml.model = "gpt2"`` (byte-level BPE: SmolLM, Llama 3, Qwen2 …) with the
-pre-tokenizer splits named in ``PRE_TOKENIZER_SPLITS``. Anything else is a one-line error that says
-what to do instead; nothing falls back silently to a different split.
+pre-tokenizer splits named in ``PRE_TOKENIZER_SPLITS``, and ``"llama"`` (SentencePiece-style BPE
+with byte fallback) in Gemma files. Anything else is a one-line error that says what to do instead;
+nothing falls back silently to a different split.
+
+Gemma's SentencePiece vocabulary. The file lists tokens (spaces spelled ``▁``, except tokens made
+only of whitespace, which keep real spaces) but no merges, and its scores do not rank them. The
+rule transformers' GGUF loader uses, which we follow so that both give the same ids: a
+whitespace-only token containing a space is re-spelled as that many ``▁``; every split of a token
+into two vocabulary entries is a merge, ranked by the token's position in the file (earlier first),
+then by the longer left piece.
 """
 
 from __future__ import annotations
@@ -57,24 +65,35 @@ def byte_alphabet() -> dict[int, str]:
 
 def build_gguf_tokenizer(reader, where: str = "the GGUF"):
     """A ``tokenizers.Tokenizer`` from a ``GGUFReader``'s ``tokenizer.ggml.*`` metadata."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-
     kind = field_value(reader, "tokenizer.ggml.model")
+    arch = field_value(reader, "general.architecture")
+    if kind == "llama" and str(arch).startswith("gemma"):
+        return _gemma_sentencepiece(reader, where)
     if kind != "gpt2":
-        raise ValueError(f"{where} has tokenizer.ggml.model={kind!r}; mvjax builds only byte-level "
-                         "BPE ('gpt2') tokenizers from GGUF metadata: convert the model's HF "
-                         "directory (with its tokenizer.json) instead")
+        raise ValueError(f"{where} has tokenizer.ggml.model={kind!r} (architecture {arch!r}); mvjax "
+                         "builds byte-level BPE ('gpt2') and Gemma SentencePiece tokenizers from GGUF "
+                         "metadata: convert the model's HF directory (with its tokenizer.json) instead")
+    return _byte_level_bpe(reader, where)
+
+
+def _vocabulary(reader, where: str) -> tuple[list[str], list[int]]:
+    """The file's tokens in id order and their llama.cpp types."""
+    tokens = list(field_value(reader, "tokenizer.ggml.tokens") or [])
+    if not tokens:
+        raise ValueError(f"{where} has no tokenizer.ggml.tokens: the file carries no vocabulary")
+    return tokens, [int(t) for t in field_value(reader, "tokenizer.ggml.token_type") or []]
+
+
+def _byte_level_bpe(reader, where: str):
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
     pre = field_value(reader, "tokenizer.ggml.pre")
     if pre not in PRE_TOKENIZER_SPLITS:
         raise ValueError(f"{where} has tokenizer.ggml.pre={pre!r}, a text split mvjax does not know "
                          f"(known: {sorted(k for k in PRE_TOKENIZER_SPLITS if k)}): add its pattern "
                          "to mvjax.convert.gguf_tokenizer.PRE_TOKENIZER_SPLITS, or convert the HF "
                          "directory instead")
-    tokens = list(field_value(reader, "tokenizer.ggml.tokens") or [])
-    if not tokens:
-        raise ValueError(f"{where} has no tokenizer.ggml.tokens: the file carries no vocabulary")
+    tokens, types = _vocabulary(reader, where)
     merges = [tuple(m.split(" ", 1)) for m in field_value(reader, "tokenizer.ggml.merges") or []]
-    types = list(field_value(reader, "tokenizer.ggml.token_type") or [])
 
     # Tokens are stored in the byte alphabet; one written in raw text is re-spelled into it.
     table = byte_alphabet()
@@ -105,6 +124,44 @@ def build_gguf_tokenizer(reader, where: str = "the GGUF"):
                             for t in by_type[TOKEN_CONTROL]])
     tok.add_tokens([AddedToken(t, normalized=False, special=False)
                     for t in by_type[TOKEN_USER_DEFINED]])
+    return tok
+
+
+def sentencepiece_merges(tokens: list[str]) -> list[tuple[str, str]]:
+    """Merges implied by a vocabulary in rank order (module docstring): for each token, earliest
+    id first, each split into two vocabulary entries, longer left piece first."""
+    vocab = {t: i for i, t in enumerate(tokens)}
+    merges = []
+    for token, _ in sorted(vocab.items(), key=lambda kv: kv[1]):
+        merges += [(token[:cut], token[cut:]) for cut in range(len(token) - 1, 0, -1)
+                   if token[:cut] in vocab and token[cut:] in vocab]
+    return merges
+
+
+def _gemma_sentencepiece(reader, where: str):
+    """Gemma's tokenizer: BPE over ``▁``-spelled text with byte fallback, no pre-split, BOS first
+    when the file says ``add_bos_token``; control tokens special, user-defined ones matched whole."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+
+    tokens, types = _vocabulary(reader, where)
+    spelled = ["\u2581" * len(t) if " " in t and not t.strip() else t for t in tokens]
+    vocab = {t: i for i, t in enumerate(spelled)}
+    unk = field_value(reader, "tokenizer.ggml.unknown_token_id")
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=sentencepiece_merges(spelled), fuse_unk=True,
+                               byte_fallback=True, unk_token=None if unk is None else spelled[int(unk)]))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                     decoders.Fuse()])
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True)
+                            for t, k in zip(tokens, types) if k == TOKEN_CONTROL])
+    tok.add_tokens([AddedToken(t, normalized=False, special=False)
+                    for t, k in zip(tokens, types) if k == TOKEN_USER_DEFINED and t in vocab])
+    bos = field_value(reader, "tokenizer.ggml.bos_token_id")
+    if bos is not None and field_value(reader, "tokenizer.ggml.add_bos_token", True):
+        name = spelled[int(bos)]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{name}:0 $A:0", pair=f"{name}:0 $A:0 {name}:1 $B:1",
+            special_tokens=[(name, int(bos))])
     return tok
 
 

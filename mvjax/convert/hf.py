@@ -1,4 +1,5 @@
-"""HF LLaMA checkpoints (config.json + safetensors) ⇄ mvjax models, without torch.
+"""HF LLaMA checkpoints (config.json + safetensors) ⇄ mvjax models, without torch; Gemma 3 text
+checkpoints (``model_type: gemma3_text``) import too.
 
 Why this shape: the HF format is the lingua franca of released LLaMA weights, and the paper's
 figures index head dims the way HF stores them. Import reads tensors with the safetensors NumPy API
@@ -47,6 +48,22 @@ _LAYER = {
     "input_layernorm.weight": (("input_norm", "weight"), False),
     "post_attention_layernorm.weight": (("post_attn_norm", "weight"), False),
 }
+# Gemma's block has four norms and QK-norm; its post_attention_layernorm norms the attention
+# *output*, while LLaMA's (mvjax's ``post_attn_norm``) is the norm before the MLP.
+_GEMMA_NORMS = {
+    "input_layernorm.weight": (("input_norm", "weight"), False),
+    "post_attention_layernorm.weight": (("attn_out_norm", "weight"), False),
+    "pre_feedforward_layernorm.weight": (("post_attn_norm", "weight"), False),
+    "post_feedforward_layernorm.weight": (("mlp_out_norm", "weight"), False),
+}
+_QK_NORMS = {
+    "self_attn.q_norm.weight": (("attn", "q_norm", "weight"), False),
+    "self_attn.k_norm.weight": (("attn", "k_norm", "weight"), False),
+}
+# ModelConfig fields with which HF LLaMA cannot represent a model (their LLaMA values).
+_NOT_LLAMA = {"sliding_window": None, "qk_norm": False, "norm_weight_offset": 0.0,
+              "post_norms": False, "mlp_activation": "silu", "scale_embeddings": False,
+              "query_pre_attn_scalar": None}
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved; recomputed here
 
@@ -58,9 +75,11 @@ def hf_to_model_config(hf: Mapping[str, Any]) -> ModelConfig:
         raise ValueError(f"HF config {field}={value!r} is not supported: {fix}")
 
     model_type = hf.get("model_type", "llama")
+    if model_type == "gemma3_text":
+        return _gemma3_config(hf, refuse)
     if model_type != "llama":
-        refuse("model_type", model_type, "only LLaMA-architecture checkpoints (model_type 'llama') "
-               "convert; mvjax implements no other block")
+        refuse("model_type", model_type, "only LLaMA (model_type 'llama') and Gemma 3 text "
+               "('gemma3_text') checkpoints convert; mvjax implements no other block")
     checks = {"hidden_act": ("silu", "mvjax's MLP is SwiGLU with SiLU"),
               "attention_bias": (False, "mvjax projections have no biases"),
               "mlp_bias": (False, "mvjax projections have no biases"),
@@ -82,9 +101,6 @@ def hf_to_model_config(hf: Mapping[str, Any]) -> ModelConfig:
         eos = eos[0] if eos else None
     vocab = int(hf["vocab_size"])
 
-    def token_id(v: Any) -> int | None:
-        return int(v) if v is not None and 0 <= int(v) < vocab else None
-
     return ModelConfig(
         vocab_size=vocab,
         hidden_size=int(hf["hidden_size"]),
@@ -96,10 +112,56 @@ def hf_to_model_config(hf: Mapping[str, Any]) -> ModelConfig:
         norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         max_seq_len=int(hf.get("max_position_embeddings", 2048)),
-        bos_id=token_id(hf.get("bos_token_id")),
-        eos_id=token_id(eos),
+        bos_id=_token_id(hf.get("bos_token_id"), vocab),
+        eos_id=_token_id(eos, vocab),
         positional=PositionalConfig(scheme="rope", theta=theta, layout="half", scaling=scaling),
     )
+
+
+def _gemma3_config(hf: Mapping[str, Any], refuse) -> ModelConfig:
+    """ModelConfig of an HF ``Gemma3TextConfig`` dict: per-layer windows and RoPE bases from
+    ``layer_types`` and ``rope_parameters`` (transformers 5) or ``rope_theta`` /
+    ``rope_local_base_freq`` (older files)."""
+    checks = {"hidden_activation": ("gelu_pytorch_tanh", "mvjax's Gemma MLP is GeGLU with tanh GELU"),
+              "attention_bias": (False, "mvjax projections have no biases"),
+              "attn_logit_softcapping": (None, "mvjax has no logit soft-capping"),
+              "final_logit_softcapping": (None, "mvjax has no logit soft-capping"),
+              "use_bidirectional_attention": (False, "mvjax attention is causal")}
+    for field, (ok, why) in checks.items():
+        if hf.get(field) not in (ok, None) and not (ok is False and not hf.get(field)):
+            refuse(field, hf[field], why)
+    n = int(hf["num_hidden_layers"])
+    types = hf.get("layer_types") or ["full_attention" if (i + 1) % int(
+        hf.get("sliding_window_pattern", 6)) == 0 else "sliding_attention" for i in range(n)]
+    if len(types) != n or set(types) - {"sliding_attention", "full_attention"}:
+        refuse("layer_types", types, f"give {n} entries of sliding_attention / full_attention")
+    params = dict(hf.get("rope_parameters") or {})
+    legacy = {"sliding_attention": {"rope_theta": hf.get("rope_local_base_freq", 10000.0)},
+              "full_attention": {"rope_theta": hf.get("rope_theta", 1e6),
+                                 **(hf.get("rope_scaling") or {})}}
+    rope = {kind: _hf_rope(params.get(kind) or legacy[kind]) for kind in legacy}
+    window = int(hf.get("sliding_window") or 4096)
+    vocab = int(hf["vocab_size"])
+    eos = hf.get("eos_token_id", 1)
+    eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+    heads = int(hf["num_attention_heads"])
+    return ModelConfig(
+        vocab_size=vocab, hidden_size=int(hf["hidden_size"]), num_layers=n, num_heads=heads,
+        num_kv_heads=int(hf.get("num_key_value_heads") or heads),
+        head_dim=int(hf.get("head_dim") or 256), mlp_hidden=int(hf["intermediate_size"]),
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        max_seq_len=int(hf.get("max_position_embeddings", 131072)),
+        bos_id=_token_id(hf.get("bos_token_id", 2), vocab), eos_id=_token_id(eos, vocab),
+        positional=tuple(PositionalConfig(scheme="rope", theta=rope[t][0], layout="half",
+                                          scaling=rope[t][1]) for t in types),
+        sliding_window=tuple(window if t == "sliding_attention" else None for t in types),
+        qk_norm=True, norm_weight_offset=1.0, post_norms=True, mlp_activation="gelu_tanh",
+        scale_embeddings=True, query_pre_attn_scalar=float(hf.get("query_pre_attn_scalar", 256)))
+
+
+def _token_id(v: Any, vocab: int) -> int | None:
+    return int(v) if v is not None and 0 <= int(v) < vocab else None
 
 
 def _hf_rope(hf: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:
@@ -139,6 +201,10 @@ def _hf_rope(hf: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:
 
 def model_config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     """The HF ``LlamaConfig`` dict of a model that HF LLaMA can represent (refuses others)."""
+    for field, llama in _NOT_LLAMA.items():
+        if getattr(cfg, field) != llama:
+            raise ValueError(f"{field}={getattr(cfg, field)!r} cannot be exported: HF LLaMA has no "
+                             "such option (export is for LLaMA-shaped models)")
     pos = cfg.positional
     if isinstance(pos, tuple):
         if len(set(pos)) != 1:
@@ -195,8 +261,14 @@ def interleaved_to_half(w_out_x_in: np.ndarray, num_heads: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------- tensors
 def _expected_hf_names(cfg: ModelConfig) -> dict[str, tuple[tuple, bool]]:
     names = {k: v for k, v in _GLOBAL.items() if k != "lm_head.weight" or not cfg.tie_embeddings}
+    layer = dict(_LAYER)
+    if cfg.post_norms:
+        del layer["post_attention_layernorm.weight"]
+        layer.update(_GEMMA_NORMS)
+    if cfg.qk_norm:
+        layer.update(_QK_NORMS)
     for i in range(cfg.num_layers):
-        for suffix, (path, transpose) in _LAYER.items():
+        for suffix, (path, transpose) in layer.items():
             names[f"model.layers.{i}.{suffix}"] = (("layers", i) + path, transpose)
     return names
 

