@@ -82,15 +82,11 @@ def _layer_windows(cfg) -> list[int | None]:
 
 def run_band(run_dir: str | Path) -> Band:
     """The band of a ``mvjax train`` run at its last logged norm matrices."""
-    from train.config import ExperimentConfig
-    from train.metrics import read_metrics
+    from analysis.experiments.emergence import read_run
 
     d = Path(run_dir)
-    if not (d / "config.yaml").is_file() or not (d / "metrics.jsonl").is_file():
-        raise FileNotFoundError(f"{d} is not a training run (config.yaml + metrics.jsonl): pass "
-                                "directories written by `mvjax train`")
-    exp = ExperimentConfig.load(d / "config.yaml")
-    logs = [r for r in read_metrics(d / "metrics.jsonl") if SITE in r.get("norms", {})]
+    exp, metrics = read_run(d)
+    logs = [r for r in metrics if SITE in r.get("norms", {})]
     if not logs:
         raise ValueError(f"{d} logged no K norm matrices: train with train.concentration_every > 0")
     pairs, waves, n_pairs = strongest_pairs(np.asarray(logs[-1]["norms"][SITE]), exp.model)

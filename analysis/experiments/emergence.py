@@ -59,10 +59,9 @@ class RunCurves:
         return cls(**fields | {"curves": Curves.from_json(data["curves"])})
 
 
-def run_curves(run_dir: str | Path) -> RunCurves:
-    """Settings and curves of one training run directory."""
-    from analysis.summaries import DEFINITIONS, training_curves
-    from mvjax.config import to_plain
+def read_run(run_dir: str | Path) -> tuple[Any, list[dict[str, Any]]]:
+    """(ExperimentConfig, metrics records) of a ``mvjax train`` directory, refused in one line
+    when it is not one."""
     from train.config import ExperimentConfig
     from train.metrics import read_metrics
 
@@ -70,8 +69,16 @@ def run_curves(run_dir: str | Path) -> RunCurves:
     if not (d / "config.yaml").is_file() or not (d / "metrics.jsonl").is_file():
         raise FileNotFoundError(f"{d} is not a training run (config.yaml + metrics.jsonl): pass "
                                 "directories written by `mvjax train`")
-    exp = ExperimentConfig.load(d / "config.yaml")
-    metrics = read_metrics(d / "metrics.jsonl")
+    return ExperimentConfig.load(d / "config.yaml"), read_metrics(d / "metrics.jsonl")
+
+
+def run_curves(run_dir: str | Path) -> RunCurves:
+    """Settings and curves of one training run directory."""
+    from analysis.summaries import DEFINITIONS, training_curves
+    from mvjax.config import to_plain
+
+    d = Path(run_dir)
+    exp, metrics = read_run(d)
     curves = training_curves(metrics, exp.model, exp.data.batch_size * exp.data.seq_len)
     if not curves.steps:
         raise ValueError(f"{d} logged no norm matrices: train with train.concentration_every > 0 "
