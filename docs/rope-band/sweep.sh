@@ -6,12 +6,14 @@
 # stopped at STOP is the same run as one of STOP steps, and a later call with a larger STOP continues it.
 # Resumable: a run that reached STOP is skipped, a started one resumes from its last checkpoint.
 # Usage: bash docs/rope-band/sweep.sh RUNS_DIR [STOP]   (then: mvjax experiment band RUNS_DIR/* --out docs/rope-band)
+# THETAS / CTXS (space-separated) pick a subset, so two cores can share the sweep: a run another call is
+# training is refused by its lock and skipped here.
 set -euo pipefail
 runs="${1:-runs/band}"
 stop="${2:-600}"
 mkdir -p "$runs"
-for theta in 10000.0 1000000.0; do
-  for ctx in 128 256 512; do
+for theta in ${THETAS:-10000.0 1000000.0}; do
+  for ctx in ${CTXS:-128 256 512}; do
     out="$runs/theta$theta-ctx$ctx"
     { [ -f "$out/summary.json" ] || [ -d "$out/checkpoints/$stop" ]; } && continue
     resume=(); [ -d "$out" ] && resume=(--resume)
@@ -21,6 +23,6 @@ for theta in 10000.0 1000000.0; do
       --override "model.positional={scheme: rope, theta: $theta, layout: half, rotary_fraction: 1.0}" \
       --override train.optim.weight_decay=0.0 --override train.optim.schedule=constant \
       --override train.concentration_every=100 --override train.checkpoint_every=100 \
-      --override train.eval_every=200 --out "$out" --stop-at "$stop" "${resume[@]}"
+      --override train.eval_every=200 --out "$out" --stop-at "$stop" "${resume[@]}" || echo "sweep: $out not finished here (locked by another call, or failed)" >&2
   done
 done
