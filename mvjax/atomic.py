@@ -120,6 +120,9 @@ def atomic_directory(directory: str | Path) -> Iterator[Path]:
         tmp.rename(directory)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _named(e, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -138,9 +141,21 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _named(e, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _named(error: OSError, path: Path) -> OSError:
+    """A write error that names no file (a full disk mid-write) names the output it was for."""
+    if error.filename or type(error) is not OSError:
+        return error
+    named = OSError(error.errno, error.strerror, str(path))
+    named.__cause__ = error
+    return named
 
 
 def _umask() -> int:

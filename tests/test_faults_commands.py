@@ -57,7 +57,7 @@ class _FullFile:
         self._f.write(data[:room])
         self._disk.budget = 0
         self._f.flush()
-        raise OSError(errno.ENOSPC, "No space left on device", self._f.name)
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a real write: no file named
 
     def __enter__(self):
         return self
@@ -167,7 +167,7 @@ def test_emergence_in_place_update_on_full_disk_keeps_the_old_file(tmp_path, mon
     FullDisk(monkeypatch, out, budget=16_000)
     code = main(["experiment", "emergence", str(src), "--out", str(out)])
     assert code == 1
-    one_line(capsys, "ENOSPC", "free some space")
+    one_line(capsys, "ENOSPC", "free some space", str(out / "emergence.json"))
     assert src.read_bytes() == before  # whole: the only record of those runs
     assert not [p for p in out.iterdir() if atomic.PARTIAL in p.name]
 
@@ -339,6 +339,29 @@ def test_analyze_interrupted_exits_with_one_line(model_dir, tmp_path, monkeypatc
     assert not out.exists() and not list(tmp_path.glob(".an.partial-*"))
 
 
+@pytest.mark.parametrize("experiment", ["disrupt", "quantize"])
+def test_disrupt_and_quantize_ctrl_c_exits_130(tmp_path, monkeypatch, capsys, experiment):
+    import mvjax.load
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mvjax.load, "load_pretrained", ctrl_c)
+    assert main(["experiment", experiment, "--out", str(tmp_path / "o")]) == 130
+    one_line(capsys, "interrupted by SIGINT", f"rerun: mvjax experiment {experiment}")
+    assert not (tmp_path / "o").exists()
+
+
+def test_full_disk_mid_write_names_the_output(tmp_path, monkeypatch):
+    target = tmp_path / "emergence.md"
+    FullDisk(monkeypatch, tmp_path, budget=0)
+    with pytest.raises(OSError) as e:
+        atomic.write_atomic(target, "x")
+    monkeypatch.undo()
+    assert e.value.filename == str(target) and "[ENOSPC]" in atomic.os_error_line(e.value)
+    assert os.listdir(tmp_path) == []
+
+
 def test_rope_cause_ctrl_c_in_the_analysis_stage(tmp_path, monkeypatch, capsys):
     import analysis.experiments.rope_cause as rc
 
@@ -411,7 +434,7 @@ def test_analyze_on_full_disk_is_one_line_and_keeps_old_results(model_dir, tmp_p
     capsys.readouterr()
     FullDisk(monkeypatch, tmp_path, budget=100)
     assert main(argv) == 1
-    one_line(capsys, "No space left on device", "[ENOSPC]", "massive_values.json")
+    one_line(capsys, "No space left on device", f"({out})", "[ENOSPC]")
     assert (out / "massive_values.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["an"]
 
