@@ -146,7 +146,6 @@ def experiment_config(preset: Preset, arm: str):
 # What OUT may hold: a folder with anything else (a model dir, someone's files) is refused.
 OWN_FILES = frozenset({"experiment.json", "arms", "reference.json", "results.json", "figures",
                        "report.md", LOCK_FILE})
-REMEASURE = "delete it and rerun with --resume (it is measured again)"
 
 
 def _arm_finished(arm_dir: Path) -> bool:
@@ -260,7 +259,7 @@ def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str
 
 def _measure(preset: Preset, out: Path, reference: str | None) -> RopeCauseResults:
     """Every arm analyzed, the reference measured (cached), results, figures and report."""
-    from analysis.experiments.rope_cause_results import collect, measure_reference
+    from analysis.experiments.rope_cause_results import REMEASURE, collect, measure_reference
 
     for arm in preset.arms:
         analyze_arm(preset, out / "arms" / arm)
@@ -280,7 +279,7 @@ def _measure(preset: Preset, out: Path, reference: str | None) -> RopeCauseResul
     from analysis.experiments.rope_cause_plots import all_figures
     from analysis.experiments.rope_cause_report import write_report
 
-    figures = all_figures(record, out / "figures", svg=preset.figures_svg)
+    figures = all_figures(results, out / "figures", svg=preset.figures_svg)
     write_report(results, figures, out)
     return results
 
