@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
+from analysis.massive import Analysis  # noqa: F401  (the record analyze returns)
 from mvjax.massive_rule import MassiveDefinition
 from mvjax.sites import STAT_SITES
 
@@ -66,51 +67,6 @@ def batches(rows: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.
             chunk = np.concatenate([chunk, np.zeros((pad, chunk.shape[1]), chunk.dtype)])
             mask = np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
         yield chunk, mask
-
-
-@dataclasses.dataclass(frozen=True)
-class Analysis:
-    """What ``analyze`` measured. ``sites`` is {site: [per-layer metrics, with the H×D matrix
-    ``M``]} and ``summary`` the per-site headline (``analysis.massive``); ``model`` and ``data``
-    describe what was measured; ``provenance`` is filled by whoever runs it as a command.
-    ``to_json`` is the ``massive_values.json`` schema, ``from_json`` reads it back."""
-
-    definition: dict[str, Any]
-    model: dict[str, Any]
-    data: dict[str, Any]
-    n_bands: int
-    frequencies: dict[str, Any]
-    sites: dict[str, list[dict[str, Any]]]
-    summary: dict[str, Any]
-    provenance: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        head = {"definition": self.definition}
-        if self.provenance is not None:
-            head["provenance"] = self.provenance
-        return {**head, "model": self.model, "data": self.data, "n_bands": self.n_bands,
-                "frequencies": self.frequencies, "sites": self.sites, "summary": self.summary}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Analysis":
-        names = [f.name for f in dataclasses.fields(cls)]
-        return cls(**{k: data.get(k) for k in names})
-
-    def norms(self) -> dict[str, list]:
-        """{site: L×H×D nested lists of M}."""
-        return {s: [m["M"] for m in layers] for s, layers in self.sites.items()}
-
-    def headline(self) -> dict[str, Any]:
-        """Per site: λ count, low-frequency share, first massive layer; and the first layer where
-        Q/K concentrate."""
-        return {s: {k: v[k] for k in ("n_massive", "massive_low_freq_share", "first_massive_layer")}
-                for s, v in self.summary.items() if isinstance(v, dict)} | {
-            "first_qk_concentration_layer": self.summary["first_qk_concentration_layer"]}
-
-    def bar_layer(self) -> int:
-        """The layer whose K (else Q, V) has the highest median max/mean ratio."""
-        site = next((s for s in ("k", "q", "k_rot", "q_rot", "v") if s in self.sites))
-        return max(self.sites[site], key=lambda m: m["max_mean_ratio_median"])["layer"]
 
 
 def analyze(model, tokenizer, rows: np.ndarray, definition: MassiveDefinition = MassiveDefinition(),
@@ -206,14 +162,13 @@ def analyze_to_dir(config: AnalyzeConfig, command_line: str | None = None,
         model={"name": str(config.model), **result.model},
         data={"source": config.data or "embedded", "description": description, **result.data,
               "doc_separator": json.dumps(DOC_SEPARATOR)[1:-1]})
-    record = result.to_json()
     with atomic_directory(out) as tmp:  # the whole set replaces any earlier one, or nothing does
-        (tmp / RESULTS_FILE).write_text(json.dumps(record, indent=1))
+        (tmp / RESULTS_FILE).write_text(json.dumps(result.to_json(), indent=1))
         if config.figures:
             from analysis.plots import all_figures
             from analysis.report import write_report
 
             layer = result.bar_layer() if config.bar_layer is None else config.bar_layer
-            figures = all_figures(record, tmp, layer, Path(str(config.model)).name)
-            write_report(record, figures, tmp)
+            figures = all_figures(result, tmp, layer, Path(str(config.model)).name)
+            write_report(result, figures, tmp)
     return result

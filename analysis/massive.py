@@ -22,6 +22,7 @@ contrast (its "low-frequency share" should sit at chance, 50%).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -180,3 +181,49 @@ def summarize(sites: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
           and out[s]["first_massive_layer"] is not None]
     out["first_qk_concentration_layer"] = min(qk) if qk else None
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """What ``analysis.analyze.analyze`` measured. ``sites`` is {site: [per-layer metrics, with
+    the H×D matrix ``M``]} and ``summary`` the per-site headline (``analyze`` above, ``summarize``);
+    ``model`` and ``data``
+    describe what was measured; ``provenance`` is filled by whoever runs it as a command.
+    ``to_json`` is the ``massive_values.json`` schema, ``from_json`` reads it back."""
+
+    definition: dict[str, Any]
+    model: dict[str, Any]
+    data: dict[str, Any]
+    n_bands: int
+    frequencies: dict[str, Any]
+    sites: dict[str, list[dict[str, Any]]]
+    summary: dict[str, Any]
+    provenance: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        head = {"definition": self.definition}
+        if self.provenance is not None:
+            head["provenance"] = self.provenance
+        return {**head, "model": self.model, "data": self.data, "n_bands": self.n_bands,
+                "frequencies": self.frequencies, "sites": self.sites, "summary": self.summary}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Analysis":
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{k: data.get(k) for k in names})
+
+    def norms(self) -> dict[str, list]:
+        """{site: L×H×D nested lists of M}."""
+        return {s: [m["M"] for m in layers] for s, layers in self.sites.items()}
+
+    def headline(self) -> dict[str, Any]:
+        """Per site: λ count, low-frequency share, first massive layer; and the first layer where
+        Q/K concentrate."""
+        return {s: {k: v[k] for k in ("n_massive", "massive_low_freq_share", "first_massive_layer")}
+                for s, v in self.summary.items() if isinstance(v, dict)} | {
+            "first_qk_concentration_layer": self.summary["first_qk_concentration_layer"]}
+
+    def bar_layer(self) -> int:
+        """The layer whose K (else Q, V) has the highest median max/mean ratio."""
+        site = next((s for s in ("k", "q", "k_rot", "q_rot", "v") if s in self.sites))
+        return max(self.sites[site], key=lambda m: m["max_mean_ratio_median"])["layer"]

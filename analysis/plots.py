@@ -9,7 +9,7 @@ so figures can be redrawn from a saved ``massive_values.json``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -19,6 +19,9 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.massive import frequency_order, low_frequency_dims  # noqa: E402
+
+if TYPE_CHECKING:
+    from analysis.massive import Analysis
 
 SITE_LABEL = {"q": "Q (pre-RoPE)", "k": "K (pre-RoPE)", "v": "V", "q_rot": "Q (post-RoPE)",
               "k_rot": "K (post-RoPE)"}
@@ -33,8 +36,8 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-def _freqs(result: dict[str, Any], layer: int) -> list[float | None]:
-    return result["frequencies"][str(layer)]
+def _freqs(result: Analysis, layer: int) -> list[float | None]:
+    return result.frequencies[str(layer)]
 
 
 def _ratio_to_head_mean(M: np.ndarray) -> np.ndarray:
@@ -42,12 +45,12 @@ def _ratio_to_head_mean(M: np.ndarray) -> np.ndarray:
     return np.divide(M, mean, out=np.zeros_like(M), where=mean > 0)
 
 
-def shared_ratio_max(result: dict[str, Any]) -> float:
+def shared_ratio_max(result: Analysis) -> float:
     """One colour-scale top for every heatmap of a run (Q, K and V comparable at a glance): the
     largest M / head-mean anywhere, at least 2λ."""
-    lam = result["definition"]["lam"]
+    lam = result.definition["lam"]
     return max([2 * lam] + [float(_ratio_to_head_mean(np.array(m["M"])).max())
-                            for layers in result["sites"].values() for m in layers])
+                            for layers in result.sites.values() for m in layers])
 
 
 def dim_ticks(freqs: list[float | None], order: np.ndarray, n_ticks: int = 5
@@ -70,12 +73,12 @@ def _tokens(n: float) -> str:
     return f"{n:.3g}"
 
 
-def heatmaps(result: dict[str, Any], site: str, out_dir: Path, model_name: str = "",
+def heatmaps(result: Analysis, site: str, out_dir: Path, model_name: str = "",
              vmax: float | None = None) -> list[Path]:
     """Head × dim maps of M / head-mean for every layer at one site (one panel per layer); cells
     above λ are outlined. ``vmax``: the colour-scale top (``shared_ratio_max`` for a run)."""
-    layers = result["sites"][site]
-    lam = result["definition"]["lam"]
+    layers = result.sites[site]
+    lam = result.definition["lam"]
     n = len(layers)
     cols = min(6, n)
     rows = -(-n // cols)
@@ -110,15 +113,15 @@ def heatmaps(result: dict[str, Any], site: str, out_dir: Path, model_name: str =
     return _save(fig, out_dir, f"heatmap_{site}")
 
 
-def band_map(result: dict[str, Any], out_dir: Path, model_name: str = "") -> list[Path]:
+def band_map(result: Analysis, out_dir: Path, model_name: str = "") -> list[Path]:
     """Layer × frequency-band map of the share of energy ΣM², one panel per site."""
-    sites = list(result["sites"])
-    nb = result["n_bands"]
-    top = max(float(np.max(m["band_energy"])) for s in sites for m in result["sites"][s])
+    sites = list(result.sites)
+    nb = result.n_bands
+    top = max(float(np.max(m["band_energy"])) for s in sites for m in result.sites[s])
     fig, axes = plt.subplots(1, len(sites), figsize=(3.2 * len(sites) + 1, 4.5), squeeze=False)
     im = None
     for ax, site in zip(axes[0], sites):
-        layers = result["sites"][site]
+        layers = result.sites[site]
         E = np.array([m["band_energy"] for m in layers])
         im = ax.imshow(E, aspect="auto", cmap="viridis", vmin=0, vmax=top, origin="lower",
                        interpolation="nearest")
@@ -135,13 +138,13 @@ def band_map(result: dict[str, Any], out_dir: Path, model_name: str = "") -> lis
     return _save(fig, out_dir, "band_map")
 
 
-def bars3d(result: dict[str, Any], layer: int, out_dir: Path, model_name: str = "",
+def bars3d(result: Analysis, layer: int, out_dir: Path, model_name: str = "",
            sites: tuple[str, ...] = ("q", "k", "v")) -> list[Path]:
     """3-D bars of M (head × freq-ordered dim) at one layer for Q, K and V (cf. the paper's Fig. 1),
     on one height axis and colour scale, so a flat V looks flat beside a peaked Q/K."""
-    sites = tuple(s for s in sites if s in result["sites"])
+    sites = tuple(s for s in sites if s in result.sites)
     order = frequency_order(_freqs(result, layer))
-    panels = {s: np.array(next(x for x in result["sites"][s] if x["layer"] == layer)["M"])[:, order]
+    panels = {s: np.array(next(x for x in result.sites[s] if x["layer"] == layer)["M"])[:, order]
               for s in sites}
     top = max(max(float(M.max()) for M in panels.values()), 1e-30)
     fig = plt.figure(figsize=(5.2 * len(sites), 4.6))
@@ -163,11 +166,11 @@ def bars3d(result: dict[str, Any], layer: int, out_dir: Path, model_name: str = 
     return _save(fig, out_dir, f"bars3d_layer{layer}")
 
 
-def ratio_curves(result: dict[str, Any], out_dir: Path, model_name: str = "") -> list[Path]:
+def ratio_curves(result: Analysis, out_dir: Path, model_name: str = "") -> list[Path]:
     """Layer-wise max/mean ratio of M per head: median over heads (solid) and max (dotted)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    lam = result["definition"]["lam"]
-    for i, (site, layers) in enumerate(result["sites"].items()):
+    lam = result.definition["lam"]
+    for i, (site, layers) in enumerate(result.sites.items()):
         x = [m["layer"] for m in layers]
         c = f"C{i}"
         ax.plot(x, [m["max_mean_ratio_median"] for m in layers], "-o", ms=3, color=c,
@@ -182,11 +185,11 @@ def ratio_curves(result: dict[str, Any], out_dir: Path, model_name: str = "") ->
     return _save(fig, out_dir, "ratio_curves")
 
 
-def all_figures(result: dict[str, Any], out_dir: Path, bar_layer: int,
+def all_figures(result: Analysis, out_dir: Path, bar_layer: int,
                 model_name: str = "") -> dict[str, list[Path]]:
     """Every figure for a result; returns {figure name: [png, svg]}."""
     top = shared_ratio_max(result)
-    out = {f"heatmap_{s}": heatmaps(result, s, out_dir, model_name, vmax=top) for s in result["sites"]}
+    out = {f"heatmap_{s}": heatmaps(result, s, out_dir, model_name, vmax=top) for s in result.sites}
     out["band_map"] = band_map(result, out_dir, model_name)
     out["bars3d"] = bars3d(result, bar_layer, out_dir, model_name)
     out["ratio_curves"] = ratio_curves(result, out_dir, model_name)

@@ -4,21 +4,24 @@ the figures — so a reader sees what was measured before what was found."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from analysis.plots import SITE_LABEL
 from mvjax.provenance import provenance_lines
+
+if TYPE_CHECKING:
+    from analysis.massive import Analysis
 
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def headline_table(result: dict[str, Any]) -> str:
+def headline_table(result: Analysis) -> str:
     rows = ["| site | massive entries | layers with any | first layer | in low-freq half | "
             "top dim in low-freq half | median max/mean | top-dim wavelength (tokens) |",
             "|---|---|---|---|---|---|---|---|"]
-    for site, s in result["summary"].items():
+    for site, s in result.summary.items():
         if not isinstance(s, dict):
             continue
         first = "none" if s["first_massive_layer"] is None else str(s["first_massive_layer"])
@@ -30,11 +33,11 @@ def headline_table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def write_report(result: dict[str, Any], figures: dict[str, list[Path]], out_dir: Path) -> Path:
+def write_report(result: Analysis, figures: dict[str, list[Path]], out_dir: Path) -> Path:
     """Write ``out_dir/report.md`` linking the PNG figures (relative paths)."""
-    d = result["definition"]
-    data, model = result["data"], result["model"]
-    first = result["summary"].get("first_qk_concentration_layer")
+    d = result.definition
+    data, model = result.data, result.model
+    first = result.summary.get("first_qk_concentration_layer")
     lines = [
         f"# Massive values in Q/K/V — {model['name']}",
         "",
@@ -51,7 +54,7 @@ def write_report(result: dict[str, Any], figures: dict[str, list[Path]], out_dir
         f"head_dim {model['config']['head_dim']}, RoPE layout {model['layout']}.",
         f"- Data: {data['description']}; {data['n_sequences']} sequences × {data['seq_len']} tokens "
         f"= {data['n_tokens']} tokens; BOS at the start of each sequence: {data['bos']}.",
-        *provenance_lines(result.get("provenance", {})),
+        *provenance_lines(result.provenance or {}),
         "",
         "## Headline numbers",
         "",

@@ -131,6 +131,14 @@ class Curves:
         return np.array([[np.nan if v is None else v for v in layer]
                          for layer in self.sites[site][key]], np.float64)
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The curves as a tidy table: one row per (site, layer, step, metric) with its value."""
+        return [{"site": site, "layer": layer, "step": step, "tokens": tokens, "metric": key,
+                 "value": per_layer[layer][i]}
+                for site, metrics in self.sites.items() for key, per_layer in metrics.items()
+                for layer in range(len(per_layer))
+                for i, (step, tokens) in enumerate(zip(self.steps, self.tokens))]
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis.analyze import make_sequences
+from analysis.analyze import Analysis, make_sequences
 from analysis.sample import sample_texts
 from mvjax.checkpoint import save_model
 from mvjax.cli import main
@@ -147,14 +147,14 @@ def test_figures_share_one_scale(model_dir, tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert main(["analyze", "--model", str(model_dir), "--out", str(out), "--tokens", "128",
                  "--seq-len", "64", "--no-figures"]) == 0
-    res = json.loads((out / "massive_values.json").read_text())
+    res = Analysis.from_json(json.loads((out / "massive_values.json").read_text()))
     seen = {}
     monkeypatch.setattr(plots, "heatmaps", lambda r, site, d, name="", vmax=None: seen.update(
         {site: vmax}) or [])
     monkeypatch.setattr(plots, "bars3d", lambda *a, **k: [])
     plots.all_figures(res, tmp_path / "figs", 1)
     top = plots.shared_ratio_max(res)
-    assert set(seen) == set(res["sites"]) and set(seen.values()) == {top}
+    assert set(seen) == set(res.sites) and set(seen.values()) == {top}
     ratios = [np.array(m["M"]) / np.array(m["M"]).mean(axis=1, keepdims=True)
-              for layers in res["sites"].values() for m in layers]
+              for layers in res.sites.values() for m in layers]
     assert top == pytest.approx(max(10.0, max(float(r.max()) for r in ratios)))

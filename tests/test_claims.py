@@ -111,3 +111,27 @@ def test_disrupt_claims_decide_by_their_rules():
     assert got["parametric_survives"].verdict == "holds"  # 0.93 of the margin kept vs 0.08
     assert got["control_lowest_norm"].verdict == "does not hold"  # 5 points > the paper's 2.7
     assert "rule: the 95% CIs do not overlap" in got["massive_breaks_ctx_rank"].sentence()
+
+
+def test_readme_new_claim_snippet_runs(monkeypatch, capsys):
+    """The README's five-line example of a new claim runs as written, from the repository root."""
+    readme = (DOCS.parent / "README.md").read_text()
+    code = readme.split("**A new claim over saved results**", 1)[1].split("```python\n", 1)[1]
+    code = code.split("```", 1)[0]
+    monkeypatch.chdir(DOCS.parent)
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("RoPE's K concentrates more than its Q: holds")
+
+
+def test_curves_as_a_tidy_table(committed):
+    """arm, site, layer, step, metric → value: one row per number of the curves."""
+    raw, res = committed
+    rows = res.curve_rows()
+    arm = raw["arms"]["nope"]["curves"]
+    n = sum(len(v) * len(v[0]) for a in raw["arms"].values()
+            for metrics in a["curves"]["sites"].values() for v in metrics.values())
+    assert len(rows) == n
+    hit = [r for r in rows if (r["arm"], r["site"], r["layer"], r["metric"]) == (
+        "nope", "k_rot", 3, "n_massive") and r["step"] == arm["steps"][-1]]
+    assert [r["value"] for r in hit] == [arm["sites"]["k_rot"]["n_massive"][3][-1]]
+    assert hit[0]["tokens"] == arm["tokens"][-1]

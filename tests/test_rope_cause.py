@@ -36,6 +36,7 @@ def finished(tmp_path_factory):
 
 def test_results_schema(finished):
     out, preset, results = finished
+    layers = preset.shared.model.num_layers
     saved = json.loads((out / "results.json").read_text())
     assert saved["experiment"] == "rope-cause" and set(saved["arms"]) == set(preset.arms)
     assert saved["definitions"]["massive"]["lam"] == 5.0
@@ -45,11 +46,11 @@ def test_results_schema(finished):
         assert cur["steps"] == [2, 4] and len(cur["tokens"]) == 2
         for site in ("q", "k", "v", "q_rot", "k_rot"):
             for key, LxS in cur["sites"][site].items():
-                assert len(LxS) == preset.layers and all(len(s) == 2 for s in LxS), key
-        assert len(cur["first_token_mass"]) == preset.layers
+                assert len(LxS) == layers and all(len(s) == 2 for s in LxS), key
+        assert len(cur["first_token_mass"]) == layers
         assert all(0 < m < 1 for per in cur["first_token_mass"] for m in per)
         assert set(arm["tasks"]["kinds"]) == {"contextual", "parametric"}
-        assert len(arm["final"]["k_rot"]["layers"]) == preset.layers
+        assert len(arm["final"]["k_rot"]["layers"]) == layers
     assert saved["arms"]["nope"]["final_counts"]["k_rot"]["n_massive_unrotated"] is None
     assert saved["arms"]["partial-rope"]["final"]["k"]["layers"][0]["rotated_energy_share"] < 1
     assert set(saved["claims"]) == {"1", "2", "3", "4", "5"}
@@ -131,7 +132,8 @@ def test_emergence_reads_training_runs(finished, tmp_path):
     saved = json.loads((tmp_path / "emergence.json").read_text())
     assert set(saved["totals"]) == {"rope", "nope"}
     t = saved["totals"]["rope"]
-    assert t["tokens"] == [2 * preset.batch * preset.seq_len, 4 * preset.batch * preset.seq_len]
+    data = preset.shared.data
+    assert t["tokens"] == [2 * data.batch_size * data.seq_len, 4 * data.batch_size * data.seq_len]
     assert all(len(t[k]) == 2 for k in ("q_massive", "k_max_mean", "first_token_mass"))
     assert (tmp_path / "emergence.png").stat().st_size > 1000
     rows = (tmp_path / "emergence.md").read_text().splitlines()
@@ -182,3 +184,21 @@ def test_sigkill_then_resume_finishes_the_same_arms(tmp_path):
     for arm in PRESETS["test"].arms:
         steps = {r["step"] for r in read_metrics(out / "arms" / arm / "metrics.jsonl") if "norms" in r}
         assert steps == {2, 4}, (arm, steps)
+
+
+def test_presets_are_overrides_on_one_base_config():
+    """A preset names the config's own fields; every arm shares them but ``model.positional``."""
+    from analysis.experiments.rope_cause import Preset
+
+    cfg = PRESETS["test"].config("partial-rope")
+    assert (cfg.model.hidden_size, cfg.model.num_layers, cfg.data.batch_size, cfg.data.seq_len,
+            cfg.train.steps, cfg.train.optim.warmup_steps, cfg.train.checkpoint_every) == (
+        32, 2, 4, 48, 4, 1, 2)
+    assert cfg.model.positional.rotary_fraction == 0.25 and cfg.data.mixture.n_facts == 4
+    rope, nope = (PRESETS["cpu"].config(a).to_dict() for a in ("rope", "nope"))
+    assert {k: v for k, v in rope["model"].items() if k != "positional"} == {
+        k: v for k, v in nope["model"].items() if k != "positional"}
+    assert rope["data"] == nope["data"] and rope["train"] == nope["train"]
+    assert rope["train"]["steps"] * rope["data"]["batch_size"] * rope["data"]["seq_len"] == 9830400
+    with pytest.raises(ValueError, match="not a section"):
+        Preset("typo", ("modle.hidden_size=8",)).config("rope")

@@ -303,12 +303,7 @@ def _run(run: _Setup, stop_at: int | None) -> dict[str, Any]:
                 do_ckpt = bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0
                 if step % tc.log_every == 0 or step == stop or do_eval or do_conc or do_ckpt:
                     flush()
-                if do_eval and run.eval_batches:
-                    last_eval = _evaluate(run.eval_fn, run.state["params"], run.eval_batches)
-                    log.write({"step": step, "eval_loss": last_eval})
-                if do_conc and run.eval_batches:
-                    conc = run.conc_fn(run.state["params"], run.eval_batches[0][:, :-1])
-                    log.write({"step": step, **jax.device_get(conc)})
+                last_eval = _observe(run, step, do_eval, do_conc, log, last_eval)
                 if do_ckpt:
                     last_saved = save(step)
                 if do_eval or do_conc or do_ckpt:
@@ -320,11 +315,29 @@ def _run(run: _Setup, stop_at: int | None) -> dict[str, Any]:
     finally:
         log.close()
 
-    summary = {"event": "summary", "step": step, "final_loss": meter.last_loss, "eval_loss": last_eval,
-               "tokens_per_s": meter.best_tps, "mfu": fpt * meter.best_tps / peak,
-               "wall_s": time.perf_counter() - t_start, "tokens": meter.total_tokens,
-               "interrupted_by_signal": interrupted, "checkpoint_step": last_saved}
-    if step >= tc.steps and interrupted is None:
+    return _finish(run, {
+        "event": "summary", "step": step, "final_loss": meter.last_loss, "eval_loss": last_eval,
+        "tokens_per_s": meter.best_tps, "mfu": fpt * meter.best_tps / peak,
+        "wall_s": time.perf_counter() - t_start, "tokens": meter.total_tokens,
+        "interrupted_by_signal": interrupted, "checkpoint_step": last_saved})
+
+
+def _observe(run: _Setup, step: int, do_eval: bool, do_conc: bool, log: MetricsLog,
+             last_eval: float | None) -> float | None:
+    """Evaluate and/or log the concentration probe at ``step``; returns the latest eval loss."""
+    if do_eval and run.eval_batches:
+        last_eval = _evaluate(run.eval_fn, run.state["params"], run.eval_batches)
+        log.write({"step": step, "eval_loss": last_eval})
+    if do_conc and run.eval_batches:
+        conc = run.conc_fn(run.state["params"], run.eval_batches[0][:, :-1])
+        log.write({"step": step, **jax.device_get(conc)})
+    return last_eval
+
+
+def _finish(run: _Setup, summary: dict[str, Any]) -> dict[str, Any]:
+    """Save the final model when the schedule ran to its end without a signal, then append the
+    summary to metrics.jsonl and write summary.json."""
+    if summary["step"] >= run.exp.train.steps and summary["interrupted_by_signal"] is None:
         params = shd.fetch_global(run.state["params"])  # every process joins the gather
         if jax.process_index() == 0:
             save_model(run.out / "model", nnx.merge(run.graphdef, params), run.tokenizer)

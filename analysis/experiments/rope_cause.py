@@ -48,29 +48,33 @@ ARMS: dict[str, dict[str, Any]] = {
 DISRUPTION = {"seeds": (0,), "energy_seeds": (0,)}
 
 
+# Every field an arm's ``train.config.ExperimentConfig`` shares with the other arms (the cpu scale);
+# a preset changes some of them with override strings, and each arm adds ``model.positional``.
+# The data are bytes of tinyshakespeare (vocab 257, BOS 256); BPE arms were not run.
+BASE: dict[str, Any] = {
+    "model": {"vocab_size": 257, "hidden_size": 128, "num_layers": 4, "num_heads": 2,
+              "mlp_hidden": 344, "tie_embeddings": True, "dtype": "float32", "max_seq_len": 256,
+              "bos_id": 256},
+    "data": {"source": "tinyshakespeare", "tokenizer": "byte", "seq_len": 256, "batch_size": 16,
+             "seed": 0, "holdout_fraction": 0.05, "packing": "bos_first", "eval_rows": 16,
+             "mixture": {"text": 0.5, "contextual": 0.25, "parametric": 0.25}},
+    "train": {"steps": 2400, "seed": 0, "log_every": 10, "eval_every": 100, "eval_batches": 1,
+              "checkpoint_every": 200, "keep_checkpoints": 2, "concentration_every": 100,
+              "progress": False,
+              "optim": {"lr": 3e-3, "warmup_steps": 50, "schedule": "constant",
+                        "weight_decay": 0.0, "grad_clip": 1.0}},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """One scale of the experiment. ``what`` is printed in the report: what this scale can and
-    cannot show."""
+    """One scale of the experiment: ``overrides`` (``key.path=value``, the config's own field
+    names, as ``mvjax train --override`` takes them) on ``BASE``. The norm matrices are logged (and
+    the model evaluated) every ``train.concentration_every`` steps. ``what`` is printed in the
+    report: what this scale can and cannot show."""
 
     name: str
-    hidden: int
-    layers: int
-    heads: int
-    mlp: int
-    seq_len: int
-    batch: int
-    steps: int
-    log_every: int
-    checkpoint_every: int = 0  # 0: every log_every steps (saves cost seconds on a small CPU)
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup: int = 50
-    dtype: str = "float32"
-    source: str = "tinyshakespeare"  # read as bytes (vocab 257, BOS 256); BPE arms were not run
-    mixture: dict = dataclasses.field(default_factory=lambda: {
-        "text": 0.5, "contextual": 0.25, "parametric": 0.25})
+    overrides: tuple[str, ...] = ()
     eval_episodes: int = 200
     analyze_tokens: int = 32768
     arms: tuple[str, ...] = tuple(ARMS)
@@ -78,33 +82,53 @@ class Preset:
     figures_svg: bool = False
     what: str = ""
 
+    def config(self, arm: str):
+        """The ``ExperimentConfig`` of one arm: every field but ``model.positional`` is shared."""
+        from train.config import ExperimentConfig
+
+        if arm not in ARMS:
+            raise ValueError(f"arm {arm!r} is unknown: choose from {list(ARMS)}")
+        base = {**BASE, "model": {**BASE["model"], "positional": ARMS[arm]}}
+        return ExperimentConfig.from_dict(base, self.overrides)
+
     @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
+    def shared(self):
+        """The settings every arm shares (the first arm's config)."""
+        return self.config(self.arms[0])
+
+
+def _scale(hidden: int, layers: int, heads: int, mlp: int, seq_len: int, batch: int, steps: int,
+           log_every: int, checkpoint_every: int) -> tuple[str, ...]:
+    """Overrides of one model/data/schedule scale, in the config's own names."""
+    return (f"model.hidden_size={hidden}", f"model.num_layers={layers}", f"model.num_heads={heads}",
+            f"model.mlp_hidden={mlp}", f"model.max_seq_len={max(seq_len, 256)}",
+            f"data.seq_len={seq_len}", f"data.batch_size={batch}", f"data.eval_rows={max(batch, 16)}",
+            f"train.steps={steps}", f"train.log_every={min(10, log_every)}",
+            f"train.eval_every={log_every}", f"train.concentration_every={log_every}",
+            f"train.checkpoint_every={checkpoint_every}")
 
 
 PRESETS: dict[str, Preset] = {
     # seconds: the whole pipeline (every arm, logs, analyze, tasks, figures) for CI
-    "test": Preset("test", hidden=32, layers=2, heads=2, mlp=64, seq_len=48, batch=4, steps=4,
-                   log_every=2, warmup=1, eval_episodes=8, analyze_tokens=192, reference=None,
+    "test": Preset("test", (*_scale(32, 2, 2, 64, 48, 4, 4, 2, 2), "train.optim.warmup_steps=1",
+                            'data.mixture={"text": 0.5, "contextual": 0.25, "parametric": 0.25, '
+                            '"n_facts": 4, "passkey_digits": 2, "passkey_filler": 0, "kv_pairs": 2}'),
+                   eval_episodes=8, analyze_tokens=192, reference=None,
                    arms=("rope", "partial-rope", "nope"),
-                   mixture={"text": 0.5, "contextual": 0.25, "parametric": 0.25, "n_facts": 4,
-                            "passkey_digits": 2, "passkey_filler": 0, "kv_pairs": 2},
                    what="a pipeline check only: 4 steps of a 2-layer model cannot show any "
                         "concentration or task learning."),
-    "quick": Preset("quick", hidden=64, layers=2, heads=1, mlp=172, seq_len=128, batch=8,
-                    steps=300, log_every=50, checkpoint_every=150, eval_episodes=100,
-                    analyze_tokens=16384,
-                    mixture={"text": 0.5, "contextual": 0.25, "parametric": 0.25, "n_facts": 32,
-                             "passkey_digits": 4, "passkey_filler": 1, "kv_pairs": 4},
+    "quick": Preset("quick", (*_scale(64, 2, 1, 172, 128, 8, 300, 50, 150),
+                              'data.mixture={"text": 0.5, "contextual": 0.25, "parametric": 0.25, '
+                              '"n_facts": 32, "passkey_digits": 4, "passkey_filler": 1, '
+                              '"kv_pairs": 4}'),
+                    eval_episodes=100, analyze_tokens=16384,
                     what="about 0.3M tokens per arm: enough to see the models learn text and to "
                          "exercise every measurement, far too little for massive values to emerge "
                          "(in the scale runs of the README the first λ=5 entry came after 2.5M "
                          "tokens with NoPE and 4.5M with RoPE, at head_dim 64), so its verdicts "
                          "are not evidence either way; where the energy sits (band share, partial "
                          "RoPE's rotated-dim share) already differs between the arms."),
-    "cpu": Preset("cpu", hidden=128, layers=4, heads=2, mlp=344, seq_len=256, batch=16,
-                  steps=2400, log_every=100, checkpoint_every=200,
+    "cpu": Preset("cpu", (),
                   what="the smallest setting found where RoPE concentrates: head_dim 64, 9.8M byte "
                        "tokens, constant lr 3e-3, no weight decay (in pure-text scale runs RoPE "
                        "reached 2 post-RoPE K entries at λ=5, head_dim 32 none by 7.8M tokens). "
@@ -112,41 +136,17 @@ PRESETS: dict[str, Preset] = {
                        "Measured: 15-27 min of training per arm, 1 h 35 min for all five, on "
                        "2 shared CPU cores. Still a 4-layer byte "
                        "model: depth trends and task accuracies are those of a tiny model."),
-    "gpu": Preset("gpu", hidden=512, layers=8, heads=8, mlp=1376, seq_len=512, batch=64,
-                  steps=20000, log_every=500, checkpoint_every=1000, dtype="bfloat16",
-                  eval_episodes=500,
-                  analyze_tokens=131072,
+    "gpu": Preset("gpu", (*_scale(512, 8, 8, 1376, 512, 64, 20000, 500, 1000),
+                          "model.dtype=bfloat16"),
+                  eval_episodes=500, analyze_tokens=131072,
                   what="the cpu design scaled up (head_dim 64, 8 layers, 655M tokens, bf16); "
                        "untested on this project's CPU machine."),
 }
 
 
-def experiment_config(preset: Preset, arm: str):
-    """The ``ExperimentConfig`` of one arm: every field but ``model.positional`` is shared."""
-    from train.config import ExperimentConfig
-
-    p = preset
-    return ExperimentConfig.from_dict({
-        "model": {"vocab_size": 257, "hidden_size": p.hidden,
-                  "num_layers": p.layers, "num_heads": p.heads, "mlp_hidden": p.mlp,
-                  "tie_embeddings": True, "dtype": p.dtype, "max_seq_len": max(p.seq_len, 256),
-                  "bos_id": 256, "positional": ARMS[arm]},
-        "data": {"source": p.source, "tokenizer": "byte", "seq_len": p.seq_len,
-                 "batch_size": p.batch, "seed": 0, "holdout_fraction": 0.05,
-                 "packing": "bos_first", "eval_rows": max(p.batch, 16), "mixture": p.mixture},
-        "train": {"steps": p.steps, "seed": 0, "log_every": min(10, p.log_every),
-                  "eval_every": p.log_every, "eval_batches": 1,
-                  "checkpoint_every": p.checkpoint_every or p.log_every,
-                  "keep_checkpoints": 2, "concentration_every": p.log_every, "progress": False,
-                  "optim": {"lr": p.lr, "warmup_steps": p.warmup, "schedule": p.schedule,
-                            "weight_decay": p.weight_decay, "grad_clip": 1.0}},
-    })
-
-
 # What OUT may hold: a folder with anything else (a model dir, someone's files) is refused.
 OWN_FILES = frozenset({"experiment.json", "arms", "reference.json", "results.json", "figures",
                        "report.md", LOCK_FILE})
-REMEASURE = "delete it and rerun with --resume (it is measured again)"
 
 
 def _arm_finished(arm_dir: Path) -> bool:
@@ -180,7 +180,7 @@ def train_arms(preset: Preset, out: Path, resume: bool, stop_at: int | None = No
         if _arm_finished(arm_dir):
             continue
         has_ckpt = (arm_dir / "checkpoints").is_dir() and any((arm_dir / "checkpoints").iterdir())
-        summary = train(experiment_config(preset, arm), arm_dir, resume=resume or has_ckpt,
+        summary = train(preset.config(arm), arm_dir, resume=resume or has_ckpt,
                         stop_at=stop_at)
         if summary["interrupted_by_signal"] is not None:  # checkpointed: exit 130/143
             from mvjax.cli import Interrupted
@@ -195,19 +195,20 @@ def analyze_arm(preset: Preset, arm_dir: Path) -> None:
     """``mvjax analyze`` on the arm's final model (natural text), then its task accuracies."""
     from analysis.analyze import RESULTS_FILE, AnalyzeConfig, analyze_to_dir
 
+    data = preset.shared.data
     if not (arm_dir / "analyze" / RESULTS_FILE).is_file():
         analyze_to_dir(AnalyzeConfig(
-            model=str(arm_dir / "model"), out=arm_dir / "analyze", data=preset.source,
-            tokens=preset.analyze_tokens, seq_len=preset.seq_len, figures=False))
+            model=str(arm_dir / "model"), out=arm_dir / "analyze", data=data.source,
+            tokens=preset.analyze_tokens, seq_len=data.seq_len, figures=False))
     missing = [f for f in ("tasks.json", "disrupt.json") if not (arm_dir / f).is_file()]
     if missing:
         from analysis.task_accuracy import score
         from mvjax.checkpoint import load_model
-        from mvjax.data.mixture import MixtureConfig, eval_episodes
+        from mvjax.data.mixture import eval_episodes
         from mvjax.tokenizers import load_tokenizer
 
         model, tok = load_model(arm_dir / "model"), load_tokenizer(arm_dir / "model")
-        episodes = eval_episodes(MixtureConfig(**preset.mixture), preset.eval_episodes)
+        episodes = eval_episodes(data.mixture, preset.eval_episodes)
         for name in missing:
             result = score(model, tok, episodes) if name == "tasks.json" else \
                 disruption(model, tok, episodes)
@@ -260,7 +261,7 @@ def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str
 
 def _measure(preset: Preset, out: Path, reference: str | None) -> RopeCauseResults:
     """Every arm analyzed, the reference measured (cached), results, figures and report."""
-    from analysis.experiments.rope_cause_results import collect, measure_reference
+    from analysis.experiments.rope_cause_results import REMEASURE, collect, measure_reference
 
     for arm in preset.arms:
         analyze_arm(preset, out / "arms" / arm)
@@ -270,7 +271,7 @@ def _measure(preset: Preset, out: Path, reference: str | None) -> RopeCauseResul
         if ref_path.is_file():
             ref = read_json_state(ref_path, REMEASURE)
         if not isinstance(ref, dict) or ref.get("model") != reference:
-            ref = measure_reference(reference, preset.seq_len)
+            ref = measure_reference(reference, preset.shared.data.seq_len)
             write_json(ref_path, ref, indent=None)
     from mvjax.provenance import git_sha
 
@@ -280,7 +281,7 @@ def _measure(preset: Preset, out: Path, reference: str | None) -> RopeCauseResul
     from analysis.experiments.rope_cause_plots import all_figures
     from analysis.experiments.rope_cause_report import write_report
 
-    figures = all_figures(record, out / "figures", svg=preset.figures_svg)
+    figures = all_figures(results, out / "figures", svg=preset.figures_svg)
     write_report(results, figures, out)
     return results
 

@@ -1,7 +1,8 @@
 """Figures of a rope-cause ``results.json``: head×dim maps per arm, max/mean vs layer, emergence
 over training tokens, partial RoPE inside/outside its rotated dims, first-token (sink) mass.
 
-Functions take the results dict only, so every figure can be redrawn from a saved results.json.
+Functions take the typed results only (``RopeCauseResults``), so every figure can be redrawn from
+a saved results.json (``RopeCauseResults.load``).
 Head dims are ordered high → low RoPE frequency (own labels, or RoPE θ=1e4 labels for NoPE/ALiBi;
 non-rotating dims last), the low-frequency band on the right.
 """
@@ -9,7 +10,7 @@ non-rotating dims last), the low-frequency band on the right.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -19,6 +20,9 @@ import numpy as np  # noqa: E402
 
 from analysis.massive import frequency_order  # noqa: E402
 from mvjax.atomic import atomic_file  # noqa: E402
+
+if TYPE_CHECKING:
+    from analysis.experiments.rope_cause_results import RopeCauseResults
 
 SITES = {"q_rot": "Q", "k_rot": "K", "v": "V"}
 FIGURES = ("heatmaps", "max_mean_vs_layer", "emergence", "partial_rope", "sink_mass")
@@ -34,26 +38,38 @@ def _save(fig, out_dir: Path, name: str, svg: bool) -> list[Path]:
     return paths
 
 
-def _arm_freqs(arm: dict[str, Any]) -> list[float | None]:
+def _arm_freqs(arm: Any) -> list[float | None]:
     from analysis.concentration import scheme_labels
     from mvjax.config import PositionalConfig
 
-    return scheme_labels(PositionalConfig(**arm["positional"]), arm["head_dim"])[1]
+    return scheme_labels(PositionalConfig(**arm.positional), arm.head_dim)[1]
 
 
-def heatmaps(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list[Path]:
+def _lam(results: RopeCauseResults) -> float:
+    return results.definitions["massive"]["lam"]
+
+
+def _with_reference(results: RopeCauseResults) -> list[tuple[str, Any]]:
+    """(name, arm) for every arm, then the reference model when measured."""
+    entries: list[tuple[str, Any]] = list(results.arms.items())
+    if results.reference is not None:
+        entries.append((f"reference: {results.reference.model}", results.reference))
+    return entries
+
+
+def heatmaps(results: RopeCauseResults, out_dir: Path, svg: bool = False) -> list[Path]:
     """Rows = arms; columns = Q and K at layer 0 and the last layer; colour = M / head mean."""
-    arms = results["arms"]
+    arms = results.arms
     cols = [(s, which) for s in ("q_rot", "k_rot") for which in ("first", "last")]
     fig, axes = plt.subplots(len(arms), len(cols), figsize=(3.0 * len(cols), 1.2 + 1.0 * len(arms)),
                              squeeze=False)
-    lam = results["definitions"]["massive"]["lam"]
+    lam = _lam(results)
     im = None
     for r, (name, arm) in enumerate(arms.items()):
         order = frequency_order(_arm_freqs(arm))
         for c, (site, which) in enumerate(cols):
-            layer = 0 if which == "first" else arm["num_layers"] - 1
-            M = np.asarray(arm["final_M"][site][layer], np.float64)
+            layer = 0 if which == "first" else arm.num_layers - 1
+            M = np.asarray(arm.final_M[site][layer], np.float64)
             R = M / np.maximum(M.mean(axis=1, keepdims=True), 1e-30)
             im = axes[r, c].imshow(R[:, order], aspect="auto", cmap="magma", vmin=0,
                                    vmax=2 * lam, interpolation="nearest")
@@ -76,16 +92,14 @@ def _depth(n: int) -> np.ndarray:
     return np.arange(n) / max(n - 1, 1)
 
 
-def max_mean_vs_layer(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list[Path]:
+def max_mean_vs_layer(results: RopeCauseResults, out_dir: Path, svg: bool = False) -> list[Path]:
     """Median-over-heads max/mean per layer (x = relative depth), every arm and the reference."""
-    lam = results["definitions"]["massive"]["lam"]
+    lam = _lam(results)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
-    entries = list(results["arms"].items())
-    if results.get("reference"):
-        entries.append((f"reference: {results['reference']['model']}", results["reference"]))
+    entries = _with_reference(results)
     for ax, (site, label) in zip(axes, SITES.items()):
         for i, (name, arm) in enumerate(entries):
-            y = [m["max_mean_median"] for m in arm["final"][site]["layers"]]
+            y = arm.final[site].column("max_mean_median")
             ax.plot(_depth(len(y)), y, "-o", ms=3, color="k" if name.startswith("ref") else f"C{i}",
                     label=name)
         ax.axhline(lam, color="gray", ls="--", lw=0.8)
@@ -97,22 +111,21 @@ def max_mean_vs_layer(results: dict[str, Any], out_dir: Path, svg: bool = False)
     return _save(fig, out_dir, "max_mean_vs_layer", svg)
 
 
-def emergence(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list[Path]:
+def emergence(results: RopeCauseResults, out_dir: Path, svg: bool = False) -> list[Path]:
     """Over training tokens: λ=5 counts (Q+K, all layers), max max/mean over layers of K and Q,
     and K's low-frequency band share, every arm."""
-    lam = results["definitions"]["massive"]["lam"]
+    lam = _lam(results)
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
-    for i, (name, arm) in enumerate(results["arms"].items()):
-        cur = arm["curves"]
-        x = np.asarray(cur["tokens"], np.float64) / 1e6
+    for i, (name, arm) in enumerate(results.arms.items()):
+        cur = arm.curves
+        x = np.asarray(cur.tokens, np.float64) / 1e6
         if not len(x):
             continue
-        s = cur["sites"]
-        qk = np.sum(s["q_rot"]["n_massive"], axis=0) + np.sum(s["k_rot"]["n_massive"], axis=0)
+        qk = cur.series("q_rot", "n_massive").sum(axis=0) + cur.series("k_rot", "n_massive").sum(axis=0)
         axes[0].plot(x, qk, "-", color=f"C{i}", label=name)
-        axes[1].plot(x, np.max(s["k_rot"]["max_mean_max"], axis=0), "-", color=f"C{i}")
-        axes[2].plot(x, np.max(s["q_rot"]["max_mean_max"], axis=0), "-", color=f"C{i}")
-        band = np.array(s["k"]["band_low_share_median"], dtype=float)
+        axes[1].plot(x, cur.series("k_rot", "max_mean_max").max(axis=0), "-", color=f"C{i}")
+        axes[2].plot(x, cur.series("q_rot", "max_mean_max").max(axis=0), "-", color=f"C{i}")
+        band = cur.series("k", "band_low_share_median")
         axes[3].plot(x, np.nanmax(band, axis=0) if band.size else [], "-", color=f"C{i}")
     for ax, t in zip(axes, ("Q+K massive entries (λ=5)", "K max/mean, max over layers & heads",
                             "Q max/mean, max over layers & heads",
@@ -127,19 +140,19 @@ def emergence(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list
     return _save(fig, out_dir, "emergence", svg)
 
 
-def partial_rope(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list[Path]:
+def partial_rope(results: RopeCauseResults, out_dir: Path, svg: bool = False) -> list[Path]:
     """Partial RoPE: share of Q/K/V energy in the rotated dims per layer, against the rotated
     fraction (energy spread evenly would sit on that line)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    arm = results["arms"].get("partial-rope")
+    arm = results.arms.get("partial-rope")
     if arm is None:
         ax.text(0.5, 0.5, "no partial-RoPE arm in this run", ha="center", va="center")
     else:
-        frac = arm["positional"]["rotary_fraction"]
+        frac = arm.positional["rotary_fraction"]
         for i, (site, label) in enumerate({"q": "Q", "k": "K", "v": "V"}.items()):
-            if site not in arm["final"]:
+            if site not in arm.final:
                 continue
-            y = [m["rotated_energy_share"] for m in arm["final"][site]["layers"]]
+            y = arm.final[site].column("rotated_energy_share")
             ax.plot(range(len(y)), y, "-o", ms=3, color=f"C{i}", label=label)
         ax.axhline(frac, color="gray", ls="--", lw=0.8, label=f"rotated fraction {frac:g}")
         ax.set_ylim(0, 1)
@@ -151,14 +164,11 @@ def partial_rope(results: dict[str, Any], out_dir: Path, svg: bool = False) -> l
     return _save(fig, out_dir, "partial_rope", svg)
 
 
-def sink_mass(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list[Path]:
+def sink_mass(results: RopeCauseResults, out_dir: Path, svg: bool = False) -> list[Path]:
     """Attention mass on the first token per layer (mean over heads), final models + reference."""
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    entries = list(results["arms"].items())
-    if results.get("reference"):
-        entries.append((f"reference: {results['reference']['model']}", results["reference"]))
-    for i, (name, arm) in enumerate(entries):
-        y = arm.get("final_first_token_mass")
+    for i, (name, arm) in enumerate(_with_reference(results)):
+        y = arm.final_first_token_mass
         if y:
             ax.plot(_depth(len(y)), y, "-o", ms=3, label=name,
                     color="k" if name.startswith("ref") else f"C{i}")
@@ -171,7 +181,7 @@ def sink_mass(results: dict[str, Any], out_dir: Path, svg: bool = False) -> list
     return _save(fig, out_dir, "sink_mass", svg)
 
 
-def all_figures(results: dict[str, Any], out_dir: Path, svg: bool = False) -> dict[str, list[Path]]:
+def all_figures(results: RopeCauseResults, out_dir: Path, svg: bool = False) -> dict[str, list[Path]]:
     return {"heatmaps": heatmaps(results, out_dir, svg),
             "max_mean_vs_layer": max_mean_vs_layer(results, out_dir, svg),
             "emergence": emergence(results, out_dir, svg),

@@ -106,8 +106,24 @@ def emergence_table(results: RopeCauseResults, columns: int = 6) -> str:
     return "\n".join(rows)
 
 
-def _setup(results: RopeCauseResults) -> list[str]:
+def shared_settings(results: RopeCauseResults) -> dict[str, Any]:
+    """The settings the report's set-up line names, from either preset schema: one with its own
+    short names (``hidden``, ``batch``, …; results.json written before presets spoke the config's
+    field names) or one of override strings (read from the first arm's recorded config)."""
     p = results.preset
+    if "overrides" not in p:
+        return p
+    cfg = next(iter(results.arms.values())).config
+    m, d, t = cfg["model"], cfg["data"], cfg["train"]
+    return {"layers": m["num_layers"], "hidden": m["hidden_size"], "heads": m["num_heads"],
+            "steps": t["steps"], "batch": d["batch_size"], "seq_len": d["seq_len"],
+            "lr": t["optim"]["lr"], "schedule": t["optim"]["schedule"],
+            "weight_decay": t["optim"]["weight_decay"], "source": d["source"],
+            "mixture": d["mixture"]}
+
+
+def _setup(results: RopeCauseResults) -> list[str]:
+    p = results.preset | shared_settings(results)
     return [
         f"# RoPE as the cause of massive values — preset `{p['name']}`",
         "",

@@ -26,6 +26,10 @@ from analysis.summaries import (DEFINITIONS, Curves, SiteSummary, SiteTotals, si
                                 sites_json, summarize_norms, training_curves)
 
 
+# How to mend a cut state file of a run: measured again on --resume.
+REMEASURE = "delete it and rerun with --resume (it is measured again)"
+
+
 def _sink(mass_LxH) -> list[float]:
     return [float(np.mean(h)) for h in mass_LxH]
 
@@ -101,6 +105,10 @@ class RopeCauseResults:
     claims: dict[str, Claim] = dataclasses.field(default_factory=dict)
     experiment: str = "rope-cause"
 
+    def curve_rows(self) -> list[dict[str, Any]]:
+        """Every arm's curves over training as one tidy table (arm, site, layer, step, metric)."""
+        return [{"arm": arm, **row} for arm, a in self.arms.items() for row in a.curves.rows()]
+
     def to_json(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "git_sha": self.git_sha, "preset": self.preset,
                 "definitions": self.definitions,
@@ -146,7 +154,6 @@ def _final_counts(analyzed_sites: dict[str, list[dict[str, Any]]], rotary: bool)
 
 def arm_result(arm_dir: Path) -> ArmResult:
     from analysis.analyze import RESULTS_FILE, Analysis
-    from analysis.experiments.rope_cause import REMEASURE
     from mvjax.atomic import read_json_state
     from mvjax.config import ModelConfig, to_plain
     from train.config import ExperimentConfig
