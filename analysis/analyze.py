@@ -19,7 +19,7 @@ import numpy as np
 
 from analysis.massive import Analysis  # noqa: F401  (the record analyze returns)
 from mvjax.massive_rule import MassiveDefinition
-from mvjax.sites import STAT_SITES
+from mvjax.sites import ALL_STAT_SITES, sites_for
 
 RESULTS_FILE = "massive_values.json"
 DOC_SEPARATOR = "\n\n"
@@ -70,14 +70,16 @@ def batches(rows: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.
 
 
 def analyze(model, tokenizer, rows: np.ndarray, definition: MassiveDefinition = MassiveDefinition(),
-            *, sites: tuple[str, ...] = STAT_SITES, batch_size: int = 4,
+            *, sites: tuple[str, ...] = (), batch_size: int = 4,
             progress: bool = True) -> Analysis:
     """Streaming Q/K/V statistics of ``model`` (a ``Transformer`` or ``LayerWeights``) over the
-    token ``rows`` (N×T), judged by ``definition``."""
+    token ``rows`` (N×T), judged by ``definition``. No ``sites``: the model's defaults
+    (``mvjax.sites.sites_for``: the QK-norm sites too where the model has QK-norm)."""
     from analysis.massive import analyze as judge
     from mvjax.probe import collect_stats
 
     cfg = model.cfg
+    sites = sites or sites_for(cfg.qk_norm)
     n_batches = -(-len(rows) // batch_size)
     records = collect_stats(model, batches(rows, batch_size), sites, total=n_batches,
                             progress=progress)
@@ -106,14 +108,14 @@ class AnalyzeConfig:
     seq_len: int = 512
     batch_size: int = 4
     definition: MassiveDefinition = MassiveDefinition()
-    sites: tuple[str, ...] = STAT_SITES
+    sites: tuple[str, ...] = ()  # none: the model's defaults (``mvjax.sites.sites_for``)
     bar_layer: int | None = None
     figures: bool = True
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.sites if s not in STAT_SITES]
-        if unknown or not self.sites:
-            raise ValueError(f"unknown site(s) {unknown or '(none)'}: choose from {list(STAT_SITES)}")
+        unknown = [s for s in self.sites if s not in ALL_STAT_SITES]
+        if unknown:
+            raise ValueError(f"unknown site(s) {unknown}: choose from {list(ALL_STAT_SITES)}")
         for name in ("tokens", "seq_len", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} is invalid: "

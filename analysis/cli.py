@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="massive iff M > lambda * mean (default 5)")
     p.add_argument("--mean-over", choices=("head", "global"), default="head")
     p.add_argument("--top-k", type=int, default=1, help="top dims per head to report (1 for Llama)")
-    p.add_argument("--sites", default=",".join(STAT_SITES),
-                   help=f"comma-separated sites (default {','.join(STAT_SITES)})")
+    p.add_argument("--sites", default=None,
+                   help=f"comma-separated sites (default {','.join(STAT_SITES)}, and "
+                   "q_normed,k_normed in a model with QK-norm)")
     p.add_argument("--bar-layer", type=int, default=None,
                    help="layer for the 3-D bar figure (default: the layer whose pre-RoPE K has "
                    "the highest median max/mean ratio)")
@@ -44,7 +45,9 @@ def config_from_args(args: argparse.Namespace) -> "AnalyzeConfig":
     from analysis.analyze import AnalyzeConfig
     from mvjax.massive_rule import MassiveDefinition
 
-    sites = tuple(s.strip() for s in args.sites.split(",") if s.strip())
+    sites = () if args.sites is None else tuple(s.strip() for s in args.sites.split(",") if s.strip())
+    if args.sites is not None and not sites:
+        raise ValueError("--sites names no site: give some, e.g. q,k,v, or leave it out")
     definition = MassiveDefinition(lam=args.lam, mean_over=args.mean_over, top_k=args.top_k)
     return AnalyzeConfig(model=args.model, out=args.out, data=args.data, text_field=args.text_field,
                          tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size,

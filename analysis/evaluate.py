@@ -184,12 +184,33 @@ def score_task(items: list[Encoded], ll, hits, chance: float | None,
     return out
 
 
+NLL_CHUNK = 64  # positions per LM-head call in perplexity: B×64×V logits at a time
+
+
+def token_nll(model: Transformer, hidden_BxTxD, next_BxT):
+    """-log p(next token) at every position. The LM head runs on ``NLL_CHUNK`` positions at a
+    time, so a large vocabulary never materializes B×T×V logits (Gemma 3: 262,144 × 4 bytes per
+    position, 268 MB for one 256-token row, twice over with the log-softmax)."""
+    B, T, D = hidden_BxTxD.shape
+    n = -(-T // NLL_CHUNK)
+    pad = n * NLL_CHUNK - T
+    h = jnp.pad(hidden_BxTxD, ((0, 0), (0, pad), (0, 0))).reshape(B, n, NLL_CHUNK, D)
+    t = jnp.pad(next_BxT, ((0, 0), (0, pad))).reshape(B, n, NLL_CHUNK)
+
+    def chunk(args):
+        hc, tc = args
+        lp = jax.nn.log_softmax(_lm_logits(model, hc), axis=-1)
+        return -jnp.take_along_axis(lp, tc[..., None], axis=-1)[..., 0]
+
+    nll = jax.lax.map(chunk, (jnp.swapaxes(h, 0, 1), jnp.swapaxes(t, 0, 1)))
+    return jnp.swapaxes(nll, 0, 1).reshape(B, n * NLL_CHUNK)[:, :T]
+
+
 @functools.partial(jax.jit, static_argnums=(0,))
 def _ppl_batch(graphdef, state, tokens, probe):
     model = nnx.merge(graphdef, state)
-    out = model(tokens, probe=probe)
-    lp = jax.nn.log_softmax(out.logits[:, :-1], axis=-1)
-    nll = -jnp.take_along_axis(lp, tokens[:, 1:, None], axis=-1)[..., 0]
+    out = model(tokens, probe=probe, logits=False)
+    nll = token_nll(model, out.hidden[:, :-1], tokens[:, 1:])
     sink = out.records.get("attn", {})
     return jnp.sum(nll), sink
 

@@ -31,7 +31,7 @@ import numpy as np
 from mvjax.config import ModelConfig
 from mvjax.massive_rule import MassiveDefinition, massive_mask, max_mean_ratio, norm_matrix  # noqa: F401
 from mvjax.positional import dim_to_frequency
-from mvjax.sites import QK_SITES, STAT_SITES
+from mvjax.sites import ALL_STAT_SITES, QK_SITES, STAT_SITES
 
 
 def topk_mask(M_HxD: np.ndarray, k: int) -> np.ndarray:
@@ -135,7 +135,7 @@ def analyze(records: dict[str, dict[int, Any]], cfg: ModelConfig,
     """Per-site, per-layer metrics and M matrices from ``collect_stats`` records, plus the summary
     (first layer with massive entries per site, totals, pooled low-frequency shares)."""
     sites: dict[str, Any] = {}
-    order = STAT_SITES
+    order = ALL_STAT_SITES
     for site in sorted(records, key=lambda s: order.index(s) if s in order else len(order)):
         per_layer = records[site]
         layers = []

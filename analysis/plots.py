@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from analysis.massive import Analysis
 
 SITE_LABEL = {"q": "Q (pre-RoPE)", "k": "K (pre-RoPE)", "v": "V", "q_rot": "Q (post-RoPE)",
-              "k_rot": "K (post-RoPE)"}
+              "k_rot": "K (post-RoPE)", "q_normed": "Q (QK-normed, pre-RoPE)",
+              "k_normed": "K (QK-normed, pre-RoPE)"}
 
 
 def _save(fig, out_dir: Path, name: str) -> list[Path]:

