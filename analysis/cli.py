@@ -45,8 +45,9 @@ def config_from_args(args: argparse.Namespace) -> "AnalyzeConfig":
     from analysis.analyze import AnalyzeConfig
     from mvjax.massive_rule import MassiveDefinition
 
-    sites = () if args.sites is None else tuple(s.strip() for s in args.sites.split(",") if s.strip())
-    if args.sites is not None and not sites:
+    given = args.sites is not None
+    sites = tuple(s.strip() for s in args.sites.split(",") if s.strip()) if given else ()
+    if given and not sites:
         raise ValueError("--sites names no site: give some, e.g. q,k,v, or leave it out")
     definition = MassiveDefinition(lam=args.lam, mean_over=args.mean_over, top_k=args.top_k)
     return AnalyzeConfig(model=args.model, out=args.out, data=args.data, text_field=args.text_field,
