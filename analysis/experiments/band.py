@@ -27,7 +27,8 @@ RULE = ("Per run: at the last logged step, each (layer, K head)'s strongest RoPE
         "max R / min R > 1.5; otherwise 'neither'. The law holds if both bases follow the context, "
         "fails if either follows the pair index, else undecided.")
 RATIO_TOLERANCE = 1.5
-SITE = "k"
+SITE = "k"            # training runs: the rule's site (before RoPE; pair energy is rotation-invariant)
+REFERENCE_SITE = "k_rot"  # pretrained: the K that RoPE rotated (after QK-norm where a model has one)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def reference_band(model: str, context: int | None = None, seq_len: int = 512) -
 
     ref = measure_reference(model, seq_len)
     cfg = ModelConfig.from_dict(ref["config"])
-    pairs, waves, n_pairs = strongest_pairs(np.asarray(ref["norms"][SITE]), cfg)
+    pairs, waves, n_pairs = strongest_pairs(np.asarray(ref["norms"][REFERENCE_SITE]), cfg)
     return Band(model, _layer_thetas(cfg), int(context or cfg.max_seq_len), _layer_windows(cfg),
                 pairs, waves, n_pairs)
 
