@@ -34,6 +34,7 @@ class Energy(NamedTuple):
     count: Any
     sumsq: Any  # H×D Σx² over valid tokens
     centered: Any  # H×D Σ over rows of Σ_t (x − row mean)²
+    top1: Any = 0  # H×D: prompts whose own largest-M dim of the head is d (per-prompt selection)
 
 
 @jax.tree_util.register_dataclass
@@ -53,7 +54,9 @@ class PromptEnergy:
         s_BxHxD = jnp.sum(xf, axis=1)
         sumsq = sum_squares(xf)
         centered = sumsq - jnp.sum(s_BxHxD ** 2 / n_B[:, None, None], axis=0)
-        return x, Energy(jnp.sum(ctx.valid_BxT, dtype=jnp.int32), sumsq, centered)
+        row_top = jax.nn.one_hot(jnp.argmax(jnp.sum(xf * xf, axis=1), axis=-1), x.shape[-1])
+        top1 = jnp.sum(row_top * jnp.any(ctx.valid_BxT, axis=1)[:, None, None], axis=0)
+        return x, Energy(jnp.sum(ctx.valid_BxT, dtype=jnp.int32), sumsq, centered, top1)
 
 
 def add_energy(acc: dict | None, records: dict) -> dict:
@@ -61,7 +64,7 @@ def add_energy(acc: dict | None, records: dict) -> dict:
     out = {} if acc is None else acc
     for site, per in records.items():
         for layer, e in per.items():
-            e = Energy(int(e.count), np.asarray(e.sumsq, np.float64), np.asarray(e.centered, np.float64))
+            e = Energy(int(e.count), *(np.asarray(f, np.float64) for f in e[1:]))
             old = out.setdefault(site, {}).get(layer)
             out[site][layer] = e if old is None else Energy(*(a + b for a, b in zip(old, e)))
     return out

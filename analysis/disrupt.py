@@ -24,10 +24,20 @@ import numpy as np
 from analysis.dims import (PromptEnergy, add_energy, as_entries, energy_matched, energy_ratio,
                            lowest_norm, massive_layers, random_dims, restrict_layers,
                            select_massive, stacked)
-from analysis.evaluate import Scorer, encode_task, perplexity, score_task
+from analysis.evaluate import (RANKINGS, Scorer, choice_scores, encode_task, longest_continuation,
+                               perplexity, score_task)
 from analysis.massive import MassiveDefinition
+from analysis.resume import Checkpoint
 from mvjax.data.tasks.base import Task, rank_correct
-from mvjax.interventions import EDIT_SITES, METHODS, PHASE_RULES, intervention
+from mvjax.interventions import EDIT_SITES, METHODS, PHASE_RULES, empty_masks, intervention
+from mvjax.prompt_selection import prompt_selected
+
+STATISTICS = ("pooled", "prompt")
+STATISTICS_TEXT = {
+    "pooled": "pooled over all scored prompts: one selection (and one set of control dims) for every prompt",
+    "prompt": "per prompt (the authors' protocol): each prompt's own dims by its own M, every token "
+              "of it (BOS included unless kept) replaced by its own mean",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +49,13 @@ class DisruptConfig:
     top_k: int = 1
     lam: float = 5.0
     mean_over: str = "head"
+    statistics: str = "pooled"  # pooled | prompt (each prompt's own dims, the authors' protocol)
     seeds: tuple[int, ...] = (0, 1, 2)  # random-dims control
     energy_seeds: tuple[int, ...] = (0, 1, 2)  # energy-matched control
     chosen_layers: tuple[int, ...] | None = None  # None: layers with a λ-massive Q or K entry
+    sweep_k: tuple[int, ...] = ()  # top-k sweep: massive and lowest-norm at each k
+    sweep_layers: bool = False  # layer sweep: massive dims in the early / middle / late third only
+    ranking: str = "sum"  # sum | per_token: how choices are ranked (per_token = length-normalised)
     phases: str = "prefill"
     batch_size: int = 8
 
@@ -56,86 +70,150 @@ class DisruptConfig:
             raise ValueError("edit Q and K at the same side of RoPE: q,k or q_rot,k_rot")
         if self.phases not in PHASE_RULES:
             raise ValueError(f"phases={self.phases!r} is invalid: use one of {PHASE_RULES}")
+        if self.statistics not in STATISTICS:
+            raise ValueError(f"statistics={self.statistics!r} is invalid: use one of {STATISTICS}")
+        if self.statistics == "prompt" and self.selection == "lambda" and self.mean_over != "head":
+            raise ValueError("per-prompt λ selection takes the mean over the head: use "
+                             "mean_over='head' or statistics='pooled'")
+        if self.ranking not in RANKINGS:
+            raise ValueError(f"ranking={self.ranking!r} is invalid: use one of {RANKINGS}")
         if not self.seeds:
             raise ValueError("give at least one seed for the random-dims control")
+        if any(not (isinstance(k, int) and k >= 1) for k in (self.top_k, *self.sweep_k)):
+            raise ValueError(f"top-k values {(self.top_k, *self.sweep_k)} are invalid: use positive integers")
 
     @property
     def definition(self) -> MassiveDefinition:
         return MassiveDefinition(lam=self.lam, mean_over=self.mean_over, top_k=self.top_k)
 
+    @property
+    def sites(self) -> tuple[str, str]:
+        return self.q_site, self.k_site
+
 
 @dataclasses.dataclass(frozen=True)
 class Condition:
+    """One edit, as a rule (``mvjax.prompt_selection.RULES``) applied to the pooled statistics
+    (one mask for every prompt) or to each prompt's own."""
+
     name: str
-    group: str  # original | massive | control | ablation
-    masks: dict  # {q_site: L×H×D, k_site: L×KV×D}
+    group: str  # original | massive | control | ablation | sweep
+    rule: str = "massive"  # massive | lowest | random | energy; ignored for original
+    top_k: int | None = None  # None: the config's selection
+    layers: tuple[int, ...] | None = None  # None: every layer
+    edit: tuple[bool, bool] = (True, True)  # Q, K
     keep_first: bool = False
+    seed: int = 0
     description: str = ""
 
 
-def build_conditions(energy: dict, cfg, config: DisruptConfig) -> tuple[list[Condition], dict]:
-    """The massive selection and every control, from the prompts' statistics."""
-    qs, ks = config.q_site, config.k_site
-    M = {s: np.sqrt(stacked(energy, s, "sumsq")) for s in (qs, ks)}
-    removable = "centered" if config.method == "mean" else "sumsq"
-    E = {s: stacked(energy, s, removable) for s in (qs, ks)}
-    sel = {s: select_massive(M[s], config.selection, config.top_k, config.definition) for s in (qs, ks)}
-    none = {s: np.zeros_like(sel[s]) for s in (qs, ks)}
+def thirds(n_layers: int) -> dict[str, tuple[int, ...]]:
+    """Early / middle / late thirds of the layers (the middle takes the remainder)."""
+    a = n_layers // 3
+    return {"early": tuple(range(a)), "middle": tuple(range(a, n_layers - a)),
+            "late": tuple(range(n_layers - a, n_layers))}
+
+
+def plan_conditions(config: DisruptConfig, layers: tuple[int, ...], n_layers: int,
+                    rule_text: str) -> list[Condition]:
+    """Every condition of a run, in order: original, massive, ablations, controls, sweeps."""
+    C = Condition
+    conds = [C("original", "original", description="unmodified model"),
+             C("massive", "massive", description=f"Q and K massive dims ({rule_text}), all layers"),
+             C("first_token_kept", "ablation", keep_first=True,
+               description="massive dims edited everywhere except position 0 (the sink)"),
+             C("q_only", "ablation", edit=(True, False), description="massive dims of Q only"),
+             C("k_only", "ablation", edit=(False, True), description="massive dims of K only"),
+             C("chosen_layers", "ablation", layers=tuple(layers),
+               description=f"massive dims in layers {list(layers)} only"),
+             C("lowest_norm", "control", "lowest",
+               description="the lowest-M dims per head, same count (the authors' control)")]
+    conds += [C(f"random_s{seed}", "control", "random", seed=seed,
+                description=f"random non-massive dims, same count, seed {seed}") for seed in config.seeds]
+    conds += [C(f"energy_matched_s{seed}", "control", "energy", seed=seed,
+                description=f"random non-massive dims holding the massive dims' removable energy, seed {seed}")
+              for seed in config.energy_seeds]
+    for k in sorted(set(config.sweep_k) - {config.top_k if config.selection == "topk" else 0}):
+        conds += [C(f"sweep_top{k}_massive", "sweep", top_k=k, description=f"top-{k} dims per head by M"),
+                  C(f"sweep_top{k}_lowest", "sweep", "lowest", top_k=k,
+                    description=f"the {k} lowest-M dims per head")]
+    if config.sweep_layers:
+        conds += [C(f"sweep_layers_{part}", "sweep", layers=ls,
+                    description=f"massive dims in the {part} third (layers {ls[0]}–{ls[-1]}) only")
+                  for part, ls in thirds(n_layers).items() if ls]
+    return conds
+
+
+def pooled_masks(cond: Condition, M: dict, E: dict, config: DisruptConfig) -> dict:
+    """{site: L×H×D} of a condition from the pooled statistics (one selection for all prompts)."""
+    selection, k = (config.selection, config.top_k) if cond.top_k is None else ("topk", cond.top_k)
+    out = {}
+    for i, (s, on) in enumerate(zip(config.sites, cond.edit)):
+        sel = select_massive(M[s], selection, k, config.definition)
+        mask = {"massive": lambda: sel, "lowest": lambda: lowest_norm(M[s], sel),
+                "random": lambda: random_dims(sel, cond.seed + 1000 * i),
+                "energy": lambda: energy_matched(E[s], sel, cond.seed + 1000 * i)}[cond.rule]()
+        mask = mask if cond.layers is None else restrict_layers(mask, cond.layers)
+        out[s] = mask & on
+    return out
+
+
+def condition_probe(cond: Condition, cfg, M: dict, E: dict, config: DisruptConfig):
+    """The probe of one condition: fixed masks (pooled) or a per-prompt selection (prompt)."""
+    if config.statistics == "pooled":
+        return intervention(cfg, pooled_masks(cond, M, E, config), config.method,
+                            keep_first=cond.keep_first, phases=config.phases)
+    topk = cond.top_k is not None
+    return prompt_selected(cfg, config.sites, cond.rule, top_k=cond.top_k if topk else config.top_k,
+                           lam=config.lam, layers=cond.layers, edit=cond.edit,
+                           keep_first=cond.keep_first, seed=cond.seed, method=config.method,
+                           selection="topk" if topk else config.selection, phases=config.phases)
+
+
+def statistics_info(energy: dict, cfg, config: DisruptConfig, conds: list[Condition]) -> dict:
+    """What the pooled statistics select (and, pooled, what each control removes), and how often a
+    prompt's own top-1 dim per head is the pooled one."""
+    M = {s: np.sqrt(stacked(energy, s, "sumsq")) for s in config.sites}
+    E = {s: stacked(energy, s, "centered" if config.method == "mean" else "sumsq") for s in config.sites}
+    sel = {s: select_massive(M[s], config.selection, config.top_k, config.definition) for s in M}
+    top1 = {s: select_massive(M[s], "topk", 1) for s in M}
+    agree = {s: float(stacked(energy, s, "top1")[top1[s]].sum()
+                      / max(stacked(energy, s, "top1").sum(), 1)) for s in M}
+    info = {"removable_energy": "centered" if config.method == "mean" else "sumsq",
+            "massive_dims": {s: as_entries(sel[s]) for s in sel},
+            "energy_share_of_massive": {s: float(E[s][sel[s]].sum() / max(E[s].sum(), 1e-300)) for s in sel},
+            "prompt_top1_is_pooled_top1": agree}
+    if config.statistics == "pooled":
+        controls = {c.name: pooled_masks(c, M, E, config) for c in conds if c.group == "control"}
+        info["energy_ratio_to_massive"] = {n: {s: energy_ratio(E[s], m[s], sel[s]) for s in sel}
+                                           for n, m in controls.items()}
+        info["control_dims"] = {n: {s: as_entries(m[s]) for s in sel} for n, m in controls.items()}
+    return info
+
+
+def chosen_layers(energy: dict, cfg, config: DisruptConfig) -> tuple[int, ...]:
+    """The config's layers, else those with a λ-massive Q or K entry in the pooled statistics."""
     layers = config.chosen_layers
     if layers is None:
-        layers = tuple(sorted(set(massive_layers(M[qs], config.definition))
-                              | set(massive_layers(M[ks], config.definition))))
+        M = {s: np.sqrt(stacked(energy, s, "sumsq")) for s in config.sites}
+        layers = tuple(sorted(set().union(*(massive_layers(m, config.definition) for m in M.values()))))
     bad = [l for l in layers if not 0 <= l < cfg.num_layers]
     if bad:
         raise ValueError(f"chosen layers {bad} are out of range: the model has {cfg.num_layers}")
-    rule = (f"top-{config.top_k} dims per head by M" if config.selection == "topk"
-            else f"M > {config.lam} x mean of M over the {config.mean_over}")
-    conds = [
-        Condition("original", "original", none, description="unmodified model"),
-        Condition("massive", "massive", sel, description=f"Q and K massive dims ({rule}), all layers"),
-        Condition("first_token_kept", "ablation", sel, True,
-                  "massive dims edited everywhere except position 0 (the sink)"),
-        Condition("q_only", "ablation", {qs: sel[qs], ks: none[ks]}, description="massive dims of Q only"),
-        Condition("k_only", "ablation", {qs: none[qs], ks: sel[ks]}, description="massive dims of K only"),
-        Condition("chosen_layers", "ablation", {s: restrict_layers(sel[s], layers) for s in sel},
-                  description=f"massive dims in layers {list(layers)} only"),
-        Condition("lowest_norm", "control", {s: lowest_norm(M[s], sel[s]) for s in sel},
-                  description="the lowest-M dims per head, same count (the authors' control)"),
-    ]
-    conds += [Condition(f"random_s{seed}", "control",
-                        {s: random_dims(sel[s], seed + 1000 * i) for i, s in enumerate(sel)},
-                        description=f"random non-massive dims, same count, seed {seed}")
-              for seed in config.seeds]
-    conds += [Condition(f"energy_matched_s{seed}", "control",
-                        {s: energy_matched(E[s], sel[s], seed + 1000 * i) for i, s in enumerate(sel)},
-                        description=f"random non-massive dims holding the massive dims' removable "
-                        f"energy ({removable}), seed {seed}")
-              for seed in config.energy_seeds]
-    info = {
-        "rule": rule, "removable_energy": removable, "chosen_layers": list(layers),
-        "massive_dims": {s: as_entries(sel[s]) for s in sel},
-        "energy_share_of_massive": {s: float(E[s][sel[s]].sum() / max(E[s].sum(), 1e-300)) for s in sel},
-        "energy_ratio_to_massive": {c.name: {s: energy_ratio(E[s], c.masks[s], sel[s]) for s in sel}
-                                    for c in conds if c.group == "control"},
-        "control_dims": {c.name: {s: as_entries(c.masks[s]) for s in sel}
-                         for c in conds if c.group == "control"},
-    }
-    return conds, info
+    return tuple(layers)
 
 
-def counted_items(task: Task, encoded, ll, hits) -> list[int]:
-    """Parametric tasks: the items the unmodified model knows — ranks right when the item has
-    choices, else answers by greedy exact match; others: all items."""
-    if task.kind != "parametric":
-        return list(range(len(encoded)))
-    return [i for i, e in enumerate(encoded)
-            if (rank_correct(ll[i][:e.n_choices], e.answer) if e.n_choices
-                else e.target is not None and hits[i][e.target])]
+def known_items(encoded, ll, hits, ranking: str = "sum") -> dict[str, list[int]]:
+    """The items the unmodified model gets right, per metric: {"rank": ..., "exact": ...}."""
+    return {"rank": [i for i, e in enumerate(encoded)
+                     if e.n_choices and rank_correct(choice_scores(e, ll[i], ranking), e.answer)],
+            "exact": [i for i, e in enumerate(encoded) if e.target is not None and hits[i][e.target]]}
 
 
-def baseline_pass(scorer, tasks: list[Task], encoded: dict, sites, progress: bool):
+def baseline_pass(scorer, tasks: list[Task], encoded: dict, sites, progress: bool,
+                  ranking: str = "sum"):
     """Score the unmodified model and gather ``Energy`` at ``sites`` in the same pass:
-    (runs, energy, counted items per task)."""
+    (runs, energy, known items per task and metric)."""
     from tqdm.auto import tqdm
 
     energy: dict | None = None
@@ -149,15 +227,25 @@ def baseline_pass(scorer, tasks: list[Task], encoded: dict, sites, progress: boo
     runs = {t.name: scorer.run(encoded[t.name], PromptEnergy(frozenset(sites)), keep_energy, bar)
             for t in tasks}
     bar.close()
-    keep = {t.name: counted_items(t, encoded[t.name], *runs[t.name]) for t in tasks}
+    keep = {t.name: known_items(encoded[t.name], *runs[t.name], ranking) for t in tasks}
     return runs, energy, keep
 
 
+def task_scores(task: Task, items, ll, hits, known: dict, ranking: str) -> tuple[dict, dict]:
+    """(scores on every item, scores on the items the unmodified model gets right)."""
+    every = score_task(items, ll, hits, task.rank_chance, ranking=ranking, exact_chance=task.exact_chance)
+    on_known = {m: score_task(items, ll, hits, task.rank_chance, known[m], ranking,
+                              task.exact_chance).get(m) for m in every if m in known}
+    return every, {m: v for m, v in on_known.items() if v is not None and v["n"]}
+
+
 def evaluate_condition(scorer, tasks: list[Task], encoded: dict, keep: dict, probe, ppl_rows,
-                       name: str, progress: bool, runs: dict | None = None) -> dict[str, Any]:
-    """{"tasks": {task: scores}, "perplexity", "first_token_attention"} of one condition. The
-    probe (an ``Intervention``) is applied to the tasks, and with ``sink=True`` to the held-out
-    rows; ``runs`` reuses already computed task runs."""
+                       name: str, progress: bool, runs: dict | None = None,
+                       ranking: str = "sum") -> dict[str, Any]:
+    """{"tasks": {task: scores on every item}, "tasks_known": {task: scores on the items the
+    unmodified model gets right}, "perplexity", "first_token_attention"} of one condition. The
+    probe is applied to the tasks, and with ``sink=True`` to the held-out rows; ``runs`` reuses
+    already computed task runs."""
     from tqdm.auto import tqdm
 
     if runs is None:
@@ -165,45 +253,67 @@ def evaluate_condition(scorer, tasks: list[Task], encoded: dict, keep: dict, pro
                    unit="item")
         runs = {t.name: scorer.run(encoded[t.name], probe, progress=bar) for t in tasks}
         bar.close()
-    entry: dict[str, Any] = {"tasks": {t.name: score_task(encoded[t.name], *runs[t.name],
-                                                          t.rank_chance, keep[t.name])
-                                       for t in tasks}}
+    scores = {t.name: task_scores(t, encoded[t.name], *runs[t.name], keep[t.name], ranking) for t in tasks}
+    entry: dict[str, Any] = {"tasks": {t: s[0] for t, s in scores.items()},
+                             "tasks_known": {t: s[1] for t, s in scores.items()}}
     if ppl_rows is not None:
         entry["perplexity"], entry["first_token_attention"] = perplexity(
             scorer.model, ppl_rows, dataclasses.replace(probe, sink=True))
     return entry
 
 
+def task_records(tasks: list[Task], encoded: dict, base: dict, keep: dict, ranking: str) -> dict:
+    """Per task: kind, description, n, chance levels, how many items the original gets right."""
+    return {t.name: {"kind": t.kind, "description": t.description, "n_items": len(t.items),
+                     "n_known": {m: len(v) for m, v in keep[t.name].items()},
+                     "rank_chance": t.rank_chance, "exact_chance": t.exact_chance,
+                     "baseline_all_items": score_task(encoded[t.name], *base[t.name], t.rank_chance,
+                                                      ranking=ranking, exact_chance=t.exact_chance)}
+            for t in tasks}
+
+
+def rule_text(config: DisruptConfig) -> str:
+    rule = (f"top-{config.top_k} dims per head by M" if config.selection == "topk"
+            else f"M > {config.lam} x mean of M over the {config.mean_over}")
+    return rule + (", each prompt's own (its M)" if config.statistics == "prompt"
+                   else ", one selection from the pooled M of all scored prompts")
+
+
 def disrupt(model, tokenizer, tasks: list[Task], config: DisruptConfig = DisruptConfig(),
-            ppl_rows: np.ndarray | None = None, progress: bool = True) -> dict[str, Any]:
+            ppl_rows: np.ndarray | None = None, progress: bool = True,
+            checkpoint: Checkpoint | None = None) -> dict[str, Any]:
     """Score ``tasks`` (and perplexity on ``ppl_rows``, N×T BOS-first token rows) for the
-    original model, the massive-dims disruption and every control. Returns a JSON-ready dict."""
+    original model, the massive-dims disruption and every control. Returns a JSON-ready dict.
+    ``checkpoint`` keeps finished conditions, so a killed run resumes (``analysis.resume``)."""
     if not tasks:
         raise ValueError("no tasks to score: give at least one task")
-    cfg = model.cfg
-    scorer = Scorer(model, config.batch_size)
+    cfg, ck = model.cfg, checkpoint or Checkpoint(None, "")
     encoded = {t.name: encode_task(tokenizer, t) for t in tasks}
-    base, energy, keep = baseline_pass(scorer, tasks, encoded, (config.q_site, config.k_site), progress)
-    conds, info = build_conditions(energy, cfg, config)
-
+    scorer = Scorer(model, config.batch_size, longest_continuation(encoded))
+    base, energy, keep = ck.get("baseline", lambda: baseline_pass(
+        scorer, tasks, encoded, config.sites, progress, config.ranking))
+    layers, text = chosen_layers(energy, cfg, config), rule_text(config)
+    conds = plan_conditions(config, layers, cfg.num_layers, text)
+    M = {s: np.sqrt(stacked(energy, s, "sumsq")) for s in config.sites}
+    E = {s: stacked(energy, s, "centered" if config.method == "mean" else "sumsq") for s in config.sites}
     results: dict[str, Any] = {}
     for cond in conds:
-        probe = intervention(cfg, cond.masks, config.method, keep_first=cond.keep_first,
-                             phases=config.phases)
-        entry = {"group": cond.group, "description": cond.description, "keep_first": cond.keep_first}
-        results[cond.name] = entry | evaluate_condition(
+        probe = (intervention(cfg, empty_masks(cfg, config.sites)) if cond.group == "original"
+                 else condition_probe(cond, cfg, M, E, config))
+        entry = {"group": cond.group, "description": cond.description, "keep_first": cond.keep_first,
+                 "rule": cond.rule, "top_k": cond.top_k or config.top_k, "layers": cond.layers}
+        results[cond.name] = entry | ck.get(cond.name, lambda: evaluate_condition(
             scorer, tasks, encoded, keep, probe, ppl_rows, cond.name, progress,
-            runs=base if cond.name == "original" else None)
-
+            runs=base if cond.group == "original" else None, ranking=config.ranking))
+    info = statistics_info(energy, cfg, config, conds) | {"rule": text, "chosen_layers": list(layers)}
     return {
         "config": dataclasses.asdict(config),
+        "statistics": config.statistics,
         "definition": {**config.definition.to_dict(), "selection": config.selection,
-                       "selected_by": info["rule"], "statistics": "pooled over the scored prompts",
+                       "selected_by": text, "statistics": STATISTICS_TEXT[config.statistics],
                        "edit": f"{config.method} at {config.q_site}/{config.k_site}, phases={config.phases}"},
-        "tasks": {t.name: {"kind": t.kind, "description": t.description, "n_items": len(t.items),
-                           "n_counted": len(keep[t.name]), "rank_chance": t.rank_chance,
-                           "baseline_all_items": score_task(encoded[t.name], *base[t.name],
-                                                            t.rank_chance)} for t in tasks},
+        "ranking": config.ranking,
+        "tasks": task_records(tasks, encoded, base, keep, config.ranking),
         "dims": info,
         "model_layers": cfg.num_layers,
         "conditions": results,

@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 
 from analysis.claims import Claim, Outcome, claim_lines
+from analysis.disrupt_rules import PARAMETRIC_SURVIVES, control_costs_less
 from analysis.plots import condition_bars, layer_lines
 from mvjax.provenance import provenance_lines
 
-PAPER_CONTROL_BOUND = 2.7  # points: the paper's largest non-massive-control cost (Table 1)
-
-
-def _acc(result: dict, cond: str, task: str, metric: str = "rank") -> dict | None:
-    return result["conditions"][cond]["tasks"][task].get(metric)
+def _acc(result: dict, cond: str, task: str, metric: str = "rank", known: bool = False) -> dict | None:
+    entry = result["conditions"][cond]
+    per = entry.get("tasks_known", {}) if known else entry["tasks"]
+    return per.get(task, {}).get(metric)
 
 
 def _pct(s: dict | None) -> str:
@@ -33,11 +33,11 @@ def metric_of(result: dict, task: str) -> str:
     return "rank" if result["tasks"][task]["rank_chance"] is not None else "exact"
 
 
-def pooled(result: dict, prefix: str, task: str, metric: str) -> dict | None:
+def pooled(result: dict, prefix: str, task: str, metric: str, known: bool = False) -> dict | None:
     """Accuracy of a seeded control pooled over its seeds (items × seeds), with a Wilson CI."""
     from mvjax.data.tasks.base import accuracy_summary
 
-    runs = [_acc(result, c, task, metric) for c in result["conditions"] if c.startswith(prefix)]
+    runs = [_acc(result, c, task, metric, known) for c in result["conditions"] if c.startswith(prefix)]
     runs = [r for r in runs if r is not None]
     if not runs:
         return None
@@ -56,10 +56,10 @@ def columns(result: dict) -> list[str]:
     return cols
 
 
-def cell(result: dict, col: str, task: str, metric: str) -> dict | None:
+def cell(result: dict, col: str, task: str, metric: str, known: bool = False) -> dict | None:
     if col in result["conditions"]:
-        return _acc(result, col, task, metric)
-    return pooled(result, col + "_s", task, metric)
+        return _acc(result, col, task, metric, known)
+    return pooled(result, col + "_s", task, metric, known)
 
 
 def metrics_of(result: dict, task: str) -> list[str]:
@@ -67,14 +67,19 @@ def metrics_of(result: dict, task: str) -> list[str]:
     return [m for m in ("rank", "exact") if _acc(result, "original", task, m) is not None]
 
 
-def main_table(result: dict) -> str:
-    cols = columns(result)
-    rows = ["| task (metric, chance) | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+def main_table(result: dict, known: bool = False, ci: bool = False) -> str:
+    """Tasks × conditions (sweeps left to their figures); every item, or only the items the
+    unmodified model gets right (``known``); with 95% CIs when ``ci``."""
+    cols = [c for c in columns(result) if result["conditions"].get(c, {}).get("group") != "sweep"]
+    fmt = _ci if ci else _pct
+    rows = ["| task (metric, chance; n) | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for task, t in result["tasks"].items():
         for metric in metrics_of(result, task):
-            chance = "≈0" if metric == "exact" else f"{100 * t['rank_chance']:.0f}%"
-            rows.append(f"| {task} ({metric}, {chance}; n={t['n_counted']}) | "
-                        + " | ".join(_pct(cell(result, c, task, metric)) for c in cols) + " |")
+            base = cell(result, "original", task, metric, known)
+            if base is None:
+                continue
+            rows.append(f"| {task} ({metric}, {100 * base['chance']:.0f}%; n={base['n']}) | "
+                        + " | ".join(fmt(cell(result, c, task, metric, known)) for c in cols) + " |")
     return "\n".join(rows)
 
 
@@ -94,15 +99,6 @@ def _drop(result: dict, col: str, task: str) -> float | None:
     m = metric_of(result, task)
     a, b = cell(result, "original", task, m), cell(result, col, task, m)
     return None if a is None or b is None else 100 * (a["accuracy"] - b["accuracy"])
-
-
-def _retained(result: dict, col: str, task: str) -> float | None:
-    """(disrupted − chance) / (original − chance): the share of the above-chance margin kept."""
-    m = metric_of(result, task)
-    a, b = cell(result, "original", task, m), cell(result, col, task, m)
-    if a is None or b is None or a["accuracy"] - a["chance"] <= 0:
-        return None
-    return (b["accuracy"] - b["chance"]) / (a["accuracy"] - a["chance"])
 
 
 def disrupt_notes(result: dict) -> list[str]:
@@ -138,34 +134,6 @@ def breaks_contextual(task: str, metric: str) -> Claim:
                  "the 95% CIs do not overlap", check)
 
 
-def _parametric_survives(result: dict) -> Outcome:
-    rp = [x for x in (_retained(result, "massive", t) for t in _kind(result, "parametric"))
-          if x is not None]
-    rc = [x for x in (_retained(result, "massive", t) for t in _kind(result, "contextual"))
-          if x is not None]
-    return Outcome({"parametric_retained": rp, "contextual_retained": rc},
-                   min(rp) > max(rc) if rp and rc else None,
-                   "share of the above-chance margin kept under massive disruption: parametric "
-                   f"{', '.join(f'{x:.2f}' for x in rp)}, contextual {', '.join(f'{x:.2f}' for x in rc)}")
-
-
-PARAMETRIC_SURVIVES = Claim("parametric_survives",
-                            "Parametric knowledge survives better than contextual",
-                            "every parametric share above every contextual one", _parametric_survives)
-
-
-def control_bounded(col: str) -> Claim:
-    def check(result: dict) -> Outcome:
-        drops = [d for d in (_drop(result, col, t) for t in result["tasks"]) if d is not None]
-        mdrops = [d for d in (_drop(result, "massive", t) for t in result["tasks"]) if d is not None]
-        return Outcome({"largest_drop": max(drops), "massive_largest_drop": max(mdrops)},
-                       max(drops) <= PAPER_CONTROL_BOUND,
-                       f"largest drop {max(drops):.1f} points (massive: {max(mdrops):.1f})")
-    return Claim(f"control_{col}", f"Control {col} costs at most {PAPER_CONTROL_BOUND} points on "
-                 "every task (the paper's bound)", f"largest drop ≤ {PAPER_CONTROL_BOUND} points",
-                 check)
-
-
 ABLATIONS = {  # condition: (claim words, whether most of the damage must go (≤ 50% left) or stay)
     "first_token_kept": ("Keeping position 0 intact (the sink) undoes", False),
     "k_only": ("Editing K alone reproduces", True), "q_only": ("Editing Q alone reproduces", True),
@@ -196,24 +164,45 @@ def disrupt_claims(result: dict) -> list[Claim]:
     """Every claim the result can test, each with its rule, numbers and verdict."""
     ctx, par = _kind(result, "contextual"), _kind(result, "parametric")
     todo = [breaks_contextual(t, m) for t in ctx for m in metrics_of(result, t)]
-    todo += [PARAMETRIC_SURVIVES] if par and ctx else []
+    todo += PARAMETRIC_SURVIVES if par and ctx else []
     for col in columns(result):
         if result["conditions"].get(col, {}).get("group", "control") != "control":
             continue  # pooled seeded columns are controls; named conditions say their group
         if any(_drop(result, col, t) is not None for t in result["tasks"]):
-            todo.append(control_bounded(col))
+            todo.append(control_costs_less(col, cell))
     every_layer = len(result["dims"].get("chosen_layers") or ()) == result.get("model_layers")
     todo += [ablation(n) for n in ABLATIONS if n in result["conditions"] and ctx
              and not (n == "chosen_layers" and every_layer)]
     return [c.apply(result) for c in todo]
 
 
-def condition_figure(result: dict, out: Path, title: str) -> str:
-    """Bars per task with every condition side by side (seeded controls pooled); the PNG's name."""
-    cols = columns(result)
+def condition_figure(result: dict, out: Path, title: str, cols: list[str] | None = None,
+                     name: str = "accuracy_by_condition", what: str = "accuracy per condition") -> str:
+    """Bars per task with every condition side by side (seeded controls pooled; sweeps left to
+    their own figures); the PNG's name."""
+    cols = cols or [c for c in columns(result) if result["conditions"].get(c, {}).get("group") != "sweep"]
     table = {t: {c: cell(result, c, t, metric_of(result, t)) for c in cols} for t in result["tasks"]}
-    condition_bars(table, cols, out, "accuracy_by_condition", f"{title}: accuracy per condition")
-    return "accuracy_by_condition.png"
+    condition_bars(table, cols, out, name, f"{title}: {what}")
+    return f"{name}.png"
+
+
+def sweep_figures(result: dict, out: Path, title: str) -> list[str]:
+    """The top-k sweep (massive and lowest-norm at each k) and the layer sweep (massive dims in
+    one third of the layers), one figure each, when the run has them."""
+    conds, k0 = result["conditions"], result["config"]["top_k"]
+    ks = sorted({k0, *result["config"].get("sweep_k", ())})
+    figs = []
+    if len(ks) > 1:
+        name = lambda k, r: ({"massive": "massive", "lowest": "lowest_norm"}[r] if k == k0  # noqa: E731
+                             else f"sweep_top{k}_{r}")
+        cols = ["original"] + [name(k, r) for r in ("massive", "lowest") for k in ks]
+        figs.append(condition_figure(result, out, title, [c for c in cols if c in conds], "topk_sweep",
+                                     f"top-k per head edited, k = {ks}"))
+    thirds = [c for c in conds if c.startswith("sweep_layers_")]
+    if thirds:
+        figs.append(condition_figure(result, out, title, ["original", "massive", *thirds], "layer_sweep",
+                                     "massive dims edited in one third of the layers"))
+    return figs
 
 
 def dims_lines(result: dict) -> list[str]:
@@ -226,7 +215,10 @@ def dims_lines(result: dict) -> list[str]:
         out.append(f"- {site}: {n} entries selected as massive in {len(per)} layers, holding "
                    f"{100 * info['energy_share_of_massive'][site]:.1f}% of the site's removable "
                    f"energy ({info['removable_energy']}).")
-    for cond, ratios in info["energy_ratio_to_massive"].items():
+    for site, share in info.get("prompt_top1_is_pooled_top1", {}).items():
+        out.append(f"- {site}: a prompt's own top-1 dim per head is the pooled top-1 in "
+                   f"{100 * share:.1f}% of (prompt, layer, head).")
+    for cond, ratios in info.get("energy_ratio_to_massive", {}).items():
         out.append(f"- {cond}: removable energy = " + ", ".join(
             f"{r:.3f}× the massive dims' at {s}" for s, r in ratios.items()) + ".")
     out.append(f"- chosen layers: {info['chosen_layers']}.")
@@ -235,7 +227,7 @@ def dims_lines(result: dict) -> list[str]:
 
 def write_disrupt_report(result: dict, out: Path, title: str) -> Path:
     """Figures (bars with controls side by side, first-token attention per layer) and report.md."""
-    figs = [condition_figure(result, out, title)]
+    figs = [condition_figure(result, out, title), *sweep_figures(result, out, title)]
     sinks = {c: e["first_token_attention"] for c, e in result["conditions"].items()
              if e.get("first_token_attention")}
     if sinks:
@@ -244,17 +236,22 @@ def write_disrupt_report(result: dict, out: Path, title: str) -> Path:
         figs.append("first_token_attention.png")
     d = result["definition"]
     lines = [f"# {title}", "", "## Definition and set-up (fixed before the run)", "",
-             f"- Massive dims: {d.get('selected_by', '')}; statistics {d.get('statistics', '')}; "
+             f"- Statistics: **{result.get('statistics', 'pooled')}** — {d.get('statistics', '')}.",
+             f"- Massive dims: {d.get('selected_by', '')}; "
              f"λ rule recorded: {d.get('rule', '')}.",
              f"- Edit: {d.get('edit', '')}.",
              f"- Model: {result.get('model', {}).get('name', '')}; config in results.json.",
              *provenance_lines(result.get("provenance", {})), "",
              *dims_lines(result), "",
              "## Accuracy (%) — the paper's table shape", "",
-             "Parametric tasks count only the items the unmodified model ranks right. Seeded controls "
-             "are pooled over seeds (per-seed rows below). rank = gold choice has the highest "
-             "log-likelihood (chance 1/K); exact = greedy decoding emits the answer.", "",
-             main_table(result), "",
+             f"Every item of every task. Seeded controls are pooled over seeds (per-seed rows below). "
+             f"rank = the gold choice scores highest (ranking: {result.get('ranking', 'sum')} of the "
+             "choice's token log-likelihoods; chance 1/K); exact = greedy decoding emits the answer "
+             "(chance: 0, or 1/#pairs for key→value recall, where copying any listed value counts). "
+             "95% Wilson intervals in brackets.", "",
+             main_table(result, ci=True), "",
+             "### On the items the unmodified model gets right", "",
+             main_table(result, known=True), "",
              "## Claims", ""]
     lines += [f"- {n}" for n in result.get("notes", [])] + claim_lines(result["claims"])
     lines += ["", "## Every condition × task", "", detail_table(result), ""]

@@ -76,11 +76,17 @@ def check_fits(tok, task: Task, max_seq_len: int) -> None:
                                  f"exceeds the model's max_seq_len {max_seq_len}: shorten it")
 
 
+def longest_continuation(encoded: dict) -> int:
+    """Tokens in the longest choice or target of any task (one continuation shape for a run)."""
+    return max(len(c) for items in encoded.values() for e in items for c in e.conts)
+
+
 def bucket(n: int) -> int:
-    """Padded prompt length: a multiple of 32 up to 256, of 128 beyond (few shapes to compile,
-    at most ~25% padding above 128 tokens)."""
-    step = 32 if n <= 256 else 128
-    return max(step, -(-n // step) * step)
+    """Padded prompt length: the next power of two, at least 32. Each bucket is one compilation
+    of the 30-layer forward (minutes on a CPU), which costs more than the padding; the generated
+    tasks' prompts are sized to fit their power-of-two lengths exactly."""
+    return max(32, 1 << (max(n, 1) - 1).bit_length())
+
 
 
 def _lm_logits(model: Transformer, hidden):
@@ -119,8 +125,9 @@ def _continue(graphdef, state, cache, last_lp, tokens, lengths, positions, probe
 class Scorer:
     """Runs encoded items through one model under any probe."""
 
-    def __init__(self, model: Transformer, batch_size: int = 8):
+    def __init__(self, model: Transformer, batch_size: int = 8, cont_len: int = 0):
         self.model = model
+        self.cont_len = cont_len  # pad continuations to at least this (one shape for all tasks)
         self.graphdef, self.state = nnx.split(model)
         self.cfg = model.cfg
         self.batch_size = batch_size
@@ -130,7 +137,7 @@ class Scorer:
         ``on_records(records, valid_BxT)`` receives each prefill batch's probe records."""
         B = self.batch_size
         longest = max(len(c) for e in items for c in e.conts)
-        C = _cont_pad(longest)  # continuations padded to a power of two
+        C = _cont_pad(max(longest, self.cont_len))  # continuations padded to a power of two
         order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))
         ll: list[list[float]] = [[] for _ in items]
         hits: list[list[bool]] = [[] for _ in items]
@@ -169,18 +176,35 @@ class Scorer:
         return ll, hits
 
 
+RANKINGS = ("sum", "per_token")
+
+
+def choice_scores(item: Encoded, ll_i, ranking: str = "sum") -> list[float]:
+    """The item's choice scores: summed log-likelihood of each choice's tokens (``sum``, favours
+    short choices) or its mean per token (``per_token``, length-normalised)."""
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking={ranking!r} is invalid: use one of {RANKINGS}")
+    scores = list(ll_i[:item.n_choices])
+    return scores if ranking == "sum" else [x / len(c) for x, c in zip(scores, item.conts)]
+
+
 def score_task(items: list[Encoded], ll, hits, chance: float | None,
-               keep: Iterable[int] | None = None) -> dict[str, Any]:
-    """{"rank": summary, "exact": summary} over the items in ``keep`` (default all)."""
+               keep: Iterable[int] | None = None, ranking: str = "sum",
+               exact_chance: float = 0.0) -> dict[str, Any]:
+    """{"rank": summary by ``ranking``, "rank_sum", "rank_per_token", "exact": summary} over the
+    items in ``keep`` (default all). ``exact_chance``: what a model that ignores the binding but
+    copies any listed value would get by greedy exact match (0 for keys it cannot guess)."""
     keep = list(range(len(items))) if keep is None else list(keep)
     out: dict[str, Any] = {}
-    ranked = [rank_correct(ll[i][:items[i].n_choices], items[i].answer) for i in keep
-              if items[i].n_choices]
+    ranked = [i for i in keep if items[i].n_choices]
     if ranked:
-        out["rank"] = accuracy_summary(ranked, chance)
+        for r in RANKINGS:
+            out[f"rank_{r}"] = accuracy_summary(
+                [rank_correct(choice_scores(items[i], ll[i], r), items[i].answer) for i in ranked], chance)
+        out["rank"] = out[f"rank_{ranking}"]
     exact = [hits[i][items[i].target] for i in keep if items[i].target is not None]
     if exact:
-        out["exact"] = accuracy_summary(exact, 0.0)
+        out["exact"] = accuracy_summary(exact, exact_chance)
     return out
 
 

@@ -27,8 +27,9 @@ from flax import nnx
 
 from analysis.claims import Claim, Outcome, claim_lines
 from analysis.dims import select_massive, stacked
-from analysis.disrupt import baseline_pass, evaluate_condition
-from analysis.evaluate import Scorer, encode_task, score_task
+from analysis.disrupt import baseline_pass, evaluate_condition, task_records
+from analysis.evaluate import RANKINGS, Scorer, encode_task, longest_continuation
+from analysis.resume import Checkpoint
 from mvjax.data.tasks.base import Task
 from mvjax.interventions import GRANULARITIES, QuantSpec, empty_masks, intervention
 from mvjax.provenance import provenance_lines
@@ -45,6 +46,7 @@ class QuantizeConfig:
     sides: tuple[str, ...] = ("pre", "post")
     weight_bits: tuple[int, ...] = (8, 4)
     top_k: int = 1  # massive dims per head kept in full precision
+    ranking: str = "sum"  # sum | per_token
     batch_size: int = 8
 
     def __post_init__(self) -> None:
@@ -52,6 +54,8 @@ class QuantizeConfig:
             QuantSpec(b)  # validates
         for g in self.granularities:
             QuantSpec(8, g)
+        if self.ranking not in RANKINGS:
+            raise ValueError(f"ranking={self.ranking!r} is invalid: use one of {RANKINGS}")
         bad = [s for s in self.sides if s not in SIDES]
         if bad:
             raise ValueError(f"side(s) {bad} are invalid: use pre and/or post")
@@ -81,96 +85,109 @@ def quantized_weights(model, bits: int, protect: dict[str, np.ndarray] | None = 
     return m
 
 
-def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = QuantizeConfig(),
-             ppl_rows: np.ndarray | None = None, progress: bool = True) -> dict[str, Any]:
-    """Score ``tasks`` (and perplexity) for the original model and every quantization condition."""
-    if not tasks:
-        raise ValueError("no tasks to score: give at least one task")
-    cfg = model.cfg
-    scorer = Scorer(model, config.batch_size)
-    encoded = {t.name: encode_task(tokenizer, t) for t in tasks}
-    base, energy, keep = baseline_pass(scorer, tasks, encoded, ALL_SITES, progress)
-    massive = {s: select_massive(np.sqrt(stacked(energy, s, "sumsq")), "topk", config.top_k)
-               for s in ALL_SITES}
-    none = empty_masks(cfg, ALL_SITES)
-    results: dict[str, Any] = {}
-    results["original"] = {"group": "original", "description": "unmodified model"} | evaluate_condition(
-        scorer, tasks, encoded, keep, intervention(cfg, none), ppl_rows, "original", progress, base)
+def activation_conditions(config: QuantizeConfig):
+    """(name, record, bits, granularity, side, kept) of every activation condition."""
     for g in config.granularities:
         for bits in config.bits:
             for side in config.sides:
                 for kept in (False, True):
-                    masks = dict(none)
-                    for s in SIDES[side]:
-                        masks[s] = ~massive[s] if kept else np.ones_like(massive[s])
                     name = f"act_int{bits}_{g}_{side}" + ("_keep_massive" if kept else "")
-                    probe = intervention(cfg, masks, "quant", quant=QuantSpec(bits, g), phases="all")
-                    results[name] = {"group": "activation", "bits": bits, "granularity": g,
-                                     "side": side, "keep_massive": kept} | evaluate_condition(
-                        scorer, tasks, encoded, keep, probe, ppl_rows, name, progress)
+                    yield name, {"group": "activation", "bits": bits, "granularity": g, "side": side,
+                                 "keep_massive": kept}, bits, g, side, kept
+
+
+def weight_condition(model, config, bits: int, kept: bool, massive: dict, tasks, encoded, keep,
+                     ppl_rows, name: str, progress: bool) -> dict:
+    """Score a copy of the model with W_q/W_k rounded (massive rows protected when ``kept``)."""
+    from analysis.dims import PromptEnergy
+
+    cfg = model.cfg
+    qmodel = quantized_weights(model, bits, {"q": massive["q"], "k": massive["k"]} if kept else None)
+    qscorer = Scorer(qmodel, config.batch_size, longest_continuation(encoded))
+    runs = {t.name: qscorer.run(encoded[t.name], PromptEnergy(frozenset(ALL_SITES))) for t in tasks}
+    return evaluate_condition(qscorer, tasks, encoded, keep, intervention(cfg, empty_masks(cfg, ALL_SITES)),
+                              ppl_rows, name, progress, runs, config.ranking)
+
+
+def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = QuantizeConfig(),
+             ppl_rows: np.ndarray | None = None, progress: bool = True,
+             checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+    """Score ``tasks`` (and perplexity) for the original model and every quantization condition;
+    ``checkpoint`` keeps finished conditions (``analysis.resume``)."""
+    if not tasks:
+        raise ValueError("no tasks to score: give at least one task")
+    cfg, ck = model.cfg, checkpoint or Checkpoint(None, "")
+    encoded = {t.name: encode_task(tokenizer, t) for t in tasks}
+    scorer = Scorer(model, config.batch_size, longest_continuation(encoded))
+    base, energy, keep = ck.get("baseline", lambda: baseline_pass(scorer, tasks, encoded, ALL_SITES,
+                                                                  progress, config.ranking))
+    massive = {s: select_massive(np.sqrt(stacked(energy, s, "sumsq")), "topk", config.top_k)
+               for s in ALL_SITES}
+    none = empty_masks(cfg, ALL_SITES)
+    results: dict[str, Any] = {}
+    results["original"] = {"group": "original", "description": "unmodified model"} | ck.get(
+        "original", lambda: evaluate_condition(scorer, tasks, encoded, keep, intervention(cfg, none),
+                                               ppl_rows, "original", progress, base, config.ranking))
+    for name, record, bits, g, side, kept in activation_conditions(config):
+        masks = dict(none)
+        for s in SIDES[side]:
+            masks[s] = ~massive[s] if kept else np.ones_like(massive[s])
+        probe = intervention(cfg, masks, "quant", quant=QuantSpec(bits, g), phases="all")
+        results[name] = record | ck.get(name, lambda: evaluate_condition(
+            scorer, tasks, encoded, keep, probe, ppl_rows, name, progress, ranking=config.ranking))
     for bits in config.weight_bits:
         for kept in (False, True):
             name = f"w_int{bits}" + ("_protect" if kept else "")
-            qmodel = quantized_weights(model, bits, {"q": massive["q"], "k": massive["k"]} if kept else None)
-            qscorer = Scorer(qmodel, config.batch_size)
-            from analysis.dims import PromptEnergy
-
-            runs = {t.name: qscorer.run(encoded[t.name], PromptEnergy(frozenset(ALL_SITES))) for t in tasks}
-            results[name] = {"group": "weight", "bits": bits, "protect_massive_rows": kept} | evaluate_condition(
-                qscorer, tasks, encoded, keep, intervention(cfg, none), ppl_rows, name, progress, runs)
-            del qmodel, qscorer
+            results[name] = {"group": "weight", "bits": bits, "protect_massive_rows": kept} | ck.get(
+                name, lambda: weight_condition(model, config, bits, kept, massive, tasks, encoded, keep,
+                                               ppl_rows, name, progress))
     return {
         "config": dataclasses.asdict(config),
+        "ranking": config.ranking,
         "definition": {"massive_kept": f"top-{config.top_k} dims per head by M = sqrt(sum x^2) over "
                        "the scored prompts, at the quantized site (pre-RoPE q/k for weights)",
                        "activation": "symmetric fake quantization, scale = absmax of the quantized "
                        "entries of the group / (2^(b-1)-1); every token, continuations with the "
                        "prompt's tensor/channel scales", "weight": "per-output-row symmetric RTN of "
-                       "W_q and W_k"},
-        "tasks": {t.name: {"kind": t.kind, "description": t.description, "n_items": len(t.items),
-                           "n_counted": len(keep[t.name]), "rank_chance": t.rank_chance,
-                           "baseline_all_items": score_task(encoded[t.name], *base[t.name], t.rank_chance)}
-                  for t in tasks},
+                       "W_q and W_k", "ranking": f"choices ranked by {config.ranking} of their token "
+                       "log-likelihoods"},
+        "tasks": task_records(tasks, encoded, base, keep, config.ranking),
         "dims": {"massive_kept": {s: {str(l): [[int(h), int(d)] for h, d in zip(*np.nonzero(massive[s][l]))]
                                       for l in range(cfg.num_layers)} for s in ALL_SITES}},
         "conditions": results,
     }
 
 
-def _mean_acc(result: dict, cond: str, tasks: list[str], metric: str | None = None) -> float | None:
-    """Mean accuracy (points) of ``cond`` over ``tasks`` (each by its own metric unless given)."""
-    from analysis.disrupt_report import cell, metric_of
+def _kind_ci(result: dict, cond: str, kind: str) -> tuple[str, tuple[float, float] | None]:
+    """A kind's pooled accuracy (every item, main metrics) as text, and its Wilson interval."""
+    from analysis.disrupt_rules import pooled_kind
+    from mvjax.data.tasks.base import wilson_interval
 
-    xs = [cell(result, cond, t, metric or metric_of(result, t)) for t in tasks]
-    xs = [x["accuracy"] for x in xs if x is not None]
-    return 100 * float(np.mean(xs)) if xs else None
-
-
-def _f1(x: float | None) -> str:
-    return f"{x if x is not None else float('nan'):.1f}"
+    k, n, _ = pooled_kind(result, cond, kind)
+    if not n:
+        return "–", None
+    lo, hi = wilson_interval(k, n)
+    return f"{100 * k / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] (n={n})", (lo, hi)
 
 
 def keeping_helps(name: str, kept: str) -> Claim:
     """Claim: quantization ``name`` with the massive dims (rows) kept in full precision (``kept``)
-    scores higher on the contextual tasks than without."""
+    scores higher on the contextual tasks than without — decided only when the pooled contextual
+    accuracies' 95% intervals are separated (one flipped item never decides)."""
     def check(result: dict) -> Outcome:
-        ctx = [t for t, v in result["tasks"].items() if v["kind"] == "contextual"]
-        par = [t for t, v in result["tasks"].items() if v["kind"] != "contextual"]
-        acc = {k: [_mean_acc(result, c, tasks) for c in ("original", name, kept)]
-               for k, tasks in (("contextual", ctx), ("parametric", par))}
-        acc["contextual_exact"] = [_mean_acc(result, c, ctx, "exact") for c in ("original", name, kept)]
-        (orig_c, a, b), (orig_p, pa, pb) = acc["contextual"], acc["parametric"]
-        ea, eb, eo = acc["contextual_exact"][1], acc["contextual_exact"][2], acc["contextual_exact"][0]
+        (a, ia), (b, ib) = _kind_ci(result, name, "contextual"), _kind_ci(result, kept, "contextual")
+        orig_c = _kind_ci(result, "original", "contextual")[0]
+        pa, pb = _kind_ci(result, name, "parametric")[0], _kind_ci(result, kept, "parametric")[0]
         e = result["conditions"][name]
         ppl = (f"; perplexity {e.get('perplexity', float('nan')):.2f} → "
                f"{result['conditions'][kept].get('perplexity', float('nan')):.2f}") if e.get("perplexity") else ""
-        exact = "" if ea is None else f"; greedy exact {ea:.1f} → {eb:.1f} (original {eo:.1f})"
-        held = None if a is None or b is None else b - a > 0
-        return Outcome({"original / quantized / kept": acc}, held,
-                       f"mean contextual rank accuracy {_f1(a)} → {_f1(b)} (original {_f1(orig_c)}); "
-                       f"parametric {_f1(pa)} → {_f1(pb)} (original {_f1(orig_p)}){exact}{ppl}")
+        held = None if ia is None or ib is None else ib[0] > ia[1]
+        return Outcome({"contextual_ci95": {"quantized": ia, "kept": ib}}, held,
+                       f"pooled contextual accuracy {a} → {b} (original {orig_c}); parametric "
+                       f"{pa} → {pb}{ppl}")
     return Claim(f"keep_{name}", f"{name}: keeping the massive dims in full precision helps "
-                 "contextual tasks", "higher mean contextual rank accuracy", check)
+                 "contextual tasks", "the pooled contextual accuracy's 95% interval with the massive "
+                 "dims kept lies wholly above the one without", check)
 
 
 def quantize_claims(result: dict) -> list[Claim]:
@@ -191,7 +208,7 @@ def quant_table(result: dict) -> str:
     from analysis.disrupt_report import _acc, _pct, cell, metrics_of
 
     tasks = list(result["tasks"])
-    head = [f"{t} ({' / '.join(metrics_of(result, t))}; n={result['tasks'][t]['n_counted']})" for t in tasks]
+    head = [f"{t} ({' / '.join(metrics_of(result, t))}; n={result['tasks'][t]['n_items']})" for t in tasks]
     rows = ["| condition | " + " | ".join(head) + " | perplexity |", "|---" * (len(tasks) + 2) + "|"]
     for name, e in result["conditions"].items():
         ppl = e.get("perplexity")
@@ -208,7 +225,7 @@ def write_quantize_report(result: dict, out, title: str):
     lines = [f"# {title}", "", "## Definition (fixed before the run)", ""]
     lines += [f"- {k}: {v}" for k, v in result["definition"].items()]
     lines += [*provenance_lines(result.get("provenance", {})), "- Config in results.json.", "",
-              "## Accuracy (%) per condition (parametric tasks: items the unmodified model gets right)",
+              "## Accuracy (%) per condition (every item of every task)",
               "", quant_table(result), "", "## Claims", ""]
     lines += claim_lines(result["claims"]) + ["", f"![{fig}]({fig})", ""]
     path = out / "report.md"

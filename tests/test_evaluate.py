@@ -87,18 +87,24 @@ def test_perplexity_and_sink(model):
     assert len(sink) == CFG.num_layers and all(0 < s < 1 for s in sink)
 
 
-def test_parametric_items_count_only_what_the_model_knows():
-    """counted_items: contextual tasks count every item; parametric ones the items the unmodified
-    model knows — ranked right when there are choices, answered by greedy exact match when the
-    item has only a target."""
-    from analysis.disrupt import counted_items
-    from mvjax.data.tasks.base import Item, Task
+def test_known_items_are_what_the_unmodified_model_gets_right_per_metric():
+    """known_items: ranked right (choices) and answered by greedy exact match (targets), per
+    metric, for every kind of task — the 'items the original gets right' reading of the claims."""
+    from analysis.disrupt import known_items
 
     ranked = Encoded((1,), ((2,), (3,)), 2, 0, None)
     targeted = Encoded((1,), ((4,),), 0, None, 0)
     items = [ranked, ranked, targeted, targeted]
     ll = [[-1.0, -2.0], [-3.0, -2.0], [-1.0], [-1.0]]
     hits = [[False, False], [False, False], [True], [False]]
-    facts = Task("f", "parametric", (Item("p", target=" x"),))
-    assert counted_items(facts, items, ll, hits) == [0, 2]
-    assert counted_items(Task("c", "contextual", facts.items), items, ll, hits) == [0, 1, 2, 3]
+    assert known_items(items, ll, hits) == {"rank": [0], "exact": [2]}
+
+
+def test_per_token_ranking_undoes_the_short_choice_bias():
+    """A two-token right answer with a higher per-token log-likelihood loses by the sum and wins
+    per token; both readings are returned, ``rank`` is the chosen one."""
+    item = Encoded((1,), ((2, 3), (4,)), 2, 0, 0)
+    ll, hits = [[-3.0, -2.0]], [[False, False]]
+    s = score_task([item], ll, hits, 0.5, ranking="per_token", exact_chance=0.25)
+    assert s["rank_sum"]["correct"] == 0 and s["rank_per_token"]["correct"] == 1
+    assert s["rank"] == s["rank_per_token"] and s["exact"]["chance"] == 0.25

@@ -73,6 +73,14 @@ def test_task_file_both_shapes(tmp_path):
     assert t.name == "mine" and len(t.items) == 2
     assert t.items[0].answer_index == 1 and t.items[1].target == " yes"
     assert t.rank_chance == 0.5
+    assert t.kind == "user"
+
+
+def test_task_file_declares_its_kind(tmp_path):
+    p = _write(tmp_path, [{"prompt": "The capital of France is", "choices": [" Paris", " Rome"],
+                           "answer": " Paris", "kind": "parametric"},
+                          {"prompt": "The capital of Italy is", "target": " Rome", "kind": "parametric"}])
+    assert load_task_file(p).kind == "parametric"
 
 
 @pytest.mark.parametrize("rows, msg", [
@@ -83,6 +91,11 @@ def test_task_file_both_shapes(tmp_path):
     ([{"prompt": "x", "choices": [" A", " B"], "answer": " C"}], "not among the choices"),
     ([{"prompt": "x", "choices": [" A"], "answer": " A"}], "at least 2"),
     ([{"prompt": "x", "choices": [" A", " A"], "answer": " A"}], "repeat"),
+    ([{"prompt": "x", "target": " a", "kind": "factual"}], "kind.*invalid"),
+    ([{"prompt": "x", "target": " a", "kind": "contextual"},
+      {"prompt": "y", "target": " b", "kind": "parametric"}], r"mine.jsonl:2: kind 'parametric' differs"),
+    ([{"prompt": "x", "target": " a", "kind": "contextual"}, {"prompt": "y", "target": " b"}],
+     "differs.*split it"),
 ])
 def test_task_file_errors_are_one_line(tmp_path, rows, msg):
     p = _write(tmp_path, rows)

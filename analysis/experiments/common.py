@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-QUICK = {"n": 8, "passkey_lengths": (128, 256), "facts_every": 2, "ppl_rows": 1, "ppl_len": 256}
-FULL = {"n": 50, "passkey_lengths": (128, 256, 512, 1024), "facts_every": 1, "ppl_rows": 8,
-        "ppl_len": 512}
+from mvjax.data.tasks import PASSKEYS
+
+QUICK = {"n": 8, "passkeys": ((128, 5), (256, 5)), "facts_every": 8, "ppl_rows": 1, "ppl_len": 256}
+FULL = {"n": 100, "passkeys": PASSKEYS, "facts_every": 1, "ppl_rows": 8, "ppl_len": 512}
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -19,7 +20,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quick", action="store_true",
                    help=f"small task set ({QUICK['n']} items per generated task, passkey up to "
-                   f"{max(QUICK['passkey_lengths'])} tokens, half the facts); task files run whole")
+                   f"{max(L for L, _ in QUICK['passkeys'])} tokens, every {QUICK['facts_every']}th "
+                   "parametric item); task files run whole")
     p.add_argument("--tasks", action="append", default=[], metavar="FILE",
                    help="extra JSONL task file (repeatable; named after the file)")
     p.add_argument("--n", type=int, default=None, help="items per generated task (overrides the preset)")
@@ -40,8 +42,7 @@ def preset(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_model_and_tasks(args: argparse.Namespace):
     """(model, tokenizer, tasks, preset) — task files are read first so a bad one fails fast."""
-    from mvjax.data.tasks import facts_task, load_task_file, passkey_task, reading_task, recall_task
-    from mvjax.data.tasks.base import Task
+    from mvjax.data.tasks import builtin_tasks, load_task_file
 
     p = preset(args)
     user = [load_task_file(f) for f in args.tasks]
@@ -58,11 +59,7 @@ def load_model_and_tasks(args: argparse.Namespace):
     for task in user:  # a too-long item is named before any scoring
         check_fits(tok, task, model.cfg.max_seq_len)
     count = lambda s: len(tok.encode(s))  # noqa: E731
-    tasks = [passkey_task(p["n"], L, count, seed=args.seed + i)
-             for i, L in enumerate(p["passkey_lengths"]) if L + 16 <= model.cfg.max_seq_len]
-    tasks += [recall_task(p["n"], seed=args.seed + 100), reading_task(p["n"], seed=args.seed + 200)]
-    facts = facts_task(args.seed)
-    tasks.append(Task(facts.name, facts.kind, facts.items[:: p["facts_every"]], facts.description))
+    tasks = builtin_tasks(count, p["n"], args.seed, p["passkeys"], model.cfg.max_seq_len, p["facts_every"])
     clash = set(names) & {t.name for t in tasks}
     if clash:
         raise ValueError(f"task file name(s) {sorted(clash)} clash with built-in tasks: rename the file")
@@ -93,12 +90,20 @@ def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]
                     "task_files": list(args.tasks), "seed": args.seed}}
 
 
+def vars_of(args: argparse.Namespace) -> dict:
+    """The arguments that decide a run's numbers (not where it is written or how it is called)."""
+    return {k: v for k, v in vars(args).items()
+            if k not in ("out", "func", "command_line") and not callable(v)}
+
+
 def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, claims, write,
                    notes=None) -> int:
     """The shared frame: load, check ``top_k`` against the model, ``compute(model, tok, tasks,
-    ppl_rows) -> dict``, add the run record, ``claims(result)`` (a list of applied
+    ppl_rows, checkpoint) -> dict``, add the run record, ``claims(result)`` (a list of applied
     ``analysis.claims.Claim``) and ``notes(result)`` (sentences), write results.json, then
-    ``write(result, out)`` (figures and report.md); print a JSON summary."""
+    ``write(result, out)`` (figures and report.md); print a JSON summary. Finished pieces are
+    kept beside ``--out`` until the results are written (``analysis.resume``): the same command
+    run again after a kill resumes."""
     from analysis.claims import claims_json
 
     import json
@@ -112,7 +117,14 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     if not 1 <= top_k <= model.cfg.head_dim:
         raise ValueError(f"--top-k {top_k} is invalid: use 1..head_dim={model.cfg.head_dim}")
     rows = ppl_rows(tok, p["ppl_rows"], p["ppl_len"])
-    result = {"experiment": name, **run_record(args, model, p), **compute(model, tok, tasks, rows)}
+    from analysis.resume import Checkpoint, fingerprint, resume_dir
+
+    key = fingerprint(name, vars_of(args), model.cfg.to_dict(), [(t.name, t.kind, t.items) for t in tasks],
+                      rows.tolist())
+    ck = Checkpoint(resume_dir(out), key)
+    if ck.done():
+        print(f"resuming: {ck.done()} finished piece(s) in {ck.directory}", flush=True)
+    result = {"experiment": name, **run_record(args, model, p), **compute(model, tok, tasks, rows, ck)}
     result["seconds"] = round(time.time() - t0, 1)
     checked = claims(result)
     result["claims"] = claims_json(checked)
@@ -121,6 +133,7 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     with atomic_directory(out) as tmp:  # the whole set replaces any earlier one, or nothing does
         (tmp / "results.json").write_text(json.dumps(result, indent=1))
         write(result, tmp)
+    ck.remove()
     print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": [c.sentence() for c in checked]},
                      indent=1))
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+SWEEP_K = (1, 2, 4)  # full preset: top-k sweep (and the early / middle / late layer sweep)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from analysis.experiments.common import add_common_args
@@ -24,6 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated chosen layers (default: layers with a λ-massive entry)")
     p.add_argument("--phases", choices=("prefill", "all"), default="prefill",
                    help="edit only the prompt (default) or also every scored continuation token")
+    p.add_argument("--statistics", choices=("pooled", "prompt"), default="pooled",
+                   help="pooled: one selection from all scored prompts' statistics (default); "
+                   "prompt: each prompt's own top-k dims by its own M, replaced by its own mean "
+                   "(the authors' protocol)")
+    p.add_argument("--ranking", choices=("sum", "per_token"), default="sum",
+                   help="rank choices by summed (default) or per-token mean log-likelihood; both "
+                   "are in results.json, the tables use this one")
     p.set_defaults(func=run)
 
 
@@ -45,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
                            selection=args.selection, top_k=args.top_k, lam=args.lam, seeds=seeds,
                            energy_seeds=seeds[:1] if args.quick else seeds,
                            chosen_layers=None if args.layers is None else _ints(args.layers, "layers"),
-                           phases=args.phases, batch_size=args.batch_size)
+                           phases=args.phases, batch_size=args.batch_size,
+                           statistics=args.statistics, ranking=args.ranking,
+                           sweep_k=() if args.quick else SWEEP_K, sweep_layers=not args.quick)
     config.definition  # noqa: B018 -- λ and top-k are checked before the model loads
     from analysis.disrupt import disrupt
     from analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
@@ -53,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     return run_experiment(
         args, "disrupt", config.top_k,
-        lambda model, tok, tasks, rows: disrupt(model, tok, tasks, config, rows), disrupt_claims,
+        lambda model, tok, tasks, rows, ck: disrupt(model, tok, tasks, config, rows, checkpoint=ck),
+        disrupt_claims,
         lambda result, out: write_disrupt_report(result, out, f"Disrupting massive values — {args.model}"),
         notes=disrupt_notes)

@@ -29,5 +29,6 @@ def run(args: argparse.Namespace) -> int:
 
     return run_experiment(
         args, "quantize", config.top_k,
-        lambda model, tok, tasks, rows: quantize(model, tok, tasks, config, rows), quantize_claims,
+        lambda model, tok, tasks, rows, ck: quantize(model, tok, tasks, config, rows, checkpoint=ck),
+        quantize_claims,
         lambda result, out: write_quantize_report(result, out, f"Quantizing Q/K and W_q/W_k — {args.model}"))

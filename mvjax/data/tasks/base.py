@@ -43,6 +43,7 @@ class Task:
     kind: str
     items: tuple[Item, ...]
     description: str = ""
+    exact_chance: float = 0.0  # greedy exact by copying any value the prompt lists (recall: 1/#pairs)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -81,6 +82,16 @@ def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def difference_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float]:
+    """(p1 − p2, lower, upper): Newcombe's hybrid score interval (95%) for a difference of two
+    proportions, from their Wilson intervals — stable at 0% and 100%, unlike the Wald interval.
+    Unpaired, so conservative when both are measured on the same items."""
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson_interval(k1, n1), wilson_interval(k2, n2)
+    d = p1 - p2
+    return d, d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
 
 
 def accuracy_summary(correct: Sequence[bool], chance: float) -> dict:

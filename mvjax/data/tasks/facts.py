@@ -37,15 +37,28 @@ CATEGORIES = {
 }
 
 
-def facts_task(seed: int = 0) -> Task:
+def table_task(name: str, categories: dict, description: str, seed: int = 0) -> Task:
+    """A parametric task from {category: ({subject: answer}, prompt template)}: per item the
+    answer and three other answers of the same category (seeded), so the prompt never holds it."""
     rng = random.Random(seed)
     items = []
-    for table, template in CATEGORIES.values():
+    for table, template in categories.values():
         answers = sorted(set(table.values()))
         for subject, answer in table.items():
             others = rng.sample([a for a in answers if a != answer], 3)
             choices = [" " + a for a in [answer, *others]]
             rng.shuffle(choices)
             items.append(Item(template.format(subject), tuple(choices), " " + answer, " " + answer))
-    return Task("facts", "parametric", tuple(items),
-                f"{len(items)} capitals / languages / chemical symbols, no context; 4 choices")
+    return Task(name, "parametric", tuple(items), f"{len(items)} {description}, no context; 4 choices")
+
+
+def facts_task(seed: int = 0) -> Task:
+    return table_task("facts", CATEGORIES, "capitals / languages / chemical symbols", seed)
+
+
+def world_task(seed: int = 0) -> Task:
+    """Capitals, countries of cities, languages and continents (``world``): 224 items."""
+    from mvjax.data.tasks import world
+
+    return table_task("world", world.CATEGORIES, "capitals / countries of cities / languages / "
+                      "continents", seed)

@@ -1,21 +1,26 @@
 """User task files: one JSON object per line, either
 ``{"prompt": ..., "choices": [...], "answer": ...}`` (ranked by log-likelihood; ``answer`` is the
 text of the right choice; an optional ``target`` is also scored by greedy exact match) or
-``{"prompt": ..., "target": ...}`` (greedy exact match). The task is named after the file."""
+``{"prompt": ..., "target": ...}`` (greedy exact match). The task is named after the file.
+
+An optional ``"kind": "contextual" | "parametric"`` says what the task tests (the answer is in the
+prompt, or must come from the model's weights); declared tasks enter the experiments' claims like
+the built-in ones. Every line of a file has the same kind; without one the kind is ``user``
+(scored, reported, never counted in a claim)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from mvjax.data.tasks.base import Item, Task
+from mvjax.data.tasks.base import KINDS, Item, Task
 
 
 def load_task_file(path: str | Path) -> Task:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} does not exist: pass a JSONL file")
-    items = []
+    items, kinds = [], set()
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -31,6 +36,13 @@ def load_task_file(path: str | Path) -> Task:
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise ValueError(f"{where} has no \"prompt\" string: each line needs "
                              "{\"prompt\": ..., \"choices\": [...], \"answer\": ...} or {\"prompt\": ..., \"target\": ...}")
+        kind = row.get("kind", "user")
+        if kind not in KINDS:
+            raise ValueError(f"{where}: \"kind\" {kind!r} is invalid: use \"contextual\" or \"parametric\"")
+        kinds.add(kind)
+        if len(kinds) > 1:
+            raise ValueError(f"{where}: kind {kind!r} differs from earlier lines ({sorted(kinds - {kind})}): "
+                             "one file is one task of one kind; split it into two files")
         choices, answer, target = row.get("choices"), row.get("answer"), row.get("target")
         if choices is None and target is None:
             raise ValueError(f"{where} has neither \"choices\"+\"answer\" nor \"target\": give one")
@@ -49,4 +61,5 @@ def load_task_file(path: str | Path) -> Task:
             raise ValueError(f"{where}: {e}") from None
     if not items:
         raise ValueError(f"task file {path} is empty: write one JSON object per line")
-    return Task(path.stem, "user", tuple(items), f"user task file {path.name}")
+    kind = kinds.pop()
+    return Task(path.stem, kind, tuple(items), f"task file {path.name} ({kind})")

@@ -54,5 +54,6 @@ def passkey_task(n: int, length: int, count_tokens: Callable[[str], int] | None 
         rng.shuffle(choices)
         items.append(Item(passkey_prompt(keys[0], depth, repeats), tuple(choices), " " + keys[0],
                           " " + keys[0]))
-    return Task(f"passkey_{length}", "contextual", tuple(items),
+    name = f"passkey_{length}" if digits == 5 else f"passkey_{length}_d{digits}"
+    return Task(name, "contextual", tuple(items),
                 f"{digits}-digit key in filler, prompts ≤ {length} tokens, depth 0→1; 4 choices")

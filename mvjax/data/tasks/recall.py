@@ -29,4 +29,5 @@ def recall_task(n: int, pairs: int = 6, seed: int = 0) -> Task:
         rng.shuffle(choices)
         items.append(Item(prompt, tuple(choices), " " + values[q], " " + values[q]))
     return Task("kv_recall", "contextual", tuple(items),
-                f"{pairs} word→number pairs, one asked; 4 choices from the list")
+                f"{pairs} word→number pairs, one asked; 4 choices from the list",
+                exact_chance=1 / pairs)  # copying any listed number

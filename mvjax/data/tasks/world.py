@@ -1,0 +1,83 @@
+"""Well-known world facts for the parametric side, written for this project as data: capitals,
+the countries of famous cities, official languages and continents (none of them repeats an item
+of ``facts``). Asked with no context; 4 choices from the same category."""
+
+from __future__ import annotations
+
+CAPITALS = {
+    "the Netherlands": "Amsterdam", "Switzerland": "Bern", "the Czech Republic": "Prague",
+    "Romania": "Bucharest", "Bulgaria": "Sofia", "Serbia": "Belgrade", "Croatia": "Zagreb",
+    "Ukraine": "Kyiv", "Belarus": "Minsk", "Iceland": "Reykjavik", "Mexico": "Mexico City",
+    "Brazil": "Brasilia", "Chile": "Santiago", "Colombia": "Bogota", "Venezuela": "Caracas",
+    "Ecuador": "Quito", "Uruguay": "Montevideo", "Paraguay": "Asuncion", "Indonesia": "Jakarta",
+    "the Philippines": "Manila", "Vietnam": "Hanoi", "Malaysia": "Kuala Lumpur",
+    "Pakistan": "Islamabad", "Bangladesh": "Dhaka", "Afghanistan": "Kabul", "Iran": "Tehran",
+    "Iraq": "Baghdad", "Syria": "Damascus", "Lebanon": "Beirut", "Jordan": "Amman",
+    "Saudi Arabia": "Riyadh", "Nigeria": "Abuja", "Ghana": "Accra", "Ethiopia": "Addis Ababa",
+    "Morocco": "Rabat", "Algeria": "Algiers", "Tunisia": "Tunis", "Sudan": "Khartoum",
+    "Uganda": "Kampala", "Zimbabwe": "Harare", "Senegal": "Dakar", "New Zealand": "Wellington",
+    "North Korea": "Pyongyang", "Mongolia": "Ulaanbaatar", "Nepal": "Kathmandu", "Qatar": "Doha",
+    "Latvia": "Riga", "Lithuania": "Vilnius", "Estonia": "Tallinn", "Slovakia": "Bratislava",
+    "Slovenia": "Ljubljana", "Albania": "Tirana", "Cyprus": "Nicosia", "Jamaica": "Kingston",
+    "Nicaragua": "Managua", "Taiwan": "Taipei", "the United States": "Washington",
+    "Scotland": "Edinburgh", "Wales": "Cardiff",
+}
+CITIES = {
+    "Osaka": "Japan", "Kyoto": "Japan", "Yokohama": "Japan", "Hiroshima": "Japan",
+    "Sapporo": "Japan", "Nagoya": "Japan", "Sydney": "Australia", "Melbourne": "Australia",
+    "Brisbane": "Australia", "Perth": "Australia", "Toronto": "Canada", "Vancouver": "Canada",
+    "Montreal": "Canada", "Calgary": "Canada", "Chicago": "the United States",
+    "Los Angeles": "the United States", "San Francisco": "the United States",
+    "Boston": "the United States", "Houston": "the United States", "Miami": "the United States",
+    "Seattle": "the United States", "Las Vegas": "the United States", "Dallas": "the United States",
+    "Rio de Janeiro": "Brazil", "Sao Paulo": "Brazil", "Salvador": "Brazil",
+    "Barcelona": "Spain", "Seville": "Spain", "Valencia": "Spain", "Bilbao": "Spain",
+    "Malaga": "Spain", "Milan": "Italy", "Venice": "Italy", "Florence": "Italy", "Naples": "Italy",
+    "Turin": "Italy", "Bologna": "Italy", "Munich": "Germany", "Hamburg": "Germany",
+    "Frankfurt": "Germany", "Cologne": "Germany", "Dresden": "Germany", "Stuttgart": "Germany",
+    "Marseille": "France", "Lyon": "France", "Nice": "France", "Bordeaux": "France",
+    "Toulouse": "France", "Manchester": "England", "Liverpool": "England", "Oxford": "England",
+    "Glasgow": "Scotland", "Shanghai": "China", "Guangzhou": "China", "Shenzhen": "China",
+    "Mumbai": "India", "Bangalore": "India", "Kolkata": "India", "Chennai": "India",
+    "Karachi": "Pakistan", "Lahore": "Pakistan", "Istanbul": "Turkey",
+    "Saint Petersburg": "Russia", "Alexandria": "Egypt", "Casablanca": "Morocco",
+    "Marrakech": "Morocco", "Johannesburg": "South Africa", "Cape Town": "South Africa",
+    "Lagos": "Nigeria", "Auckland": "New Zealand", "Geneva": "Switzerland",
+    "Zurich": "Switzerland", "Rotterdam": "the Netherlands", "Antwerp": "Belgium",
+    "Porto": "Portugal", "Krakow": "Poland", "Gothenburg": "Sweden", "Bergen": "Norway",
+    "Salzburg": "Austria", "Busan": "South Korea", "Ho Chi Minh City": "Vietnam",
+    "Chiang Mai": "Thailand", "Guadalajara": "Mexico", "Monterrey": "Mexico", "Cancun": "Mexico",
+    "Medellin": "Colombia", "Dubai": "the United Arab Emirates", "Jeddah": "Saudi Arabia",
+    "Mecca": "Saudi Arabia", "Tel Aviv": "Israel",
+}
+LANGUAGES = {
+    "Portugal": "Portuguese", "Iran": "Persian", "Israel": "Hebrew", "Egypt": "Arabic",
+    "Saudi Arabia": "Arabic", "Vietnam": "Vietnamese", "Thailand": "Thai",
+    "Indonesia": "Indonesian", "Norway": "Norwegian", "Denmark": "Danish", "Finland": "Finnish",
+    "Hungary": "Hungarian", "the Czech Republic": "Czech", "Ukraine": "Ukrainian",
+    "Romania": "Romanian", "Argentina": "Spanish", "Colombia": "Spanish", "Peru": "Spanish",
+    "Chile": "Spanish", "Austria": "German", "Iceland": "Icelandic", "Bulgaria": "Bulgarian",
+    "Serbia": "Serbian", "Croatia": "Croatian", "Pakistan": "Urdu", "Bangladesh": "Bengali",
+    "Cuba": "Spanish", "Morocco": "Arabic",
+}
+CONTINENTS = {
+    "France": "Europe", "Germany": "Europe", "Italy": "Europe", "Spain": "Europe",
+    "Poland": "Europe", "Sweden": "Europe", "Norway": "Europe", "Greece": "Europe",
+    "Portugal": "Europe", "Ireland": "Europe", "Japan": "Asia", "China": "Asia", "India": "Asia",
+    "Thailand": "Asia", "Vietnam": "Asia", "Indonesia": "Asia", "Pakistan": "Asia",
+    "Mongolia": "Asia", "Nepal": "Asia", "South Korea": "Asia", "Kenya": "Africa",
+    "Nigeria": "Africa", "Ghana": "Africa", "Ethiopia": "Africa", "Egypt": "Africa",
+    "Morocco": "Africa", "Senegal": "Africa", "Uganda": "Africa", "Zimbabwe": "Africa",
+    "Tanzania": "Africa", "Brazil": "South America", "Argentina": "South America",
+    "Chile": "South America", "Peru": "South America", "Colombia": "South America",
+    "Venezuela": "South America", "Ecuador": "South America", "Uruguay": "South America",
+    "Canada": "North America", "Mexico": "North America", "the United States": "North America",
+    "Cuba": "North America", "Jamaica": "North America", "Guatemala": "North America",
+    "New Zealand": "Oceania", "Fiji": "Oceania", "Papua New Guinea": "Oceania",
+}
+CATEGORIES = {
+    "capital": (CAPITALS, "The capital of {} is"),
+    "city": (CITIES, "{} is a city in the country of"),
+    "language": (LANGUAGES, "The official language of {} is"),
+    "continent": (CONTINENTS, "{} is a country on the continent of"),
+}

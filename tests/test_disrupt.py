@@ -1,0 +1,87 @@
+"""The disruption experiment as a library call: both statistics modes run every condition (with
+the sweeps) and say which they used, and a killed run resumes without redoing finished
+conditions."""
+
+from __future__ import annotations
+
+import pytest
+
+import analysis.disrupt as D
+from analysis.disrupt import DisruptConfig, disrupt, thirds
+from analysis.resume import Checkpoint
+from mvjax.config import ModelConfig
+from mvjax.data.tasks import Item, Task
+from mvjax.model import init_model
+from mvjax.tokenizers import ByteTokenizer
+
+CFG = ModelConfig(vocab_size=257, hidden_size=32, num_layers=3, num_heads=4, num_kv_heads=2,
+                  mlp_hidden=48, head_dim=8, max_seq_len=256, init_std=0.2)
+TASKS = [Task("ctx", "contextual", tuple(Item(f"key {i}{i} is", (f" {i}", " x"), f" {i}", f" {i}")
+                                         for i in range(3))),
+         Task("par", "parametric", (Item("sky is", (" blue", " red"), " blue"),))]
+SMALL = dict(seeds=(0,), energy_seeds=(0,), batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return init_model(CFG, seed=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stats", ["pooled", "prompt"])
+def test_both_statistics_run_every_condition_and_say_which(model, stats, tmp_path):
+    config = DisruptConfig(statistics=stats, sweep_k=(1, 2), sweep_layers=True, **SMALL)
+    r = disrupt(model, ByteTokenizer(), TASKS, config, progress=False)
+    assert r["statistics"] == stats and r["definition"]["statistics"] == D.STATISTICS_TEXT[stats]
+    names = set(r["conditions"])
+    assert {"original", "massive", "lowest_norm", "random_s0", "energy_matched_s0",
+            "sweep_top2_massive", "sweep_top2_lowest", "sweep_layers_early",
+            "sweep_layers_late"} <= names
+    assert "sweep_top1_massive" not in names  # k = 1 is 'massive' itself
+    assert r["conditions"]["sweep_layers_middle"]["layers"] == (1,)
+    assert 0 <= r["dims"]["prompt_top1_is_pooled_top1"]["k_rot"] <= 1
+    assert ("energy_ratio_to_massive" in r["dims"]) == (stats == "pooled")
+    par = r["conditions"]["original"]
+    assert par["tasks"]["par"]["rank"]["n"] == 1  # every item, and separately the known ones
+    assert par["tasks_known"].get("par", {}).get("rank", {"accuracy": 1.0})["accuracy"] == 1.0
+    from analysis.claims import claims_json
+    from analysis.disrupt_report import disrupt_claims, write_disrupt_report
+
+    r["claims"] = claims_json(disrupt_claims(r))
+    report = write_disrupt_report(r, tmp_path, "t").read_text()
+    assert f"Statistics: **{stats}**" in report
+    assert (tmp_path / "topk_sweep.png").is_file() and (tmp_path / "layer_sweep.png").is_file()
+
+
+def test_thirds_cover_every_layer_once():
+    parts = thirds(30)
+    assert parts["early"] == tuple(range(10)) and parts["late"] == tuple(range(20, 30))
+    assert sorted(sum(parts.values(), ())) == list(range(30))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_redoing_conditions(model, tmp_path, monkeypatch):
+    config = DisruptConfig(**SMALL)
+    real, calls = D.evaluate_condition, []
+
+    def counting(*a, **k):
+        calls.append(a[6])
+        if len(calls) == 4 and not k.get("resumed"):
+            raise KeyboardInterrupt  # a kill after three finished conditions
+        return real(*a, **k)
+
+    monkeypatch.setattr(D, "evaluate_condition", counting)
+    with pytest.raises(KeyboardInterrupt):
+        disrupt(model, ByteTokenizer(), TASKS, config, progress=False,
+                checkpoint=Checkpoint(tmp_path / "ck", "key"))
+    done = list(calls[:3])
+    calls.clear()
+    r = disrupt(model, ByteTokenizer(), TASKS, config, progress=False,
+                checkpoint=Checkpoint(tmp_path / "ck", "key"))
+    assert not set(done) & set(calls)  # finished conditions come from disk
+    assert set(done) | set(calls) == set(r["conditions"])
+    calls.clear()
+    Checkpoint(tmp_path / "ck", "another key")  # a different run discards the pieces
+    disrupt(model, ByteTokenizer(), TASKS, config, progress=False,
+            checkpoint=Checkpoint(tmp_path / "ck", "another key"))
+    assert set(calls) == set(r["conditions"])
