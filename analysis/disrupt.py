@@ -116,16 +116,11 @@ def thirds(n_layers: int) -> dict[str, tuple[int, ...]]:
 
 def plan_conditions(config: DisruptConfig, layers: tuple[int, ...], n_layers: int,
                     rule_text: str) -> list[Condition]:
-    """Every condition of a run, in order: original, massive, ablations, controls, sweeps."""
+    """Every condition of a run, in the order they are scored (the paper's table first, so a run
+    stopped early has it): original, massive, controls, ablations, sweeps."""
     C = Condition
     conds = [C("original", "original", description="unmodified model"),
              C("massive", "massive", description=f"Q and K massive dims ({rule_text}), all layers"),
-             C("first_token_kept", "ablation", keep_first=True,
-               description="massive dims edited everywhere except position 0 (the sink)"),
-             C("q_only", "ablation", edit=(True, False), description="massive dims of Q only"),
-             C("k_only", "ablation", edit=(False, True), description="massive dims of K only"),
-             C("chosen_layers", "ablation", layers=tuple(layers),
-               description=f"massive dims in layers {list(layers)} only"),
              C("lowest_norm", "control", "lowest",
                description="the lowest-M dims per head, same count (the authors' control)")]
     conds += [C(f"random_s{seed}", "control", "random", seed=seed,
@@ -133,6 +128,12 @@ def plan_conditions(config: DisruptConfig, layers: tuple[int, ...], n_layers: in
     conds += [C(f"energy_matched_s{seed}", "control", "energy", seed=seed,
                 description=f"random non-massive dims holding the massive dims' removable energy, seed {seed}")
               for seed in config.energy_seeds]
+    conds += [C("first_token_kept", "ablation", keep_first=True,
+                description="massive dims edited everywhere except position 0 (the sink)"),
+              C("q_only", "ablation", edit=(True, False), description="massive dims of Q only"),
+              C("k_only", "ablation", edit=(False, True), description="massive dims of K only"),
+              C("chosen_layers", "ablation", layers=tuple(layers),
+                description=f"massive dims in layers {list(layers)} only")]
     for k in sorted(set(config.sweep_k) - {config.top_k if config.selection == "topk" else 0}):
         conds += [C(f"sweep_top{k}_massive", "sweep", top_k=k, description=f"top-{k} dims per head by M"),
                   C(f"sweep_top{k}_lowest", "sweep", "lowest", top_k=k,
@@ -302,6 +303,10 @@ def disrupt(model, tokenizer, tasks: list[Task], config: DisruptConfig = Disrupt
                  else condition_probe(cond, cfg, M, E, config))
         entry = {"group": cond.group, "description": cond.description, "keep_first": cond.keep_first,
                  "rule": cond.rule, "top_k": cond.top_k or config.top_k, "layers": cond.layers}
+        if cond.layers is not None and len(set(cond.layers)) == cfg.num_layers and cond.top_k is None:
+            same = {k: v for k, v in results["massive"].items() if k not in entry}
+            results[cond.name] = entry | same | {"same_as": "massive"}  # every layer: nothing new
+            continue
         results[cond.name] = entry | ck.get(cond.name, lambda: evaluate_condition(
             scorer, tasks, encoded, keep, probe, ppl_rows, cond.name, progress,
             runs=base if cond.group == "original" else None, ranking=config.ranking))

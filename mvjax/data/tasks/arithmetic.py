@@ -1,8 +1,12 @@
 """Arithmetic word problems whose numbers are all in the prompt (GSM8K's role, one step): a
-person has some objects, gains or loses some, how many now? Choices: the answer, the two numbers
-of the problem and the result of the other operation (chance 1/4; the distractors are exactly
-what a model that does not read or combine the numbers would say). Greedy exact target: the
-answer."""
+person has some objects, gains or loses some; the answer line starts the equation with the
+prompt's numbers ("Answer: 14 + 5 ="), so the model must read them and compute. Choices: the
+result and three neighbours (within ±3, never one of the problem's numbers; chance 1/4); greedy exact
+target: the result.
+
+(Asked with "Answer: Tom has" or with the operands and the other operation as distractors,
+SmolLM2-135M sits at or below chance — 8/32 and 5/100 — so the equation lead-in is kept: 18/32
+ranked, 16/32 greedy exact; benchmarks/task_baselines.py measures it.)"""
 
 from __future__ import annotations
 
@@ -11,9 +15,8 @@ import random
 from mvjax.data.tasks.base import Item, Task
 
 NAMES = "Tom Anna Ben Lucy Sam Mia Jack Emma Leo Zoe".split()
+SHE = {"Anna", "Lucy", "Mia", "Emma", "Zoe"}
 OBJECTS = "apples pencils books coins stickers marbles cookies stamps".split()
-GAIN = "{n} has {a} {o}. {p} gets {b} more {o}. How many {o} does {n} have now?"
-LOSS = "{n} has {a} {o}. {p} gives away {b} {o}. How many {o} does {n} have now?"
 
 
 def arithmetic_task(n: int, seed: int = 0) -> Task:
@@ -21,20 +24,19 @@ def arithmetic_task(n: int, seed: int = 0) -> Task:
         raise ValueError(f"arithmetic needs n ≥ 1; got {n}")
     rng = random.Random(seed)
     items = []
-    while len(items) < n:
+    for i in range(n):
         a, b = rng.randint(5, 19), rng.randint(2, 9)
-        add = len(items) % 2 == 0
-        name = rng.choice(NAMES)
-        pron = "She" if name in ("Anna", "Lucy", "Mia", "Emma", "Zoe") else "He"
-        text = (GAIN if add else LOSS).format(n=name, a=a, b=b, o=rng.choice(OBJECTS), p=pron)
-        right, other = (a + b, a - b) if add else (a - b, a + b)
-        values = [right, a, b, other]
-        if len(set(values)) < 4:
-            continue
-        choices = [f" {v}" for v in values]
+        add = i % 2 == 0
+        name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
+        pron = "She" if name in SHE else "He"
+        change = f"gets {b} more {obj}" if add else f"gives away {b} {obj}"
+        right = a + b if add else a - b
+        others = rng.sample([right + d for d in (-3, -2, -1, 1, 2, 3) if right + d not in (a, b)], 3)
+        choices = [f" {v}" for v in [right, *others]]
         rng.shuffle(choices)
-        items.append(Item(f"Question: {text}\nAnswer: The answer is", tuple(choices), f" {right}",
-                          f" {right}"))
+        prompt = (f"Question: {name} has {a} {obj}. {pron} {change}. How many {obj} does {name} "
+                  f"have now?\nAnswer: {a} {'+' if add else '-'} {b} =")
+        items.append(Item(prompt, tuple(choices), f" {right}", f" {right}"))
     return Task("arithmetic", "contextual", tuple(items),
-                "one-step add / subtract word problems, numbers in the prompt; 4 choices "
-                "(answer, both operands, the other operation)")
+                "one-step add / subtract word problems, numbers in the prompt, answer line starts "
+                "the equation; 4 choices (the result and neighbours)")
