@@ -114,3 +114,47 @@ def test_item_validation():
         Item("p", (" a", " b"), " c")
     with pytest.raises(ValueError, match="needs choices"):
         Item("p")
+
+
+def test_builtin_task_set_sizes_kinds_and_chance():
+    from mvjax.data.tasks import builtin_tasks
+
+    tasks = {t.name: t for t in builtin_tasks(lambda s: len(s) // 4, 100, seed=0)}
+    assert {"passkey_128", "passkey_256", "passkey_512", "passkey_1024", "passkey_128_d6",
+            "passkey_256_d12", "classify", "arithmetic", "kv_recall", "reading", "facts", "world"} == set(tasks)
+    assert all(len(t.items) >= 100 for n, t in tasks.items() if n != "facts")
+    assert len(tasks["world"].items) >= 200 and tasks["world"].kind == "parametric"
+    assert tasks["kv_recall"].exact_chance == pytest.approx(1 / 6)
+    assert tasks["classify"].rank_chance == 0.5 and tasks["arithmetic"].rank_chance == 0.25
+    key = tasks["passkey_256_d12"].items[0].answer.strip()
+    assert len(key) == 12 and key in tasks["passkey_256_d12"].items[0].prompt
+
+
+def test_classify_labels_exist_only_in_the_prompt():
+    from mvjax.data.tasks import classify_task
+
+    t = classify_task(40, seed=1)
+    pairs = {tuple(sorted(it.choices)) for it in t.items}
+    assert len(pairs) > 10  # label words change from item to item
+    for it in t.items:
+        assert all(c.strip() in it.prompt for c in it.choices)
+    assert sum(it.answer == it.choices[0] for it in t.items) not in (0, 40)
+
+
+def test_arithmetic_numbers_are_in_the_prompt_and_distractors_are_not():
+    from mvjax.data.tasks import arithmetic_task
+
+    for it in arithmetic_task(60, seed=2).items:
+        head, eq = it.prompt.rsplit("Answer: ", 1)
+        a, op, b, _ = eq.split()
+        assert a in head and b in head
+        assert int(it.answer) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+        assert all(c.strip() not in (a, b) for c in it.choices)
+
+
+def test_world_facts_are_new_and_context_free():
+    from mvjax.data.tasks import world_task
+
+    w, f = world_task(), facts_task()
+    assert not {i.prompt for i in w.items} & {i.prompt for i in f.items}
+    assert all(it.answer.strip() not in it.prompt for it in w.items)

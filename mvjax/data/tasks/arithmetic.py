@@ -2,7 +2,7 @@
 person has some objects, gains or loses some; the answer line starts the equation with the
 prompt's numbers ("Answer: 14 + 5 ="), so the model must read them and compute. Choices: the
 result and three neighbours (within ±3, never one of the problem's numbers; chance 1/4); greedy exact
-target: the result.
+target: the result (never itself one of the problem's numbers).
 
 (Asked with "Answer: Tom has" or with the operands and the other operation as distractors,
 SmolLM2-135M sits at or below chance — 8/32 and 5/100 — so the equation lead-in is kept: 18/32
@@ -25,8 +25,10 @@ def arithmetic_task(n: int, seed: int = 0) -> Task:
     rng = random.Random(seed)
     items = []
     for i in range(n):
-        a, b = rng.randint(5, 19), rng.randint(2, 9)
         add = i % 2 == 0
+        a, b = rng.randint(5, 19), rng.randint(2, 9)
+        while not add and a - b == b:  # the answer must not be a number of the problem
+            b = rng.randint(2, 9)
         name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
         pron = "She" if name in SHE else "He"
         change = f"gets {b} more {obj}" if add else f"gives away {b} {obj}"

@@ -1,6 +1,6 @@
 """Well-known world facts for the parametric side, written for this project as data: capitals,
 the countries of famous cities, official languages and continents (none of them repeats an item
-of ``facts``). Asked with no context; 4 choices from the same category."""
+of ``facts``). Asked with no context (no prompt holds its answer); 4 choices from the same category."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ CAPITALS = {
     "Pakistan": "Islamabad", "Bangladesh": "Dhaka", "Afghanistan": "Kabul", "Iran": "Tehran",
     "Iraq": "Baghdad", "Syria": "Damascus", "Lebanon": "Beirut", "Jordan": "Amman",
     "Saudi Arabia": "Riyadh", "Nigeria": "Abuja", "Ghana": "Accra", "Ethiopia": "Addis Ababa",
-    "Morocco": "Rabat", "Algeria": "Algiers", "Tunisia": "Tunis", "Sudan": "Khartoum",
+    "Morocco": "Rabat", "Algeria": "Algiers", "Azerbaijan": "Baku", "Sudan": "Khartoum",
     "Uganda": "Kampala", "Zimbabwe": "Harare", "Senegal": "Dakar", "New Zealand": "Wellington",
     "North Korea": "Pyongyang", "Mongolia": "Ulaanbaatar", "Nepal": "Kathmandu", "Qatar": "Doha",
     "Latvia": "Riga", "Lithuania": "Vilnius", "Estonia": "Tallinn", "Slovakia": "Bratislava",
@@ -52,9 +52,9 @@ CITIES = {
 }
 LANGUAGES = {
     "Portugal": "Portuguese", "Iran": "Persian", "Israel": "Hebrew", "Egypt": "Arabic",
-    "Saudi Arabia": "Arabic", "Vietnam": "Vietnamese", "Thailand": "Thai",
+    "Saudi Arabia": "Arabic", "Vietnam": "Vietnamese", "Jamaica": "English",
     "Indonesia": "Indonesian", "Norway": "Norwegian", "Denmark": "Danish", "Finland": "Finnish",
-    "Hungary": "Hungarian", "the Czech Republic": "Czech", "Ukraine": "Ukrainian",
+    "Hungary": "Hungarian", "Australia": "English", "Ukraine": "Ukrainian",
     "Romania": "Romanian", "Argentina": "Spanish", "Colombia": "Spanish", "Peru": "Spanish",
     "Chile": "Spanish", "Austria": "German", "Iceland": "Icelandic", "Bulgaria": "Bulgarian",
     "Serbia": "Serbian", "Croatia": "Croatian", "Pakistan": "Urdu", "Bangladesh": "Bengali",
