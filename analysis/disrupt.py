@@ -310,6 +310,16 @@ def disrupt(model, tokenizer, tasks: list[Task], config: DisruptConfig = Disrupt
         results[cond.name] = entry | ck.get(cond.name, lambda: evaluate_condition(
             scorer, tasks, encoded, keep, probe, ppl_rows, cond.name, progress,
             runs=base if cond.group == "original" else None, ranking=config.ranking))
+        ck.note("partial.json", disrupt_record(config, tasks, encoded, base, keep, energy, cfg, conds,
+                                               layers, results))
+    return disrupt_record(config, tasks, encoded, base, keep, energy, cfg, conds, layers, results)
+
+
+def disrupt_record(config: DisruptConfig, tasks: list[Task], encoded: dict, base: dict, keep: dict,
+                   energy: dict, cfg, conds: list[Condition], layers: tuple[int, ...],
+                   results: dict) -> dict[str, Any]:
+    """The JSON-ready result of ``disrupt`` for the conditions scored so far."""
+    text = rule_text(config)
     info = statistics_info(energy, cfg, config, conds) | {"rule": text, "chosen_layers": list(layers)}
     return {
         "config": dataclasses.asdict(config),

@@ -135,12 +135,20 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
         probe = intervention(cfg, masks, "quant", quant=QuantSpec(bits, g), phases="all")
         results[name] = record | ck.get(name, lambda: evaluate_condition(
             scorer, tasks, encoded, keep, probe, ppl_rows, name, progress, ranking=config.ranking))
+        ck.note("partial.json", quantize_record(config, tasks, encoded, base, keep, massive, cfg, results))
     for bits in config.weight_bits:
         for kept in (False, True):
             name = f"w_int{bits}" + ("_protect" if kept else "")
             results[name] = {"group": "weight", "bits": bits, "protect_massive_rows": kept} | ck.get(
                 name, lambda: weight_condition(model, config, bits, kept, massive, tasks, encoded, keep,
                                                ppl_rows, name, progress))
+            ck.note("partial.json", quantize_record(config, tasks, encoded, base, keep, massive, cfg, results))
+    return quantize_record(config, tasks, encoded, base, keep, massive, cfg, results)
+
+
+def quantize_record(config: QuantizeConfig, tasks: list[Task], encoded: dict, base: dict, keep: dict,
+                    massive: dict, cfg, results: dict) -> dict[str, Any]:
+    """The JSON-ready result of ``quantize`` for the conditions scored so far."""
     return {
         "config": dataclasses.asdict(config),
         "ranking": config.ranking,

@@ -64,6 +64,15 @@ class Checkpoint:
         os.replace(tmp, path)
         return value
 
+    def note(self, name: str, data: dict) -> None:
+        """Write ``data`` as JSON beside the pieces (e.g. the result so far, readable while a long
+        run goes on: ``partial.json``)."""
+        if self.directory is None:
+            return
+        tmp = self.directory / f".{name}.tmp"
+        tmp.write_text(json.dumps(data, indent=1, default=repr))
+        os.replace(tmp, self.directory / name)
+
     def remove(self) -> None:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)

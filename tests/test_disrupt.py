@@ -4,9 +4,15 @@ conditions."""
 
 from __future__ import annotations
 
+import argparse
+import json
+
 import pytest
 
 import analysis.disrupt as D
+from analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
+from analysis.experiments.common import write_partial
+from analysis.resume import resume_dir
 from analysis.disrupt import DisruptConfig, disrupt, thirds
 from analysis.resume import Checkpoint
 from mvjax.config import ModelConfig
@@ -71,17 +77,24 @@ def test_killed_run_resumes_without_redoing_conditions(model, tmp_path, monkeypa
         return real(*a, **k)
 
     monkeypatch.setattr(D, "evaluate_condition", counting)
+    ck_dir = resume_dir(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
-        disrupt(model, ByteTokenizer(), TASKS, config, progress=False,
-                checkpoint=Checkpoint(tmp_path / "ck", "key"))
+        disrupt(model, ByteTokenizer(), TASKS, config, progress=False, checkpoint=Checkpoint(ck_dir, "key"))
     done = list(calls[:3])
+    partial = json.loads((ck_dir / "partial.json").read_text())
+    assert list(partial["conditions"]) == done  # the result so far, readable mid-run
+    Checkpoint(ck_dir, "key").note("header.json", {"experiment": "disrupt", "model": {"name": "tiny"}})
+    args = argparse.Namespace(out=str(tmp_path / "run"), partial_to=str(tmp_path / "part"))
+    assert write_partial(args, disrupt_claims, lambda r, out: write_disrupt_report(r, out, "t"),
+                         disrupt_notes) == 0
+    written = json.loads((tmp_path / "part" / "results.json").read_text())
+    assert list(written["conditions"]) == done and "3 condition(s) finished" in written["partial"]
+    assert (tmp_path / "part" / "report.md").is_file()
     calls.clear()
-    r = disrupt(model, ByteTokenizer(), TASKS, config, progress=False,
-                checkpoint=Checkpoint(tmp_path / "ck", "key"))
+    r = disrupt(model, ByteTokenizer(), TASKS, config, progress=False, checkpoint=Checkpoint(ck_dir, "key"))
     assert not set(done) & set(calls)  # finished conditions come from disk
     assert set(done) | set(calls) == set(r["conditions"])
     calls.clear()
-    Checkpoint(tmp_path / "ck", "another key")  # a different run discards the pieces
     disrupt(model, ByteTokenizer(), TASKS, config, progress=False,
-            checkpoint=Checkpoint(tmp_path / "ck", "another key"))
+            checkpoint=Checkpoint(ck_dir, "another key"))  # a different run discards the pieces
     assert set(calls) == set(r["conditions"])

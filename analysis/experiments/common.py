@@ -27,6 +27,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="items per generated task (overrides the preset)")
     p.add_argument("--seed", type=int, default=0, help="seed of the task generators")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--partial-to", default=None, metavar="DIR",
+                   help="write the results set of the conditions the run at --out has finished so "
+                   "far (it may still be running) into DIR, and exit")
 
 
 def preset(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,7 +96,46 @@ def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]
 def vars_of(args: argparse.Namespace) -> dict:
     """The arguments that decide a run's numbers (not where it is written or how it is called)."""
     return {k: v for k, v in vars(args).items()
-            if k not in ("out", "func", "command_line") and not callable(v)}
+            if k not in ("out", "func", "command_line", "partial_to") and not callable(v)}
+
+
+def write_results(out, result: dict, claims, notes, write) -> list:
+    """Apply ``claims`` and ``notes`` to ``result`` and write results.json, figures and report.md
+    as one set into ``out`` (the whole set replaces any earlier one, or nothing does)."""
+    import json
+
+    from analysis.claims import claims_json
+    from mvjax.atomic import atomic_directory
+
+    checked = claims(result)
+    result["claims"] = claims_json(checked)
+    if notes is not None:
+        result["notes"] = notes(result)
+    with atomic_directory(out) as tmp:
+        (tmp / "results.json").write_text(json.dumps(result, indent=1))
+        write(result, tmp)
+    return checked
+
+
+def write_partial(args: argparse.Namespace, claims, write, notes) -> int:
+    """``--partial-to DIR``: the results set of the conditions a run at ``--out`` (running or
+    killed) has finished so far, with its claims; nothing is computed."""
+    import json
+
+    from analysis.resume import resume_dir
+    from mvjax.atomic import check_results_dir
+
+    where = resume_dir(args.out)
+    if not (where / "partial.json").is_file():
+        raise FileNotFoundError(f"no finished condition of a run at {args.out} ({where} has none): "
+                                "start the run first, or wait for its first condition")
+    result = json.loads((where / "header.json").read_text()) | json.loads((where / "partial.json").read_text())
+    n = len(result["conditions"])
+    result["partial"] = f"{n} condition(s) finished when this set was written; the run goes on or resumes"
+    out = check_results_dir(args.partial_to, "results.json")
+    write_results(out, result, claims, notes, write)
+    print(json.dumps({"out": str(out), "partial": result["partial"]}))
+    return 0
 
 
 def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, claims, write,
@@ -104,13 +146,13 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     ``write(result, out)`` (figures and report.md); print a JSON summary. Finished pieces are
     kept beside ``--out`` until the results are written (``analysis.resume``): the same command
     run again after a kill resumes."""
-    from analysis.claims import claims_json
-
     import json
     import time
 
-    from mvjax.atomic import atomic_directory, check_results_dir
+    from mvjax.atomic import check_results_dir
 
+    if getattr(args, "partial_to", None):
+        return write_partial(args, claims, write, notes)
     t0 = time.time()
     out = check_results_dir(args.out, "results.json")  # before loading anything
     model, tok, tasks, p = load_model_and_tasks(args)
@@ -124,15 +166,11 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     ck = Checkpoint(resume_dir(out), key)
     if ck.done():
         print(f"resuming: {ck.done()} finished piece(s) in {ck.directory}", flush=True)
-    result = {"experiment": name, **run_record(args, model, p), **compute(model, tok, tasks, rows, ck)}
+    header = {"experiment": name, **run_record(args, model, p)}
+    ck.note("header.json", header)
+    result = header | compute(model, tok, tasks, rows, ck)
     result["seconds"] = round(time.time() - t0, 1)
-    checked = claims(result)
-    result["claims"] = claims_json(checked)
-    if notes is not None:
-        result["notes"] = notes(result)
-    with atomic_directory(out) as tmp:  # the whole set replaces any earlier one, or nothing does
-        (tmp / "results.json").write_text(json.dumps(result, indent=1))
-        write(result, tmp)
+    checked = write_results(out, result, claims, notes, write)
     ck.remove()
     print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": [c.sentence() for c in checked]},
                      indent=1))
