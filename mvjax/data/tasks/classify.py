@@ -2,7 +2,13 @@
 without its prior): a few labelled one-line reviews, then an unlabelled one. The two label words
 are drawn per item from a pool of unrelated words and assigned to positive / negative at random,
 so no prior about the words helps — only reading the examples' pairing does. Choices: the two
-label words (chance 1/2); the classes are balanced over the items."""
+label words (chance 1/2); the classes are balanced over the items.
+
+SmolLM2-135M cannot do it: 52/100 with this design (benchmarks/task_baselines.py), and on 32–40
+items each, 19/32 with the rule also stated in words, 19/32 when the query repeats an example's
+adjective, 17/40 when it repeats a whole example, 22/40 with ten examples — none clearly above
+chance. The task stays as the paper's IMDB role for larger models; a report flags it when the
+unmodified model is not above chance."""
 
 from __future__ import annotations
 
