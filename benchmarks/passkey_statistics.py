@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 
 import numpy as np
@@ -38,12 +39,18 @@ def passkey_items(count_tokens, n: int, seed: int, lo: int = 150, hi: int = 350)
     return rows
 
 
+ALL = ("original", "pooled/massive", "pooled/lowest_norm", "prompt/massive", "prompt/lowest_norm")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the task file (JSONL) here")
+    ap.add_argument("--conditions", default=",".join(ALL),
+                    help="which of " + ",".join(ALL) + " to score (split them over processes "
+                    "to run in parallel; without original or pooled ones the unmodified pass is skipped)")
     args = ap.parse_args()
 
     from analysis.dims import stacked
@@ -64,24 +71,36 @@ def main() -> None:
     scorer = Scorer(model, 8)
     enc = {task.name: encode_task(tok, task)}
     lengths = [len(e.prompt) for e in enc[task.name]]
-    base, energy, keep = baseline_pass(scorer, [task], enc, ("q_rot", "k_rot"), False)
+    want = args.conditions.split(",")
     out = {"n": args.n, "seed": args.seed, "prompt_tokens": [min(lengths), max(lengths)], "runs": {}}
+    if any(w == "original" or w.startswith("pooled") for w in want):
+        base, energy, keep = baseline_pass(scorer, [task], enc, ("q_rot", "k_rot"), False)
+    else:  # per-prompt conditions need no pooled statistics; score every item
+        every = list(range(len(enc[task.name])))
+        base, energy, keep = None, None, {task.name: {"rank": every, "exact": every}}
     for stats in ("pooled", "prompt"):
         config = DisruptConfig(statistics=stats)
         conds = {c.name: c for c in plan_conditions(config, (), model.cfg.num_layers, rule_text(config))}
-        M = {s: np.sqrt(stacked(energy, s, "sumsq")) for s in config.sites}
-        E = {s: stacked(energy, s, "centered") for s in config.sites}
+        M = E = None
+        if energy is not None:
+            M = {s: np.sqrt(stacked(energy, s, "sumsq")) for s in config.sites}
+            E = {s: stacked(energy, s, "centered") for s in config.sites}
         for name in ("massive", "lowest_norm"):
+            if f"{stats}/{name}" not in want:
+                continue
             t1 = time.time()
             probe = condition_probe(conds[name], model.cfg, M, E, config)
             r = evaluate_condition(scorer, [task], enc, keep, probe, None, name, False)
             out["runs"][f"{stats}/{name}"] = {m: {k: r["tasks"][task.name][m][k]
                                                   for k in ("accuracy", "ci95", "n")}
                                               for m in ("exact", "rank")} | {"seconds": round(time.time() - t1, 1)}
-        out["prompt_top1_is_pooled_top1"] = statistics_info(energy, model.cfg, config, [])["prompt_top1_is_pooled_top1"]
-    r = evaluate_condition(scorer, [task], enc, keep, None, None, "original", False, runs=base)
-    out["runs"]["original"] = {m: {k: r["tasks"][task.name][m][k] for k in ("accuracy", "ci95", "n")}
-                               for m in ("exact", "rank")}
+            print(json.dumps({f"{stats}/{name}": out["runs"][f"{stats}/{name}"]}), file=sys.stderr, flush=True)
+        if energy is not None:
+            out["prompt_top1_is_pooled_top1"] = statistics_info(energy, model.cfg, config, [])["prompt_top1_is_pooled_top1"]
+    if "original" in want:
+        r = evaluate_condition(scorer, [task], enc, keep, None, None, "original", False, runs=base)
+        out["runs"]["original"] = {m: {k: r["tasks"][task.name][m][k] for k in ("accuracy", "ci95", "n")}
+                                   for m in ("exact", "rank")}
     out["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(out, indent=1))
 

@@ -45,6 +45,7 @@ EDIT_SITES = QK_SITES
 METHODS = ("mean", "zero", "quant")
 PHASE_RULES = ("prefill", "all")
 GRANULARITIES = ("tensor", "token", "channel")
+TRACED = "traced"  # the granularity is the leaf ``Intervention.gran``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Intervention:
     masks: Mapping[str, Any]
     keep_first: Any = False
     qmax: Any = 0.0  # largest quantization level, 2^(bits-1) - 1 (a leaf: bit widths share a compile)
+    gran: Any = 0  # index into GRANULARITIES when granularity == "traced" (granularities share one too)
     method: str = dataclasses.field(default="mean", metadata=dict(static=True))
     phases: str = dataclasses.field(default="prefill", metadata=dict(static=True))
     granularity: str | None = dataclasses.field(default=None, metadata=dict(static=True))
@@ -102,6 +104,8 @@ class Intervention:
             raise ValueError(f"phases={self.phases!r} is invalid: use one of {PHASE_RULES}")
         if (self.method == "quant") != (self.granularity is not None):
             raise ValueError("give a QuantSpec exactly when method='quant'")
+        if self.granularity not in (None, TRACED, *GRANULARITIES):
+            raise ValueError(f"granularity={self.granularity!r} is invalid: use one of {GRANULARITIES}")
 
     @property
     def sites(self) -> frozenset[str]:
@@ -110,8 +114,8 @@ class Intervention:
     def _key(self) -> tuple:
         masks = tuple((s, np.asarray(m, bool).shape, np.packbits(np.asarray(m, bool)).tobytes())
                       for s, m in sorted(self.masks.items()))
-        return (masks, bool(np.asarray(self.keep_first)), float(np.asarray(self.qmax)), self.method,
-                self.phases, self.granularity, self.sink)
+        return (masks, bool(np.asarray(self.keep_first)), float(np.asarray(self.qmax)),
+                int(np.asarray(self.gran)), self.method, self.phases, self.granularity, self.sink)
 
     def __hash__(self) -> int:
         return hash(self._key())
@@ -133,7 +137,10 @@ class Intervention:
             mean = prompt_mean(x, ctx.valid_BxT) if state is None else state
             out = jnp.where(sel, mean[:, None].astype(x.dtype), x)
             return out, (mean if self.phases == "all" and state is None else None)
-        out, scale = fake_quantize(x, sel, self.granularity, self.qmax, state)
+        if self.granularity == TRACED:
+            out, scale = fake_quantize_traced(x, sel, self.gran, self.qmax, state)
+        else:
+            out, scale = fake_quantize(x, sel, self.granularity, self.qmax, state)
         return out, (scale if self.phases == "all" and state is None else None)
 
 
@@ -166,6 +173,28 @@ def fake_quantize(x_BxTxHxD: jax.Array, sel: jax.Array, granularity: str, qmax: 
     safe = jnp.where(scale > 0, scale, 1.0)
     q = jnp.clip(jnp.round(xf / safe), -qmax, qmax) * safe
     return jnp.where(sel & (scale > 0), q.astype(x_BxTxHxD.dtype), x_BxTxHxD), scale
+
+
+def fake_quantize_traced(x_BxTxHxD: jax.Array, sel: jax.Array, gran: Any, qmax: Any,
+                         scale_Bx1xHxD: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """``fake_quantize`` with the granularity a traced index into GRANULARITIES, so every
+    granularity shares one compilation: the three scales are computed and one is picked. The
+    returned (prompt) scale is B×1×H×D for every granularity (tensor and channel scales broadcast;
+    per-token scales are always fresh), so the decode state has one shape."""
+    xf = x_BxTxHxD.astype(jnp.float32)
+    qmax = jnp.asarray(qmax, jnp.float32)
+    a = jnp.where(sel, jnp.abs(xf), 0.0)
+    shape = (x_BxTxHxD.shape[0], 1, *x_BxTxHxD.shape[2:])
+    if scale_Bx1xHxD is None:
+        per_tensor = jnp.broadcast_to(jnp.max(a, axis=(1, 2, 3), keepdims=True) / qmax, shape)
+        per_channel = jnp.max(a, axis=1, keepdims=True) / qmax
+        scale_Bx1xHxD = jnp.where(gran == 0, per_tensor, per_channel)
+    per_token = jnp.max(a, axis=3, keepdims=True) / qmax
+    scale = jnp.where(gran == 1, jnp.broadcast_to(per_token, x_BxTxHxD.shape),
+                      jnp.broadcast_to(scale_Bx1xHxD, x_BxTxHxD.shape))
+    safe = jnp.where(scale > 0, scale, 1.0)
+    q = jnp.clip(jnp.round(xf / safe), -qmax, qmax) * safe
+    return jnp.where(sel & (scale > 0), q.astype(x_BxTxHxD.dtype), x_BxTxHxD), scale_Bx1xHxD
 
 
 def empty_masks(cfg: ModelConfig, sites: Iterable[str]) -> dict[str, np.ndarray]:
@@ -210,5 +239,6 @@ def intervention(cfg: ModelConfig, masks: Mapping[str, Any], method: str = "mean
     if (method == "quant") != (quant is not None):
         raise ValueError("give a QuantSpec exactly when method='quant'")
     return Intervention(check_masks(cfg, masks), np.bool_(keep_first),
-                        np.float32(quant.qmax if quant else 0), method, phases,
-                        quant.granularity if quant else None, sink)
+                        np.float32(quant.qmax if quant else 0),
+                        np.int32(GRANULARITIES.index(quant.granularity) if quant else 0), method, phases,
+                        TRACED if quant else None, sink)

@@ -31,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvjax.config import ModelConfig
-from mvjax.interventions import PHASE_RULES, prompt_mean, sink_mass, site_heads
+from mvjax.interventions import PHASE_RULES, prompt_mean, site_heads
 from mvjax.model import SiteContext
+from mvjax.probe import first_token_mass
 
 RULES = ("massive", "lowest", "random", "energy")
 SELECTIONS = ("topk", "lambda")
@@ -125,7 +126,7 @@ class PromptSelected:
 
     def __call__(self, site: str, layer: int, x: jax.Array, ctx: SiteContext) -> tuple[jax.Array, Any]:
         if site == "attn":
-            return x, sink_mass(x, ctx)
+            return x, first_token_mass(x, ctx.valid_BxT)
         if ctx.phase == "decode" and self.phases == "prefill":
             return x, None
         if ctx.phase == "prefill":

@@ -205,3 +205,21 @@ def test_bad_inputs_one_line_errors(call, msg):
     with pytest.raises(ValueError, match=msg) as e:
         call()
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "token", "channel"])
+def test_traced_granularity_equals_the_static_one(granularity):
+    """Quantization probes carry their granularity as a traced index (all granularities share
+    one compilation); the result equals the static-granularity function, prompt scale included."""
+    from mvjax.interventions import GRANULARITIES, fake_quantize, fake_quantize_traced
+
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(2, 5, 3, 8)) * rng.uniform(0.1, 20, size=(1, 1, 3, 8)), jnp.float32)
+    sel = jnp.asarray(rng.random((2, 5, 3, 8)) < 0.8)
+    want, want_scale = fake_quantize(x, sel, granularity, 7.0)
+    got, scale = fake_quantize_traced(x, sel, jnp.int32(GRANULARITIES.index(granularity)), 7.0)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+    later = x[:, :2] * 1.5  # decode: tensor / channel reuse the prompt's scale, token is fresh
+    want2, _ = fake_quantize(later, sel[:, :2], granularity, 7.0, want_scale)
+    got2, _ = fake_quantize_traced(later, sel[:, :2], jnp.int32(GRANULARITIES.index(granularity)), 7.0, scale)
+    np.testing.assert_allclose(np.asarray(got2), np.asarray(want2), rtol=1e-6, atol=1e-6)
