@@ -195,7 +195,8 @@ def table(runs: Sequence[Band], refs: Sequence[Band], result: dict[str, Any]) ->
 
 
 def draw(runs: Sequence[Band], refs: Sequence[Band], path: Path) -> Path:
-    """Left: median top-pair wavelength against context per base (dashed: W = 2.5 C, W = C).
+    """Left: median top-pair wavelength against context per base (dashed: W = 2.5 C, W = C);
+    pretrained layer groups at their context, or their window where they have one.
     Right: the same as W / context per layer, so 'follows the context' reads as flat lines."""
     import matplotlib
 
@@ -214,9 +215,10 @@ def draw(runs: Sequence[Band], refs: Sequence[Band], path: Path) -> Path:
                    color=f"C{i}", alpha=0.35 + 0.15 * layer, lw=1,
                    label=f"θ={theta:g}" if layer == 0 else None)
     for j, ref in enumerate(refs):
-        for key, layers in layer_groups(ref).items():
-            a.plot([ref.context], [ref.median_wavelength(layers)], "*", ms=12, color=f"C{len(bases) + j}",
-                   label=f"{ref.name} {key}")
+        for k, (key, layers) in enumerate(layer_groups(ref).items()):
+            span = ref.window[layers[0]] or ref.context  # a windowed layer sees its window
+            a.plot([span], [ref.median_wavelength(layers)], "*^sD"[k % 4], ms=10,
+                   color=f"C{len(bases) + j}", label=f"{ref.name} {key} (at {span} tokens)")
     if runs:
         C = np.array(sorted({r.context for r in runs}), float)
         for f, ls in ((1.0, ":"), (2.5, "--")):
