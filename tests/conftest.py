@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import numpy as np
 import pytest
 
 from mvjax.config import ModelConfig, PositionalConfig
+
+# A non-interactive shell starts background jobs (CI runners, `pytest &`) with SIGINT ignored, and an
+# ignored signal stays ignored in every child. The interrupt tests need Ctrl-C delivered as in a
+# terminal, in this process and in the commands it spawns (they start with the default action).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def tiny_config(scheme="rope", **overrides) -> ModelConfig:
