@@ -109,3 +109,30 @@ def test_episode_rows_mark_exactly_the_answer_targets(make_config):
     assert out["kinds"]["parametric"]["n"] == 4 and out["kinds"]["contextual"]["n"] == 3
     assert out["kinds"]["parametric"]["chance"] == pytest.approx(1 / cfg.n_places)
     assert out["kinds"]["contextual"]["accuracy"] == 0.0  # an untrained model copies nothing
+
+
+def test_lead_in_questions_repeat_the_text_before_the_answer():
+    cfg = MixtureConfig(question="lead_in")
+    rng = np.random.default_rng(0)
+    for ep in [passkey_episode(rng, cfg) for _ in range(20)] + [kv_episode(rng, cfg) for _ in range(20)]:
+        lead = ep.prompt[-3:]  # the last characters before the answer ...
+        assert lead + ep.answer in ep.prompt[:-3]  # ... precede the answer earlier in the prompt
+    short = passkey_episode(np.random.default_rng(0), MixtureConfig())
+    assert short.prompt.endswith("What is the pass key? ")
+    with pytest.raises(ValueError, match="question"):
+        MixtureConfig(question="long")
+
+
+def test_copy_episodes_only_when_asked_and_old_streams_unchanged():
+    base = _stream(MixtureConfig(text=0.0, parametric=0.0)).next_batch()
+    same = _stream(MixtureConfig(text=0.0, parametric=0.0, copy=0.0, question="short"))
+    assert np.array_equal(base, same.next_batch())  # the new fields at default: the same rows
+    assert same.fingerprint == _stream(MixtureConfig(text=0.0, parametric=0.0)).fingerprint
+    copying = _stream(MixtureConfig(text=0.0, parametric=0.0, copy=1.0, copy_len=8))
+    assert copying.fingerprint != same.fingerprint
+    for row in _decode_rows(copying.next_batch()):
+        for episode in row.split("\n")[:-1]:  # the last one is cut at seq_len
+            first, second = episode.lstrip(TOK.decode([TOK.bos_id])).split("|")
+            assert first == second and 4 <= len(first) <= 8
+    with pytest.raises(ValueError, match="copy"):
+        MixtureConfig(copy=1.5)

@@ -51,12 +51,18 @@ def test_results_schema(finished):
         assert all(0 < m < 1 for per in cur["first_token_mass"] for m in per)
         assert set(arm["tasks"]["kinds"]) == {"contextual", "parametric"}
         assert len(arm["final"]["k_rot"]["layers"]) == layers
+        r = arm["retrieval"]  # the held-out retrieval probe, logged at every eval step
+        assert [p["step"] for p in r["points"]] == [2, 4] and r["level"] == 0.8
+        assert all(0 <= p["all_exact"] <= 1 and p["all_answer_nll"] > 0 for p in r["points"])
+        assert {"passkey_exact", "kv_recall_exact"} <= set(r["points"][0])
     assert saved["arms"]["nope"]["final_counts"]["k_rot"]["n_massive_unrotated"] is None
     assert saved["arms"]["partial-rope"]["final"]["k"]["layers"][0]["rotated_energy_share"] < 1
     assert set(saved["claims"]) == {"1", "2", "3", "4", "5"}
     for arm in saved["arms"].values():  # claim (5): every arm's own dims disrupted
         d = arm["disruption"]
-        assert {"original", "massive", "random_s0", "energy_matched_s0"} <= set(d["accuracy"])
+        assert {"original", "massive", "lambda_massive", "lowest_norm", "random_s2",
+                "energy_matched_s2"} <= set(d["accuracy"])
+        assert d["accuracy"]["original"]["contextual"]["ci95"][0] >= 0
         assert d["accuracy"]["original"]["contextual"]["n"] == sum(
             v for k, v in d["n_items"].items() if k != "fact")
         assert set(d["massive_dims"]) == {"q_rot", "k_rot"}
@@ -65,24 +71,38 @@ def test_results_schema(finished):
     assert set(five["numbers"]) == set(preset.arms)
 
 
-def _acc(contextual, parametric, n=10):
-    return {k: None if v is None else {"n": n, "accuracy": v}
-            for k, v in (("contextual", contextual), ("parametric", parametric))}
+def _acc(contextual, parametric, n=100):
+    from mvjax.data.tasks.base import wilson_interval
+
+    def one(a):
+        if a is None:
+            return None
+        k = round(a * n)
+        return {"n": n, "correct": k, "accuracy": k / n,
+                                       "ci95": list(wilson_interval(k, n))}
+    return {"contextual": one(contextual), "parametric": one(parametric)}
 
 
-@pytest.mark.parametrize("massive, random, verdict", [
-    ((0.2, 0.9), (0.7, 1.0), "holds"),            # contextual loses more, and more than random
-    ((0.2, 0.1), (0.7, 1.0), "does not hold"),    # parametric loses more
-    ((0.7, 0.9), (0.6, 1.0), "does not hold"),    # no worse than random dims
-    ((0.0, None), (0.0, None), "not tested"),     # parametric not scored
+@pytest.mark.parametrize("original, massive, control, verdict", [
+    (0.8, (0.2, 0.9), 0.7, "holds"),          # contextual loses more, CIs below every control
+    (0.8, (0.2, 0.1), 0.7, "does not hold"),  # parametric loses more
+    (0.8, (0.6, 0.9), 0.7, "does not hold"),  # overlaps the controls' intervals
+    (0.1, (0.0, 0.9), 0.1, "not tested"),     # 10 solved episodes: under the minimum
+    (0.8, (0.0, None), 0.7, "not tested"),    # parametric not scored
 ])
-def test_claim_5_rule(massive, random, verdict):
+def test_claim_5_rule(original, massive, control, verdict):
     from analysis.experiments.rope_cause_results import claim_disruption
 
-    acc = {"original": _acc(0.8, 1.0), "massive": _acc(*massive), "random_s0": _acc(*random)}
-    out = claim_disruption({"rope": acc})
-    assert out.verdict == verdict
-    assert out.numbers["rope"]["contextual_retention_massive"] == massive[0] / 0.8
+    acc = {"original": _acc(original, 1.0), "massive": _acc(*massive),
+           "lowest_norm": _acc(control, 1.0),
+           **{f"{f}_s{i}": _acc(control, 1.0) for f in ("random", "energy_matched") for i in range(3)}}
+    if massive[1] is None:
+        acc["original"]["parametric"] = None
+    out = claim_disruption({"rope": acc, "nope": acc})
+    assert out.verdict == verdict and out.numbers["nope"]["verdict"] == verdict
+    if verdict != "not tested":
+        assert out.numbers["rope"]["contextual_retention_massive"] == pytest.approx(massive[0] / 0.8)
+        assert out.numbers["rope"]["controls"]["random"]["n"] == 300  # 3 seeds pooled
 
 
 def test_resume_continued_the_same_arms(finished):
@@ -202,3 +222,25 @@ def test_presets_are_overrides_on_one_base_config():
     assert rope["train"]["steps"] * rope["data"]["batch_size"] * rope["data"]["seq_len"] == 9830400
     with pytest.raises(ValueError, match="not a section"):
         Preset("typo", ("modle.hidden_size=8",)).config("rope")
+def test_retrieval_preset_builds_and_logs_retrieval(tmp_path):
+    """The retrieval preset at reduced steps: its arms' configs build, and one arm's training
+    logs held-out retrieval at every eval step."""
+    import dataclasses
+
+    from analysis.experiments.rope_cause import train_arms
+
+    full = PRESETS["retrieval"]
+    assert full.retrieval_every_eval and full.arms[:3] == ("rope", "nope", "alibi")
+    for arm in full.arms:
+        exp = full.config(arm)
+        assert exp.model.head_dim == 32 and exp.data.mixture.question == "lead_in"
+        assert exp.train.steps == 6500 and exp.train.optim.schedule == "wsd"
+    small = dataclasses.replace(full, arms=("rope",), eval_episodes=4, overrides=(
+        *full.overrides, "model.hidden_size=32", "model.num_layers=1", "model.num_heads=1",
+        "model.mlp_hidden=64", "train.steps=2", "train.eval_every=1", "train.log_every=1",
+        "train.concentration_every=1", "train.checkpoint_every=1", "data.batch_size=2",
+        "data.eval_rows=2"))  # compiles in seconds
+    assert train_arms(small, tmp_path, resume=False)
+    probes = [r for r in read_metrics(tmp_path / "arms" / "rope" / "metrics.jsonl") if "probe" in r]
+    assert [r["step"] for r in probes] == [1, 2]
+    assert probes[0]["probe"]["all"]["n"] == 4

@@ -441,3 +441,16 @@ def test_flops_per_token_counts_each_matmul_once(tied):
     per_layer = d * d * 2 + d * kv_d * 2 + 3 * d * 96  # q, o, k, v, gate/up/down
     expected = 6 * (3 * per_layer + 1000 * d) + 6 * 3 * 32 * 4 * 16
     assert flops_per_token(cfg, 32) == expected
+
+
+def test_wsd_schedule_is_the_constant_run_then_a_linear_decay():
+    from train.config import OptimConfig
+    from train.optim import learning_rate
+
+    const = learning_rate(OptimConfig(lr=1e-3, warmup_steps=10, schedule="constant"), 100)
+    wsd = learning_rate(OptimConfig(lr=1e-3, warmup_steps=10, schedule="wsd", decay_steps=20,
+                                    min_lr_ratio=0.1), 100)
+    assert all(float(wsd(i)) == float(const(i)) for i in range(0, 80))  # the same run up to step 80
+    assert float(wsd(90)) == pytest.approx(0.55e-3) and float(wsd(100)) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="decay_steps"):
+        OptimConfig(schedule="wsd", decay_steps=-1)

@@ -18,7 +18,7 @@ import yaml
 from mvjax.config import ModelConfig, from_mapping, invalid, parse_text, parse_value, to_plain
 
 OPTIMIZERS = ("adamw",)
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "wsd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +40,7 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    decay_steps: int = 0  # wsd: constant, then linear to min_lr_ratio * lr over the last decay_steps
     decay_norms: bool = False
     decay_embeddings: bool = False
 
@@ -52,6 +53,8 @@ class OptimConfig:
             invalid("train.optim.lr", self.lr, "use a positive learning rate, e.g. 3e-3")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             invalid("train.optim.warmup_steps", self.warmup_steps, "use a non-negative integer")
+        if not isinstance(self.decay_steps, int) or self.decay_steps < 0:
+            invalid("train.optim.decay_steps", self.decay_steps, "use a non-negative integer")
         if not 0 <= self.min_lr_ratio <= 1:
             invalid("train.optim.min_lr_ratio", self.min_lr_ratio, "must lie in [0, 1]")
         for name in ("b1", "b2"):

@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -85,10 +85,13 @@ RUN_FILES = frozenset({"config.yaml", "metrics.jsonl", "summary.json", "model", 
 
 
 def train(exp: ExperimentConfig, out: str | Path, *, resume: bool = False,
-          stop_at: int | None = None, start_over: bool = False) -> dict[str, Any]:
+          stop_at: int | None = None, start_over: bool = False,
+          probe: Callable[[Any, Any], Callable[[dict], dict]] | None = None) -> dict[str, Any]:
     """Train ``exp`` into ``out``; returns the summary. ``stop_at`` ends this invocation after that
     step (checkpointed) without changing the schedule, so a later ``resume`` continues exactly.
-    ``start_over`` lets a resume whose checkpoints are all unreadable train again from step 0."""
+    ``start_over`` lets a resume whose checkpoints are all unreadable train again from step 0.
+    ``probe(graphdef, tokenizer)`` returns ``f(params) -> dict``, logged as ``{"step", "probe"}``
+    at every eval step (e.g. held-out retrieval, ``analysis.retrieval_curve``)."""
     from mvjax.data import build_data
 
     if stop_at is not None and (not isinstance(stop_at, int) or stop_at < 1):
@@ -119,7 +122,7 @@ def train(exp: ExperimentConfig, out: str | Path, *, resume: bool = False,
                       file=sys.stderr)
                 return read_json_state(out / "summary.json", "delete it and rerun with --resume "
                                        "(the checkpoints are kept)")
-            return _run(run, stop_at)
+            return _run(run, stop_at, probe(run.graphdef, run.tokenizer) if probe else None)
         finally:
             ckpt.close()
 
@@ -260,7 +263,8 @@ class _DivergenceGuard:
                                    "warmup_steps, then --resume")
 
 
-def _run(run: _Setup, stop_at: int | None) -> dict[str, Any]:
+def _run(run: _Setup, stop_at: int | None, probe: Callable[[dict], dict] | None = None
+         ) -> dict[str, Any]:
     """The step loop: train, log, evaluate, probe and checkpoint until the stop step or a signal,
     then save the final model (when the schedule is done) and write the summary."""
     exp, tc = run.exp, run.exp.train
@@ -303,7 +307,7 @@ def _run(run: _Setup, stop_at: int | None) -> dict[str, Any]:
                 do_ckpt = bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0
                 if step % tc.log_every == 0 or step == stop or do_eval or do_conc or do_ckpt:
                     flush()
-                last_eval = _observe(run, step, do_eval, do_conc, log, last_eval)
+                last_eval = _observe(run, step, do_eval, do_conc, log, last_eval, probe)
                 if do_ckpt:
                     last_saved = save(step)
                 if do_eval or do_conc or do_ckpt:
@@ -323,11 +327,14 @@ def _run(run: _Setup, stop_at: int | None) -> dict[str, Any]:
 
 
 def _observe(run: _Setup, step: int, do_eval: bool, do_conc: bool, log: MetricsLog,
-             last_eval: float | None) -> float | None:
-    """Evaluate and/or log the concentration probe at ``step``; returns the latest eval loss."""
+             last_eval: float | None, probe: Callable[[dict], dict] | None = None) -> float | None:
+    """Evaluate (and run the caller's ``probe``) and/or log the concentration probe at ``step``;
+    returns the latest eval loss."""
     if do_eval and run.eval_batches:
         last_eval = _evaluate(run.eval_fn, run.state["params"], run.eval_batches)
         log.write({"step": step, "eval_loss": last_eval})
+    if do_eval and probe is not None:
+        log.write({"step": step, "probe": probe(run.state["params"])})
     if do_conc and run.eval_batches:
         conc = run.conc_fn(run.state["params"], run.eval_batches[0][:, :-1])
         log.write({"step": step, **jax.device_get(conc)})

@@ -37,10 +37,15 @@ def decay_mask(params: Any, cfg: OptimConfig) -> Any:
 
 
 def learning_rate(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
-    """Linear warmup from 0 to ``lr``, then cosine (or constant) down to ``min_lr_ratio·lr``."""
+    """Linear warmup from 0 to ``lr``, then cosine (or constant, or constant with a linear decay
+    over the last ``decay_steps``: wsd) down to ``min_lr_ratio·lr``."""
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
     if cfg.schedule == "constant":
         decay = optax.constant_schedule(cfg.lr)
+    elif cfg.schedule == "wsd":  # warmup, stable, decay: the stable phase is the constant run's
+        stable = max(total_steps - warmup - cfg.decay_steps, 0)
+        decay = optax.join_schedules([optax.constant_schedule(cfg.lr), optax.linear_schedule(
+            cfg.lr, cfg.min_lr_ratio * cfg.lr, max(cfg.decay_steps, 1))], [stable])
     else:
         decay = optax.cosine_decay_schedule(cfg.lr, max(total_steps - warmup, 1), alpha=cfg.min_lr_ratio)
     if warmup == 0:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from analysis.experiments.rope_cause_results import RopeCauseResults
 
 SITES = {"q_rot": "Q", "k_rot": "K", "v": "V"}
-FIGURES = ("heatmaps", "max_mean_vs_layer", "emergence", "partial_rope", "sink_mass")
+FIGURES = ("heatmaps", "max_mean_vs_layer", "emergence", "partial_rope", "sink_mass", "retrieval")
 
 
 def _save(fig, out_dir: Path, name: str, svg: bool) -> list[Path]:
@@ -181,9 +181,39 @@ def sink_mass(results: RopeCauseResults, out_dir: Path, svg: bool = False) -> li
     return _save(fig, out_dir, "sink_mass", svg)
 
 
+def retrieval(results: RopeCauseResults, out_dir: Path, svg: bool = False) -> list[Path]:
+    """Over training tokens, every arm: held-out contextual exact match, answer NLL per token,
+    and K max/mean (max over layers and heads) — does retrieval arrive with K's concentration?"""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for i, (name, arm) in enumerate(results.arms.items()):
+        pts = (arm.retrieval or {}).get("points", [])
+        if pts:
+            x = np.array([p["tokens"] for p in pts], np.float64) / 1e6
+            axes[0].plot(x, [p["all_exact"] for p in pts], "-o", ms=2, color=f"C{i}", label=name)
+            axes[1].plot(x, [p["all_answer_nll"] for p in pts], "-", color=f"C{i}")
+        cur = arm.curves
+        if cur.tokens:
+            axes[2].plot(np.asarray(cur.tokens, np.float64) / 1e6,
+                         np.nanmax(cur.series("k_rot", "max_mean_max"), axis=0), "-", color=f"C{i}")
+    axes[0].axhline(0.8, color="gray", ls="--", lw=0.8)
+    axes[2].axhline(results.definitions["massive"]["lam"], color="gray", ls="--", lw=0.8)
+    for ax, t in zip(axes, ("held-out contextual exact (passkey + kv)", "answer NLL per token",
+                            "K max/mean, max over layers & heads")):
+        ax.set_title(t, fontsize=8)
+        ax.set_xlabel("training tokens (M)", fontsize=8)
+        ax.grid(alpha=0.3)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=6)
+    else:
+        axes[0].text(0.5, 0.5, "retrieval not logged in this run", ha="center", va="center",
+                     transform=axes[0].transAxes, fontsize=8)
+    return _save(fig, out_dir, "retrieval", svg)
+
+
 def all_figures(results: RopeCauseResults, out_dir: Path, svg: bool = False) -> dict[str, list[Path]]:
     return {"heatmaps": heatmaps(results, out_dir, svg),
             "max_mean_vs_layer": max_mean_vs_layer(results, out_dir, svg),
             "emergence": emergence(results, out_dir, svg),
             "partial_rope": partial_rope(results, out_dir, svg),
-            "sink_mass": sink_mass(results, out_dir, svg)}
+            "sink_mass": sink_mass(results, out_dir, svg),
+            "retrieval": retrieval(results, out_dir, svg)}

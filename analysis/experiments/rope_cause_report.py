@@ -59,19 +59,26 @@ def task_table(results: RopeCauseResults) -> str:
     return "\n".join(rows)
 
 
-DISRUPT_COLUMNS = ("original", "massive", "k_only", "q_only", "first_token_kept", "random_s0",
-                   "energy_matched_s0", "lowest_norm")
+DISRUPT_COLUMNS = ("original", "massive", "lambda_massive", "k_only", "q_only", "first_token_kept",
+                   "random", "energy_matched", "lowest_norm")
 
 
 def disruption_table(results: RopeCauseResults) -> str:
-    """Per arm and kind, greedy exact-match accuracy under each condition (n in brackets)."""
+    """Per arm and kind, greedy exact-match accuracy [95% CI] under each condition; the random and
+    energy-matched controls pooled over their seeds."""
+    from analysis.experiments.rope_cause_results import pooled
+
     rows = ["| arm | kind | " + " | ".join(c.replace("_", " ") for c in DISRUPT_COLUMNS) + " |",
             "|---|---|" + "---|" * len(DISRUPT_COLUMNS)]
     for name, arm in results.arms.items():
         acc = arm.disruption["accuracy"]
         for kind in ("contextual", "parametric"):
-            cells = [("n/a" if acc.get(c, {}).get(kind) is None else
-                      f"{acc[c][kind]['accuracy']:.2f}") for c in DISRUPT_COLUMNS]
+            cells = []
+            for c in DISRUPT_COLUMNS:
+                v = pooled(acc, c, kind) if c in ("random", "energy_matched") else \
+                    acc.get(c, {}).get(kind)
+                ci = f" [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" if v and "ci95" in v else ""
+                cells.append("n/a" if v is None else f"{v['accuracy']:.2f}{ci}")
             n = (acc["original"].get(kind) or {}).get("n", 0)
             rows.append(f"| {name} | {kind} (n={n}) | {' | '.join(cells)} |")
     return "\n".join(rows)
@@ -104,6 +111,37 @@ def emergence_table(results: RopeCauseResults, columns: int = 6) -> str:
         cells = [f"{int(qk[i])} / {k[i]:.1f}" for i in picks]
         rows.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(rows)
+
+
+def _first_k_entry(arm) -> int | None:
+    """The first logged step with a λ-massive post-positional K entry in any layer."""
+    cur = arm.curves
+    if "k_rot" not in cur.sites:
+        return None
+    per_step = cur.series("k_rot", "n_massive").sum(axis=0)
+    return next((cur.steps[i] for i, n in enumerate(per_step) if n), None)
+
+
+def retrieval_table(results: RopeCauseResults) -> str:
+    """Per arm: the first logged step with held-out retrieval at the level, the final probe
+    numbers, and the first step with a K massive entry (does retrieval come with K's
+    concentration?)."""
+    rows = ["| arm | first step (tokens) with contextual exact ≥ level | passkey / kv exact at the "
+            "end | answer NLL per token at the end | first step with a K λ=5 entry |",
+            "|---|---|---|---|---|"]
+    for name, arm in results.arms.items():
+        r = arm.retrieval or {"points": []}
+        if not r["points"]:
+            rows.append(f"| {name} | not logged | | | {_f(_first_k_entry(arm))} |")
+            continue
+        end = r["points"][-1]
+        first = ("never" if r["first_step"] is None
+                 else f"{r['first_step']} ({r['first_tokens'] / 1e6:.2f}M)")
+        rows.append(f"| {name} | {first} | {_f(end.get('passkey_exact'))} / "
+                    f"{_f(end.get('kv_recall_exact'))} | {_f(end['all_answer_nll'], '.3f')} | "
+                    f"{_f(_first_k_entry(arm)) if _first_k_entry(arm) is not None else 'none'} |")
+    level = next((a.retrieval["level"] for a in results.arms.values() if a.retrieval), None)
+    return "\n".join(rows) + f"\n\nLevel: {level}. Logged at every eval step on the held-out episodes."
 
 
 def shared_settings(results: RopeCauseResults) -> dict[str, Any]:
@@ -154,6 +192,8 @@ def _measurements(results: RopeCauseResults) -> list[str]:
         "## Over training (Q+K massive entries / K max/mean, max over layers and heads)", "",
         emergence_table(results), "",
         "## Tasks (held-out episodes; greedy exact match)", "", task_table(results), "",
+        "## Retrieval over training (held-out contextual episodes, greedy exact)", "",
+        retrieval_table(results), "",
         "## Disrupting each arm's own top-1 Q and K dims per head (claim 5)", "",
         "Mean-replaced after the positional transform in every layer, on the same held-out "
         "episodes; parametric counts only the facts the unmodified model answers (its original "

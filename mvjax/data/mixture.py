@@ -31,6 +31,12 @@ from mvjax.tokenizers import Tokenizer
 
 KINDS = ("text", "contextual", "parametric")
 CONTEXTUAL_TASKS = ("passkey", "kv_recall")
+QUESTIONS = ("short", "lead_in")
+_COPY_ALPHABET = list("0123456789abcdefghijklmnopqrstuvwxyz")
+# fields added after runs were made: left out of the stream fingerprint while at their default, so
+# those runs still resume
+_LATER_FIELDS = {"question": "short", "copy": 0.0, "copy_len": 16, "copy_symbols": 36,
+                 "kv_queries": 1, "kv_sep": "="}
 FACT_SEED_SALT = 0xFAC7  # the fact table depends on the mixture seed only, never on the row
 _FILLER = ("The grass is green. ", "The sky is blue. ", "The sun is yellow. ", "Here we go. ",
            "There and back again. ", "The river runs on. ")
@@ -54,6 +60,24 @@ class MixtureConfig:
     kv_pairs: int = 6
     kv_value_digits: int = 3
     seed: int = 0
+    # "short": the question names the key only ("What is the pass key? ", "ab? "); "lead_in": it
+    # repeats the text just before the answer in the prompt ("... The pass key is ", "ab="), so a
+    # head that matches the preceding tokens and copies what followed (induction) can answer.
+    question: str = "short"
+    # share of contextual episodes that are a random string then the same string again (training
+    # only: every token of the repeat is predictable by content lookup alone, so they teach it densely)
+    copy: float = 0.0
+    copy_len: int = 16
+    # the first copy_symbols of 0-9a-z: with few symbols (10: digits) one token rarely locates the
+    # repeat, so copying needs a match on several preceding tokens, as the passkey and kv lead-ins do
+    copy_symbols: int = 36
+    # training rows only: a kv episode asks this many of its keys (each answered before the next
+    # question), so retrieval targets are dense; held-out episodes always ask one
+    kv_queries: int = 1
+    # between a key and its value ("ab=123"); "" writes "ab123", so the key's last token is the
+    # token just before the value, as in a copied string
+    kv_sep: str = "="
+
 
     def __post_init__(self) -> None:
         ratios = (self.text, self.contextual, self.parametric)
@@ -66,6 +90,18 @@ class MixtureConfig:
                 invalid(f"data.mixture.{name}", v, "must be a positive integer")
         if not isinstance(self.passkey_filler, int) or self.passkey_filler < 0:
             invalid("data.mixture.passkey_filler", self.passkey_filler, "must be >= 0")
+        if self.question not in QUESTIONS:
+            invalid("data.mixture.question", self.question, f"use one of {QUESTIONS}")
+        if not isinstance(self.copy, (int, float)) or not 0 <= self.copy <= 1:
+            invalid("data.mixture.copy", self.copy, "must be a share in [0, 1]")
+        if not isinstance(self.copy_len, int) or self.copy_len < 2:
+            invalid("data.mixture.copy_len", self.copy_len, "must be an integer >= 2")
+        if not isinstance(self.kv_queries, int) or not 1 <= self.kv_queries <= self.kv_pairs:
+            invalid("data.mixture.kv_queries", self.kv_queries, "must be an integer in [1, kv_pairs]")
+        if not isinstance(self.kv_sep, str) or any(c.isalnum() or c.isspace() for c in self.kv_sep):
+            invalid("data.mixture.kv_sep", self.kv_sep, "use punctuation or '' (e.g. '=' or ':')")
+        if not isinstance(self.copy_symbols, int) or not 2 <= self.copy_symbols <= 36:
+            invalid("data.mixture.copy_symbols", self.copy_symbols, "must be an integer in [2, 36]")
         if self.n_places < 2:
             invalid("data.mixture.n_places", self.n_places, "use at least 2 places")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -120,27 +156,41 @@ def passkey_episode(rng: np.random.Generator, cfg: MixtureConfig) -> Episode:
     key = _digits(rng, cfg.passkey_digits)
     before = "".join(rng.choice(_FILLER, int(rng.integers(0, cfg.passkey_filler + 1))))
     after = "".join(rng.choice(_FILLER, int(rng.integers(0, cfg.passkey_filler + 1))))
-    prompt = f"{before}The pass key is {key}. Remember it. {after}What is the pass key? "
+    question = "What is the pass key? " + ("The pass key is " if cfg.question == "lead_in" else "")
+    prompt = f"{before}The pass key is {key}. Remember it. {after}{question}"
     return Episode("contextual", "passkey", prompt, key, 10.0 ** -cfg.passkey_digits)
 
 
-def kv_episode(rng: np.random.Generator, cfg: MixtureConfig) -> Episode:
-    """A list of fresh key=value pairs, then one key asked; chance = picking one listed value."""
+def kv_episode(rng: np.random.Generator, cfg: MixtureConfig, queries: int = 1) -> Episode:
+    """A list of fresh key=value pairs, then ``queries`` distinct keys asked (the earlier ones
+    answered in the prompt); chance = picking one listed value."""
     keys: list[str] = []
     while len(keys) < cfg.kv_pairs:
         k = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 2))
         if k not in keys:
             keys.append(k)
     values = [_digits(rng, cfg.kv_value_digits) for _ in keys]
-    asked = int(rng.integers(cfg.kv_pairs))
-    listing = " ".join(f"{k}={v}" for k, v in zip(keys, values))
-    return Episode("contextual", "kv_recall", f"{listing}. {keys[asked]}? ", values[asked],
-                   1.0 / cfg.kv_pairs)
+    if queries == 1:
+        asked = [int(rng.integers(cfg.kv_pairs))]
+    else:
+        asked = [int(i) for i in rng.permutation(cfg.kv_pairs)[:queries]]
+    listing = " ".join(f"{k}{cfg.kv_sep}{v}" for k, v in zip(keys, values))
+    sep = cfg.kv_sep if cfg.question == "lead_in" else "? "
+    answered = "".join(f"{keys[i]}{sep}{values[i]} " for i in asked[:-1])
+    return Episode("contextual", "kv_recall", f"{listing}. {answered}{keys[asked[-1]]}{sep}",
+                   values[asked[-1]], 1.0 / cfg.kv_pairs)
 
 
-def contextual_episode(rng: np.random.Generator, cfg: MixtureConfig) -> Episode:
+def copy_episode(rng: np.random.Generator, cfg: MixtureConfig) -> Episode:
+    """A random string of copy_len//2..copy_len symbols, then the same string again."""
+    n = int(rng.integers(max(2, cfg.copy_len // 2), cfg.copy_len + 1))
+    s = "".join(rng.choice(_COPY_ALPHABET[:cfg.copy_symbols], n))
+    return Episode("contextual", "copy", f"{s}|", s, float(cfg.copy_symbols) ** -n)
+
+
+def contextual_episode(rng: np.random.Generator, cfg: MixtureConfig, kv_queries: int = 1) -> Episode:
     task = CONTEXTUAL_TASKS[int(rng.integers(len(CONTEXTUAL_TASKS)))]
-    return passkey_episode(rng, cfg) if task == "passkey" else kv_episode(rng, cfg)
+    return passkey_episode(rng, cfg) if task == "passkey" else kv_episode(rng, cfg, kv_queries)
 
 
 def encode_episode(tok: Tokenizer, ep: Episode) -> tuple[list[int], list[int]]:
@@ -161,7 +211,8 @@ class MixtureStream:
         self.seq_len, self.batch_size = text_stream.seq_len, int(batch_size)
         self.table = fact_table(cfg)
         self.row = 0
-        digest = hashlib.sha256(repr(to_plain(cfg)).encode()).hexdigest()[:8]
+        plain = {k: v for k, v in to_plain(cfg).items() if _LATER_FIELDS.get(k, object()) != v}
+        digest = hashlib.sha256(repr(plain).encode()).hexdigest()[:8]
         self.fingerprint = f"{text_stream.fingerprint}-mix-{digest}"
 
     def row_kind(self, row: int) -> str:
@@ -173,8 +224,10 @@ class MixtureStream:
         rng = np.random.default_rng([self.cfg.seed, row, 1])
         ids = [self.tok.bos_id]
         while len(ids) < self.seq_len + 1:
-            if kind == "contextual":
-                ep = contextual_episode(rng, self.cfg)
+            if kind == "contextual" and self.cfg.copy and rng.random() < self.cfg.copy:
+                ep = copy_episode(rng, self.cfg)
+            elif kind == "contextual":
+                ep = contextual_episode(rng, self.cfg, self.cfg.kv_queries)
             else:
                 ep = fact_episode(self.table, int(rng.integers(len(self.table))), self.cfg.n_places)
             prompt, answer = encode_episode(self.tok, ep)
