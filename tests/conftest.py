@@ -43,6 +43,22 @@ TOKENIZER_TEXT = ("The capital of France is Paris. It's 1234 km away; we'll see 
                   "  Spaces,\ttabs and naïve café 東京 🙂 too. ") * 8
 
 
+def gguf_with_reference(gguf_path):
+    """(mvjax model, tokenizer, transformers model, transformers tokenizer) of one GGUF file, the
+    reference loaded by transformers' own GGUF reader in fp32 with eager attention (slow tests)."""
+    import torch
+    import transformers
+
+    from mvjax.convert.gguf import load_gguf
+
+    model, tok = load_gguf(gguf_path)
+    kw = dict(gguf_file=gguf_path.name)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, dtype=torch.float32, attn_implementation="eager", **kw).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
+    return model, tok, hf, hf_tok
+
+
 def write_tokenizer_gguf(path, pre: str | None = "smollm", n_tokens: int = 400, tensors=None,
                          model: str = "gpt2", **metadata) -> list[str]:
     """A GGUF whose ``tokenizer.ggml.*`` metadata describes a byte-level BPE trained in-test (the way

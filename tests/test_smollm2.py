@@ -14,9 +14,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import jax.numpy as jnp  # noqa: E402
+from conftest import gguf_with_reference  # noqa: E402
 
 from mvjax.tokenizers import encode_prompt  # noqa: E402
-from mvjax.convert.gguf import load_gguf  # noqa: E402
 from mvjax.generate import generate  # noqa: E402
 
 LOGIT_TOL = 1e-3
@@ -35,12 +35,7 @@ def gguf_path():
 
 @pytest.fixture(scope="module")
 def both(gguf_path):
-    model, tok = load_gguf(gguf_path)
-    kw = dict(gguf_file=gguf_path.name)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent, dtype=torch.float32, attn_implementation="eager", **kw).eval()
-    hf_tok = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
-    return model, tok, hf, hf_tok
+    return gguf_with_reference(gguf_path)
 
 
 def _prompt(hf_tok) -> str:
