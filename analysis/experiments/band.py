@@ -76,9 +76,8 @@ def _layer_thetas(cfg) -> list[float]:
 
 
 def _layer_windows(cfg) -> list[int | None]:
-    """Per layer sliding window if the config has one (Gemma 3's local layers), else None."""
-    window = getattr(cfg, "layer_window", None)
-    return [window(l) if callable(window) else None for l in range(cfg.num_layers)]
+    """Per layer sliding window (Gemma 3's local layers), None for full attention."""
+    return [cfg.layer_window(l) for l in range(cfg.num_layers)]
 
 
 def run_band(run_dir: str | Path) -> Band:
