@@ -69,13 +69,17 @@ class KVCache:
     v: list[Array]
     valid_BxS: Array  # bool: slot holds a real token
     end: Array  # int32 scalar: slots filled so far
+    # static: no slot is filled yet, so a prefill attends only to its own tokens and can take the
+    # causal core (which skips the masked upper triangle: SmolLM2, 8×1024 prompt, 30.5 → 24.0 s)
+    fresh: bool = dataclasses.field(default=False, metadata={"static": True})
 
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, max_len: int) -> "KVCache":
         dtype = jnp.dtype(cfg.dtype)
         shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
         zeros = [jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)]
-        return cls(list(zeros), list(zeros), jnp.zeros((batch, max_len), bool), jnp.array(0, jnp.int32))
+        return cls(list(zeros), list(zeros), jnp.zeros((batch, max_len), bool), jnp.array(0, jnp.int32),
+                   fresh=True)
 
 
 class Output(NamedTuple):
@@ -169,13 +173,19 @@ class Attention(nnx.Module):
         if cfg.attn_scale != D ** -0.5:  # the cores scale logits by D ** -0.5
             q_BxTxHxD = q_BxTxHxD * jnp.asarray(cfg.attn_scale * D ** 0.5, q_BxTxHxD.dtype)
 
-        if cache is None and (probe is None or "attn" not in probe.sites) and not self.scheme.learned:
-            # training and analysis: causal over the chunk's own tokens, probabilities unobserved
+        if ((cache is None or cache.fresh) and (probe is None or "attn" not in probe.sites)
+                and not self.scheme.learned):
+            # training, analysis and a prefill into an empty cache: causal over the chunk's own
+            # tokens, probabilities unobserved
             q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q_BxTxHxD, k_BxTxKxD, v_BxTxKxD))
             out = jnp.swapaxes(causal_attention(
                 q, k, v, ctx.valid_BxT, ctx.positions_BxT, self.scheme.bias,
                 max(CAUSAL_BLOCK, -(-T // MAX_CAUSAL_BLOCKS)), self.window), 1, 2)
-            return self.o_proj(out.reshape(B, T, H * D)), None
+            new_kv = None
+            if cache is not None:  # the chunk fills slots [0, T)
+                new_kv = tuple(jax.lax.dynamic_update_slice(c[layer], x.astype(c[layer].dtype), (0, 0, 0, 0))
+                               for c, x in ((cache.k, k_BxTxKxD), (cache.v, v_BxTxKxD)))
+            return self.o_proj(out.reshape(B, T, H * D)), new_kv
 
         if cache is None:  # keys are this chunk's tokens; key index s attends iff s <= t
             k_all, v_all, new_kv = k_BxTxKxD, v_BxTxKxD, None

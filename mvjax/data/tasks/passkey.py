@@ -21,12 +21,13 @@ def passkey_prompt(key: str, depth: float, repeats: int) -> str:
     return INTRO + "".join(parts) + QUESTION
 
 
-def _fit_repeats(length: int, count_tokens: Callable[[str], int]) -> int:
-    """Most filler repeats whose prompt (plus BOS and the answer) fits ``length`` tokens."""
+def _fit_repeats(length: int, count_tokens: Callable[[str], int], digits: int = 5) -> int:
+    """Most filler repeats whose prompt (plus BOS) fits ``length`` tokens, measured with a key of
+    the task's own length (a 12-digit key is written twice: 14 more tokens than a 5-digit one)."""
     lo, hi = 0, max(1, length)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if count_tokens(passkey_prompt("00000", 0.5, mid)) + 1 <= length:
+        if count_tokens(passkey_prompt("0" * digits, 0.5, mid)) + 1 <= length:
             lo = mid
         else:
             hi = mid - 1
@@ -40,7 +41,7 @@ def passkey_task(n: int, length: int, count_tokens: Callable[[str], int] | None 
     if n < 1 or length < 32 or digits < 1:
         raise ValueError(f"passkey needs n ≥ 1, length ≥ 32 and digits ≥ 1; got {n}, {length}, {digits}")
     count = count_tokens or (lambda s: len(s) // 4)
-    repeats = _fit_repeats(length, count)
+    repeats = _fit_repeats(length, count, digits)
     rng = random.Random(seed)
     items = []
     for i in range(n):
