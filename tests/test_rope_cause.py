@@ -105,6 +105,22 @@ def test_claim_5_rule(original, massive, control, verdict):
         assert out.numbers["rope"]["controls"]["random"]["n"] == 300  # 3 seeds pooled
 
 
+def test_claim_5_reports_each_seed_beside_the_pooled_rule():
+    """Seeds far apart (0.1 / 0.5 / 0.9, pooled 0.5): the pooled rule puts a massive 0.2 below the
+    controls, the per-seed reading does not (seed 0 is lower) — the verdict stays the rule's."""
+    from analysis.experiments.rope_cause_results import claim_disruption
+
+    acc = {"original": _acc(0.8, 1.0), "massive": _acc(0.2, 0.9), "lowest_norm": _acc(0.7, 1.0),
+           **{f"random_s{i}": _acc(a, 1.0) for i, a in enumerate((0.1, 0.5, 0.9))},
+           **{f"energy_matched_s{i}": _acc(0.7, 1.0) for i in range(3)}}
+    rope = claim_disruption({"rope": acc}).numbers["rope"]
+    assert rope["verdict"] == "holds"
+    assert rope["massive_below_every_seed"] is False
+    assert [v["accuracy"] for v in rope["controls_per_seed"]["random"].values()] == [0.1, 0.5, 0.9]
+    acc["random_s0"] = _acc(0.7, 1.0)
+    assert claim_disruption({"rope": acc}).numbers["rope"]["massive_below_every_seed"] is True
+
+
 def test_resume_continued_the_same_arms(finished):
     out, preset, _ = finished
     for arm in preset.arms:

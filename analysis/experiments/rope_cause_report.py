@@ -84,6 +84,26 @@ def disruption_table(results: RopeCauseResults) -> str:
     return "\n".join(rows)
 
 
+def seed_table(results: RopeCauseResults) -> str:
+    """Per arm, the massive contextual accuracy beside every random / energy-matched seed's, and
+    whether its CI lies below each seed's CI (the stricter reading; the verdict follows the rule)."""
+    from analysis.experiments.rope_cause_results import below_every_seed, per_seed
+
+    def cell(v: dict[str, Any]) -> str:
+        return f"{v['accuracy']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]"
+
+    rows = ["| arm | massive | random seeds | energy-matched seeds | massive below every seed |",
+            "|---|---|---|---|---|"]
+    for name, arm in results.arms.items():
+        acc = arm.disruption["accuracy"]
+        hit = acc.get("massive", {}).get("contextual")
+        seeds = [", ".join(f"{c.rsplit('_s', 1)[1]}: {cell(v)}" for c, v in per_seed(acc, f, "contextual").items())
+                 or "n/a" for f in ("random", "energy_matched")]
+        below = {None: "n/a", True: "yes", False: "no"}[below_every_seed(acc)]
+        rows.append(f"| {name} | {cell(hit) if hit else 'n/a'} | {seeds[0]} | {seeds[1]} | {below} |")
+    return "\n".join(rows)
+
+
 def per_layer_table(results: RopeCauseResults, site: str) -> str:
     rows = [f"| arm | {site}: λ=5 count per layer | max/mean (median over heads) per layer | "
             "low-band share per layer |", "|---|---|---|---|"]
@@ -198,7 +218,10 @@ def _measurements(results: RopeCauseResults) -> list[str]:
         "Mean-replaced after the positional transform in every layer, on the same held-out "
         "episodes; parametric counts only the facts the unmodified model answers (its original "
         "accuracy is 1 by construction).", "",
-        disruption_table(results),
+        disruption_table(results), "",
+        "Each seed of the seeded controls on its own (contextual; the rule pools them, which treats "
+        "seeds that land far apart as one binomial sample):", "",
+        seed_table(results),
     ]
 
 

@@ -361,8 +361,25 @@ def pooled(acc: dict[str, Any], family: str, kind: str) -> dict[str, Any] | None
     return {"n": n, "correct": k, "accuracy": k / n, "ci95": list(wilson_interval(k, n))}
 
 
+def per_seed(acc: dict[str, Any], family: str, kind: str) -> dict[str, dict[str, Any]]:
+    """One control family's seeds, each with its own accuracy and Wilson CI ({condition: entry})."""
+    return {c: v[kind] for c, v in acc.items() if c.startswith(f"{family}_s") and v.get(kind)}
+
+
+def below_every_seed(acc: dict[str, Any], kind: str = "contextual") -> bool | None:
+    """The stricter reading beside the rule: is the massive accuracy's CI wholly below every seed's
+    own CI (pooling seeds into one binomial sample hides how far apart the seeds land)? None
+    without a massive entry or a seeded control."""
+    hit = acc.get("massive", {}).get(kind)
+    seeds = [e for f in ("random", "energy_matched") for e in per_seed(acc, f, kind).values()]
+    if hit is None or not seeds:
+        return None
+    return all(hit["ci95"][1] < e["ci95"][0] for e in seeds)
+
+
 def arm_disruption(acc: dict[str, Any]) -> dict[str, Any]:
-    """Claim (5) on one arm by its rule: retentions, pooled controls and the arm's verdict."""
+    """Claim (5) on one arm by its rule: retentions, pooled controls and the arm's verdict (with
+    each seed's control and the per-seed reading reported beside it, not deciding it)."""
     from analysis.claims import verdict_of
 
     orig, hit = acc["original"], acc.get("massive", {})
@@ -370,7 +387,10 @@ def arm_disruption(acc: dict[str, Any]) -> dict[str, Any]:
                            "lambda_massive": acc.get("lambda_massive"),
                            **{f"{kind}_retention_massive": retention(acc, "massive", kind)
                               for kind in ("contextual", "parametric")},
-                           "controls": {f: pooled(acc, f, "contextual") for f in CONTROL_FAMILIES}}
+                           "controls": {f: pooled(acc, f, "contextual") for f in CONTROL_FAMILIES},
+                           "controls_per_seed": {f: per_seed(acc, f, "contextual")
+                                                 for f in ("random", "energy_matched")},
+                           "massive_below_every_seed": below_every_seed(acc)}
     ctx = orig.get("contextual")
     if (ctx is None or solved(ctx) < MIN_SOLVED_5 or not orig.get("parametric")
             or None in (out["contextual_retention_massive"], out["parametric_retention_massive"])):
