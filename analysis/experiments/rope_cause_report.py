@@ -90,7 +90,8 @@ def seed_table(results: RopeCauseResults) -> str:
     from analysis.experiments.rope_cause_results import below_every_seed, per_seed
 
     def cell(v: dict[str, Any]) -> str:
-        return f"{v['accuracy']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]"
+        ci = f" [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" if "ci95" in v else ""
+        return f"{v['accuracy']:.2f}{ci}"
 
     rows = ["| arm | massive | random seeds | energy-matched seeds | massive below every seed |",
             "|---|---|---|---|---|"]

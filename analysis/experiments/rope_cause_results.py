@@ -362,19 +362,28 @@ def pooled(acc: dict[str, Any], family: str, kind: str) -> dict[str, Any] | None
 
 
 def per_seed(acc: dict[str, Any], family: str, kind: str) -> dict[str, dict[str, Any]]:
-    """One control family's seeds, each with its own accuracy and Wilson CI ({condition: entry})."""
-    return {c: v[kind] for c, v in acc.items() if c.startswith(f"{family}_s") and v.get(kind)}
+    """One control family's seeds, each with its own accuracy and Wilson CI ({condition: entry};
+    older results kept only the accuracy, so the interval is recomputed from the count)."""
+    from mvjax.data.tasks.base import wilson_interval
+
+    def entry(v: dict[str, Any]) -> dict[str, Any]:
+        k = solved(v)
+        return {"n": v["n"], "correct": k, "accuracy": k / v["n"], "ci95": list(wilson_interval(k, v["n"]))}
+    return {c: entry(v[kind]) for c, v in acc.items() if c.startswith(f"{family}_s") and v.get(kind)}
 
 
 def below_every_seed(acc: dict[str, Any], kind: str = "contextual") -> bool | None:
     """The stricter reading beside the rule: is the massive accuracy's CI wholly below every seed's
     own CI (pooling seeds into one binomial sample hides how far apart the seeds land)? None
     without a massive entry or a seeded control."""
+    from mvjax.data.tasks.base import wilson_interval
+
     hit = acc.get("massive", {}).get(kind)
     seeds = [e for f in ("random", "energy_matched") for e in per_seed(acc, f, kind).values()]
     if hit is None or not seeds:
         return None
-    return all(hit["ci95"][1] < e["ci95"][0] for e in seeds)
+    upper = wilson_interval(solved(hit), hit["n"])[1]
+    return all(upper < e["ci95"][0] for e in seeds)
 
 
 def arm_disruption(acc: dict[str, Any]) -> dict[str, Any]:
