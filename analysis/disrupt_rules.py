@@ -19,20 +19,22 @@ def main_metric(result: dict, task: str) -> str:
     return "rank" if result["tasks"][task]["rank_chance"] is not None else "exact"
 
 
-def summary(result: dict, cond: str, task: str, known: bool = False) -> dict | None:
-    """A condition's score on a task by its main metric, on every item or on the known ones."""
+def summary(result: dict, cond: str, task: str, known: bool = False, metric: str | None = None) -> dict | None:
+    """A condition's score on a task by ``metric`` (default: its main metric), on every item or
+    on the known ones."""
     entry = result["conditions"][cond]
     per = entry.get("tasks_known", {}) if known else entry["tasks"]
-    return per.get(task, {}).get(main_metric(result, task))
+    return per.get(task, {}).get(metric or main_metric(result, task))
 
 
-def pooled_kind(result: dict, cond: str, kind: str, known: bool = False) -> tuple[int, int, float]:
+def pooled_kind(result: dict, cond: str, kind: str, known: bool = False,
+                metric: str | None = None) -> tuple[int, int, float]:
     """(correct, n, chance) over every task of ``kind`` (seeded columns: pass the column's first
     seed's name — pooling over seeds happens in the report)."""
     k = n = 0
     chance = 0.0
     for t, v in result["tasks"].items():
-        s = summary(result, cond, t, known) if v["kind"] == kind else None
+        s = summary(result, cond, t, known, metric) if v["kind"] == kind else None
         if s is not None:
             k, n, chance = k + s["correct"], n + s["n"], chance + s["chance"] * s["n"]
     return k, n, (chance / n if n else float("nan"))
@@ -68,10 +70,17 @@ def parametric_survives_known(result: dict, cond: str = "massive") -> Outcome:
                    f"[{rc[1]:.2f}, {rc[2]:.2f}] (n={nc})")
 
 
-def kind_drop(result: dict, cond: str, kind: str) -> tuple[float, float, float, int] | None:
-    ko, n, _ = pooled_kind(result, "original", kind)
-    kd, n2, _ = pooled_kind(result, cond, kind)
+def kind_drop(result: dict, cond: str, kind: str,
+              metric: str | None = None) -> tuple[float, float, float, int] | None:
+    ko, n, _ = pooled_kind(result, "original", kind, metric=metric)
+    kd, n2, _ = pooled_kind(result, cond, kind, metric=metric)
     return None if not n or n != n2 else (*difference_interval(ko, n, kd, n), n)
+
+
+def drop_difference(dc: tuple, dp: tuple) -> tuple[float, float]:
+    """(contextual drop − parametric drop, its lower 95% bound: half-widths added in quadrature)."""
+    diff = dc[0] - dp[0]
+    return diff, diff - math.hypot(dc[0] - dc[1], dp[2] - dp[0])
 
 
 def parametric_survives_all(result: dict, cond: str = "massive") -> Outcome:
@@ -80,8 +89,7 @@ def parametric_survives_all(result: dict, cond: str = "massive") -> Outcome:
     dc, dp = kind_drop(result, cond, "contextual"), kind_drop(result, cond, "parametric")
     if dc is None or dp is None:
         return Outcome({}, None, "a kind is missing")
-    diff = dc[0] - dp[0]
-    lo = diff - math.hypot(dc[0] - dc[1], dp[2] - dp[0])
+    diff, lo = drop_difference(dc, dp)
     return Outcome({"contextual_drop": dc, "parametric_drop": dp, "difference": diff, "lower": lo},
                    lo > 0, f"on every item, drop original → {cond}: contextual {_iv(*dc[:3])} points "
                    f"(n={dc[3]}), parametric {_iv(*dp[:3])} (n={dp[3]}); difference "

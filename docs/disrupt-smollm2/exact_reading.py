@@ -9,31 +9,21 @@ them, and the 4-choice passkey ranking is 100% under every condition, so it cann
 from __future__ import annotations
 
 import json
-import math
 import sys
 
-from mvjax.data.tasks.base import difference_interval
-
-
-def kind_counts(result: dict, cond: str, kind: str) -> tuple[int, int]:
-    k = n = 0
-    for task, t in result["tasks"].items():
-        s = result["conditions"][cond]["tasks"].get(task, {}).get("exact") if t["kind"] == kind else None
-        if s is not None:
-            k, n = k + s["correct"], n + s["n"]
-    return k, n
+from analysis.disrupt_rules import drop_difference, kind_drop, pooled_kind
 
 
 def reading(result: dict, cond: str) -> dict:
     drops = {}
     for kind in ("contextual", "parametric"):
-        (ko, n), (kd, _) = kind_counts(result, "original", kind), kind_counts(result, cond, kind)
-        d, lo, hi = difference_interval(ko, n, kd, n)
+        ko, n, _ = pooled_kind(result, "original", kind, metric="exact")
+        kd, _, _ = pooled_kind(result, cond, kind, metric="exact")
+        d, lo, hi, _ = kind_drop(result, cond, kind, metric="exact")
         drops[kind] = {"original": ko / n, cond: kd / n, "n": n, "drop": d, "ci95": [lo, hi],
                        "share_kept": kd / ko if ko else None}
-    c, p = drops["contextual"], drops["parametric"]
-    diff = c["drop"] - p["drop"]
-    lower = diff - math.hypot(c["drop"] - c["ci95"][0], p["ci95"][1] - p["drop"])
+    diff, lower = drop_difference(*(kind_drop(result, cond, k, metric="exact")
+                                    for k in ("contextual", "parametric")))
     return {"drops": drops, "difference": diff, "lower": lower, "contextual_drop_exceeds": lower > 0}
 
 
