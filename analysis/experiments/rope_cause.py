@@ -266,7 +266,8 @@ def disruption(model, tok, episodes) -> dict[str, Any]:
     answers (``analysis.disrupt.counted_items``), so its original accuracy is 1 by construction;
     contextual counts every episode."""
     from analysis.disrupt import DisruptConfig, disrupt
-    from mvjax.data.tasks.base import Item, Task, wilson_interval
+    from analysis.experiments.rope_cause_results import counted
+    from mvjax.data.tasks.base import Item, Task
 
     by_task: dict[tuple[str, str], list[Item]] = {}
     for ep in episodes:
@@ -283,7 +284,7 @@ def disruption(model, tok, episodes) -> dict[str, Any]:
             n = sum(s["n"] for s in scored if s)
             k = sum(s["correct"] for s in scored if s)
             accuracy.setdefault(cond, {})[kind] = (
-                {"n": n, "correct": k, "accuracy": k / n, "ci95": list(wilson_interval(k, n))}
+                counted(k, n)
                 if n else None)
     return {"definition": res["definition"], "massive_dims": res["dims"]["massive_dims"],
             "lambda_massive_dims": lam["dims"]["massive_dims"],

@@ -349,40 +349,39 @@ def solved(entry: dict[str, Any]) -> int:
     return int(entry["correct"]) if "correct" in entry else round(entry["accuracy"] * entry["n"])
 
 
-def pooled(acc: dict[str, Any], family: str, kind: str) -> dict[str, Any] | None:
-    """One control family's accuracy, pooled over its seeds (k and n summed), with its Wilson CI."""
+def counted(k: int, n: int) -> dict[str, Any]:
+    """k of n right: the accuracy record every claim-(5) table reads, with its Wilson CI."""
     from mvjax.data.tasks.base import wilson_interval
 
+    return {"n": n, "correct": k, "accuracy": k / n, "ci95": list(wilson_interval(k, n))}
+
+
+def pooled(acc: dict[str, Any], family: str, kind: str) -> dict[str, Any] | None:
+    """One control family's accuracy, pooled over its seeds (k and n summed), with its Wilson CI."""
     hits = [v[kind] for c, v in acc.items()
             if (c == family or c.startswith(f"{family}_s")) and v.get(kind)]
     if not hits:
         return None
     k, n = sum(solved(h) for h in hits), sum(h["n"] for h in hits)
-    return {"n": n, "correct": k, "accuracy": k / n, "ci95": list(wilson_interval(k, n))}
+    return counted(k, n)
 
 
 def per_seed(acc: dict[str, Any], family: str, kind: str) -> dict[str, dict[str, Any]]:
     """One control family's seeds, each with its own accuracy and Wilson CI ({condition: entry};
     older results kept only the accuracy, so the interval is recomputed from the count)."""
-    from mvjax.data.tasks.base import wilson_interval
-
-    def entry(v: dict[str, Any]) -> dict[str, Any]:
-        k = solved(v)
-        return {"n": v["n"], "correct": k, "accuracy": k / v["n"], "ci95": list(wilson_interval(k, v["n"]))}
-    return {c: entry(v[kind]) for c, v in acc.items() if c.startswith(f"{family}_s") and v.get(kind)}
+    return {c: counted(solved(v[kind]), v[kind]["n"]) for c, v in acc.items()
+            if c.startswith(f"{family}_s") and v.get(kind)}
 
 
 def below_every_seed(acc: dict[str, Any], kind: str = "contextual") -> bool | None:
     """The stricter reading beside the rule: is the massive accuracy's CI wholly below every seed's
     own CI (pooling seeds into one binomial sample hides how far apart the seeds land)? None
     without a massive entry or a seeded control."""
-    from mvjax.data.tasks.base import wilson_interval
-
     hit = acc.get("massive", {}).get(kind)
     seeds = [e for f in ("random", "energy_matched") for e in per_seed(acc, f, kind).values()]
     if hit is None or not seeds:
         return None
-    upper = wilson_interval(solved(hit), hit["n"])[1]
+    upper = counted(solved(hit), hit["n"])["ci95"][1]
     return all(upper < e["ci95"][0] for e in seeds)
 
 
