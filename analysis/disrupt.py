@@ -55,6 +55,7 @@ class DisruptConfig:
     chosen_layers: tuple[int, ...] | None = None  # None: layers with a λ-massive Q or K entry
     sweep_k: tuple[int, ...] = ()  # top-k sweep: massive and lowest-norm at each k
     sweep_layers: bool = False  # layer sweep: massive dims in the early / middle / late third only
+    ablations: bool = True  # first-token-kept, Q only, K only, chosen layers
     ranking: str = "sum"  # sum | per_token: how choices are ranked (per_token = length-normalised)
     phases: str = "prefill"
     batch_size: int = 8
@@ -117,7 +118,8 @@ def thirds(n_layers: int) -> dict[str, tuple[int, ...]]:
 def plan_conditions(config: DisruptConfig, layers: tuple[int, ...], n_layers: int,
                     rule_text: str) -> list[Condition]:
     """Every condition of a run, in the order they are scored (the paper's table first, so a run
-    stopped early has it): original, massive, controls, ablations, sweeps."""
+    stopped early has it): original, massive, controls; then the sweeps (massive dims first) and
+    the ablations."""
     C = Condition
     conds = [C("original", "original", description="unmodified model"),
              C("massive", "massive", description=f"Q and K massive dims ({rule_text}), all layers"),
@@ -128,20 +130,22 @@ def plan_conditions(config: DisruptConfig, layers: tuple[int, ...], n_layers: in
     conds += [C(f"energy_matched_s{seed}", "control", "energy", seed=seed,
                 description=f"random non-massive dims holding the massive dims' removable energy, seed {seed}")
               for seed in config.energy_seeds]
-    conds += [C("first_token_kept", "ablation", keep_first=True,
-                description="massive dims edited everywhere except position 0 (the sink)"),
-              C("q_only", "ablation", edit=(True, False), description="massive dims of Q only"),
-              C("k_only", "ablation", edit=(False, True), description="massive dims of K only"),
-              C("chosen_layers", "ablation", layers=tuple(layers),
-                description=f"massive dims in layers {list(layers)} only")]
-    for k in sorted(set(config.sweep_k) - {config.top_k if config.selection == "topk" else 0}):
-        conds += [C(f"sweep_top{k}_massive", "sweep", top_k=k, description=f"top-{k} dims per head by M"),
-                  C(f"sweep_top{k}_lowest", "sweep", "lowest", top_k=k,
-                    description=f"the {k} lowest-M dims per head")]
+    ablations = [C("first_token_kept", "ablation", keep_first=True,
+                   description="massive dims edited everywhere except position 0 (the sink)"),
+                 C("q_only", "ablation", edit=(True, False), description="massive dims of Q only"),
+                 C("k_only", "ablation", edit=(False, True), description="massive dims of K only"),
+                 C("chosen_layers", "ablation", layers=tuple(layers),
+                   description=f"massive dims in layers {list(layers)} only")]
+    ks = sorted(set(config.sweep_k) - {config.top_k if config.selection == "topk" else 0})
+    conds += [C(f"sweep_top{k}_massive", "sweep", top_k=k, description=f"top-{k} dims per head by M")
+              for k in ks]
     if config.sweep_layers:
         conds += [C(f"sweep_layers_{part}", "sweep", layers=ls,
                     description=f"massive dims in the {part} third (layers {ls[0]}–{ls[-1]}) only")
                   for part, ls in thirds(n_layers).items() if ls]
+    conds += [C(f"sweep_top{k}_lowest", "sweep", "lowest", top_k=k,
+                description=f"the {k} lowest-M dims per head") for k in ks]
+    return conds + (ablations if config.ablations else [])
     return conds
 
 

@@ -85,15 +85,14 @@ def quantized_weights(model, bits: int, protect: dict[str, np.ndarray] | None = 
     return m
 
 
-def activation_conditions(config: QuantizeConfig):
-    """(name, record, bits, granularity, side, kept) of every activation condition."""
+def activation_conditions(config: QuantizeConfig, bits: int):
+    """(name, record, granularity, side, kept) of every activation condition at ``bits``."""
     for g in config.granularities:
-        for bits in config.bits:
-            for side in config.sides:
-                for kept in (False, True):
-                    name = f"act_int{bits}_{g}_{side}" + ("_keep_massive" if kept else "")
-                    yield name, {"group": "activation", "bits": bits, "granularity": g, "side": side,
-                                 "keep_massive": kept}, bits, g, side, kept
+        for side in config.sides:
+            for kept in (False, True):
+                name = f"act_int{bits}_{g}_{side}" + ("_keep_massive" if kept else "")
+                yield name, {"group": "activation", "bits": bits, "granularity": g, "side": side,
+                             "keep_massive": kept}, g, side, kept
 
 
 def weight_condition(model, config, bits: int, kept: bool, massive: dict, tasks, encoded, keep,
@@ -128,21 +127,26 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
     results["original"] = {"group": "original", "description": "unmodified model"} | ck.get(
         "original", lambda: evaluate_condition(scorer, tasks, encoded, keep, intervention(cfg, none),
                                                ppl_rows, "original", progress, base, config.ranking))
-    for name, record, bits, g, side, kept in activation_conditions(config):
-        masks = dict(none)
-        for s in SIDES[side]:
-            masks[s] = ~massive[s] if kept else np.ones_like(massive[s])
-        probe = intervention(cfg, masks, "quant", quant=QuantSpec(bits, g), phases="all")
-        results[name] = record | ck.get(name, lambda: evaluate_condition(
-            scorer, tasks, encoded, keep, probe, ppl_rows, name, progress, ranking=config.ranking))
+
+    def scored(name: str, record: dict, compute) -> None:
+        results[name] = record | ck.get(name, compute)
         ck.note("partial.json", quantize_record(config, tasks, encoded, base, keep, massive, cfg, results))
-    for bits in config.weight_bits:
-        for kept in (False, True):
+
+    # fewest bits first (the settings most likely to break something), so a run stopped early has them
+    for bits in sorted(set(config.bits) | set(config.weight_bits)):
+        acts = activation_conditions(config, bits) if bits in config.bits else ()
+        for name, record, g, side, kept in acts:
+            masks = dict(none)
+            for s in SIDES[side]:
+                masks[s] = ~massive[s] if kept else np.ones_like(massive[s])
+            probe = intervention(cfg, masks, "quant", quant=QuantSpec(bits, g), phases="all")
+            scored(name, record, lambda: evaluate_condition(
+                scorer, tasks, encoded, keep, probe, ppl_rows, name, progress, ranking=config.ranking))
+        for kept in ((False, True) if bits in config.weight_bits else ()):
             name = f"w_int{bits}" + ("_protect" if kept else "")
-            results[name] = {"group": "weight", "bits": bits, "protect_massive_rows": kept} | ck.get(
-                name, lambda: weight_condition(model, config, bits, kept, massive, tasks, encoded, keep,
-                                               ppl_rows, name, progress))
-            ck.note("partial.json", quantize_record(config, tasks, encoded, base, keep, massive, cfg, results))
+            scored(name, {"group": "weight", "bits": bits, "protect_massive_rows": kept},
+                   lambda: weight_condition(model, config, bits, kept, massive, tasks, encoded, keep,
+                                            ppl_rows, name, progress))
     return quantize_record(config, tasks, encoded, base, keep, massive, cfg, results)
 
 

@@ -100,3 +100,23 @@ def test_killed_run_resumes_without_redoing_conditions(model, tmp_path, monkeypa
     disrupt(model, ByteTokenizer(), TASKS, config, progress=False,
             checkpoint=Checkpoint(ck_dir, "another key"))  # a different run discards the pieces
     assert set(calls) == scored
+
+
+def test_plan_scores_the_table_first_and_the_table_preset_only_that():
+    full = DisruptConfig(sweep_k=(1, 2, 4), sweep_layers=True)
+    names = [c.name for c in D.plan_conditions(full, tuple(range(30)), 30, "top-1")]
+    table = ["original", "massive", "lowest_norm", "random_s0", "random_s1", "random_s2",
+             "energy_matched_s0", "energy_matched_s1", "energy_matched_s2"]
+    assert names[:len(table)] == table
+    # sweeps of the massive dims before their lowest-norm twins, the ablations last
+    assert names.index("sweep_layers_late") < names.index("sweep_top2_lowest") < names.index("q_only")
+    only = DisruptConfig(sweep_k=(), sweep_layers=False, ablations=False)
+    assert [c.name for c in D.plan_conditions(only, (0,), 30, "top-1")] == table
+
+
+def test_the_condition_subset_does_not_change_the_resume_fingerprint():
+    from analysis.experiments.common import vars_of
+
+    a = argparse.Namespace(model="m", n=100, conditions="all", out="x")
+    b = argparse.Namespace(model="m", n=100, conditions="table", out="y")
+    assert vars_of(a) == vars_of(b) != vars_of(argparse.Namespace(model="m", n=50, conditions="all"))

@@ -94,9 +94,10 @@ def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]
 
 
 def vars_of(args: argparse.Namespace) -> dict:
-    """The arguments that decide a run's numbers (not where it is written or how it is called)."""
+    """The arguments that decide a run's numbers (not where it is written, how it is called or
+    which of its conditions are scored: each condition's numbers are the same in any subset)."""
     return {k: v for k, v in vars(args).items()
-            if k not in ("out", "func", "command_line", "partial_to") and not callable(v)}
+            if k not in ("out", "func", "command_line", "partial_to", "conditions") and not callable(v)}
 
 
 def write_results(out, result: dict, claims, notes, write) -> list:

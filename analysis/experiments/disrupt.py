@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ranking", choices=("sum", "per_token"), default="sum",
                    help="rank choices by summed (default) or per-token mean log-likelihood; both "
                    "are in results.json, the tables use this one")
+    p.add_argument("--conditions", choices=("all", "table"), default="all",
+                   help="all (default): the paper's table, the top-k and layer sweeps (full preset) "
+                   "and the ablations; table: original, massive and the controls only. Which "
+                   "conditions are scored does not change any one's numbers, so a run resumes "
+                   "the other's finished conditions")
     p.set_defaults(func=run)
 
 
@@ -50,13 +55,15 @@ def run(args: argparse.Namespace) -> int:
     if len(sites) != 2:
         raise ValueError(f"--sites {args.sites!r} is invalid: give the Q and the K site, e.g. q_rot,k_rot")
     seeds = _ints(args.seeds, "seeds")
+    table = args.conditions == "table"
     config = DisruptConfig(method=args.method, q_site=sites[0], k_site=sites[1],
                            selection=args.selection, top_k=args.top_k, lam=args.lam, seeds=seeds,
                            energy_seeds=seeds[:1] if args.quick else seeds,
                            chosen_layers=None if args.layers is None else _ints(args.layers, "layers"),
                            phases=args.phases, batch_size=args.batch_size,
                            statistics=args.statistics, ranking=args.ranking,
-                           sweep_k=() if args.quick else SWEEP_K, sweep_layers=not args.quick)
+                           sweep_k=() if args.quick or table else SWEEP_K,
+                           sweep_layers=not (args.quick or table), ablations=not table)
     config.definition  # noqa: B018 -- λ and top-k are checked before the model loads
     from analysis.disrupt import disrupt
     from analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
