@@ -302,12 +302,17 @@ def disrupt(model, tokenizer, tasks: list[Task], config: DisruptConfig = Disrupt
     M = {s: np.sqrt(stacked(energy, s, "sumsq")) for s in config.sites}
     E = {s: stacked(energy, s, "centered" if config.method == "mean" else "sumsq") for s in config.sites}
     results: dict[str, Any] = {}
+    ck.check_names(c.name for c in conds)
     for cond in conds:
+        if not ck.wanted(cond.name):
+            continue  # another process scores it (analysis.resume: helpers)
         probe = (intervention(cfg, empty_masks(cfg, config.sites)) if cond.group == "original"
                  else condition_probe(cond, cfg, M, E, config))
         entry = {"group": cond.group, "description": cond.description, "keep_first": cond.keep_first,
                  "rule": cond.rule, "top_k": cond.top_k or config.top_k, "layers": cond.layers}
         if cond.layers is not None and len(set(cond.layers)) == cfg.num_layers and cond.top_k is None:
+            if "massive" not in results:
+                continue
             same = {k: v for k, v in results["massive"].items() if k not in entry}
             results[cond.name] = entry | same | {"same_as": "massive"}  # every layer: nothing new
             continue

@@ -19,6 +19,7 @@ Conditions (every one scored on the same items as ``analysis.disrupt``, plus hel
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax.numpy as jnp
@@ -123,16 +124,11 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
     massive = {s: select_massive(np.sqrt(stacked(energy, s, "sumsq")), "topk", config.top_k)
                for s in ALL_SITES}
     none = empty_masks(cfg, ALL_SITES)
-    results: dict[str, Any] = {}
-    results["original"] = {"group": "original", "description": "unmodified model"} | ck.get(
-        "original", lambda: evaluate_condition(scorer, tasks, encoded, keep, intervention(cfg, none),
-                                               ppl_rows, "original", progress, base, config.ranking))
-
-    def scored(name: str, record: dict, compute) -> None:
-        results[name] = record | ck.get(name, compute)
-        ck.note("partial.json", quantize_record(config, tasks, encoded, base, keep, massive, cfg, results))
-
-    # fewest bits first (the settings most likely to break something), so a run stopped early has them
+    # (name, record, compute) of every condition; the fewest bits first (the settings most likely
+    # to break something), so a run stopped early has them
+    plan = [("original", {"group": "original", "description": "unmodified model"},
+             lambda: evaluate_condition(scorer, tasks, encoded, keep, intervention(cfg, none), ppl_rows,
+                                        "original", progress, base, config.ranking))]
     for bits in sorted(set(config.bits) | set(config.weight_bits)):
         acts = activation_conditions(config, bits) if bits in config.bits else ()
         for name, record, g, side, kept in acts:
@@ -140,13 +136,20 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
             for s in SIDES[side]:
                 masks[s] = ~massive[s] if kept else np.ones_like(massive[s])
             probe = intervention(cfg, masks, "quant", quant=QuantSpec(bits, g), phases="all")
-            scored(name, record, lambda: evaluate_condition(
-                scorer, tasks, encoded, keep, probe, ppl_rows, name, progress, ranking=config.ranking))
+            plan.append((name, record, functools.partial(
+                evaluate_condition, scorer, tasks, encoded, keep, probe, ppl_rows, name, progress,
+                ranking=config.ranking)))
         for kept in ((False, True) if bits in config.weight_bits else ()):
             name = f"w_int{bits}" + ("_protect" if kept else "")
-            scored(name, {"group": "weight", "bits": bits, "protect_massive_rows": kept},
-                   lambda: weight_condition(model, config, bits, kept, massive, tasks, encoded, keep,
-                                            ppl_rows, name, progress))
+            plan.append((name, {"group": "weight", "bits": bits, "protect_massive_rows": kept},
+                         functools.partial(weight_condition, model, config, bits, kept, massive, tasks,
+                                           encoded, keep, ppl_rows, name, progress)))
+    ck.check_names(name for name, _, _ in plan)
+    results: dict[str, Any] = {}
+    for name, record, compute in plan:
+        if ck.wanted(name):  # a helper scores only its own (analysis.resume)
+            results[name] = record | ck.get(name, compute)
+            ck.note("partial.json", quantize_record(config, tasks, encoded, base, keep, massive, cfg, results))
     return quantize_record(config, tasks, encoded, base, keep, massive, cfg, results)
 
 

@@ -4,6 +4,11 @@ completes, so a killed run restarted with the same command redoes only what was 
 The pieces live in a hidden directory beside the results (``.NAME.resume``), keyed by a
 fingerprint of everything that decides them (config, tasks, model, held-out rows); a different
 fingerprint discards them. The directory is removed once the results set is written.
+
+A second core can share a run: a *helper* (``only=`` a few condition names, ``--only`` on the
+command line) joins the pieces directory of a run already under way with the same fingerprint,
+scores just those conditions there and stops; the main run finds them finished when it gets to
+them. Give a helper the conditions at the end of the plan, so the two meet in the middle.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import pickle
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 
 def resume_dir(out: str | Path) -> Path:
@@ -31,15 +36,37 @@ def fingerprint(*parts: Any) -> str:
 class Checkpoint:
     """Pieces saved under ``directory`` for one fingerprint; ``directory=None`` saves nothing."""
 
-    def __init__(self, directory: str | Path | None, key: str):
+    def __init__(self, directory: str | Path | None, key: str, only: Iterable[str] | None = None):
         self.directory = None if directory is None else Path(directory)
+        self.only = None if only is None else frozenset(only)
         if self.directory is None:
             return
         stamp = self.directory / "fingerprint"
-        if self.directory.exists() and (not stamp.is_file() or stamp.read_text() != key):
+        same = stamp.is_file() and stamp.read_text() == key
+        if self.only is not None and not same:  # a helper never discards the main run's pieces
+            raise ValueError(f"--only joins a run under way, but {self.directory} holds "
+                             f"{'another run' if self.directory.exists() else 'no run'}: start the "
+                             "main run first, with the same arguments as this one (less --only)")
+        if self.directory.exists() and not same:
             shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp.write_text(key)
+
+    @property
+    def helper(self) -> bool:
+        return self.only is not None
+
+    def wanted(self, name: str) -> bool:
+        """Whether this process scores the condition ``name`` (a helper: only its own)."""
+        return self.only is None or name in self.only
+
+    def check_names(self, names: Iterable[str]) -> None:
+        """Refuse a helper's condition names that the run does not plan."""
+        names = list(names)
+        unknown = sorted((self.only or frozenset()) - set(names))
+        if unknown:
+            raise ValueError(f"--only names unknown condition(s) {unknown}: use names of this run's "
+                             f"conditions ({', '.join(names)})")
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.pkl"
@@ -66,8 +93,8 @@ class Checkpoint:
 
     def note(self, name: str, data: dict) -> None:
         """Write ``data`` as JSON beside the pieces (e.g. the result so far, readable while a long
-        run goes on: ``partial.json``)."""
-        if self.directory is None:
+        run goes on: ``partial.json``); a helper writes none, the main run's notes stand."""
+        if self.directory is None or self.helper:
             return
         tmp = self.directory / f".{name}.tmp"
         tmp.write_text(json.dumps(data, indent=1, default=repr))

@@ -120,3 +120,25 @@ def test_the_condition_subset_does_not_change_the_resume_fingerprint():
     a = argparse.Namespace(model="m", n=100, conditions="all", out="x")
     b = argparse.Namespace(model="m", n=100, conditions="table", out="y")
     assert vars_of(a) == vars_of(b) != vars_of(argparse.Namespace(model="m", n=50, conditions="all"))
+
+
+def test_a_helper_scores_its_conditions_into_the_run_under_way(model, tmp_path, monkeypatch):
+    config = DisruptConfig(**SMALL)
+    real, calls = D.evaluate_condition, []
+    monkeypatch.setattr(D, "evaluate_condition", lambda *a, **k: calls.append(a[6]) or real(*a, **k))
+    ck_dir = resume_dir(tmp_path / "run")
+    Checkpoint(ck_dir, "key")  # the main run, started
+    with pytest.raises(ValueError, match="another run"):
+        Checkpoint(ck_dir, "other key", only=["q_only"])  # a helper never discards the run's pieces
+    assert (ck_dir / "fingerprint").read_text() == "key"
+    with pytest.raises(ValueError, match="unknown condition"):
+        disrupt(model, ByteTokenizer(), TASKS, config, progress=False,
+                checkpoint=Checkpoint(ck_dir, "key", only=["q_olny"]))
+    helped = disrupt(model, ByteTokenizer(), TASKS, config, progress=False,
+                     checkpoint=Checkpoint(ck_dir, "key", only=["q_only", "k_only"]))
+    assert calls == ["q_only", "k_only"] and set(helped["conditions"]) == {"q_only", "k_only"}
+    assert not (ck_dir / "partial.json").exists()  # the main run's notes are its own
+    calls.clear()
+    r = disrupt(model, ByteTokenizer(), TASKS, config, progress=False, checkpoint=Checkpoint(ck_dir, "key"))
+    assert "q_only" not in calls and "k_only" not in calls and calls[0] == "original"
+    assert r["conditions"]["q_only"]["tasks"] == helped["conditions"]["q_only"]["tasks"]

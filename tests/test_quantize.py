@@ -45,3 +45,27 @@ def test_quantize_config_validation():
         QuantizeConfig(granularities=("row",))
     with pytest.raises(ValueError, match="side"):
         QuantizeConfig(sides=("middle",))
+
+
+def test_quantize_scores_fewest_bits_first_and_a_helper_only_its_own(tmp_path):
+    from analysis.quantize import quantize
+    from analysis.resume import Checkpoint
+    from mvjax.data.tasks import Item, Task
+    from mvjax.tokenizers import ByteTokenizer
+
+    cfg = ModelConfig(vocab_size=257, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                      mlp_hidden=48, head_dim=8, max_seq_len=128, init_std=0.2)
+    model = init_model(cfg)
+    tasks = [Task("ctx", "contextual", (Item("key 7 is", (" 7", " x"), " 7", " 7"),))]
+    config = QuantizeConfig(bits=(8, 4), granularities=("token",), sides=("post",), weight_bits=(8, 4),
+                            batch_size=1)
+    Checkpoint(tmp_path / "ck", "key")  # the main run, started
+    helped = quantize(model, ByteTokenizer(), tasks, config, progress=False,
+                      checkpoint=Checkpoint(tmp_path / "ck", "key", only=["w_int8", "w_int8_protect"]))
+    assert set(helped["conditions"]) == {"w_int8", "w_int8_protect"}
+    r = quantize(model, ByteTokenizer(), tasks, config, progress=False,
+                 checkpoint=Checkpoint(tmp_path / "ck", "key"))
+    assert list(r["conditions"]) == ["original", "act_int4_token_post", "act_int4_token_post_keep_massive",
+                                     "w_int4", "w_int4_protect", "act_int8_token_post",
+                                     "act_int8_token_post_keep_massive", "w_int8", "w_int8_protect"]
+    assert r["conditions"]["w_int8"] == helped["conditions"]["w_int8"]

@@ -30,6 +30,10 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partial-to", default=None, metavar="DIR",
                    help="write the results set of the conditions the run at --out has finished so "
                    "far (it may still be running) into DIR, and exit")
+    p.add_argument("--only", default=None, metavar="NAMES",
+                   help="a helper on a second core: with the arguments of a run under way at --out, "
+                   "score just these comma-separated conditions into its resume directory and exit "
+                   "(the run finds them finished); give the last conditions of its plan")
 
 
 def preset(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,7 +101,7 @@ def vars_of(args: argparse.Namespace) -> dict:
     """The arguments that decide a run's numbers (not where it is written, how it is called or
     which of its conditions are scored: each condition's numbers are the same in any subset)."""
     return {k: v for k, v in vars(args).items()
-            if k not in ("out", "func", "command_line", "partial_to", "conditions") and not callable(v)}
+            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only") and not callable(v)}
 
 
 def write_results(out, result: dict, claims, notes, write) -> list:
@@ -164,12 +168,19 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
 
     key = fingerprint(name, vars_of(args), model.cfg.to_dict(), [(t.name, t.kind, t.items) for t in tasks],
                       rows.tolist())
-    ck = Checkpoint(resume_dir(out), key)
+    only = getattr(args, "only", None)
+    if only is not None and not only.strip(","):
+        raise ValueError("--only is empty: name the conditions this helper scores, e.g. --only q_only,k_only")
+    ck = Checkpoint(resume_dir(out), key, None if only is None else [s.strip() for s in only.split(",") if s.strip()])
     if ck.done():
         print(f"resuming: {ck.done()} finished piece(s) in {ck.directory}", flush=True)
     header = {"experiment": name, **run_record(args, model, p)}
     ck.note("header.json", header)
     result = header | compute(model, tok, tasks, rows, ck)
+    if ck.helper:  # the main run writes the results
+        print(json.dumps({"scored": sorted(result["conditions"]), "into": str(ck.directory),
+                          "seconds": round(time.time() - t0, 1)}))
+        return 0
     result["seconds"] = round(time.time() - t0, 1)
     checked = write_results(out, result, claims, notes, write)
     ck.remove()

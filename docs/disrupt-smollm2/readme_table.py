@@ -1,0 +1,46 @@
+"""The README's table of the full runs: the paper's Table 1 shape (original → massive → each
+control, pooled and per-prompt statistics side by side), accuracy % [95% Wilson CI] on every item.
+Passkey rows show greedy exact only: its 4-choice ranking is 100% under every condition.
+
+    python docs/disrupt-smollm2/readme_table.py docs/disrupt-smollm2/full-pooled/results.json \
+        docs/disrupt-smollm2/full-prompt/results.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from analysis.disrupt_report import cell, metrics_of
+
+COLUMNS = ("original", "massive", "lowest_norm", "random", "energy_matched")
+
+
+def _ci(summary: dict | None) -> str:
+    if summary is None:
+        return "–"
+    lo, hi = summary["ci95"]
+    return f"{100 * summary['accuracy']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def _has(result: dict, col: str) -> bool:
+    return col in result["conditions"] or any(k.startswith(col + "_s") for k in result["conditions"])
+
+
+def table(pooled: dict, prompt: dict) -> str:
+    runs = {"pooled": pooled, "per prompt": prompt}
+    cols = [("pooled", "original")] + [(name, c) for c in COLUMNS[1:] for name in runs if _has(runs[name], c)]
+    head = [c.replace("_", "-") + ("" if c == "original" else f", {name}") for name, c in cols]
+    rows = ["| task (metric, chance; n) | " + " | ".join(head) + " |", "|---" * (len(cols) + 1) + "|"]
+    for task in pooled["tasks"]:
+        for metric in metrics_of(pooled, task):
+            if metric == "rank" and task.startswith("passkey"):
+                continue
+            base = cell(pooled, "original", task, metric)
+            rows.append(f"| {task} ({metric}, {100 * base['chance']:.0f}%; n={base['n']}) | "
+                        + " | ".join(_ci(cell(runs[name], c, task, metric)) for name, c in cols) + " |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table(*(json.load(open(path)) for path in sys.argv[1:3])))
