@@ -302,25 +302,32 @@ def disrupt(model, tokenizer, tasks: list[Task], config: DisruptConfig = Disrupt
     M = {s: np.sqrt(stacked(energy, s, "sumsq")) for s in config.sites}
     E = {s: stacked(energy, s, "centered" if config.method == "mean" else "sumsq") for s in config.sites}
     results: dict[str, Any] = {}
-    ck.check_names(c.name for c in conds)
-    for cond in conds:
-        if not ck.wanted(cond.name):
-            continue  # another process scores it (analysis.resume: helpers)
+    by_name = {c.name: c for c in conds}
+
+    def entry(cond: Condition) -> dict:
+        return {"group": cond.group, "description": cond.description, "keep_first": cond.keep_first,
+                "rule": cond.rule, "top_k": cond.top_k or config.top_k, "layers": cond.layers}
+
+    def score(name: str) -> None:
+        cond = by_name[name]
         probe = (intervention(cfg, empty_masks(cfg, config.sites)) if cond.group == "original"
                  else condition_probe(cond, cfg, M, E, config))
-        entry = {"group": cond.group, "description": cond.description, "keep_first": cond.keep_first,
-                 "rule": cond.rule, "top_k": cond.top_k or config.top_k, "layers": cond.layers}
-        if cond.layers is not None and len(set(cond.layers)) == cfg.num_layers and cond.top_k is None:
-            if "massive" not in results:
-                continue
-            same = {k: v for k, v in results["massive"].items() if k not in entry}
-            results[cond.name] = entry | same | {"same_as": "massive"}  # every layer: nothing new
-            continue
-        results[cond.name] = entry | ck.get(cond.name, lambda: evaluate_condition(
-            scorer, tasks, encoded, keep, probe, ppl_rows, cond.name, progress,
+        results[name] = entry(cond) | ck.get(name, lambda: evaluate_condition(
+            scorer, tasks, encoded, keep, probe, ppl_rows, name, progress,
             runs=base if cond.group == "original" else None, ranking=config.ranking))
         ck.note("partial.json", disrupt_record(config, tasks, encoded, base, keep, energy, cfg, conds,
                                                layers, results))
+
+    def every_layer(cond: Condition) -> bool:  # the massive condition itself: nothing new to score
+        return cond.layers is not None and len(set(cond.layers)) == cfg.num_layers and cond.top_k is None
+
+    ck.check_names(by_name)
+    ck.each([c.name for c in conds if not every_layer(c)], score)  # helpers share the plan (analysis.resume)
+    for cond in filter(every_layer, conds):
+        if "massive" in results and ck.wanted(cond.name):
+            same = {k: v for k, v in results["massive"].items() if k not in entry(cond)}
+            results[cond.name] = entry(cond) | same | {"same_as": "massive"}
+    results = {c.name: results[c.name] for c in conds if c.name in results}  # in plan order
     return disrupt_record(config, tasks, encoded, base, keep, energy, cfg, conds, layers, results)
 
 

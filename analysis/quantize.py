@@ -144,12 +144,17 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
             plan.append((name, {"group": "weight", "bits": bits, "protect_massive_rows": kept},
                          functools.partial(weight_condition, model, config, bits, kept, massive, tasks,
                                            encoded, keep, ppl_rows, name, progress)))
-    ck.check_names(name for name, _, _ in plan)
+    by_name = {name: (record, compute) for name, record, compute in plan}
     results: dict[str, Any] = {}
-    for name, record, compute in plan:
-        if ck.wanted(name):  # a helper scores only its own (analysis.resume)
-            results[name] = record | ck.get(name, compute)
-            ck.note("partial.json", quantize_record(config, tasks, encoded, base, keep, massive, cfg, results))
+
+    def score(name: str) -> None:
+        record, compute = by_name[name]
+        results[name] = record | ck.get(name, compute)
+        ck.note("partial.json", quantize_record(config, tasks, encoded, base, keep, massive, cfg, results))
+
+    ck.check_names(by_name)
+    ck.each(list(by_name), score)  # helpers share the plan (analysis.resume)
+    results = {name: results[name] for name in by_name if name in results}  # in plan order
     return quantize_record(config, tasks, encoded, base, keep, massive, cfg, results)
 
 

@@ -8,7 +8,10 @@ fingerprint discards them. The directory is removed once the results set is writ
 A second core can share a run: a *helper* (``only=`` a few condition names, ``--only`` on the
 command line) joins the pieces directory of a run already under way with the same fingerprint,
 scores just those conditions there and stops; the main run finds them finished when it gets to
-them. Give a helper the conditions at the end of the plan, so the two meet in the middle.
+them. While a process scores a condition it holds a ``.busy`` marker (its pid); every other
+process defers that condition, so main run and helpers share out the plan like a queue and never
+score one twice. The main run collects the deferred ones last (waiting for a live helper, taking
+over from a dead one).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import os
 import pickle
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -90,6 +94,55 @@ class Checkpoint:
             pickle.dump(value, f)
         os.replace(tmp, path)
         return value
+
+    def _marker(self, name: str) -> Path:
+        return self._path(name).with_suffix(".busy")
+
+    def _claim(self, name: str) -> bool:
+        """Hold ``name``'s marker (atomically); False while another live process holds it."""
+        marker = self._marker(name)
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                text = marker.read_text()
+                if not text:  # being written now, or left half-written by a kill long ago
+                    if time.time() - marker.stat().st_mtime < 60:
+                        return False
+                    raise ProcessLookupError
+                os.kill(int(text), 0)
+                return False  # its holder is alive
+            except PermissionError:
+                return False  # alive, another user's
+            except (ValueError, OSError):  # its holder is gone: take it over
+                marker.unlink(missing_ok=True)
+                return self._claim(name)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+
+    def each(self, names: Iterable[str], score: Callable[[str], None], poll_s: float = 20.0) -> None:
+        """``score(name)`` for each name this process wants, in order, each under its marker;
+        names another live process is scoring are deferred, and the main run scores (reads)
+        them last, once their holder has finished or died; a helper leaves them."""
+        later = [name for name in filter(self.wanted, names) if not self._score_free(name, score)]
+        for name in ([] if self.helper else later):
+            while not self._score_free(name, score):
+                time.sleep(poll_s)
+
+    def _score_free(self, name: str, score: Callable[[str], None]) -> bool:
+        """Score ``name`` (read its piece, or compute it under its marker) unless another live
+        process holds it; whether it was scored."""
+        if self.directory is None or self._path(name).is_file():
+            score(name)
+            return True
+        if not self._claim(name):
+            return False
+        try:
+            score(name)
+        finally:
+            self._marker(name).unlink(missing_ok=True)
+        return True
 
     def note(self, name: str, data: dict) -> None:
         """Write ``data`` as JSON beside the pieces (e.g. the result so far, readable while a long
