@@ -125,7 +125,12 @@ class Checkpoint:
         """``score(name)`` for each name this process wants, in order, each under its marker;
         names another live process is scoring are deferred, and the main run scores (reads)
         them last, once their holder has finished or died; a helper leaves them."""
-        later = [name for name in filter(self.wanted, names) if not self._score_free(name, score)]
+        later: list[str] = []
+        for name in filter(self.wanted, names):
+            if not self._score_free(name, score):
+                later.append(name)
+            if not self.helper:  # read what the others have finished meanwhile (partial.json shows it)
+                later = [n for n in later if not (self._path(n).is_file() and self._score_free(n, score))]
         for name in ([] if self.helper else later):
             while not self._score_free(name, score):
                 time.sleep(poll_s)

@@ -44,3 +44,22 @@ def test_a_marker_of_a_dead_process_is_taken_over_at_once(tmp_path):
     scored: list = []
     ck.each(["x"], _scorer(ck, scored), poll_s=60)
     assert scored == [f"x by {id(ck)}"]
+
+
+def test_the_main_run_reads_a_deferred_piece_as_soon_as_it_is_there(tmp_path):
+    main = Checkpoint(tmp_path / "ck", "key")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        main._marker("a").write_text(str(holder.pid))
+        scored: list = []
+
+        def score(name: str) -> None:
+            scored.append(main.get(name, lambda: name))
+            if name == "b":  # the other process finishes a while b is scored here
+                main._path("a").write_bytes(__import__("pickle").dumps("a by the other"))
+                main._marker("a").unlink()
+        main.each(["a", "b", "c"], score, poll_s=60)
+        assert scored == ["b", "a by the other", "c"]  # a read right after b, not at the end
+    finally:
+        holder.kill()
+        holder.wait()
