@@ -1,5 +1,6 @@
-"""The README's table of the full runs: the paper's Table 1 shape (original → massive → each
-control, pooled and per-prompt statistics side by side), accuracy % [95% Wilson CI] on every item.
+"""The README's tables of the full runs: the paper's Table 1 shape (original → massive → each
+control, pooled and per-prompt statistics side by side), accuracy % [95% Wilson CI] on every item;
+then the pooled run's sweeps (top-k per head, and the massive dims of one third of the layers).
 Passkey rows show greedy exact only: its 4-choice ranking is 100% under every condition.
 
     python docs/disrupt-smollm2/readme_table.py docs/disrupt-smollm2/full-pooled/results.json \
@@ -42,5 +43,22 @@ def table(pooled: dict, prompt: dict) -> str:
     return "\n".join(rows)
 
 
+def sweep_table(result: dict) -> str:
+    """Tasks (main metric: exact for passkey, else rank) × the sweep conditions scored so far."""
+    c = result["conditions"]
+    cols = [("original", "original"), ("massive", "top-1 massive")]
+    cols += [(f"sweep_top{k}_massive", f"top-{k} massive") for k in (2, 4)]
+    cols += [("lowest_norm", "top-1 lowest")] + [(f"sweep_top{k}_lowest", f"top-{k} lowest") for k in (2, 4)]
+    cols += [(f"sweep_layers_{p}", f"{p} third") for p in ("early", "middle", "late")]
+    cols = [(name, head) for name, head in cols if name in c]
+    rows = ["| task (metric) | " + " | ".join(head for _, head in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for task in result["tasks"]:
+        metric = "exact" if task.startswith("passkey") else metrics_of(result, task)[0]
+        cells = [cell(result, name, task, metric) for name, _ in cols]
+        rows.append(f"| {task} ({metric}) | " + " | ".join(f"{100 * x['accuracy']:.0f}" for x in cells) + " |")
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
-    print(table(*(json.load(open(path)) for path in sys.argv[1:3])))
+    pooled, prompt = (json.load(open(path)) for path in sys.argv[1:3])
+    print(table(pooled, prompt), "", sweep_table(pooled), sep="\n")
