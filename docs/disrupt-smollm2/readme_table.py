@@ -61,4 +61,5 @@ def sweep_table(result: dict) -> str:
 
 if __name__ == "__main__":
     pooled, prompt = (json.load(open(path)) for path in sys.argv[1:3])
-    print(table(pooled, prompt), "", sweep_table(pooled), sep="\n")
+    print(table(pooled, prompt), "", "Which dims and layers matter (pooled; accuracy %, CIs in results.json; "
+          "`topk_sweep.png`, `layer_sweep.png` in the report):", "", sweep_table(pooled), sep="\n")
