@@ -7,11 +7,10 @@ fingerprint discards them. The directory is removed once the results set is writ
 
 A second core can share a run: a *helper* (``only=`` a few condition names, ``--only`` on the
 command line) joins the pieces directory of a run already under way with the same fingerprint,
-scores just those conditions there and stops; the main run finds them finished when it gets to
-them. While a process scores a condition it holds a ``.busy`` marker (its pid); every other
+scores just those conditions there and stops; the main run finds them finished. While a process scores a condition it holds a ``.busy`` marker (its pid); every other
 process defers that condition, so main run and helpers share out the plan like a queue and never
-score one twice. The main run collects the deferred ones last (waiting for a live helper, taking
-over from a dead one).
+score one twice. The main run reads a deferred piece as soon as it is there, and at the end waits
+for a live holder or takes over from a dead one.
 """
 
 from __future__ import annotations

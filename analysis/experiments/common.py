@@ -33,7 +33,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", default=None, metavar="NAMES",
                    help="a helper on a second core: with the arguments of a run under way at --out, "
                    "score just these comma-separated conditions into its resume directory and exit "
-                   "(the run finds them finished); give the last conditions of its plan")
+                   "(the run finds them finished); a condition another process is scoring is left to it")
 
 
 def preset(args: argparse.Namespace) -> dict[str, Any]:
@@ -171,7 +171,8 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     only = getattr(args, "only", None)
     if only is not None and not only.strip(","):
         raise ValueError("--only is empty: name the conditions this helper scores, e.g. --only q_only,k_only")
-    ck = Checkpoint(resume_dir(out), key, None if only is None else [s.strip() for s in only.split(",") if s.strip()])
+    names = None if only is None else [s.strip() for s in only.split(",") if s.strip()]
+    ck = Checkpoint(resume_dir(out), key, names)
     if ck.done():
         print(f"resuming: {ck.done()} finished piece(s) in {ck.directory}", flush=True)
     header = {"experiment": name, **run_record(args, model, p)}
