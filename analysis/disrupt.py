@@ -146,7 +146,6 @@ def plan_conditions(config: DisruptConfig, layers: tuple[int, ...], n_layers: in
     conds += [C(f"sweep_top{k}_lowest", "sweep", "lowest", top_k=k,
                 description=f"the {k} lowest-M dims per head") for k in ks]
     return conds + (ablations if config.ablations else [])
-    return conds
 
 
 def pooled_masks(cond: Condition, M: dict, E: dict, config: DisruptConfig) -> dict:

@@ -7,9 +7,9 @@ fingerprint discards them. The directory is removed once the results set is writ
 
 A second core can share a run: a *helper* (``only=`` a few condition names, ``--only`` on the
 command line) joins the pieces directory of a run already under way with the same fingerprint,
-scores just those conditions there and stops; the main run finds them finished. While a process scores a condition it holds a ``.busy`` marker (its pid); every other
-process defers that condition, so main run and helpers share out the plan like a queue and never
-score one twice. The main run reads a deferred piece as soon as it is there, and at the end waits
+scores just those conditions there and stops; the main run finds them finished. While a process
+scores a condition it holds a ``.busy`` marker (its pid); every other process defers that
+condition, so main run and helpers share out the plan like a queue and never score one twice. The main run reads a deferred piece as soon as it is there, and at the end waits
 for a live holder or takes over from a dead one.
 """
 
@@ -122,8 +122,9 @@ class Checkpoint:
 
     def each(self, names: Iterable[str], score: Callable[[str], None], poll_s: float = 20.0) -> None:
         """``score(name)`` for each name this process wants, in order, each under its marker;
-        names another live process is scoring are deferred, and the main run scores (reads)
-        them last, once their holder has finished or died; a helper leaves them."""
+        names another live process is scoring are deferred: the main run reads each as soon as
+        its piece is there, and at the end waits for a live holder or takes over from a dead
+        one; a helper leaves them."""
         later: list[str] = []
         for name in filter(self.wanted, names):
             if not self._score_free(name, score):

@@ -283,9 +283,7 @@ def disruption(model, tok, episodes) -> dict[str, Any]:
             scored = [entry["tasks"][t.name].get("exact") for t in tasks if t.kind == kind]
             n = sum(s["n"] for s in scored if s)
             k = sum(s["correct"] for s in scored if s)
-            accuracy.setdefault(cond, {})[kind] = (
-                counted(k, n)
-                if n else None)
+            accuracy.setdefault(cond, {})[kind] = counted(k, n) if n else None
     return {"definition": res["definition"], "massive_dims": res["dims"]["massive_dims"],
             "lambda_massive_dims": lam["dims"]["massive_dims"],
             "n_items": {t.name: len(t.items) for t in tasks}, "accuracy": accuracy}

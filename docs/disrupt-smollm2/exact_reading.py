@@ -15,15 +15,15 @@ from analysis.disrupt_rules import drop_difference, kind_drop, pooled_kind
 
 
 def reading(result: dict, cond: str) -> dict:
-    drops = {}
+    drops, intervals = {}, []
     for kind in ("contextual", "parametric"):
         ko, n, _ = pooled_kind(result, "original", kind, metric="exact")
         kd, _, _ = pooled_kind(result, cond, kind, metric="exact")
-        d, lo, hi, _ = kind_drop(result, cond, kind, metric="exact")
+        intervals.append(kind_drop(result, cond, kind, metric="exact"))
+        d, lo, hi, _ = intervals[-1]
         drops[kind] = {"original": ko / n, cond: kd / n, "n": n, "drop": d, "ci95": [lo, hi],
                        "share_kept": kd / ko if ko else None}
-    diff, lower = drop_difference(*(kind_drop(result, cond, k, metric="exact")
-                                    for k in ("contextual", "parametric")))
+    diff, lower = drop_difference(*intervals)
     return {"drops": drops, "difference": diff, "lower": lower, "contextual_drop_exceeds": lower > 0}
 
 
