@@ -178,48 +178,61 @@ def quantize_record(config: QuantizeConfig, tasks: list[Task], encoded: dict, ba
     }
 
 
-def _kind_ci(result: dict, cond: str, kind: str) -> tuple[str, tuple[float, float] | None]:
-    """A kind's pooled accuracy (every item, main metrics) as text, and its Wilson interval."""
+def _kind_ci(result: dict, cond: str, kind: str,
+             metric: str | None = None) -> tuple[str, tuple[float, float] | None]:
+    """A kind's pooled accuracy (every item; each task's main metric unless ``metric``) as text,
+    and its Wilson interval."""
     from analysis.disrupt_rules import pooled_kind
     from mvjax.data.tasks.base import wilson_interval
 
-    k, n, _ = pooled_kind(result, cond, kind)
+    k, n, _ = pooled_kind(result, cond, kind, metric=metric)
     if not n:
         return "–", None
     lo, hi = wilson_interval(k, n)
     return f"{100 * k / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] (n={n})", (lo, hi)
 
 
-def keeping_helps(name: str, kept: str) -> Claim:
+# the second reading: passkey's 4-choice ranking is 100% under every condition, so under the main
+# metrics 600 of the 1,000 contextual items cannot move; greedy exact match on every task can.
+# Both readings were written before any full-preset quantization was scored.
+READINGS = {None: ("", "each task's main metric (rank where it has choices)"),
+            "exact": ("_exact", "greedy exact match on every task")}
+
+
+def keeping_helps(name: str, kept: str, metric: str | None = None) -> Claim:
     """Claim: quantization ``name`` with the massive dims (rows) kept in full precision (``kept``)
     scores higher on the contextual tasks than without — decided only when the pooled contextual
-    accuracies' 95% intervals are separated (one flipped item never decides)."""
+    accuracies' 95% intervals are separated (one flipped item never decides). ``metric``: None
+    pools each task's main metric, "exact" greedy exact match."""
+    suffix, how = READINGS[metric]
+
     def check(result: dict) -> Outcome:
-        (a, ia), (b, ib) = _kind_ci(result, name, "contextual"), _kind_ci(result, kept, "contextual")
-        orig_c = _kind_ci(result, "original", "contextual")[0]
-        pa, pb = _kind_ci(result, name, "parametric")[0], _kind_ci(result, kept, "parametric")[0]
+        ci = functools.partial(_kind_ci, result, metric=metric)
+        (a, ia), (b, ib) = ci(name, "contextual"), ci(kept, "contextual")
+        orig_c = ci("original", "contextual")[0]
+        pa, pb = ci(name, "parametric")[0], ci(kept, "parametric")[0]
         e = result["conditions"][name]
         ppl = (f"; perplexity {e.get('perplexity', float('nan')):.2f} → "
                f"{result['conditions'][kept].get('perplexity', float('nan')):.2f}") if e.get("perplexity") else ""
         held = None if ia is None or ib is None else ib[0] > ia[1]
         return Outcome({"contextual_ci95": {"quantized": ia, "kept": ib}}, held,
-                       f"pooled contextual accuracy {a} → {b} (original {orig_c}); parametric "
-                       f"{pa} → {pb}{ppl}")
-    return Claim(f"keep_{name}", f"{name}: keeping the massive dims in full precision helps "
-                 "contextual tasks", "the pooled contextual accuracy's 95% interval with the massive "
-                 "dims kept lies wholly above the one without", check)
+                       f"pooled contextual accuracy ({how}) {a} → {b} (original {orig_c}); "
+                       f"parametric {pa} → {pb}{ppl}")
+    return Claim(f"keep_{name}{suffix}", f"{name}: keeping the massive dims in full precision helps "
+                 f"contextual tasks ({how})", "the pooled contextual accuracy's 95% interval with the "
+                 "massive dims kept lies wholly above the one without", check)
 
 
 def quantize_claims(result: dict) -> list[Claim]:
     """Per quantization setting that has a kept twin: does keeping the massive dims (rows) in full
-    precision help the contextual tasks?"""
+    precision help the contextual tasks? Once by each task's main metric, once by greedy exact."""
     todo = []
     for name, e in result["conditions"].items():
         if name == "original" or name.endswith(("_keep_massive", "_protect")):
             continue
         kept = name + ("_keep_massive" if e["group"] == "activation" else "_protect")
         if kept in result["conditions"]:
-            todo.append(keeping_helps(name, kept))
+            todo += [keeping_helps(name, kept, metric) for metric in READINGS]
     return [c.apply(result) for c in todo]
 
 

@@ -8,12 +8,12 @@ from analysis.claims import FAILS, HOLDS, NOT_TESTED
 from analysis.disrupt_report import cell, disrupt_claims
 from analysis.disrupt_rules import (PARAMETRIC_SURVIVES, control_costs_less, parametric_survives_all,
                                     parametric_survives_known, retained_share)
+from analysis.quantize import quantize_claims
+from mvjax.data.tasks.base import accuracy_summary, difference_interval
 
 
 def control_claim(result, col, cell):
     return control_costs_less(col, cell).apply(result)
-from analysis.quantize import quantize_claims
-from mvjax.data.tasks.base import accuracy_summary, difference_interval
 
 
 def _s(k: int, n: int, chance: float = 0.25) -> dict:
@@ -82,19 +82,28 @@ def test_parametric_reading_near_chance_is_stable():
 
 
 def test_quantize_one_flipped_item_is_not_held():
-    def q(cond, k):
-        return {"group": "activation", "tasks": {"pk": {"rank": _s(k, 8)}}}
+    def q(k, n=8, exact=None):
+        return {"group": "activation", "tasks": {"pk": {"rank": _s(k, n), "exact": _s(exact or k, n, 0.0)}}}
 
     r = {"tasks": {"pk": {"kind": "contextual", "rank_chance": 0.25}},
-         "conditions": {"original": q("original", 6), "act_int4_token_post": q("a", 5),
-                        "act_int4_token_post_keep_massive": q("b", 6)}}
-    (claim,) = quantize_claims(r)
-    assert claim.verdict == FAILS
-    r["conditions"]["act_int4_token_post"] = {"group": "activation", "tasks": {"pk": {"rank": _s(0, 100)}}}
-    r["conditions"]["act_int4_token_post_keep_massive"] = {"group": "activation",
-                                                           "tasks": {"pk": {"rank": _s(90, 100)}}}
-    r["conditions"]["original"]["tasks"]["pk"]["rank"] = _s(90, 100)
-    assert quantize_claims(r)[0].verdict == HOLDS
+         "conditions": {"original": q(6), "act_int4_token_post": q(5), "act_int4_token_post_keep_massive": q(6)}}
+    claims = quantize_claims(r)
+    assert [c.name for c in claims] == ["keep_act_int4_token_post", "keep_act_int4_token_post_exact"]
+    assert [c.verdict for c in claims] == [FAILS, FAILS]
+    r["conditions"] |= {"original": q(90, 100), "act_int4_token_post": q(0, 100),
+                        "act_int4_token_post_keep_massive": q(90, 100)}
+    assert [c.verdict for c in quantize_claims(r)] == [HOLDS, HOLDS]
+
+
+def test_quantize_exact_reading_moves_where_the_ranking_is_at_ceiling():
+    """Passkey's ranking is 100% under every condition; only greedy exact can tell the two apart."""
+    r = {"tasks": {"pk": {"kind": "contextual", "rank_chance": 0.25}},
+         "conditions": {c: {"group": "weight", "tasks": {"pk": {"rank": _s(100, 100),
+                                                                "exact": _s(k, 100, 0.0)}}}
+                        for c, k in (("original", 95), ("w_int4", 20), ("w_int4_protect", 90))}}
+    main, exact = quantize_claims(r)
+    assert (main.verdict, exact.verdict) == (FAILS, HOLDS)
+    assert "greedy exact" in exact.detail and "20.0" in exact.detail and "90.0" in exact.detail
 
 
 def test_disrupt_claims_name_each_control_rule():
