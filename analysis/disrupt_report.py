@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from analysis.claims import Claim, Outcome, claim_lines
-from analysis.disrupt_rules import PARAMETRIC_SURVIVES, control_costs_less
-from analysis.plots import condition_bars, layer_lines
+from analysis.disrupt_rules import PARAMETRIC_SURVIVES, control_costs_less, main_metric
+from analysis.plots import condition_bars, condition_heatmap, layer_lines
 from mvjax.provenance import provenance_lines
 
 def _acc(result: dict, cond: str, task: str, metric: str = "rank", known: bool = False) -> dict | None:
@@ -27,10 +27,6 @@ def _pct(s: dict | None) -> str:
 
 def _ci(s: dict | None) -> str:
     return "–" if s is None else f"{100 * s['accuracy']:.1f} [{100 * s['ci95'][0]:.0f}, {100 * s['ci95'][1]:.0f}]"
-
-
-def metric_of(result: dict, task: str) -> str:
-    return "rank" if result["tasks"][task]["rank_chance"] is not None else "exact"
 
 
 def pooled(result: dict, prefix: str, task: str, metric: str, known: bool = False) -> dict | None:
@@ -96,7 +92,7 @@ def detail_table(result: dict) -> str:
 
 
 def _drop(result: dict, col: str, task: str) -> float | None:
-    m = metric_of(result, task)
+    m = main_metric(result, task)
     a, b = cell(result, "original", task, m), cell(result, col, task, m)
     return None if a is None or b is None else 100 * (a["accuracy"] - b["accuracy"])
 
@@ -106,7 +102,7 @@ def disrupt_notes(result: dict) -> list[str]:
     solve, a chosen-layers condition equal to 'massive', the perplexities."""
     out = []
     for t, v in result["tasks"].items():
-        b = v["baseline_all_items"].get(metric_of(result, t))
+        b = v["baseline_all_items"].get(main_metric(result, t))
         if b is not None and not b["clearly_above_chance"]:
             out.append(f"Caveat: the unmodified model is not clearly above chance on {t} "
                        f"({_ci(b)} vs chance {100 * b['chance']:.0f}%); its rows say little.")
@@ -176,13 +172,25 @@ def disrupt_claims(result: dict) -> list[Claim]:
     return [c.apply(result) for c in todo]
 
 
+def figure_metric(result: dict, task: str, cols: list[str]) -> str:
+    """The task's main metric, except greedy exact where its ranking is 100% in every column drawn
+    (passkey's 4 choices): a bar that cannot move says nothing."""
+    m = main_metric(result, task)
+    stuck = m == "rank" and all((s := cell(result, c, task, "rank")) is None or s["accuracy"] == 1.0 for c in cols)
+    return "exact" if stuck and cell(result, "original", task, "exact") is not None else m
+
+
 def condition_figure(result: dict, out: Path, title: str, cols: list[str] | None = None,
                      name: str = "accuracy_by_condition", what: str = "accuracy per condition") -> str:
     """Bars per task with every condition side by side (seeded controls pooled; sweeps left to
-    their own figures); the PNG's name."""
+    their own figures), tasks whose ranking cannot move drawn by greedy exact (``figure_metric``);
+    beyond 8 conditions, where bars stop being readable, a heatmap of every task × metric. Returns
+    the PNG's name."""
     cols = cols or [c for c in columns(result) if result["conditions"].get(c, {}).get("group") != "sweep"]
-    table = {t: {c: cell(result, c, t, metric_of(result, t)) for c in cols} for t in result["tasks"]}
-    condition_bars(table, cols, out, name, f"{title}: {what}")
+    bars = len(cols) <= 8
+    metrics = {t: [figure_metric(result, t, cols)] if bars else metrics_of(result, t) for t in result["tasks"]}
+    table = {f"{t} ({m})": {c: cell(result, c, t, m) for c in cols} for t, ms in metrics.items() for m in ms}
+    (condition_bars if bars else condition_heatmap)(table, cols, out, name, f"{title}: {what}")
     return f"{name}.png"
 
 

@@ -230,6 +230,34 @@ def condition_bars(table: dict[str, dict[str, dict[str, Any]]], conditions: list
     return _save(fig, out_dir, name)
 
 
+def condition_heatmap(table: dict[str, dict[str, dict[str, Any]]], conditions: list[str],
+                      out_dir: Path, name: str, title: str) -> list[Path]:
+    """Conditions (rows) × tasks (columns), each cell the accuracy % written in it and coloured by
+    its change from the first condition (the reference): readable where bars for dozens of
+    conditions are not. ``table[task][condition]`` is an ``accuracy_summary`` dict or None."""
+    tasks = list(table)
+    acc = np.array([[np.nan if table[t].get(c) is None else 100 * table[t][c]["accuracy"] for t in tasks]
+                    for c in conditions])
+    delta = acc - acc[:1]
+    lim = max(10.0, float(np.nanmax(np.abs(delta))) if np.isfinite(delta).any() else 10.0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(tasks), 1.2 + 0.3 * len(conditions)),
+                           constrained_layout=True)
+    im = ax.imshow(delta, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(len(conditions)):
+        for j in range(len(tasks)):
+            if np.isfinite(acc[i, j]):
+                dark = abs(delta[i, j]) > 0.6 * lim
+                ax.text(j, i, f"{acc[i, j]:.0f}", ha="center", va="center", fontsize=6.5,
+                        color="w" if dark else "k")
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels(tasks, fontsize=7, rotation=30, ha="right")
+    ax.set_yticks(range(len(conditions)))
+    ax.set_yticklabels(conditions, fontsize=7)
+    fig.colorbar(im, ax=ax, shrink=0.6).set_label(f"points vs {conditions[0]}", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, out_dir, name)
+
+
 def layer_lines(series: dict[str, list[float]], out_dir: Path, name: str, title: str,
                 ylabel: str) -> list[Path]:
     """One line per condition over layers (e.g. attention mass on the first token)."""
@@ -241,4 +269,33 @@ def layer_lines(series: dict[str, list[float]], out_dir: Path, name: str, title:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
+    return _save(fig, out_dir, name)
+
+
+def paired_intervals(panels: dict[str, dict[str, tuple]], arms: tuple[str, str], out_dir: Path,
+                     name: str, title: str, reference: dict[str, float] | None = None) -> list[Path]:
+    """One panel per reading; one row per setting with its two arms side by side, each a point
+    (accuracy, low, high as fractions, or None) with its 95% interval — where the two intervals
+    separate is visible at a glance. ``reference[panel]`` draws a dotted line (e.g. the original)."""
+    rows = list(next(iter(panels.values())))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 1.8, 0.32 * len(rows) + 1.4),
+                             sharey=True, squeeze=False, constrained_layout=True)
+    for ax, (label, per) in zip(axes[0], panels.items()):
+        for j, arm in enumerate(arms):
+            pts = [(i, per[r][j]) for i, r in enumerate(rows) if per[r][j] is not None]
+            ys = [i + (j - 0.5) * 0.3 for i, _ in pts]
+            xs = np.array([[100 * p[0], 100 * (p[0] - p[1]), 100 * (p[2] - p[0])] for _, p in pts]).reshape(-1, 3)
+            ax.errorbar(xs[:, 0], ys, xerr=np.maximum(xs[:, 1:].T, 0), fmt="o", ms=3.5, capsize=2,
+                        lw=0.9, color=f"C{j}", label=arm)
+        if reference and label in reference:
+            ax.axvline(100 * reference[label], color="k", ls=":", lw=0.9)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("accuracy % (95% CI)")
+        ax.set_xlim(-2, 102)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(rows)))
+    axes[0][0].set_yticklabels(rows, fontsize=7)
+    axes[0][0].invert_yaxis()
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(title, fontsize=10)
     return _save(fig, out_dir, name)

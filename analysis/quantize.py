@@ -178,18 +178,25 @@ def quantize_record(config: QuantizeConfig, tasks: list[Task], encoded: dict, ba
     }
 
 
-def _kind_ci(result: dict, cond: str, kind: str,
-             metric: str | None = None) -> tuple[str, tuple[float, float] | None]:
-    """A kind's pooled accuracy (every item; each task's main metric unless ``metric``) as text,
-    and its Wilson interval."""
+def _kind_point(result: dict, cond: str, kind: str,
+                metric: str | None = None) -> tuple[float, float, float, int] | None:
+    """A kind's pooled accuracy (every item; each task's main metric unless ``metric``), its Wilson
+    interval and n; None when the kind has no item."""
     from analysis.disrupt_rules import pooled_kind
     from mvjax.data.tasks.base import wilson_interval
 
     k, n, _ = pooled_kind(result, cond, kind, metric=metric)
-    if not n:
+    return (k / n, *wilson_interval(k, n), n) if n else None
+
+
+def _kind_ci(result: dict, cond: str, kind: str,
+             metric: str | None = None) -> tuple[str, tuple[float, float] | None]:
+    """``_kind_point`` as text, and its interval."""
+    p = _kind_point(result, cond, kind, metric)
+    if p is None:
         return "–", None
-    lo, hi = wilson_interval(k, n)
-    return f"{100 * k / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] (n={n})", (lo, hi)
+    acc, lo, hi, n = p
+    return f"{100 * acc:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] (n={n})", (lo, hi)
 
 
 # the second reading: passkey's 4-choice ranking is 100% under every condition, so under the main
@@ -226,14 +233,38 @@ def keeping_helps(name: str, kept: str, metric: str | None = None) -> Claim:
 def quantize_claims(result: dict) -> list[Claim]:
     """Per quantization setting that has a kept twin: does keeping the massive dims (rows) in full
     precision help the contextual tasks? Once by each task's main metric, once by greedy exact."""
-    todo = []
+    return [keeping_helps(name, kept, metric).apply(result)
+            for name, kept in kept_pairs(result) for metric in READINGS]
+
+
+def kept_pairs(result: dict) -> list[tuple[str, str]]:
+    """(setting, its twin with the massive dims kept) for every setting scored with its twin."""
+    pairs = []
     for name, e in result["conditions"].items():
         if name == "original" or name.endswith(("_keep_massive", "_protect")):
             continue
         kept = name + ("_keep_massive" if e["group"] == "activation" else "_protect")
         if kept in result["conditions"]:
-            todo += [keeping_helps(name, kept, metric) for metric in READINGS]
-    return [c.apply(result) for c in todo]
+            pairs.append((name, kept))
+    return pairs
+
+
+def keeping_figure(result: dict, out, title: str) -> str | None:
+    """keeping_massive.png: each setting without and with the massive dims kept, pooled by kind
+    (contextual by greedy exact and by main metric, parametric by main metric), original dotted."""
+    from analysis.plots import paired_intervals
+
+    pairs = kept_pairs(result)
+    if not pairs:
+        return None
+    readings = {"contextual, greedy exact": ("contextual", "exact"),
+                "contextual, main metric": ("contextual", None), "parametric, main metric": ("parametric", None)}
+    panels = {label: {name: (_kind_point(result, name, kind, m), _kind_point(result, kept, kind, m))
+                      for name, kept in pairs} for label, (kind, m) in readings.items()}
+    ref = {label: p[0] for label, (kind, m) in readings.items()
+           if (p := _kind_point(result, "original", kind, m)) is not None}
+    paired_intervals(panels, ("quantized", "massive dims kept"), out, "keeping_massive", title, ref)
+    return "keeping_massive.png"
 
 
 def quant_table(result: dict) -> str:
@@ -261,6 +292,9 @@ def write_quantize_report(result: dict, out, title: str):
               "## Accuracy (%) per condition (every item of every task)",
               "", quant_table(result), "", "## Claims", ""]
     lines += claim_lines(result["claims"]) + ["", f"![{fig}]({fig})", ""]
+    kept_fig = keeping_figure(result, out, title + ": keeping the massive dims")
+    if kept_fig:
+        lines += [f"![{kept_fig}]({kept_fig})", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

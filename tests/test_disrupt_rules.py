@@ -112,3 +112,32 @@ def test_disrupt_claims_name_each_control_rule():
     claims = [c.sentence() for c in disrupt_claims(r)]
     assert any(c.startswith("Control lowest_norm costs less") for c in claims)
     assert not any("2.7" in c for c in claims)
+
+
+def test_figures_draw_what_can_move(tmp_path, monkeypatch):
+    """Bars draw passkey-like tasks (ranking 100% everywhere) by greedy exact; past 8 conditions a
+    heatmap shows every metric; both figure functions write their files."""
+    from analysis import disrupt_report
+    from analysis.plots import condition_heatmap, paired_intervals
+
+    names = ["original", "massive"] + [f"c{i}" for i in range(7)]
+
+    def result(massive_rank: int) -> dict:
+        conds = {c: {"group": "control", "tasks": {"pk": {"rank": _s(100, 100), "exact": _s(90, 100, 0.0)}}}
+                 for c in names}
+        conds["massive"]["tasks"]["pk"] = {"rank": _s(massive_rank, 100), "exact": _s(10, 100, 0.0)}
+        return {"tasks": {"pk": {"kind": "contextual", "rank_chance": 0.25}}, "conditions": conds}
+
+    assert disrupt_report.figure_metric(result(100), "pk", names[:2]) == "exact"
+    assert disrupt_report.figure_metric(result(80), "pk", names[:2]) == "rank"
+    drawn = []
+    for fn in ("condition_bars", "condition_heatmap"):
+        monkeypatch.setattr(disrupt_report, fn, lambda table, cols, *a, fn=fn: drawn.append((fn, list(table))))
+    disrupt_report.condition_figure(result(100), tmp_path, "t", names[:2])
+    disrupt_report.condition_figure(result(100), tmp_path, "t", names)
+    assert drawn == [("condition_bars", ["pk (exact)"]), ("condition_heatmap", ["pk (rank)", "pk (exact)"])]
+    table = {"pk (exact)": {c: result(100)["conditions"][c]["tasks"]["pk"]["exact"] for c in names}}
+    assert condition_heatmap(table, names, tmp_path, "heat", "t")[0].stat().st_size > 0
+    point = (0.5, 0.4, 0.6)
+    panels = {"contextual": {"a": (point, None), "b": (point, point)}}
+    assert paired_intervals(panels, ("x", "y"), tmp_path, "pairs", "t", {"contextual": 0.7})[0].stat().st_size > 0

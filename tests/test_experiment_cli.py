@@ -79,3 +79,6 @@ def test_disrupt_and_quantize_end_to_end(tmp_path):
                     "random_s0", "random_s1", "random_s2", "energy_matched_s0"} <= set(r["conditions"])
             assert r["dims"]["massive_dims"]["k_rot"]
             assert "| task (metric" in (out / "report.md").read_text()
+        else:  # every kept twin read twice, and drawn
+            assert {"keep_act_int4_token_post", "keep_act_int4_token_post_exact"} <= {c["name"] for c in r["claims"]}
+            assert (out / "keeping_massive.png").is_file()
