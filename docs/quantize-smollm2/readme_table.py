@@ -1,0 +1,46 @@
+"""The README's quantization table: each setting without and with the massive dims kept in full
+precision, pooled by kind — contextual by greedy exact and by each task's main metric, parametric
+by main metric — accuracy % [95% Wilson CI], perplexity, and the verdict of each reading.
+
+    python docs/quantize-smollm2/readme_table.py docs/quantize-smollm2/results.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from analysis.quantize import _kind_point, kept_pairs
+
+
+def _ci(p: tuple | None) -> str:
+    return "–" if p is None else f"{100 * p[0]:.1f} [{100 * p[1]:.0f}, {100 * p[2]:.0f}]"
+
+
+def _ppl(result: dict, cond: str) -> str:
+    ppl = result["conditions"][cond].get("perplexity")
+    return "–" if ppl is None else f"{ppl:.1f}"
+
+
+READINGS = (("contextual, exact", "contextual", "exact"), ("contextual, main", "contextual", None),
+            ("parametric, main", "parametric", None))
+
+
+def table(result: dict) -> str:
+    verdict = {c["name"]: c["verdict"] for c in result.get("claims", [])}
+    head = ["setting"] + [f"{label}: {arm}" for label, _, _ in READINGS for arm in ("quantized", "kept")]
+    head += ["perplexity: quantized / kept", "keeping helps (main / exact)"]
+    rows = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    orig = ["original (unquantized)"] + [x for _, k, m in READINGS
+                                         for x in (_ci(_kind_point(result, "original", k, m)), "")]
+    rows.append("| " + " | ".join(orig + [_ppl(result, "original"), ""]) + " |")
+    for name, kept in kept_pairs(result):
+        cells = [name] + [_ci(_kind_point(result, c, k, m)) for _, k, m in READINGS for c in (name, kept)]
+        cells += [f"{_ppl(result, name)} / {_ppl(result, kept)}",
+                  f"{verdict.get('keep_' + name, '–')} / {verdict.get('keep_' + name + '_exact', '–')}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table(json.load(open(sys.argv[1]))))
