@@ -172,25 +172,26 @@ def disrupt_claims(result: dict) -> list[Claim]:
     return [c.apply(result) for c in todo]
 
 
-def figure_metric(result: dict, task: str, cols: list[str]) -> str:
-    """The task's main metric, except greedy exact where its ranking is 100% in every column drawn
-    (passkey's 4 choices): a bar that cannot move says nothing."""
-    m = main_metric(result, task)
-    stuck = m == "rank" and all((s := cell(result, c, task, "rank")) is None or s["accuracy"] == 1.0 for c in cols)
-    return "exact" if stuck and cell(result, "original", task, "exact") is not None else m
-
-
 def condition_figure(result: dict, out: Path, title: str, cols: list[str] | None = None,
                      name: str = "accuracy_by_condition", what: str = "accuracy per condition") -> str:
     """Bars per task with every condition side by side (seeded controls pooled; sweeps left to
-    their own figures), tasks whose ranking cannot move drawn by greedy exact (``figure_metric``);
-    beyond 8 conditions, where bars stop being readable, a heatmap of every task × metric. Returns
-    the PNG's name."""
+    their own figures): one panel by each task's main metric, one by greedy exact for the tasks
+    that have choices (passkey's 4-choice ranking cannot move; its exact match can). Beyond 8
+    conditions, where bars stop being readable, a heatmap of every task × metric. Returns the
+    PNG's name."""
     cols = cols or [c for c in columns(result) if result["conditions"].get(c, {}).get("group") != "sweep"]
-    bars = len(cols) <= 8
-    metrics = {t: [figure_metric(result, t, cols)] if bars else metrics_of(result, t) for t in result["tasks"]}
-    table = {f"{t} ({m})": {c: cell(result, c, t, m) for c in cols} for t, ms in metrics.items() for m in ms}
-    (condition_bars if bars else condition_heatmap)(table, cols, out, name, f"{title}: {what}")
+
+    def table(pairs) -> dict:
+        return {f"{t} ({m})": {c: cell(result, c, t, m) for c in cols} for t, m in pairs}
+    tasks = list(result["tasks"])
+    if len(cols) > 8:
+        condition_heatmap(table((t, m) for t in tasks for m in metrics_of(result, t)), cols, out, name,
+                          f"{title}: {what}")
+    else:
+        ranked = [t for t in tasks if main_metric(result, t) == "rank" and "exact" in metrics_of(result, t)]
+        condition_bars({"main metric": table((t, main_metric(result, t)) for t in tasks),
+                        "greedy exact": table((t, "exact") for t in ranked)}, cols, out, name,
+                       f"{title}: {what}")
     return f"{name}.png"
 
 

@@ -197,36 +197,41 @@ def all_figures(result: Analysis, out_dir: Path, bar_layer: int,
     return out
 
 
-def condition_bars(table: dict[str, dict[str, dict[str, Any]]], conditions: list[str],
+def condition_bars(panels: dict[str, dict[str, dict[str, dict[str, Any]]]], conditions: list[str],
                    out_dir: Path, name: str, title: str) -> list[Path]:
-    """Grouped bars: one group per task, one bar per condition (side by side, same order in every
-    group), 95% CI whiskers and a dashed chance line per task. ``table[task][condition]`` is an
-    ``accuracy_summary`` dict."""
-    tasks = list(table)
+    """One panel per metric, stacked; in each, grouped bars: one group per task, one bar per
+    condition (side by side, same order in every group), 95% CI whiskers and a dashed chance line
+    per task. ``panels[label][task][condition]`` is an ``accuracy_summary`` dict or None."""
+    panels = {k: v for k, v in panels.items() if v}
+    most = max(len(t) for t in panels.values())
     width = 0.8 / max(len(conditions), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(tasks) * max(len(conditions), 4) / 4), 4.4))
-    for j, cond in enumerate(conditions):
-        xs, ys, lo, hi = [], [], [], []
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False, constrained_layout=True,
+                             figsize=(max(6.0, 1.1 * most * max(len(conditions), 4) / 4), 3.6 * len(panels)))
+    for ax, (label, table) in zip(axes[:, 0], panels.items()):
+        tasks = list(table)
+        for j, cond in enumerate(conditions):
+            xs, ys, lo, hi = [], [], [], []
+            for i, task in enumerate(tasks):
+                s = table[task].get(cond)
+                if s is None:
+                    continue
+                xs.append(i - 0.4 + (j + 0.5) * width)
+                ys.append(100 * s["accuracy"])
+                lo.append(max(0.0, 100 * (s["accuracy"] - s["ci95"][0])))  # rounding can cross
+                hi.append(max(0.0, 100 * (s["ci95"][1] - s["accuracy"])))
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=cond, color=f"C{j % 10}",
+                   error_kw={"lw": 0.7})
         for i, task in enumerate(tasks):
-            s = table[task].get(cond)
-            if s is None:
-                continue
-            xs.append(i - 0.4 + (j + 0.5) * width)
-            ys.append(100 * s["accuracy"])
-            lo.append(max(0.0, 100 * (s["accuracy"] - s["ci95"][0])))  # rounding can cross
-            hi.append(max(0.0, 100 * (s["ci95"][1] - s["accuracy"])))
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=cond, color=f"C{j % 10}",
-               error_kw={"lw": 0.7})
-    for i, task in enumerate(tasks):
-        chance = next(iter(table[task].values()))["chance"]
-        ax.hlines(100 * chance, i - 0.45, i + 0.45, colors="k", linestyles="--", lw=0.8)
-    ax.set_xticks(range(len(tasks)))
-    ax.set_xticklabels(tasks, fontsize=8, rotation=15)
-    ax.set_ylabel("accuracy % (95% CI; dashed = chance)")
-    ax.set_ylim(0, 105)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.grid(axis="y", alpha=0.3)
+            chance = next(s for s in table[task].values() if s is not None)["chance"]
+            ax.hlines(100 * chance, i - 0.45, i + 0.45, colors="k", linestyles="--", lw=0.8)
+        ax.set_xticks(range(len(tasks)))
+        ax.set_xticklabels(tasks, fontsize=8, rotation=15)
+        ax.set_xlim(-0.6, most - 0.4)
+        ax.set_ylabel(f"{label}\n% (95% CI; dashed = chance)", fontsize=8)
+        ax.set_ylim(0, 105)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_title(title, fontsize=10)
+    axes[0, 0].legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, out_dir, name)
 
 

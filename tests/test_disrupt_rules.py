@@ -115,10 +115,10 @@ def test_disrupt_claims_name_each_control_rule():
 
 
 def test_figures_draw_what_can_move(tmp_path, monkeypatch):
-    """Bars draw passkey-like tasks (ranking 100% everywhere) by greedy exact; past 8 conditions a
-    heatmap shows every metric; both figure functions write their files."""
+    """Bars: a panel by main metric and one by greedy exact for ranked tasks (passkey's ranking is
+    100% everywhere); past 8 conditions a heatmap of every metric; the figure functions write."""
     from analysis import disrupt_report
-    from analysis.plots import condition_heatmap, paired_intervals
+    from analysis.plots import condition_bars, condition_heatmap, paired_intervals
 
     names = ["original", "massive"] + [f"c{i}" for i in range(7)]
 
@@ -128,14 +128,16 @@ def test_figures_draw_what_can_move(tmp_path, monkeypatch):
         conds["massive"]["tasks"]["pk"] = {"rank": _s(massive_rank, 100), "exact": _s(10, 100, 0.0)}
         return {"tasks": {"pk": {"kind": "contextual", "rank_chance": 0.25}}, "conditions": conds}
 
-    assert disrupt_report.figure_metric(result(100), "pk", names[:2]) == "exact"
-    assert disrupt_report.figure_metric(result(80), "pk", names[:2]) == "rank"
     drawn = []
-    for fn in ("condition_bars", "condition_heatmap"):
-        monkeypatch.setattr(disrupt_report, fn, lambda table, cols, *a, fn=fn: drawn.append((fn, list(table))))
+    monkeypatch.setattr(disrupt_report, "condition_bars",
+                        lambda panels, cols, *a: drawn.append({k: list(v) for k, v in panels.items()}))
+    monkeypatch.setattr(disrupt_report, "condition_heatmap", lambda table, cols, *a: drawn.append(list(table)))
     disrupt_report.condition_figure(result(100), tmp_path, "t", names[:2])
     disrupt_report.condition_figure(result(100), tmp_path, "t", names)
-    assert drawn == [("condition_bars", ["pk (exact)"]), ("condition_heatmap", ["pk (rank)", "pk (exact)"])]
+    assert drawn == [{"main metric": ["pk (rank)"], "greedy exact": ["pk (exact)"]}, ["pk (rank)", "pk (exact)"]]
+    bars = {"main metric": {"pk (rank)": {c: result(80)["conditions"][c]["tasks"]["pk"]["rank"] for c in names[:2]}},
+            "greedy exact": {}}
+    assert condition_bars(bars, names[:2], tmp_path, "bars", "t")[0].stat().st_size > 0
     table = {"pk (exact)": {c: result(100)["conditions"][c]["tasks"]["pk"]["exact"] for c in names}}
     assert condition_heatmap(table, names, tmp_path, "heat", "t")[0].stat().st_size > 0
     point = (0.5, 0.4, 0.6)

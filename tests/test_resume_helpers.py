@@ -63,3 +63,30 @@ def test_the_main_run_reads_a_deferred_piece_as_soon_as_it_is_there(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_partial_to_of_a_finished_run_redraws_it_with_todays_claims(tmp_path):
+    """No resume directory left, a results.json at --out: its numbers are kept, its old claims
+    and notes replaced, and it is not called partial; with neither, a one-line error."""
+    import argparse
+    import json
+
+    import pytest
+
+    from analysis.claims import Claim, Outcome
+    from analysis.experiments.common import write_partial
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"conditions": {"original": {"x": 1}},
+                                                  "claims": [{"name": "old"}], "notes": ["old"]}))
+    claim = Claim("new", "n", "r", lambda r: Outcome({}, "original" in r["conditions"], "d"))
+    args = argparse.Namespace(out=str(run), partial_to=str(tmp_path / "again"))
+    assert write_partial(args, lambda r: [claim.apply(r)],
+                         lambda r, out: (out / "report.md").write_text("r"), lambda r: ["today"]) == 0
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert again["conditions"] == {"original": {"x": 1}} and "partial" not in again
+    assert [c["name"] for c in again["claims"]] == ["new"] and again["notes"] == ["today"]
+    args.out = str(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="no finished condition"):
+        write_partial(args, lambda r: [], lambda r, out: None, None)

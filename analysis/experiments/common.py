@@ -29,7 +29,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--partial-to", default=None, metavar="DIR",
                    help="write the results set of the conditions the run at --out has finished so "
-                   "far (it may still be running) into DIR, and exit")
+                   "far (it may still be running) into DIR, and exit; for a finished run, redraw its "
+                   "claims, figures and report from its results.json into DIR")
     p.add_argument("--only", default=None, metavar="NAMES",
                    help="a helper on a second core: with the arguments of a run under way at --out, "
                    "score just these comma-separated conditions into its resume directory and exit "
@@ -124,22 +125,27 @@ def write_results(out, result: dict, claims, notes, write) -> list:
 
 def write_partial(args: argparse.Namespace, claims, write, notes) -> int:
     """``--partial-to DIR``: the results set of the conditions a run at ``--out`` (running or
-    killed) has finished so far, with its claims; nothing is computed."""
+    killed) has finished so far, with its claims; of a finished run, its results redrawn (claims,
+    figures, report) by the code of today. Nothing is scored."""
     import json
+    from pathlib import Path
 
     from analysis.resume import resume_dir
     from mvjax.atomic import check_results_dir
 
-    where = resume_dir(args.out)
-    if not (where / "partial.json").is_file():
+    where, final = resume_dir(args.out), Path(args.out) / "results.json"
+    if (where / "partial.json").is_file():
+        result = json.loads((where / "header.json").read_text()) | json.loads((where / "partial.json").read_text())
+        n = len(result["conditions"])
+        result["partial"] = f"{n} condition(s) finished when this set was written; the run goes on or resumes"
+    elif final.is_file():  # a finished run: its numbers, with today's claims, figures and report
+        result = {k: v for k, v in json.loads(final.read_text()).items() if k not in ("claims", "notes")}
+    else:
         raise FileNotFoundError(f"no finished condition of a run at {args.out} ({where} has none): "
                                 "start the run first, or wait for its first condition")
-    result = json.loads((where / "header.json").read_text()) | json.loads((where / "partial.json").read_text())
-    n = len(result["conditions"])
-    result["partial"] = f"{n} condition(s) finished when this set was written; the run goes on or resumes"
     out = check_results_dir(args.partial_to, "results.json")
     write_results(out, result, claims, notes, write)
-    print(json.dumps({"out": str(out), "partial": result["partial"]}))
+    print(json.dumps({"out": str(out), "partial": result.get("partial", "no: a finished run, redrawn")}))
     return 0
 
 
