@@ -202,7 +202,7 @@ def _kind_ci(result: dict, cond: str, kind: str,
 # the second reading: passkey's 4-choice ranking is 100% under every condition, so under the main
 # metrics 600 of the 1,000 contextual items cannot move; greedy exact match on every task can.
 # Both readings were written before any full-preset quantization was scored.
-READINGS = {None: ("", "each task's main metric (rank where it has choices)"),
+READINGS = {None: ("", "each task's main metric, rank where it has choices"),
             "exact": ("_exact", "greedy exact match on every task")}
 
 
