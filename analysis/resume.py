@@ -9,8 +9,9 @@ A second core can share a run: a *helper* (``only=`` a few condition names, ``--
 command line) joins the pieces directory of a run already under way with the same fingerprint,
 scores just those conditions there and stops; the main run finds them finished. While a process
 scores a condition it holds a ``.busy`` marker (its pid); every other process defers that
-condition, so main run and helpers share out the plan like a queue and never score one twice. The main run reads a deferred piece as soon as it is there, and at the end waits
-for a live holder or takes over from a dead one.
+condition, so main run and helpers share out the plan like a queue and never score one twice.
+After each condition of its own the main run reads every piece the others have finished, and at
+the end waits for a live holder or takes over from a dead one.
 """
 
 from __future__ import annotations
@@ -122,18 +123,23 @@ class Checkpoint:
 
     def each(self, names: Iterable[str], score: Callable[[str], None], poll_s: float = 20.0) -> None:
         """``score(name)`` for each name this process wants, in order, each under its marker;
-        names another live process is scoring are deferred: the main run reads each as soon as
-        its piece is there, and at the end waits for a live holder or takes over from a dead
+        names another live process is scoring are deferred. After each of its own, the main run
+        reads every piece the others have finished meanwhile, wherever it is in the plan (so
+        partial.json shows it), and at the end waits for a live holder or takes over from a dead
         one; a helper leaves them."""
-        later: list[str] = []
-        for name in filter(self.wanted, names):
-            if not self._score_free(name, score):
-                later.append(name)
-            if not self.helper:  # read what the others have finished meanwhile (partial.json shows it)
-                later = [n for n in later if not (self._path(n).is_file() and self._score_free(n, score))]
-        for name in ([] if self.helper else later):
-            while not self._score_free(name, score):
+        todo, done = list(filter(self.wanted, names)), set()
+        for name in todo:
+            if name not in done and self._score_free(name, score):
+                done.add(name)
+            if not self.helper and self.directory is not None:
+                for other in todo:
+                    if other not in done and self._path(other).is_file():
+                        score(other)
+                        done.add(other)
+        for name in ([] if self.helper else todo):
+            while name not in done and not self._score_free(name, score):
                 time.sleep(poll_s)
+            done.add(name)
 
     def _score_free(self, name: str, score: Callable[[str], None]) -> bool:
         """Score ``name`` (read its piece, or compute it under its marker) unless another live

@@ -65,6 +65,21 @@ def test_the_main_run_reads_a_deferred_piece_as_soon_as_it_is_there(tmp_path):
         holder.wait()
 
 
+def test_the_main_run_reads_a_later_piece_a_helper_finished_before_its_turn(tmp_path):
+    """A helper's piece for a condition later in the plan shows in partial.json at once, not when
+    the main run reaches that condition."""
+    main = Checkpoint(tmp_path / "ck", "key")
+    scored: list = []
+
+    def score(name: str) -> None:
+        scored.append(main.get(name, lambda: name))
+        if name == "a":  # meanwhile a helper finished d
+            helper = Checkpoint(tmp_path / "ck", "key", only=["d"])
+            helper.each(["a", "b", "c", "d"], _scorer(helper, []))
+    main.each(["a", "b", "c", "d"], score)
+    assert scored[0] == "a" and scored[1].startswith("d by ") and scored[2:] == ["b", "c"]
+
+
 def test_partial_to_of_a_finished_run_redraws_it_with_todays_claims(tmp_path):
     """No resume directory left, a results.json at --out: its numbers are kept, its old claims
     and notes replaced, and it is not called partial; with neither, a one-line error."""
