@@ -27,7 +27,7 @@ from analysis.dims import (PromptEnergy, add_energy, as_entries, energy_matched,
 from analysis.evaluate import (RANKINGS, Scorer, choice_scores, encode_task, longest_continuation,
                                perplexity, score_task)
 from analysis.massive import MassiveDefinition
-from analysis.resume import Checkpoint
+from analysis.resume import Checkpoint, in_plan_order
 from mvjax.data.tasks.base import Task, rank_correct
 from mvjax.interventions import EDIT_SITES, METHODS, PHASE_RULES, empty_masks, intervention
 from mvjax.prompt_selection import prompt_selected
@@ -315,7 +315,7 @@ def disrupt(model, tokenizer, tasks: list[Task], config: DisruptConfig = Disrupt
             scorer, tasks, encoded, keep, probe, ppl_rows, name, progress,
             runs=base if cond.group == "original" else None, ranking=config.ranking))
         ck.note("partial.json", disrupt_record(config, tasks, encoded, base, keep, energy, cfg, conds,
-                                               layers, results))
+                                               layers, in_plan_order(results, by_name)))
 
     def every_layer(cond: Condition) -> bool:  # the massive condition itself: nothing new to score
         return cond.layers is not None and len(set(cond.layers)) == cfg.num_layers and cond.top_k is None
@@ -326,8 +326,8 @@ def disrupt(model, tokenizer, tasks: list[Task], config: DisruptConfig = Disrupt
         if "massive" in results and ck.wanted(cond.name):
             same = {k: v for k, v in results["massive"].items() if k not in entry(cond)}
             results[cond.name] = entry(cond) | same | {"same_as": "massive"}
-    results = {c.name: results[c.name] for c in conds if c.name in results}  # in plan order
-    return disrupt_record(config, tasks, encoded, base, keep, energy, cfg, conds, layers, results)
+    return disrupt_record(config, tasks, encoded, base, keep, energy, cfg, conds, layers,
+                          in_plan_order(results, by_name))
 
 
 def disrupt_record(config: DisruptConfig, tasks: list[Task], encoded: dict, base: dict, keep: dict,

@@ -30,7 +30,7 @@ from analysis.claims import Claim, Outcome, claim_lines
 from analysis.dims import select_massive, stacked
 from analysis.disrupt import baseline_pass, evaluate_condition, task_records
 from analysis.evaluate import RANKINGS, Scorer, encode_task, longest_continuation
-from analysis.resume import Checkpoint
+from analysis.resume import Checkpoint, in_plan_order
 from mvjax.data.tasks.base import Task
 from mvjax.interventions import GRANULARITIES, QuantSpec, empty_masks, intervention
 from mvjax.provenance import provenance_lines
@@ -150,12 +150,12 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
     def score(name: str) -> None:
         record, compute = by_name[name]
         results[name] = record | ck.get(name, compute)
-        ck.note("partial.json", quantize_record(config, tasks, encoded, base, keep, massive, cfg, results))
+        ck.note("partial.json", quantize_record(config, tasks, encoded, base, keep, massive, cfg,
+                                                in_plan_order(results, by_name)))
 
     ck.check_names(by_name)
     ck.each(list(by_name), score)  # helpers share the plan (analysis.resume)
-    results = {name: results[name] for name in by_name if name in results}  # in plan order
-    return quantize_record(config, tasks, encoded, base, keep, massive, cfg, results)
+    return quantize_record(config, tasks, encoded, base, keep, massive, cfg, in_plan_order(results, by_name))
 
 
 def quantize_record(config: QuantizeConfig, tasks: list[Task], encoded: dict, base: dict, keep: dict,

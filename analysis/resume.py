@@ -31,6 +31,11 @@ def resume_dir(out: str | Path) -> Path:
     return out.parent / f".{out.name}.resume"
 
 
+def in_plan_order(results: dict, plan: Iterable[str]) -> dict:
+    """``results`` reordered as ``plan`` (pieces are read as they finish, not in plan order)."""
+    return {name: results[name] for name in plan if name in results}
+
+
 def fingerprint(*parts: Any) -> str:
     """A stable hash of JSON-able parts (anything else by ``repr``)."""
     text = json.dumps(parts, sort_keys=True, default=repr)
