@@ -178,7 +178,7 @@ def quantize_record(config: QuantizeConfig, tasks: list[Task], encoded: dict, ba
     }
 
 
-def _kind_point(result: dict, cond: str, kind: str,
+def kind_point(result: dict, cond: str, kind: str,
                 metric: str | None = None) -> tuple[float, float, float, int] | None:
     """A kind's pooled accuracy (every item; each task's main metric unless ``metric``), its Wilson
     interval and n; None when the kind has no item."""
@@ -191,8 +191,8 @@ def _kind_point(result: dict, cond: str, kind: str,
 
 def _kind_ci(result: dict, cond: str, kind: str,
              metric: str | None = None) -> tuple[str, tuple[float, float] | None]:
-    """``_kind_point`` as text, and its interval."""
-    p = _kind_point(result, cond, kind, metric)
+    """``kind_point`` as text, and its interval."""
+    p = kind_point(result, cond, kind, metric)
     if p is None:
         return "–", None
     acc, lo, hi, n = p
@@ -259,10 +259,10 @@ def keeping_figure(result: dict, out, title: str) -> str | None:
         return None
     readings = {"contextual, greedy exact": ("contextual", "exact"),
                 "contextual, main metric": ("contextual", None), "parametric, main metric": ("parametric", None)}
-    panels = {label: {name: (_kind_point(result, name, kind, m), _kind_point(result, kept, kind, m))
+    panels = {label: {name: (kind_point(result, name, kind, m), kind_point(result, kept, kind, m))
                       for name, kept in pairs} for label, (kind, m) in readings.items()}
     ref = {label: p[0] for label, (kind, m) in readings.items()
-           if (p := _kind_point(result, "original", kind, m)) is not None}
+           if (p := kind_point(result, "original", kind, m)) is not None}
     paired_intervals(panels, ("quantized", "massive dims kept"), out, "keeping_massive", title, ref)
     return "keeping_massive.png"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from analysis.quantize import _kind_point, kept_pairs
+from analysis.quantize import kind_point, kept_pairs
 
 
 def _ci(p: tuple | None) -> str:
@@ -32,10 +32,10 @@ def table(result: dict) -> str:
     head += ["perplexity: quantized / kept", "keeping helps (main / exact)"]
     rows = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     orig = ["original (unquantized)"] + [x for _, k, m in READINGS
-                                         for x in (_ci(_kind_point(result, "original", k, m)), "")]
+                                         for x in (_ci(kind_point(result, "original", k, m)), "")]
     rows.append("| " + " | ".join(orig + [_ppl(result, "original"), ""]) + " |")
     for name, kept in kept_pairs(result):
-        cells = [name] + [_ci(_kind_point(result, c, k, m)) for _, k, m in READINGS for c in (name, kept)]
+        cells = [name] + [_ci(kind_point(result, c, k, m)) for _, k, m in READINGS for c in (name, kept)]
         cells += [f"{_ppl(result, name)} / {_ppl(result, kept)}",
                   f"{verdict.get('keep_' + name, '–')} / {verdict.get('keep_' + name + '_exact', '–')}"]
         rows.append("| " + " | ".join(cells) + " |")
