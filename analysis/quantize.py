@@ -206,6 +206,11 @@ READINGS = {None: ("", "each task's main metric, rank where it has choices"),
             "exact": ("_exact", "greedy exact match on every task")}
 
 
+# what the figure and the README table show of each setting: (kind, metric) per label
+KIND_READINGS = {"contextual, greedy exact": ("contextual", "exact"),
+                 "contextual, main metric": ("contextual", None), "parametric, main metric": ("parametric", None)}
+
+
 def keeping_helps(name: str, kept: str, metric: str | None = None) -> Claim:
     """Claim: quantization ``name`` with the massive dims (rows) kept in full precision (``kept``)
     scores higher on the contextual tasks than without — decided only when the pooled contextual
@@ -257,11 +262,9 @@ def keeping_figure(result: dict, out, title: str) -> str | None:
     pairs = kept_pairs(result)
     if not pairs:
         return None
-    readings = {"contextual, greedy exact": ("contextual", "exact"),
-                "contextual, main metric": ("contextual", None), "parametric, main metric": ("parametric", None)}
     panels = {label: {name: (kind_point(result, name, kind, m), kind_point(result, kept, kind, m))
-                      for name, kept in pairs} for label, (kind, m) in readings.items()}
-    ref = {label: p[0] for label, (kind, m) in readings.items()
+                      for name, kept in pairs} for label, (kind, m) in KIND_READINGS.items()}
+    ref = {label: p[0] for label, (kind, m) in KIND_READINGS.items()
            if (p := kind_point(result, "original", kind, m)) is not None}
     paired_intervals(panels, ("quantized", "massive dims kept"), out, "keeping_massive", title, ref)
     return "keeping_massive.png"

@@ -2,7 +2,7 @@
 precision, pooled by kind — contextual by greedy exact and by each task's main metric, parametric
 by main metric — accuracy % [95% Wilson CI], perplexity, and the verdict of each reading.
 
-    python docs/quantize-smollm2/readme_table.py docs/quantize-smollm2/results.json
+    python docs/quantize-smollm2/readme_table.py docs/quantize-smollm2/full/results.json
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from analysis.quantize import kind_point, kept_pairs
+from analysis.quantize import KIND_READINGS, READINGS, kept_pairs, kind_point
 
 
 def _ci(p: tuple | None) -> str:
@@ -22,22 +22,18 @@ def _ppl(result: dict, cond: str) -> str:
     return "–" if ppl is None else f"{ppl:.1f}"
 
 
-READINGS = (("contextual, exact", "contextual", "exact"), ("contextual, main", "contextual", None),
-            ("parametric, main", "parametric", None))
-
-
 def table(result: dict) -> str:
     verdict = {c["name"]: c["verdict"] for c in result.get("claims", [])}
-    head = ["setting"] + [f"{label}: {arm}" for label, _, _ in READINGS for arm in ("quantized", "kept")]
+    head = ["setting"] + [f"{label}: {arm}" for label in KIND_READINGS for arm in ("quantized", "kept")]
     head += ["perplexity: quantized / kept", "keeping helps (main / exact)"]
     rows = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    orig = ["original (unquantized)"] + [x for _, k, m in READINGS
+    orig = ["original (unquantized)"] + [x for k, m in KIND_READINGS.values()
                                          for x in (_ci(kind_point(result, "original", k, m)), "")]
     rows.append("| " + " | ".join(orig + [_ppl(result, "original"), ""]) + " |")
     for name, kept in kept_pairs(result):
-        cells = [name] + [_ci(kind_point(result, c, k, m)) for _, k, m in READINGS for c in (name, kept)]
+        cells = [name] + [_ci(kind_point(result, c, k, m)) for k, m in KIND_READINGS.values() for c in (name, kept)]
         cells += [f"{_ppl(result, name)} / {_ppl(result, kept)}",
-                  f"{verdict.get('keep_' + name, '–')} / {verdict.get('keep_' + name + '_exact', '–')}"]
+                  " / ".join(verdict.get(f"keep_{name}{READINGS[m][0]}", "–") for m in (None, "exact"))]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
