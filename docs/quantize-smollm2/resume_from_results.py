@@ -28,9 +28,15 @@ def seed(resume_dir: str | Path, results_json: str | Path) -> list[str]:
     stamp = Path(resume_dir) / "fingerprint"
     if not stamp.is_file():
         raise SystemExit(f"{resume_dir} holds no run: start the run first, then seed it")
+    results = json.loads(Path(results_json).read_text())
+    header = json.loads((Path(resume_dir) / "header.json").read_text())
+    differ = [k for k in ("experiment", "model", "run") if results.get(k) != header.get(k)]
+    if differ:  # another preset's or model's conditions would be silently wrong here
+        raise SystemExit(f"{results_json} is not from the run in {resume_dir} (differing: {', '.join(differ)}) "
+                         ": start the run with the arguments that made that results.json")
     ck = Checkpoint(resume_dir, stamp.read_text())
     saved = []
-    for name, condition in json.loads(Path(results_json).read_text())["conditions"].items():
+    for name, condition in results["conditions"].items():
         ck.get(name, lambda c=condition: saved.append(name) or c)
     return saved
 
