@@ -32,8 +32,8 @@ def seed(resume_dir: str | Path, results_json: str | Path) -> list[str]:
     header = json.loads((Path(resume_dir) / "header.json").read_text())
     differ = [k for k in ("experiment", "model", "run") if results.get(k) != header.get(k)]
     if differ:  # another preset's or model's conditions would be silently wrong here
-        raise SystemExit(f"{results_json} is not from the run in {resume_dir} (differing: {', '.join(differ)}) "
-                         ": start the run with the arguments that made that results.json")
+        raise SystemExit(f"{results_json} is not from the run in {resume_dir} (differing: {', '.join(differ)}): "
+                         "start the run with the arguments that made that results.json")
     ck = Checkpoint(resume_dir, stamp.read_text())
     saved = []
     for name, condition in results["conditions"].items():
