@@ -214,23 +214,30 @@ def known_items(encoded, ll, hits, ranking: str = "sum") -> dict[str, list[int]]
             "exact": [i for i, e in enumerate(encoded) if e.target is not None and hits[i][e.target]]}
 
 
+def run_tasks(scorer, tasks: list[Task], encoded: dict, probe, desc: str, progress: bool,
+              on_records=None) -> dict:
+    """Every task's (log-likelihoods, greedy hits) under ``probe``, behind one progress bar (a
+    condition is 20-50 min of one core on the full preset)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=sum(len(e) for e in encoded.values()), desc=desc, disable=not progress, unit="item")
+    runs = {t.name: scorer.run(encoded[t.name], probe, on_records, bar) for t in tasks}
+    bar.close()
+    return runs
+
+
 def baseline_pass(scorer, tasks: list[Task], encoded: dict, sites, progress: bool,
                   ranking: str = "sum"):
     """Score the unmodified model and gather ``Energy`` at ``sites`` in the same pass:
     (runs, energy, known items per task and metric)."""
-    from tqdm.auto import tqdm
-
     energy: dict | None = None
 
     def keep_energy(records, valid):
         nonlocal energy
         energy = add_energy(energy, records)
 
-    bar = tqdm(total=sum(len(e) for e in encoded.values()), desc="original + statistics",
-               disable=not progress, unit="item")
-    runs = {t.name: scorer.run(encoded[t.name], PromptEnergy(frozenset(sites)), keep_energy, bar)
-            for t in tasks}
-    bar.close()
+    runs = run_tasks(scorer, tasks, encoded, PromptEnergy(frozenset(sites)), "original + statistics",
+                     progress, keep_energy)
     keep = {t.name: known_items(encoded[t.name], *runs[t.name], ranking) for t in tasks}
     return runs, energy, keep
 
@@ -250,13 +257,8 @@ def evaluate_condition(scorer, tasks: list[Task], encoded: dict, keep: dict, pro
     unmodified model gets right}, "perplexity", "first_token_attention"} of one condition. The
     probe is applied to the tasks, and with ``sink=True`` to the held-out rows; ``runs`` reuses
     already computed task runs."""
-    from tqdm.auto import tqdm
-
     if runs is None:
-        bar = tqdm(total=sum(len(e) for e in encoded.values()), desc=name, disable=not progress,
-                   unit="item")
-        runs = {t.name: scorer.run(encoded[t.name], probe, progress=bar) for t in tasks}
-        bar.close()
+        runs = run_tasks(scorer, tasks, encoded, probe, name, progress)
     scores = {t.name: task_scores(t, encoded[t.name], *runs[t.name], keep[t.name], ranking) for t in tasks}
     entry: dict[str, Any] = {"tasks": {t: s[0] for t, s in scores.items()},
                              "tasks_known": {t: s[1] for t, s in scores.items()}}

@@ -28,7 +28,7 @@ from flax import nnx
 
 from analysis.claims import Claim, Outcome, claim_lines
 from analysis.dims import select_massive, stacked
-from analysis.disrupt import baseline_pass, evaluate_condition, task_records
+from analysis.disrupt import baseline_pass, evaluate_condition, run_tasks, task_records
 from analysis.evaluate import RANKINGS, Scorer, encode_task, longest_continuation
 from analysis.resume import Checkpoint, in_plan_order
 from mvjax.data.tasks.base import Task
@@ -104,7 +104,7 @@ def weight_condition(model, config, bits: int, kept: bool, massive: dict, tasks,
     cfg = model.cfg
     qmodel = quantized_weights(model, bits, {"q": massive["q"], "k": massive["k"]} if kept else None)
     qscorer = Scorer(qmodel, config.batch_size, longest_continuation(encoded))
-    runs = {t.name: qscorer.run(encoded[t.name], PromptEnergy(frozenset(ALL_SITES))) for t in tasks}
+    runs = run_tasks(qscorer, tasks, encoded, PromptEnergy(frozenset(ALL_SITES)), name, progress)
     return evaluate_condition(qscorer, tasks, encoded, keep, intervention(cfg, empty_masks(cfg, ALL_SITES)),
                               ppl_rows, name, progress, runs, config.ranking)
 
