@@ -7,7 +7,9 @@ massive-value definition ranks (``analysis.massive``) — and the energy a mean 
 
 Controls keep the massive selection's count per (layer, head):
   lowest-norm     the heads' smallest-M dims (the authors' control)
-  random          uniformly random non-massive dims (one mask per seed)
+  random          random non-massive dims (one mask per seed): ``analysis.controls``'s pair-aware
+                  draw, or the first draw (``random_dims``, uniform per head and site) for
+                  reproducing results made with it
   energy-matched  random non-massive dims added until they hold the same removable energy as the
                   massive dims of that head (within 5% where the head has enough; the achieved
                   ratio is reported)
@@ -110,12 +112,13 @@ def random_dims(sel: np.ndarray, seed: int) -> np.ndarray:
 
 
 def energy_matched(E_LxHxD: np.ndarray, sel: np.ndarray, seed: int,
-                   tol: float = ENERGY_TOL) -> np.ndarray:
+                   tol: float = ENERGY_TOL, excluded: np.ndarray | None = None) -> np.ndarray:
     """Per (layer, head) with a selection, random dims outside it whose summed energy is within
     ``tol`` of the selection's: the free dims are visited in random order and each joins if it
     does not push the sum past (1 + tol) × target, until the sum reaches (1 − tol) × target. If
     even that fails (e.g. every free dim is larger than the band), the single free dim closest to
-    the target is taken; the achieved ratio is reported by ``energy_ratio``."""
+    the target is taken; the achieved ratio is reported by ``energy_ratio``. ``excluded`` (default:
+    the selection) are dims never drawn (``analysis.controls.excluded_dims``: partners, marked dims)."""
     rng = np.random.default_rng(seed)
     out = np.zeros(sel.shape, bool)
     for l, h in np.ndindex(sel.shape[:2]):
@@ -123,7 +126,7 @@ def energy_matched(E_LxHxD: np.ndarray, sel: np.ndarray, seed: int,
             continue
         e = E_LxHxD[l, h]
         target = float(e[sel[l, h]].sum())
-        free = rng.permutation(np.flatnonzero(~sel[l, h]))
+        free = rng.permutation(np.flatnonzero(~(sel[l, h] | (False if excluded is None else excluded[l, h]))))
         taken, total = [], 0.0
         for d in free:
             if total >= (1 - tol) * target:

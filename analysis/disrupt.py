@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.controls import DRAW, excluded_dims, model_pairs, pair_aware_random, record
 from analysis.dims import (PromptEnergy, add_energy, as_entries, energy_matched, energy_ratio,
                            lowest_norm, massive_layers, random_dims, restrict_layers,
                            select_massive, stacked)
@@ -33,6 +34,7 @@ from mvjax.interventions import EDIT_SITES, METHODS, PHASE_RULES, empty_masks, i
 from mvjax.prompt_selection import prompt_selected
 
 STATISTICS = ("pooled", "prompt")
+CONTROL_DRAWS = (DRAW, "uniform")
 STATISTICS_TEXT = {
     "pooled": "pooled over all scored prompts: one selection (and one set of control dims) for every prompt",
     "prompt": "per prompt (the authors' protocol): each prompt's own dims by its own M, every token "
@@ -51,6 +53,7 @@ class DisruptConfig:
     mean_over: str = "head"
     statistics: str = "pooled"  # pooled | prompt (each prompt's own dims, the authors' protocol)
     seeds: tuple[int, ...] = (0, 1, 2)  # random-dims control
+    control_draw: str = "pair-aware"  # pair-aware (analysis.controls) | uniform (the first draw)
     energy_seeds: tuple[int, ...] = (0, 1, 2)  # energy-matched control
     chosen_layers: tuple[int, ...] | None = None  # None: layers with a λ-massive Q or K entry
     sweep_k: tuple[int, ...] = ()  # top-k sweep: massive and lowest-norm at each k
@@ -78,6 +81,8 @@ class DisruptConfig:
                              "mean_over='head' or statistics='pooled'")
         if self.ranking not in RANKINGS:
             raise ValueError(f"ranking={self.ranking!r} is invalid: use one of {RANKINGS}")
+        if self.control_draw not in CONTROL_DRAWS:
+            raise ValueError(f"control_draw={self.control_draw!r} is invalid: use one of {CONTROL_DRAWS}")
         if not self.seeds:
             raise ValueError("give at least one seed for the random-dims control")
         if any(not (isinstance(k, int) and k >= 1) for k in (self.top_k, *self.sweep_k)):
@@ -148,24 +153,38 @@ def plan_conditions(config: DisruptConfig, layers: tuple[int, ...], n_layers: in
     return conds + (ablations if config.ablations else [])
 
 
-def pooled_masks(cond: Condition, M: dict, E: dict, config: DisruptConfig) -> dict:
-    """{site: L×H×D} of a condition from the pooled statistics (one selection for all prompts)."""
+def pooled_masks(cond: Condition, M: dict, E: dict, config: DisruptConfig,
+                 pairs: list[list[int | None]]) -> dict:
+    """{site: L×H×D} of a condition from the pooled statistics (one selection for all prompts).
+    ``pairs[l]``: each dim's RoPE pair at layer l (``analysis.controls.layer_pairs``)."""
     selection, k = (config.selection, config.top_k) if cond.top_k is None else ("topk", cond.top_k)
-    out = {}
-    for i, (s, on) in enumerate(zip(config.sites, cond.edit)):
-        sel = select_massive(M[s], selection, k, config.definition)
-        mask = {"massive": lambda: sel, "lowest": lambda: lowest_norm(M[s], sel),
-                "random": lambda: random_dims(sel, cond.seed + 1000 * i),
-                "energy": lambda: energy_matched(E[s], sel, cond.seed + 1000 * i)}[cond.rule]()
-        mask = mask if cond.layers is None else restrict_layers(mask, cond.layers)
-        out[s] = mask & on
-    return out
+    q, kk = config.sites
+    sel = {s: select_massive(M[s], selection, k, config.definition) for s in config.sites}
+    marked = {s: select_massive(M[s], "lambda", definition=config.definition) for s in config.sites}
+    pair_aware = config.control_draw == DRAW
+    if cond.rule == "random" and pair_aware:
+        masks = dict(zip(config.sites, pair_aware_random(sel[q], sel[kk], marked[q], marked[kk], pairs,
+                                                         cond.seed)))
+    else:
+        masks = {}
+        for i, s in enumerate(config.sites):
+            if cond.rule == "massive":
+                masks[s] = sel[s]
+            elif cond.rule == "lowest":
+                masks[s] = lowest_norm(M[s], sel[s])
+            elif cond.rule == "random":
+                masks[s] = random_dims(sel[s], cond.seed + 1000 * i)
+            else:
+                masks[s] = energy_matched(E[s], sel[s], cond.seed + 1000 * i, excluded=(
+                    excluded_dims(sel[s], marked[s], pairs) if pair_aware else None))
+    return {s: (m if cond.layers is None else restrict_layers(m, cond.layers)) & on
+            for (s, m), on in zip(masks.items(), cond.edit)}
 
 
 def condition_probe(cond: Condition, cfg, M: dict, E: dict, config: DisruptConfig):
     """The probe of one condition: fixed masks (pooled) or a per-prompt selection (prompt)."""
     if config.statistics == "pooled":
-        return intervention(cfg, pooled_masks(cond, M, E, config), config.method,
+        return intervention(cfg, pooled_masks(cond, M, E, config, model_pairs(cfg)), config.method,
                             keep_first=cond.keep_first, phases=config.phases)
     topk = cond.top_k is not None
     return prompt_selected(cfg, config.sites, cond.rule, top_k=cond.top_k if topk else config.top_k,
@@ -188,10 +207,15 @@ def statistics_info(energy: dict, cfg, config: DisruptConfig, conds: list[Condit
             "energy_share_of_massive": {s: float(E[s][sel[s]].sum() / max(E[s].sum(), 1e-300)) for s in sel},
             "prompt_top1_is_pooled_top1": agree}
     if config.statistics == "pooled":
-        controls = {c.name: pooled_masks(c, M, E, config) for c in conds if c.group == "control"}
+        by_name = {c.name: c for c in conds if c.group == "control"}
+        controls = {n: pooled_masks(c, M, E, config, model_pairs(cfg)) for n, c in by_name.items()}
         info["energy_ratio_to_massive"] = {n: {s: energy_ratio(E[s], m[s], sel[s]) for s in sel}
                                            for n, m in controls.items()}
         info["control_dims"] = {n: {s: as_entries(m[s]) for s in sel} for n, m in controls.items()}
+        info["control_draws"] = {n: record(by_name[n].rule, m, E, by_name[n].seed if by_name[n].rule
+                                           in ("random", "energy") else None, as_entries,
+                                           draw=config.control_draw)
+                                 for n, m in controls.items()}
     return info
 
 
