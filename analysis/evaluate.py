@@ -204,7 +204,8 @@ def score_task(items: list[Encoded], ll, hits, chance: float | None,
         out["rank"] = out[f"rank_{ranking}"]
     exact = [hits[i][items[i].target] for i in keep if items[i].target is not None]
     if exact:
-        out["exact"] = accuracy_summary(exact, exact_chance)
+        out["exact"] = accuracy_summary(exact, exact_chance) | {
+            "hits": "".join("1" if h else "0" for h in exact)}  # per item, for paired statistics
     return out
 
 

@@ -260,3 +260,23 @@ def test_retrieval_preset_builds_and_logs_retrieval(tmp_path):
     probes = [r for r in read_metrics(tmp_path / "arms" / "rope" / "metrics.jsonl") if "probe" in r]
     assert [r["step"] for r in probes] == [1, 2]
     assert probes[0]["probe"]["all"]["n"] == 4
+
+
+def test_a_seed_varies_init_data_order_and_the_mixture_alone():
+    import dataclasses
+
+    base = PRESETS["retrieval"]
+    a, b = base.config("rope"), dataclasses.replace(base, seed=2).config("rope")
+    assert (b.train.seed, b.data.seed, b.data.mixture.seed) == (2, 2, 2)
+    assert (a.train.seed, a.data.seed, a.data.mixture.seed) == (0, 0, 0)
+    assert dataclasses.replace(b, train=a.train, data=a.data) == a  # nothing else moves
+    assert base.heldout_seed == 2 and base.control_seeds >= 50  # fresh held-out set, a null distribution
+
+
+def test_resuming_one_arm_keeps_every_finished_arm_in_the_results(finished):
+    import dataclasses
+
+    out, preset, _ = finished
+    again = run(dataclasses.replace(preset, arms=(preset.arms[-1],)), out, resume=True)
+    assert list(again.arms) == list(preset.arms)
+    assert list(json.loads((out / "results.json").read_text())["arms"]) == list(preset.arms)

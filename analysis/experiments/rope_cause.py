@@ -44,8 +44,9 @@ ARMS: dict[str, dict[str, Any]] = {
 }
 # Claim (5): each arm's own top-1 Q and K dims per head (post-positional, mean-replaced; the
 # disruption experiment's protocol, ``analysis.disrupt``) disrupted on the held-out episodes, with
-# one random-dims and one energy-matched control.
-DISRUPTION = {"seeds": (0, 1, 2), "energy_seeds": (0, 1, 2)}
+# ``Preset.control_seeds`` pair-aware random-dims controls (a null distribution) and three
+# energy-matched ones; the λ-massive set is scored once beside it, without controls.
+ENERGY_SEEDS = (0, 1, 2)
 
 
 # Every field an arm's ``train.config.ExperimentConfig`` shares with the other arms (the cpu scale);
@@ -82,6 +83,9 @@ class Preset:
     figures_svg: bool = False
     retrieval_every_eval: bool = False  # log held-out retrieval at every eval step (costs seconds)
     what: str = ""
+    seed: int = 0  # training and data seed (init, data order, the mixture's episodes and facts)
+    heldout_seed: int = 1  # the held-out episodes claim (5) is scored on (the monitor uses 1)
+    control_seeds: int = 3  # pair-aware random-dims controls per arm
 
     def config(self, arm: str):
         """The ``ExperimentConfig`` of one arm: every field but ``model.positional`` is shared."""
@@ -90,7 +94,8 @@ class Preset:
         if arm not in ARMS:
             raise ValueError(f"arm {arm!r} is unknown: choose from {list(ARMS)}")
         base = {**BASE, "model": {**BASE["model"], "positional": ARMS[arm]}}
-        return ExperimentConfig.from_dict(base, self.overrides)
+        seeds = (f"train.seed={self.seed}", f"data.seed={self.seed}", f"data.mixture.seed={self.seed}")
+        return ExperimentConfig.from_dict(base, (*self.overrides, *(seeds if self.seed else ())))
 
     @property
     def shared(self):
@@ -156,7 +161,8 @@ PRESETS: dict[str, Preset] = {
                                       '"parametric": 0.05, "question": "lead_in", "copy": 0.5, '
                                       '"copy_len": 24, "passkey_filler": 1, "kv_pairs": 4, '
                                       '"kv_queries": 4, "kv_sep": ""}'),
-                        eval_episodes=300, retrieval_every_eval=True,
+                        eval_episodes=300, retrieval_every_eval=True, heldout_seed=2,
+                        control_seeds=50,
                         arms=("rope", "nope", "alibi", "rope-theta1e6", "partial-rope"),
                         what=RETRIEVAL_WHAT),
     "gpu": Preset("gpu", (*_scale(512, 8, 8, 1376, 512, 64, 20000, 500, 1000),
@@ -187,7 +193,9 @@ def _check_out(out: Path, preset: Preset, resume: bool) -> None:
         saved = require(read_json_state(record, "delete it and rerun with the same --preset and "
                                         "--resume"), "preset", dict, record)
         saved = {**saved, "arms": to_plain(preset)["arms"]}  # --arms may name another subset
-        saved.setdefault("retrieval_every_eval", False)  # a field added later, at its default
+        for field, default in (("retrieval_every_eval", False), ("seed", 0), ("heldout_seed", 1),
+                               ("control_seeds", 3)):  # fields added later, at their defaults
+            saved.setdefault(field, default)
         if saved != to_plain(preset):
             raise ValueError(f"{out} was started with preset {saved['name']!r} and other settings: "
                              "resume with the same --preset, or choose another --out")
@@ -253,14 +261,14 @@ def analyze_arm(preset: Preset, arm_dir: Path) -> None:
         from mvjax.tokenizers import load_tokenizer
 
         model, tok = load_model(arm_dir / "model"), load_tokenizer(arm_dir / "model")
-        episodes = eval_episodes(data.mixture, preset.eval_episodes)
+        episodes = eval_episodes(data.mixture, preset.eval_episodes, seed=preset.heldout_seed)
         for name in missing:
             result = score(model, tok, episodes) if name == "tasks.json" else \
-                disruption(model, tok, episodes)
+                disruption(model, tok, episodes, preset.control_seeds)
             write_json(arm_dir / name, result)
 
 
-def disruption(model, tok, episodes) -> dict[str, Any]:
+def disruption(model, tok, episodes, control_seeds: int = 3) -> dict[str, Any]:
     """Claim (5) on one arm: per condition (original, massive dims, ablations, controls), the
     greedy exact-match accuracy per kind. Parametric counts only the facts the unmodified model
     answers (``analysis.disrupt.counted_items``), so its original accuracy is 1 by construction;
@@ -273,9 +281,10 @@ def disruption(model, tok, episodes) -> dict[str, Any]:
     for ep in episodes:
         by_task.setdefault((ep.task, ep.kind), []).append(Item(ep.prompt, target=ep.answer))
     tasks = [Task(name, kind, tuple(items)) for (name, kind), items in by_task.items()]
-    res = disrupt(model, tok, tasks, DisruptConfig(**DISRUPTION), progress=False)
-    lam = disrupt(model, tok, tasks, DisruptConfig(**DISRUPTION, selection="lambda"),
-                  progress=False)
+    res = disrupt(model, tok, tasks, DisruptConfig(seeds=tuple(range(control_seeds)),
+                                                   energy_seeds=ENERGY_SEEDS), progress=False)
+    lam = disrupt(model, tok, tasks, DisruptConfig(seeds=(0,), energy_seeds=(), ablations=False,
+                                                   selection="lambda"), progress=False)
     res["conditions"]["lambda_massive"] = lam["conditions"]["massive"]
     accuracy: dict[str, dict[str, Any]] = {}
     for cond, entry in res["conditions"].items():
@@ -285,12 +294,13 @@ def disruption(model, tok, episodes) -> dict[str, Any]:
             k = sum(s["correct"] for s in scored if s)
             accuracy.setdefault(cond, {})[kind] = counted(k, n) if n else None
     return {"definition": res["definition"], "massive_dims": res["dims"]["massive_dims"],
+            "control_draws": res["dims"].get("control_draws"),
             "lambda_massive_dims": lam["dims"]["massive_dims"],
             "n_items": {t.name: len(t.items) for t in tasks}, "accuracy": accuracy}
 
 
 def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str | None = None,
-        stop_at: int | None = None) -> RopeCauseResults | None:
+        stop_at: int | None = None, train_only: bool = False) -> RopeCauseResults | None:
     """The whole experiment into ``out``; returns results (None when ``stop_at`` cut it short)."""
     from mvjax.atomic import check_own_dir, clean_partials, lock_dir
 
@@ -305,15 +315,22 @@ def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str
         _check_out(out, preset, resume)
         write_json(out / "experiment.json", {"preset": to_plain(preset)})
         if not train_arms(preset, out, resume, stop_at,
-                          after=lambda arm: analyze_arm(preset, out / "arms" / arm)):
+                          after=None if train_only else lambda arm: analyze_arm(preset, out / "arms" / arm)):
+            return None
+        if train_only:
             return None
         return _measure(preset, out, reference)
 
 
 def _measure(preset: Preset, out: Path, reference: str | None) -> RopeCauseResults:
-    """Every arm analyzed, the reference measured (cached), results, figures and report."""
+    """Every arm analyzed, the reference measured (cached), results, figures and report. The
+    results hold every finished arm in OUT, not only those this invocation named (``--arms``)."""
     from analysis.experiments.rope_cause_results import REMEASURE, collect, measure_reference
 
+    order = dict.fromkeys((*(PRESETS[preset.name].arms if preset.name in PRESETS else ()),
+                           *preset.arms, *ARMS))  # the preset's own order
+    preset = dataclasses.replace(preset, arms=tuple(
+        a for a in order if a in preset.arms or _arm_finished(out / "arms" / a)))
     for arm in preset.arms:
         analyze_arm(preset, out / "arms" / arm)
     ref = None
@@ -351,6 +368,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arms", default=None,
                    help="comma-separated subset of the preset's arms to run (default: all, in the "
                    "preset's order); a resume may name other arms of the same preset")
+    p.add_argument("--seed", type=int, default=0,
+                   help="training and data seed of every arm (init, data order, the mixture's "
+                   "episodes and facts; default 0); seeds are the units of replication")
+    p.add_argument("--train-only", action="store_true",
+                   help="train the arms and stop (a later --resume analyzes them)")
     p.add_argument("--stop-at", type=int, default=None,
                    help="end each arm's training invocation after this step (checkpointed)")
     p.set_defaults(func=_run)
@@ -364,10 +386,14 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--arms {args.arms!r}: use a comma-separated subset of the preset's "
                              f"arms {list(preset.arms)}")
         preset = dataclasses.replace(preset, arms=tuple(a for a in preset.arms if a in wanted))
+    if args.seed < 0:
+        raise ValueError(f"--seed {args.seed}: use a non-negative integer")
+    preset = dataclasses.replace(preset, seed=args.seed)
     reference = preset.reference if args.reference is None else args.reference
     if reference is not None and reference.lower() == "none":
         reference = None
-    results = run(preset, args.out, resume=args.resume, reference=reference, stop_at=args.stop_at)
+    results = run(preset, args.out, resume=args.resume, reference=reference, stop_at=args.stop_at,
+                  train_only=args.train_only)
     if results is None:
         print(json.dumps({"out": args.out, "finished": False,
                           "note": "stopped early: continue with --resume"}))
