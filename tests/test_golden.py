@@ -10,7 +10,8 @@ Figures: PNG bytes depend on the matplotlib build, so ``savefig`` is replaced by
 each figure shows (line, bar, image and scatter data, titles, labels, legends), compared with
 ``tests/golden/figure_data.json``. That file was made by this code from the committed results (the
 reports above prove this code reproduces them); regenerate it with ``MVJAX_UPDATE_GOLDEN=1 pytest
-tests/test_golden.py`` only for an intended figure change, and say so in the commit.
+tests/test_golden.py`` (without -n: one process writes the file) only for an intended figure
+change, and say so in the commit.
 
 Results without committed data are not covered: docs/gemma3 (figures only; its massive_values.json
 lives in the uncommitted results/gemma3) and docs/rope-band (rule and script; no results committed).
