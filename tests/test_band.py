@@ -83,3 +83,84 @@ def test_band_command_reads_runs_and_regrows_from_its_json(tmp_path):
     again = tmp_path / "again"
     assert cli_main(["experiment", "band", str(out / "band.json"), "--out", str(again)]) == 0
     assert json.loads((again / "band.json").read_text())["per_base"] == saved["per_base"]
+
+
+# ---------------------------------------------------------------- faults (issue: band items 8, 9)
+
+
+def _one_line_error(capsys, argv: list[str], *needles: str) -> str:
+    """The command fails with exit 2 and one stderr line (no traceback) holding every needle."""
+    capsys.readouterr()
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def _saved(path: Path, runs) -> Path:
+    path.write_text(json.dumps({"runs": runs}))
+    return path
+
+
+def _band_dict(ctx: int, pair: int, layers: int = 2, theta: float = 1e4) -> dict:
+    wave = 2 * np.pi * theta ** (2 * pair / 64)
+    return {"name": f"l{layers}-c{ctx}", "theta": [theta] * layers, "context": ctx,
+            "window": [None] * layers, "pairs_LxH": [[pair] * 2] * layers,
+            "wavelengths_LxH": [[wave] * 2] * layers, "n_pairs": 32, "tokens": 1000}
+
+
+def test_band_runs_of_different_depth_are_drawn(tmp_path):
+    """A 2-layer and a 4-layer run of one base: each run's own layers are plotted (the plot used
+    to index the deeper run's layers into the shallower one: IndexError)."""
+    src = _saved(tmp_path / "in.json", [_band_dict(128, 13, layers=4), _band_dict(256, 16, layers=2),
+                                        _band_dict(512, 18, layers=3)])
+    out = tmp_path / "out"
+    assert cli_main(["experiment", "band", str(src), "--out", str(out)]) == 0
+    saved = json.loads((out / "band.json").read_text())
+    assert saved["per_base"]["10000"]["verdict"] == "follows the context"
+    assert (out / "band.png").stat().st_size > 1000
+
+
+BAD_BAND_JSON = {
+    "runs not a list": ({"runs": 5}, "'runs'"),
+    "run not an object": ({"runs": [3]}, "runs[0]"),
+    "no context": ({"runs": [{k: v for k, v in _band_dict(128, 13).items() if k != "context"}]},
+                   "'context'"),
+    "context a string": ({"runs": [{**_band_dict(128, 13), "context": "128"}]}, "'context'"),
+    "empty pairs": ({"runs": [{**_band_dict(128, 13), "pairs_LxH": [], "wavelengths_LxH": []}]},
+                    "'pairs_LxH'"),
+    "empty head row": ({"runs": [{**_band_dict(128, 13), "pairs_LxH": [[], []]}]}, "'pairs_LxH'"),
+    "unknown field": ({"runs": [{**_band_dict(128, 13), "colour": 1}]}, "'colour'"),
+    "references not a list": ({"runs": [_band_dict(128, 13)], "references": {}}, "'references'"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BAND_JSON)
+def test_malformed_band_json_is_one_line_naming_the_file(tmp_path, capsys, case):
+    content, needle = BAD_BAND_JSON[case]
+    src = tmp_path / "band.json"
+    src.write_text(json.dumps(content))
+    _one_line_error(capsys, ["experiment", "band", str(src), "--out", str(tmp_path / "out")],
+                    str(src), needle, "mvjax experiment band")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cut_band_json_is_one_line_naming_the_file(tmp_path, capsys):
+    good = _saved(tmp_path / "band.json", [_band_dict(128, 13), _band_dict(256, 16)])
+    good.write_text(good.read_text()[:40])
+    _one_line_error(capsys, ["experiment", "band", str(good), "--out", str(tmp_path / "out")],
+                    str(good), "not valid JSON")
+
+
+def test_band_refuses_a_run_given_twice(tmp_path, capsys):
+    """The same run twice would be listed (and counted in the medians' comparison) twice."""
+    runs = [_fake_run(tmp_path / "runs", ctx, 10000.0, pair) for ctx, pair in ((128, 13), (256, 16))]
+    _one_line_error(capsys, ["experiment", "band", str(runs[0]), str(runs[1]), str(runs[0]) + "/",
+                             "--out", str(tmp_path / "out")], runs[0].name, "twice")
+    # also when one comes from a band.json written earlier
+    out = tmp_path / "band"
+    assert cli_main(["experiment", "band", *map(str, runs), "--out", str(out)]) == 0
+    _one_line_error(capsys, ["experiment", "band", str(out / "band.json"), str(runs[1]),
+                             "--out", str(tmp_path / "out2")], runs[1].name, "twice")

