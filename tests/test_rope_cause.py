@@ -66,6 +66,9 @@ def test_results_schema(finished):
         assert d["accuracy"]["original"]["contextual"]["n"] == sum(
             v for k, v in d["n_items"].items() if k != "fact")
         assert set(d["massive_dims"]) == {"q_rot", "k_rot"}
+        ctx = d["accuracy"]["massive"]["contextual"]  # per item, for paired statistics
+        assert len(ctx["hits"]) == ctx["n"] and ctx["hits"].count("1") == ctx["correct"]
+        assert d["control_draws"]["random_s0"]["draw"] == "pair-aware"
     five = saved["claims"]["5"]
     assert five["verdict"] in ("holds", "does not hold", "not tested")
     assert set(five["numbers"]) == set(preset.arms)

@@ -292,7 +292,8 @@ def disruption(model, tok, episodes, control_seeds: int = 3) -> dict[str, Any]:
             scored = [entry["tasks"][t.name].get("exact") for t in tasks if t.kind == kind]
             n = sum(s["n"] for s in scored if s)
             k = sum(s["correct"] for s in scored if s)
-            accuracy.setdefault(cond, {})[kind] = counted(k, n) if n else None
+            hits = "".join(s.get("hits", "") for s in scored if s)  # per item, in task order
+            accuracy.setdefault(cond, {})[kind] = counted(k, n) | {"hits": hits} if n else None
     return {"definition": res["definition"], "massive_dims": res["dims"]["massive_dims"],
             "control_draws": res["dims"].get("control_draws"),
             "lambda_massive_dims": lam["dims"]["massive_dims"],
