@@ -644,3 +644,21 @@ def test_repair_jsonl_drops_only_a_cut_tail(tmp_path):
         warnings.simplefilter("error")
         atomic.repair_jsonl(log)  # whole lines: nothing to repair, no warning
         atomic.repair_jsonl(tmp_path / "missing.jsonl")
+
+
+# ---------------------------------------------------------------- results folders honour the umask
+
+
+def test_atomic_directory_honours_the_umask(tmp_path):
+    """mkdtemp's 0700 must not leak into a results folder: others could not read the results."""
+    old = os.umask(0o022)
+    try:
+        with atomic.atomic_directory(tmp_path / "res") as work:
+            (work / "r.json").write_text("{}")
+        assert (tmp_path / "res").stat().st_mode & 0o777 == 0o755
+        os.chmod(tmp_path / "res", 0o750)  # a replaced set keeps the mode its owner gave it
+        with atomic.atomic_directory(tmp_path / "res") as work:
+            (work / "r.json").write_text("{}")
+        assert (tmp_path / "res").stat().st_mode & 0o777 == 0o750
+    finally:
+        os.umask(old)
