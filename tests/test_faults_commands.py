@@ -528,6 +528,16 @@ def test_non_utf8_task_file_is_named(tmp_path, capsys):
     one_line(capsys, "latin.jsonl is not UTF-8", "save it as UTF-8")
 
 
+def test_lone_surrogate_in_a_task_file_is_named(tmp_path, capsys):
+    """A ``\\ud800`` escape is valid JSON but not text: the file, line and field are named before
+    the model loads, instead of a codec error from the tokenizer naming neither."""
+    bad = tmp_path / "sur.jsonl"
+    bad.write_text('{"prompt": "ok", "target": "z"}\n{"prompt": "x \\ud800 y", "target": "z"}\n')
+    assert main(["experiment", "disrupt", "--model", "x", "--tasks", str(bad),
+                 "--out", str(tmp_path / "o")]) == 2
+    one_line(capsys, "sur.jsonl:2", "'prompt'", "lone surrogate", "character 3")
+
+
 # ---------------------------------------------------------------- 11. a long target is named
 
 
