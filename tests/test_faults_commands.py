@@ -656,6 +656,42 @@ def test_repair_jsonl_drops_only_a_cut_tail(tmp_path):
         atomic.repair_jsonl(tmp_path / "missing.jsonl")
 
 
+# ---------------------------------------------------------------- a model too large for memory
+
+
+@pytest.mark.parametrize("overrides, lower", [
+    (["model.hidden_size=4000000", "model.mlp_hidden=4000000"],
+     "model.hidden_size (now 4000000) or model.mlp_hidden (now 4000000)"),
+    (["model.vocab_size=100000000000"], "model.vocab_size (now 100000000000)")])
+def test_train_refuses_a_model_that_cannot_fit_memory(tmp_path, capsys, overrides, lower):
+    """Used to build the model and end in a RESOURCE_EXHAUSTED traceback after half a minute."""
+    import yaml
+
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(tiny_experiment(2)))
+    argv = ["train", "--config", str(config), "--out", str(tmp_path / "run")]
+    for o in overrides:
+        argv += ["--override", o]
+    assert main(argv) == 2
+    err = one_line(capsys, "training needs at least", "more than", lower, "--override")
+    assert "TiB" in err or "PiB" in err or "EiB" in err, err
+    assert not (tmp_path / "run").exists()  # refused before anything was created
+
+
+def test_memory_estimate_refuses_only_what_cannot_fit(monkeypatch):
+    """The bound is weights + AdamW state: a model just under the memory passes, just over fails."""
+    from conftest import tiny_config
+    from mvjax import memory_budget
+
+    cfg = tiny_config()
+    need = cfg.num_params() * memory_budget.TRAIN_BYTES_PER_PARAM
+    monkeypatch.setattr(memory_budget, "available_memory", lambda: (need, "test memory"))
+    memory_budget.check_training_fits(cfg)
+    monkeypatch.setattr(memory_budget, "available_memory", lambda: (need - 1, "test memory"))
+    with pytest.raises(ValueError, match="more than test memory"):
+        memory_budget.check_training_fits(cfg)
+
+
 # ---------------------------------------------------------------- results folders honour the umask
 
 
