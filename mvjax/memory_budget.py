@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mvjax.config import ModelConfig
+if TYPE_CHECKING:  # host_memory is stdlib only: a flag check need not import jax
+    from mvjax.config import ModelConfig
 
 # float32 parameters, their gradients and AdamW's two moments
 TRAIN_BYTES_PER_PARAM = 16

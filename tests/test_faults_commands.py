@@ -399,6 +399,15 @@ def test_analyze_refuses_a_bad_lambda_before_loading(tmp_path, monkeypatch, caps
     one_line(capsys, f"lambda={float(lam)!r} is invalid")
 
 
+def test_analyze_refuses_tokens_that_cannot_fit_before_loading(tmp_path, monkeypatch, capsys):
+    """10^12 tokens (4 TB of token ids) were accepted, to fail or run on what the data held."""
+    import mvjax.load
+
+    monkeypatch.setattr(mvjax.load, "load_layerwise", lambda *a, **k: pytest.fail("loaded"))
+    assert main(["analyze", "--tokens", str(10**12), "--out", str(tmp_path / "an")]) == 2
+    one_line(capsys, "--tokens 1000000000000 needs at least 3.64 TiB", "lower --tokens")
+
+
 # ---------------------------------------------------------------- 7. full disk: train, analyze
 
 
