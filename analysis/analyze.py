@@ -23,6 +23,7 @@ from mvjax.sites import ALL_STAT_SITES, sites_for
 
 RESULTS_FILE = "massive_values.json"
 DOC_SEPARATOR = "\n\n"
+TOKEN_BYTES = 4  # an int32 token id in the windows (the text and its token list take more)
 
 
 def load_data(source: str | None, text_field: str = "text") -> tuple[list[str], str]:
@@ -122,6 +123,13 @@ class AnalyzeConfig:
                                  "use a positive integer")
         if self.seq_len < 2:
             raise ValueError(f"--seq-len {self.seq_len} is too short: use at least 2")
+        from mvjax.memory_budget import host_memory, human_bytes
+
+        have, where = host_memory()  # the token windows alone are int32 in host memory
+        if have is not None and self.tokens * TOKEN_BYTES > have:
+            raise ValueError(f"--tokens {self.tokens} needs at least "
+                             f"{human_bytes(self.tokens * TOKEN_BYTES)} for its token windows, more "
+                             f"than {where} ({human_bytes(have)}): lower --tokens")
 
 
 def _load_checked(config: AnalyzeConfig):

@@ -76,6 +76,42 @@ def check_fits(tok, task: Task, max_seq_len: int) -> None:
                                  f"exceeds the model's max_seq_len {max_seq_len}: shorten it")
 
 
+def fit_to_context(tok, builtin: list[Task], user: list[Task], max_seq_len: int
+                   ) -> tuple[list[Task], list[str]]:
+    """(the built-in tasks that fit the model's context, the names of those left out). A run pads
+    every continuation to the longest choice or target of any task (``Scorer``'s one shape), so a
+    task fits when each prompt's bucket plus that padding is at most ``max_seq_len``; a built-in
+    task with a prompt too long, or whose long continuation pushes a task file over, is left out
+    whole (its items are made for their length). Task files are never cut: an item that cannot
+    fit is refused naming the task and the item."""
+    enc = {t.name: encode_task(tok, t) for t in [*builtin, *user]}
+    cont = {name: max(len(c) for e in items for c in e.conts) for name, items in enc.items()}
+    prompt = {name: max(bucket(len(e.prompt)) for e in items) for name, items in enc.items()}
+    user_cont = max((cont[t.name] for t in user), default=1)
+    kept = list(builtin)
+    while True:
+        pad = _cont_pad(max([user_cont, *(cont[t.name] for t in kept)]))
+        out = {t.name for t in kept if prompt[t.name] + pad > max_seq_len}
+        if (not out and kept and pad > _cont_pad(user_cont)
+                and any(prompt[t.name] + pad > max_seq_len for t in user)):
+            out = {max(kept, key=lambda t: cont[t.name]).name}
+        if not out:
+            break
+        kept = [t for t in kept if t.name not in out]
+    widest = max([*user, *kept], key=lambda t: cont[t.name], default=None)
+    for task in user:
+        for n, e in enumerate(enc[task.name], 1):
+            if bucket(len(e.prompt)) + pad > max_seq_len:
+                raise ValueError(
+                    f"task {task.name} item {n}: its prompt ({len(e.prompt)} tokens, padded to "
+                    f"{bucket(len(e.prompt))}) with every continuation padded to {pad} tokens (the "
+                    f"longest choice or target of any task, in task {widest.name}) exceeds the "
+                    f"model's max_seq_len {max_seq_len}: shorten the prompt, or score task "
+                    f"{widest.name} in a run of its own")
+    names = {t.name for t in kept}
+    return kept, [t.name for t in builtin if t.name not in names]
+
+
 def longest_continuation(encoded: dict) -> int:
     """Tokens in the longest choice or target of any task (one continuation shape for a run)."""
     return max(len(c) for items in encoded.values() for e in items for c in e.conts)

@@ -112,6 +112,9 @@ def atomic_directory(directory: str | Path) -> Iterator[Path]:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_my_prefix(directory), dir=directory.parent))
     try:
+        # mkdtemp makes 0700; the results are a normal folder: the old one's mode, else the umask's
+        os.chmod(tmp, directory.stat().st_mode & 0o7777 if directory.is_dir()
+                 else 0o777 & ~_umask())
         yield tmp
         old = None
         if directory.exists():

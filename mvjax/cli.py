@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import shlex
 import signal
 import sys
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join(["mvjax", *argv])  # recorded in results (mvjax.provenance)
     say = lambda text: print(f"mvjax {args.command}: {text}", file=sys.stderr)  # noqa: E731
+    _end_startup()
     try:
         with _sigterm_interrupts():
             return int(args.func(args) or 0)
@@ -102,15 +104,45 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _starting_line(signum: int) -> str:
+    name = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else ""
+    return (f"mvjax{' ' + name if name else ''}: interrupted by {signal.Signals(signum).name} "
+            "while starting; nothing was written")
+
+
+def _exit_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C before the command runs: nothing is written yet, so end now, in one line. Raising
+    KeyboardInterrupt there instead lands in jax's imports: a traceback, a C extension's
+    ImportError, a crash, or a gc callback that swallows it and runs the command anyway."""
+    sys.stderr.write(_starting_line(signum) + "\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+def _end_startup() -> None:
+    """From here on Ctrl-C raises KeyboardInterrupt again, which ``main`` turns into one line."""
+    if signal.getsignal(signal.SIGINT) is _exit_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def entry() -> None:
     """The ``mvjax`` console script: restart once with the host-allocator tunables
     (``mvjax.host_memory``: XLA:CPU reuses its buffers instead of page-faulting them in every
-    step), say so, then run the command."""
-    from mvjax.host_memory import NOTICE, reexec_tuned, restarted_tuned
-    reexec_tuned()
-    if restarted_tuned():
-        print(NOTICE, file=sys.stderr)
-    sys.exit(main())
+    step), say so, then run the command. A Ctrl-C before ``main``'s own handler is in place (while
+    the command modules import jax, or while argparse runs) ends in one line and exit 130 too."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when ignored
+        signal.signal(signal.SIGINT, _exit_while_starting)
+    try:
+        from mvjax.host_memory import NOTICE, reexec_tuned, restarted_tuned
+        reexec_tuned()
+        if restarted_tuned():
+            print(NOTICE, file=sys.stderr)
+        code = main()
+    except KeyboardInterrupt as e:  # main's handler covers the command: this is before it
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(_starting_line(signum), file=sys.stderr)
+        code = 128 + signum
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,58 @@ def test_no_command_is_usage_error(capsys):
     assert e.value.code == 2
 
 
+# Ctrl-C while the command modules import jax: the import of ``jax`` sends this process SIGINT.
+_CTRL_C_IN_IMPORT = """
+import importlib.abc, os, signal, sys
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "jax":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["mvjax", "version"]
+from mvjax.cli import entry
+entry()
+"""
+
+
+# Ctrl-C landing in a garbage-collector callback (as in jax's own, while it imports): Python prints
+# "Exception ignored" and the interrupt used to be lost.
+_CTRL_C_IN_GC = """
+import gc, os, signal, sys
+
+def ctrl_c(phase, info):
+    if phase == "start" and not getattr(ctrl_c, "sent", False):
+        ctrl_c.sent = True
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(100))  # the handler runs here, inside the callback
+
+sys.argv = ["mvjax", "version"]
+from mvjax.cli import entry
+gc.callbacks.append(ctrl_c)  # the first collection comes while the commands import jax
+entry()
+"""
+
+
+@pytest.mark.parametrize("script", [_CTRL_C_IN_IMPORT, _CTRL_C_IN_GC], ids=["import", "gc"])
+def test_ctrl_c_while_starting_is_one_line_and_130(script):
+    """Before ``main``'s handler is in place, a Ctrl-C used to print a 50-line traceback (or, in a
+    gc callback, "Exception ignored" and the command ran on)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MVJAX_HOST_MALLOC="default")  # no restart: the hooks stay in place
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 130, r.stderr
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "mvjax version: interrupted by SIGINT while starting; nothing was written"], r.stderr
+
+
 def test_version(capsys):
     """mvjax version prints mvjax, jax and flax versions and the backend."""
     assert main(["version"]) == 0

@@ -399,6 +399,15 @@ def test_analyze_refuses_a_bad_lambda_before_loading(tmp_path, monkeypatch, caps
     one_line(capsys, f"lambda={float(lam)!r} is invalid")
 
 
+def test_analyze_refuses_tokens_that_cannot_fit_before_loading(tmp_path, monkeypatch, capsys):
+    """10^12 tokens (4 TB of token ids) were accepted, to fail or run on what the data held."""
+    import mvjax.load
+
+    monkeypatch.setattr(mvjax.load, "load_layerwise", lambda *a, **k: pytest.fail("loaded"))
+    assert main(["analyze", "--tokens", str(10**12), "--out", str(tmp_path / "an")]) == 2
+    one_line(capsys, "--tokens 1000000000000 needs at least 3.64 TiB", "lower --tokens")
+
+
 # ---------------------------------------------------------------- 7. full disk: train, analyze
 
 
@@ -528,6 +537,16 @@ def test_non_utf8_task_file_is_named(tmp_path, capsys):
     one_line(capsys, "latin.jsonl is not UTF-8", "save it as UTF-8")
 
 
+def test_lone_surrogate_in_a_task_file_is_named(tmp_path, capsys):
+    """A ``\\ud800`` escape is valid JSON but not text: the file, line and field are named before
+    the model loads, instead of a codec error from the tokenizer naming neither."""
+    bad = tmp_path / "sur.jsonl"
+    bad.write_text('{"prompt": "ok", "target": "z"}\n{"prompt": "x \\ud800 y", "target": "z"}\n')
+    assert main(["experiment", "disrupt", "--model", "x", "--tasks", str(bad),
+                 "--out", str(tmp_path / "o")]) == 2
+    one_line(capsys, "sur.jsonl:2", "'prompt'", "lone surrogate", "character 3")
+
+
 # ---------------------------------------------------------------- 11. a long target is named
 
 
@@ -644,3 +663,57 @@ def test_repair_jsonl_drops_only_a_cut_tail(tmp_path):
         warnings.simplefilter("error")
         atomic.repair_jsonl(log)  # whole lines: nothing to repair, no warning
         atomic.repair_jsonl(tmp_path / "missing.jsonl")
+
+
+# ---------------------------------------------------------------- a model too large for memory
+
+
+@pytest.mark.parametrize("overrides, lower", [
+    (["model.hidden_size=4000000", "model.mlp_hidden=4000000"],
+     "model.hidden_size (now 4000000) or model.mlp_hidden (now 4000000)"),
+    (["model.vocab_size=100000000000"], "model.vocab_size (now 100000000000)")])
+def test_train_refuses_a_model_that_cannot_fit_memory(tmp_path, capsys, overrides, lower):
+    """Used to build the model and end in a RESOURCE_EXHAUSTED traceback after half a minute."""
+    import yaml
+
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(tiny_experiment(2)))
+    argv = ["train", "--config", str(config), "--out", str(tmp_path / "run")]
+    for o in overrides:
+        argv += ["--override", o]
+    assert main(argv) == 2
+    err = one_line(capsys, "training needs at least", "more than", lower, "--override")
+    assert "TiB" in err or "PiB" in err or "EiB" in err, err
+    assert not (tmp_path / "run").exists()  # refused before anything was created
+
+
+def test_memory_estimate_refuses_only_what_cannot_fit(monkeypatch):
+    """The bound is weights + AdamW state: a model just under the memory passes, just over fails."""
+    from conftest import tiny_config
+    from mvjax import memory_budget
+
+    cfg = tiny_config()
+    need = cfg.num_params() * memory_budget.TRAIN_BYTES_PER_PARAM
+    monkeypatch.setattr(memory_budget, "available_memory", lambda: (need, "test memory"))
+    memory_budget.check_training_fits(cfg)
+    monkeypatch.setattr(memory_budget, "available_memory", lambda: (need - 1, "test memory"))
+    with pytest.raises(ValueError, match="more than test memory"):
+        memory_budget.check_training_fits(cfg)
+
+
+# ---------------------------------------------------------------- results folders honour the umask
+
+
+def test_atomic_directory_honours_the_umask(tmp_path):
+    """mkdtemp's 0700 must not leak into a results folder: others could not read the results."""
+    old = os.umask(0o022)
+    try:
+        with atomic.atomic_directory(tmp_path / "res") as work:
+            (work / "r.json").write_text("{}")
+        assert (tmp_path / "res").stat().st_mode & 0o777 == 0o755
+        os.chmod(tmp_path / "res", 0o750)  # a replaced set keeps the mode its owner gave it
+        with atomic.atomic_directory(tmp_path / "res") as work:
+            (work / "r.json").write_text("{}")
+        assert (tmp_path / "res").stat().st_mode & 0o777 == 0o750
+    finally:
+        os.umask(old)

@@ -34,6 +34,7 @@ from mvjax import sharding as shd
 from mvjax.atomic import (LOCK_FILE, append_line, check_own_dir, check_writable, clean_partials,
                           lock_dir, read_json_state, repair_jsonl, write_atomic, write_json)
 from mvjax.checkpoint import save_model
+from mvjax.memory_budget import check_training_fits
 from mvjax.model import init_model
 from train.checkpointing import CHECKPOINT_DIR, CORRUPT_DIR, Checkpointer, abstract_like, corrupt_steps
 from train.config import ExperimentConfig
@@ -100,9 +101,10 @@ def train(exp: ExperimentConfig, out: str | Path, *, resume: bool = False,
     if data[2].vocab_size > exp.model.vocab_size:
         raise ValueError(f"model.vocab_size={exp.model.vocab_size} is smaller than the tokenizer's "
                          f"{data[2].vocab_size}: set model.vocab_size >= {data[2].vocab_size}")
+    shd.initialize_distributed(exp.train.distributed)  # before any other jax call
+    check_training_fits(exp.model)  # a model too large for memory, before anything is created
     out = Path(out).absolute()
     check_writable(out, inside=True)
-    shd.initialize_distributed(exp.train.distributed)  # before any other jax call
     saved = out / CHECKPOINT_DIR
     has_steps = lambda: saved.is_dir() and any(p.name.isdigit() for p in saved.iterdir())  # noqa: E731
     if not has_steps():

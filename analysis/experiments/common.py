@@ -4,6 +4,7 @@ held-out perplexity rows, the run record (git SHA), and the CLI arguments for al
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help=f"small task set ({QUICK['n']} items per generated task, passkey up to "
                    f"{max(L for L, _ in QUICK['passkeys'])} tokens, every {QUICK['facts_every']}th "
-                   "parametric item); task files run whole")
+                   "parametric item); task files run whole. In either preset, built-in tasks that the "
+                   "model's context cannot hold are left out and named")
     p.add_argument("--tasks", action="append", default=[], metavar="FILE",
                    help="extra JSONL task file (repeatable; named after the file)")
     p.add_argument("--n", type=int, default=None, help="items per generated task (overrides the preset)")
@@ -62,15 +64,28 @@ def load_model_and_tasks(args: argparse.Namespace):
     model, tok = load_pretrained(args.model)
     if tok is None:
         raise ValueError(f"model {args.model} has no tokenizer: save one into the model directory")
-    from analysis.evaluate import check_fits
+    from analysis.evaluate import check_fits, fit_to_context
 
+    L = model.cfg.max_seq_len
     for task in user:  # a too-long item is named before any scoring
-        check_fits(tok, task, model.cfg.max_seq_len)
+        check_fits(tok, task, L)
     count = lambda s: len(tok.encode(s))  # noqa: E731
-    tasks = builtin_tasks(count, p["n"], args.seed, p["passkeys"], model.cfg.max_seq_len, p["facts_every"])
+    tasks = builtin_tasks(count, p["n"], args.seed, p["passkeys"], L, p["facts_every"])
     clash = set(names) & {t.name for t in tasks}
     if clash:
         raise ValueError(f"task file name(s) {sorted(clash)} clash with built-in tasks: rename the file")
+    tasks, left_out = fit_to_context(tok, tasks, user, L)
+    if left_out:  # the built-in tasks are fitted to the model's context, and say so
+        p["tasks_left_out"] = left_out
+        print(f"mvjax experiment: left out built-in task(s) {', '.join(left_out)}: their prompts "
+              f"do not fit the model's max_seq_len {L}", file=sys.stderr)
+    if not tasks and not user:
+        raise ValueError(f"no built-in task fits the model's max_seq_len {L}: pass task files "
+                         "with shorter prompts (--tasks)")
+    if p["ppl_len"] > L:  # the held-out perplexity rows, too
+        print(f"mvjax experiment: perplexity rows shortened from {p['ppl_len']} to the model's "
+              f"max_seq_len {L} tokens", file=sys.stderr)
+        p["ppl_len"] = L
     return model, tok, tasks + user, p
 
 

@@ -16,6 +16,23 @@ from pathlib import Path
 from mvjax.data.tasks.base import KINDS, Item, Task
 
 
+def _check_text(row: dict, where: str) -> None:
+    """JSON's ``\\ud800`` escapes decode to lone surrogates, which no tokenizer can encode: name
+    the line and the field here rather than fail in the tokenizer without either."""
+    for field in ("prompt", "target", "answer", "choices"):
+        value = row.get(field)
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str):
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(f"{where}: {field!r} holds a lone surrogate "
+                                 f"{text[e.start]!r} at character {e.start + 1}, which is not "
+                                 "text: replace the \\u escape by the character it stands for, "
+                                 "or remove it") from None
+
+
 def load_task_file(path: str | Path) -> Task:
     path = Path(path)
     if not path.is_file():
@@ -36,6 +53,7 @@ def load_task_file(path: str | Path) -> Task:
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise ValueError(f"{where} has no \"prompt\" string: each line needs "
                              "{\"prompt\": ..., \"choices\": [...], \"answer\": ...} or {\"prompt\": ..., \"target\": ...}")
+        _check_text(row, where)
         kind = row.get("kind", "user")
         if kind not in KINDS:
             raise ValueError(f"{where}: \"kind\" {kind!r} is invalid: use \"contextual\" or \"parametric\"")
