@@ -34,6 +34,15 @@ from mvjax.positional import dim_to_frequency
 from mvjax.sites import ALL_STAT_SITES, QK_SITES, STAT_SITES
 
 
+def top_share(M_HxD: np.ndarray) -> np.ndarray:
+    """Per head, the share of its energy (Σ_d M²) that its largest dim holds: a concentration
+    measure that means the same at every head size (1/D when flat, 1 when one dim holds it all),
+    unlike a λ threshold on M/mean(M), whose bar on the top dim's share moves with D."""
+    E = np.asarray(M_HxD, np.float64) ** 2
+    total = E.sum(axis=1)
+    return np.where(total > 0, E.max(axis=1) / np.where(total > 0, total, 1), 0.0)
+
+
 def topk_mask(M_HxD: np.ndarray, k: int) -> np.ndarray:
     """Boolean H×D: the k largest dims of every head (ties broken by lower dim index)."""
     M = np.asarray(M_HxD, np.float64)

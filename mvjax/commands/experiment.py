@@ -11,6 +11,7 @@ import importlib
 
 EXPERIMENT_MODULES: tuple[str, ...] = ("analysis.experiments.disrupt", "analysis.experiments.quantize",
                                       "analysis.experiments.rope_cause",
+                                      "analysis.experiments.rope_cause_seeds",
                                       "analysis.experiments.emergence",
                                       "analysis.experiments.band")
 
