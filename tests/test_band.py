@@ -164,3 +164,43 @@ def test_band_refuses_a_run_given_twice(tmp_path, capsys):
     assert cli_main(["experiment", "band", *map(str, runs), "--out", str(out)]) == 0
     _one_line_error(capsys, ["experiment", "band", str(out / "band.json"), str(runs[1]),
                              "--out", str(tmp_path / "out2")], runs[1].name, "twice")
+
+
+def _seeded(ctx: int, pair_of_head: list[int], seed: int, theta: float = 1e4, layers: int = 3) -> Band:
+    """A run whose every layer has one head per entry of ``pair_of_head`` at that pair."""
+    wave = lambda i: 2 * np.pi * theta ** (i / 32)  # noqa: E731  head_dim 64: 32 pairs
+    return Band(f"t{theta:g}-c{ctx}-s{seed}", [theta] * layers, ctx, [None] * layers,
+                [list(pair_of_head)] * layers, [[wave(i) for i in pair_of_head]] * layers, 32,
+                seed=seed)
+
+
+def test_slope_rule_gives_each_verdict():
+    from analysis.experiments.band import slope_law
+
+    # θ=1e4: W = 2π·1e4^(i/32), so doubling C moves a band that follows it by 32·log10(2)/4 ≈ 2.4 pairs
+    follows = [_seeded(c, [p + j, p + 1 + j], s) for s in range(3)
+               for c, p in ((128, 11), (256, 13), (512, 16)) for j in (s % 2,)]
+    out = slope_law(follows, n_boot=300)
+    v = out["per_base"]["10000"]
+    assert v["verdict"] == "follows the context" and v["ci95"][0] <= 1 <= v["ci95"][1]
+    assert out["claim"]["verdict"] == "holds"
+    fixed = [_seeded(c, [16 + s % 2, 15], s) for s in range(3) for c in (128, 256, 512)]
+    out = slope_law(fixed, n_boot=300)
+    assert out["per_base"]["10000"]["verdict"] == "fixed in frequency"
+    assert out["claim"]["verdict"] == "does not hold"
+    one_seed = [_seeded(c, [16], 0) for c in (128, 256, 512)]
+    assert slope_law(one_seed, n_boot=50)["per_base"]["10000"]["verdict"] == "undecided"
+    noisy = [_seeded(c, [4 + 7 * s, 24 - 5 * s], s) for s in range(3) for c in (128, 256, 512)]
+    assert slope_law(noisy, n_boot=300)["per_base"]["10000"]["verdict"] == "undecided"
+    assert slope_law(follows, n_boot=10)["per_base"]["10000"]["pair_grid"][
+        "pairs_per_context_doubling"] == pytest.approx(32 * np.log10(2) / 4)
+
+
+def test_slope_skips_layer_zero():
+    from analysis.experiments.band import slope_for_base
+
+    runs = [_seeded(c, [p], s) for s in range(2) for c, p in ((128, 11), (512, 16))]
+    wild = [Band(b.name, b.theta, b.context, b.window, [[0]] + b.pairs_LxH[1:],
+                 [[1e9 if b.context == 512 else 1.0]] + b.wavelengths_LxH[1:], 32, seed=b.seed)
+            for b in runs]
+    assert slope_for_base(wild, 50)["slope"] == pytest.approx(slope_for_base(runs, 50)["slope"])

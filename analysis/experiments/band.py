@@ -27,6 +27,19 @@ RULE = ("Per run: at the last logged step, each (layer, K head)'s strongest RoPE
         "max R / min R > 1.5; otherwise 'neither'. The law holds if both bases follow the context, "
         "fails if either follows the pair index, else undecided.")
 RATIO_TOLERANCE = 1.5
+# The second rule (docs/rope-band/RULE-slope.md), fixed before the seeded sweep: the slope of
+# log W against log C per base, W each (layer ≥ 1, K head)'s strongest pair's wavelength, with a
+# bootstrap interval over seeds and heads. It decides; the first rule above is still reported.
+SLOPE_RULE = ("Per base θ: fit the least-squares slope of log W on log C over every (run, layer ≥ 1, "
+              "K head), W that head's strongest K pair's wavelength at the run's last logged step, C "
+              "the training context; its 95% interval is the 2.5-97.5 percentile of 2,000 bootstrap "
+              "refits that resample seeds, then (layer, head) units within each resampled seed, with "
+              "replacement. 'follows the context' when the interval holds 1 and excludes 0; 'fixed in "
+              "frequency' when it holds 0 and excludes 1; otherwise 'undecided' (needs two contexts "
+              "and two seeds). The law (the band follows the context) holds when every base follows "
+              "the context, does not hold when any base is fixed in frequency, else is not tested.")
+SLOPE_VERDICTS = ("follows the context", "fixed in frequency", "undecided")
+BOOTSTRAP = 2000
 SITE = "k"            # training runs: the rule's site (before RoPE; pair energy is rotation-invariant)
 REFERENCE_SITE = "k_rot"  # pretrained: the K that RoPE rotated (after QK-norm where a model has one)
 
@@ -42,6 +55,7 @@ class Band:
     wavelengths_LxH: list[list[float]]
     n_pairs: int
     tokens: int | None = None           # training tokens at the measurement (runs only)
+    seed: int | None = None             # training seed (runs only): the bootstrap's outer unit
 
     def median_wavelength(self, layers: Sequence[int] | None = None) -> float:
         rows = [self.wavelengths_LxH[l] for l in (layers or range(len(self.pairs_LxH)))]
@@ -91,7 +105,8 @@ def run_band(run_dir: str | Path) -> Band:
         raise ValueError(f"{d} logged no K norm matrices: train with train.concentration_every > 0")
     pairs, waves, n_pairs = strongest_pairs(np.asarray(logs[-1]["norms"][SITE]), exp.model)
     return Band(d.name, _layer_thetas(exp.model), exp.data.seq_len, _layer_windows(exp.model),
-                pairs, waves, n_pairs, int(logs[-1]["step"]) * exp.data.batch_size * exp.data.seq_len)
+                pairs, waves, n_pairs, int(logs[-1]["step"]) * exp.data.batch_size * exp.data.seq_len,
+                exp.train.seed)
 
 
 def reference_band(model: str, context: int | None = None, seq_len: int = 512) -> Band:
@@ -139,6 +154,73 @@ def verdict(bands: Sequence[Band]) -> dict[str, Any]:
     return {"rule": RULE, "per_base": per_base, "law": law}
 
 
+def _slope(logC: np.ndarray, logW: np.ndarray) -> float:
+    c = logC - logC.mean()
+    return float((c * (logW - logW.mean())).sum() / (c * c).sum())
+
+
+def slope_for_base(bands: Sequence[Band], n_boot: int = BOOTSTRAP, rng_seed: int = 0) -> dict[str, Any]:
+    """``SLOPE_RULE`` for the runs of one base: the fitted slope, its bootstrap interval, the
+    verdict, and the pair grid (one pair step multiplies the wavelength by θ^(2/D), so a context
+    ratio moves the band by log(ratio) / log(θ^(2/D)) pairs if it follows the context)."""
+    contexts = sorted({b.context for b in bands})
+    seeds = sorted({b.seed for b in bands}, key=lambda s: -1 if s is None else s)
+    units = {s: [(np.log(b.context), np.log(np.asarray(b.wavelengths_LxH[l], float)))
+                 for b in bands if b.seed == s for l in range(1, len(b.wavelengths_LxH))]
+             for s in seeds}  # per seed: (log C, log W of every head) per (run, layer ≥ 1)
+    flat = {s: (np.concatenate([np.full(len(w), c) for c, w in u]), np.concatenate([w for _, w in u]))
+            for s, u in units.items() if u}
+    out: dict[str, Any] = {"contexts": contexts, "seeds": seeds, "runs": [b.name for b in bands]}
+    theta, D = bands[0].theta[0], 2 * bands[0].n_pairs
+    step = theta ** (2 / D)
+    out["pair_grid"] = {"wavelength_factor_per_pair": step, "pairs_per_context_doubling": float(
+        np.log(2) / np.log(step))}
+    if len(contexts) < 2 or len(flat) < 2:
+        return out | {"slope": None, "ci95": None, "verdict": "undecided",
+                      "detail": "needs two contexts and two seeds"}
+    logC = np.concatenate([flat[s][0] for s in flat])
+    logW = np.concatenate([flat[s][1] for s in flat])
+    rng = np.random.default_rng(rng_seed)
+    keys = list(flat)
+    boots = []
+    for _ in range(n_boot):
+        cs, ws = [], []
+        for s in rng.choice(len(keys), len(keys)):
+            c, w = flat[keys[s]]
+            idx = rng.integers(0, len(c), len(c))
+            cs.append(c[idx]); ws.append(w[idx])
+        c = np.concatenate(cs)
+        if np.ptp(c) > 0:
+            boots.append(_slope(c, np.concatenate(ws)))
+    lo, hi = (float(x) for x in np.percentile(boots, [2.5, 97.5]))
+    holds1, holds0 = lo <= 1 <= hi, lo <= 0 <= hi
+    verdict = ("follows the context" if holds1 and not holds0 else
+               "fixed in frequency" if holds0 and not holds1 else "undecided")
+    return out | {"slope": _slope(logC, logW), "ci95": [lo, hi], "n_points": int(len(logC)),
+                  "verdict": verdict}
+
+
+def slope_law(bands: Sequence[Band], n_boot: int = BOOTSTRAP) -> dict[str, Any]:
+    """``SLOPE_RULE`` per base, and the law as a ``Claim``."""
+    from analysis.claims import Claim, Outcome
+
+    by_base: dict[float, list[Band]] = {}
+    for b in bands:
+        by_base.setdefault(b.theta[0], []).append(b)
+    per_base = {f"{t:g}": slope_for_base(g, n_boot) for t, g in sorted(by_base.items())}
+
+    def check(per: dict[str, Any]) -> Outcome:
+        kinds = [v["verdict"] for v in per.values()]
+        held = (True if kinds and all(k == SLOPE_VERDICTS[0] for k in kinds) else
+                False if SLOPE_VERDICTS[1] in kinds else None)
+        return Outcome({t: {k: v.get(k) for k in ("slope", "ci95", "verdict")} for t, v in per.items()},
+                       held)
+
+    claim = Claim("band", "the strongest K pair's wavelength follows the training context",
+                  SLOPE_RULE, check).apply(per_base)
+    return {"rule": SLOPE_RULE, "per_base": per_base, "claim": claim.to_json()}
+
+
 def layer_groups(band: Band) -> dict[str, list[int]]:
     """Layers grouped by (θ, window): a model mixing local and global layers is read per group."""
     groups: dict[str, list[int]] = {}
@@ -181,6 +263,19 @@ def table(runs: Sequence[Band], refs: Sequence[Band], result: dict[str, Any]) ->
                      f"{' / '.join(f'{p:g}' for p in v['median_pair'])} | {v['ratio_spread']:.2f} | "
                      f"{v['verdict']} |")
     lines += ["", f"**Law: {result['law']}.** Rule (fixed before the runs): {RULE}"]
+    if result.get("slope"):
+        sl = result["slope"]
+        lines += ["", "Second rule (the one that decides, `RULE-slope.md`): slope of log W on log C "
+                  "over (run, layer ≥ 1, K head), bootstrap over seeds and heads.", "",
+                  "| θ | contexts | seeds | points | slope [95% CI] | pairs per context doubling "
+                  "(if it follows) | verdict |", "|---|---|---|---|---|---|---|"]
+        for theta, v in sl["per_base"].items():
+            fit = ("n/a" if v["slope"] is None else
+                   f"{v['slope']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]")
+            lines.append(f"| {theta} | {' / '.join(map(str, v['contexts']))} | "
+                         f"{', '.join(map(str, v['seeds']))} | {v.get('n_points', 0)} | {fit} | "
+                         f"{v['pair_grid']['pairs_per_context_doubling']:.2f} | {v['verdict']} |")
+        lines += ["", f"**The band follows the context: {sl['claim']['verdict']}.**"]
     if refs:
         lines += ["", "| pretrained | layers | n | median top-pair (of n) | median wavelength W "
                   "| context | W / context | W / window |", "|---|---|---|---|---|---|---|---|"]
@@ -273,7 +368,7 @@ def band_from_dict(data: Any, where: str) -> Band:
     for key in data:
         if key not in fields:
             raise bad(key, "is not a band field")
-    for key in fields - {"tokens"}:
+    for key in fields - {"tokens", "seed"}:
         if key not in data:
             raise bad(key, "is missing")
     d = data  # short name for the checks below
@@ -283,9 +378,10 @@ def band_from_dict(data: Any, where: str) -> Band:
         raise bad("context", f"must be a positive whole number of tokens, not {d['context']!r}")
     if not isinstance(d["n_pairs"], int) or isinstance(d["n_pairs"], bool) or d["n_pairs"] < 1:
         raise bad("n_pairs", f"must be a positive whole number, not {d['n_pairs']!r}")
-    tokens = d.get("tokens")
-    if tokens is not None and (not isinstance(tokens, int) or isinstance(tokens, bool)):
-        raise bad("tokens", f"must be a whole number or null, not {tokens!r}")
+    for key in ("tokens", "seed"):
+        value = d.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise bad(key, f"must be a whole number or null, not {value!r}")
     is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)  # noqa: E731
     if not _matrix(d["pairs_LxH"], is_int):
         raise bad("pairs_LxH", "must list, per layer, a non-empty list of pair indices")
@@ -348,7 +444,7 @@ def _run(args: argparse.Namespace) -> int:
     for spec in args.reference:
         name, _, ctx = spec.partition(":")
         refs = [r for r in refs if r.name != name] + [reference_band(name, int(ctx) if ctx else None)]
-    result = verdict(runs)
+    result = verdict(runs) | {"slope": slope_law(runs)}
     command = "mvjax experiment band " + " ".join(args.runs) + "".join(
         f" --reference {r}" for r in args.reference) + f" --out {args.out}"
     with atomic_directory(args.out) as tmp:  # a band.json read above may live in --out
