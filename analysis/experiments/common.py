@@ -12,6 +12,8 @@ from mvjax.data.tasks import PASSKEYS
 
 QUICK = {"n": 8, "passkeys": ((128, 5), (256, 5)), "facts_every": 8, "ppl_rows": 1, "ppl_len": 256}
 FULL = {"n": 100, "passkeys": PASSKEYS, "facts_every": 1, "ppl_rows": 8, "ppl_len": 512}
+MAX_N = 10_000  # items per generated task: 100x the full preset, already days of scoring per condition
+MAX_BATCH = 1024  # prompts per batch: every batch is allocated at this size (padded), so more never fits
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -42,9 +44,15 @@ def preset(args: argparse.Namespace) -> dict[str, Any]:
     if args.n is not None:
         if args.n < 1:
             raise ValueError(f"--n {args.n} is invalid: use a positive integer")
+        if args.n > MAX_N:
+            raise ValueError(f"--n {args.n} is too large: use at most {MAX_N} items per generated "
+                             f"task (the full preset has {FULL['n']})")
         p["n"] = args.n
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} is invalid: use a positive integer")
+    if args.batch_size > MAX_BATCH:
+        raise ValueError(f"--batch-size {args.batch_size} is too large: use at most {MAX_BATCH} "
+                         "(every batch is allocated at full size; the default is 8)")
     return p
 
 
