@@ -107,10 +107,36 @@ def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]
 
 
 def vars_of(args: argparse.Namespace) -> dict:
-    """The arguments that decide a run's numbers (not where it is written, how it is called or
-    which of its conditions are scored: each condition's numbers are the same in any subset)."""
+    """The arguments an older mvjax hashed into a run's resume key (not where it is written, how
+    it is called or which of its conditions are scored: each condition's numbers are the same in
+    any subset). Kept to resume a run that older code started."""
     return {k: v for k, v in vars(args).items()
-            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only") and not callable(v)}
+            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only", "seed_from")
+            and not callable(v)}
+
+
+# flags that cannot change a number: where and how a run is written or shared, the batch size
+# (rows are scored independently), the task files' paths (their names and contents are planned)
+NOT_PLANNED = ("batch_size", "tasks", "model", "seed_from")
+FLAGS = {"lam": "--lambda"}  # argparse dests spelled otherwise on the command line
+
+
+def run_plan(name: str, args: argparse.Namespace, model, tasks, rows: np.ndarray) -> dict[str, Any]:
+    """Everything that decides a run's numbers, keyed as a user would name it (``--method``,
+    ``model config``, ``tasks``): two runs resume each other's pieces exactly when these match."""
+    from pathlib import Path
+
+    from analysis.resume import fingerprint
+
+    plan: dict[str, Any] = {"experiment": name}
+    plan |= {FLAGS.get(k, "--" + k.replace("_", "-")): v for k, v in sorted(vars_of(args).items())
+             if k not in NOT_PLANNED}
+    spelled = Path(str(args.model))
+    plan["--model"] = str(spelled.resolve()) if spelled.exists() else str(args.model)
+    plan["model config"] = model.cfg.to_dict()
+    plan["tasks"] = {t.name: fingerprint(t.kind, t.items) for t in tasks}
+    plan["held-out rows"] = fingerprint(rows.tolist())
+    return plan
 
 
 def write_results(out, result: dict, claims, notes, write) -> list:
@@ -180,25 +206,25 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     rows = ppl_rows(tok, p["ppl_rows"], p["ppl_len"])
     from analysis.resume import Checkpoint, fingerprint, resume_dir
 
-    key = fingerprint(name, vars_of(args), model.cfg.to_dict(), [(t.name, t.kind, t.items) for t in tasks],
-                      rows.tolist())
+    legacy = fingerprint(name, vars_of(args), model.cfg.to_dict(), [(t.name, t.kind, t.items) for t in tasks],
+                         rows.tolist())
     only = getattr(args, "only", None)
     if only is not None and not only.strip(","):
         raise ValueError("--only is empty: name the conditions this helper scores, e.g. --only q_only,k_only")
     names = None if only is None else [s.strip() for s in only.split(",") if s.strip()]
-    ck = Checkpoint(resume_dir(out), key, names)
-    if ck.done():
-        print(f"resuming: {ck.done()} finished piece(s) in {ck.directory}", flush=True)
-    header = {"experiment": name, **run_record(args, model, p)}
-    ck.note("header.json", header)
-    result = header | compute(model, tok, tasks, rows, ck)
-    if ck.helper:  # the main run writes the results
-        print(json.dumps({"scored": sorted(result["conditions"]), "into": str(ck.directory),
-                          "seconds": round(time.time() - t0, 1)}))
-        return 0
-    result["seconds"] = round(time.time() - t0, 1)
-    checked = write_results(out, result, claims, notes, write)
-    ck.remove()
+    with Checkpoint(resume_dir(out), run_plan(name, args, model, tasks, rows), names, legacy) as ck:
+        if ck.done():
+            print(f"resuming: {ck.done()} finished piece(s) in {ck.directory}", flush=True)
+        header = {"experiment": name, **run_record(args, model, p)}
+        ck.note("header.json", header)
+        result = header | compute(model, tok, tasks, rows, ck)
+        if ck.helper:  # the main run writes the results
+            print(json.dumps({"scored": sorted(result["conditions"]), "into": str(ck.directory),
+                              "seconds": round(time.time() - t0, 1)}))
+            return 0
+        result["seconds"] = round(time.time() - t0, 1)
+        checked = write_results(out, result, claims, notes, write)
+        ck.remove()
     print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": [c.sentence() for c in checked]},
                      indent=1))
     return 0
