@@ -174,6 +174,13 @@ class Checkpoint:
         os.replace(tmp, path)
         return value
 
+    def seed(self, name: str, value: Any) -> bool:
+        """Save ``value`` as the finished piece ``name`` unless one is there; whether it was."""
+        if self.directory is None or self._path(name).is_file():
+            return False
+        self.get(name, lambda: value)
+        return True
+
     def _marker(self, name: str) -> Path:
         return self._path(name).with_suffix(".busy")
 

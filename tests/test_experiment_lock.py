@@ -206,3 +206,46 @@ def test_the_plan_leaves_out_batch_size_and_task_path_spelling(tiny, tmp_path, m
         return run_plan("disrupt", args, model, tasks, rows)
     assert plan() == plan(batch_size=1, tasks=[tasks_file.name], out="elsewhere")
     assert plan(lam=2.0)["--lambda"] == 2.0 != plan()["--lambda"]
+
+
+# ---------------------------------------------------------------- --seed-from RESULTS.json
+
+
+def _partial_results(tiny, tmp_path, monkeypatch, capsys, *flags: str) -> Path:
+    """The results.json of a run killed after its first condition (via --partial-to)."""
+    _interrupt_after(monkeypatch, 1)
+    assert main(_argv(tiny, tmp_path / "first", *flags)) == 130
+    assert main(_argv(tiny, tmp_path / "first", *flags, "--partial-to", str(tmp_path / "part"))) == 0
+    capsys.readouterr()
+    return tmp_path / "part" / "results.json"
+
+
+def test_seed_from_refuses_a_results_file_of_other_settings(tiny, tmp_path, monkeypatch, capsys):
+    """A --top-k 2 run's conditions never seed a --top-k 1 run (the docs script compared
+    experiment, model and run, not config: its results said top_k 1 with top-k-2 numbers)."""
+    _tiny_presets(monkeypatch)
+    results = _partial_results(tiny, tmp_path, monkeypatch, capsys, "--top-k", "2")
+    out = tmp_path / "second"
+    assert main(_argv(tiny, out, "--top-k", "1", "--seed-from", str(results))) == 2
+    err = _error(capsys)
+    assert "config.top_k is 2 there, 1 here" in err and str(results) in err, err
+    assert not resume_dir(out).exists() and not out.exists()
+    assert main(_argv(tiny, out, "--seed-from", str(tmp_path / "none.json"))) == 2
+    assert "--seed-from" in _error(capsys)
+
+
+def test_seed_from_saves_each_condition_as_a_finished_piece(tiny, tmp_path, monkeypatch, capsys):
+    """Same settings (another --batch-size is the same settings): every condition of the file is
+    a finished piece, not scored again; the unmodified pass is recomputed."""
+    import pickle
+
+    _tiny_presets(monkeypatch)
+    results = _partial_results(tiny, tmp_path, monkeypatch, capsys)
+    conditions = json.loads(results.read_text())["conditions"]
+    assert len(conditions) == 1
+    out = tmp_path / "second"
+    _interrupt_after(monkeypatch, 0)  # no condition scored here
+    assert main(_argv(tiny, out, "--batch-size", "3", "--seed-from", str(results))) == 130
+    assert f"seeded from {results}: {', '.join(conditions)}" in capsys.readouterr().out
+    pieces = [pickle.loads(b) for b in _pieces(out).values()]
+    assert len(pieces) == 2 and list(conditions.values())[0] in pieces  # and the unmodified pass

@@ -33,6 +33,11 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="write the results set of the conditions the run at --out has finished so "
                    "far (it may still be running) into DIR, and exit; for a finished run, redraw its "
                    "claims, figures and report from its results.json into DIR")
+    p.add_argument("--seed-from", default=None, metavar="RESULTS",
+                   help="start from the conditions of an earlier run's results.json (e.g. a committed "
+                   "one, on a new machine): each is saved as a finished piece and not scored again; "
+                   "refused unless its experiment, model, run and config are this run's (the "
+                   "unmodified pass is recomputed: compare its tasks and dims with the file's)")
     p.add_argument("--only", default=None, metavar="NAMES",
                    help="a helper on a second core: with the arguments of a run under way at --out, "
                    "score just these comma-separated conditions into its resume directory and exit "
@@ -139,6 +144,54 @@ def run_plan(name: str, args: argparse.Namespace, model, tasks, rows: np.ndarray
     return plan
 
 
+def _comparable(record: dict, config) -> dict[str, Any]:
+    """What of a results header (experiment, model, run) and config decides the numbers: task
+    files by their names (not path spelling), the config without its batch size."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    run = dict(record.get("run") or {})
+    if isinstance(run.get("task_files"), list):
+        run["task_files"] = [Path(str(f)).stem for f in run["task_files"]]
+    if isinstance(config, dict):
+        config = {k: v for k, v in config.items() if k != "batch_size"}
+    return json.loads(json.dumps({"experiment": record.get("experiment"), "model": record.get("model"),
+                                  "run": run, "config": config}, default=repr))
+
+
+def read_seed(path: str) -> dict:
+    """``--seed-from``'s results.json, checked before the model loads."""
+    from pathlib import Path
+
+    from mvjax.atomic import read_json_state, require
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--seed-from {path} does not exist: give the results.json of an "
+                                "earlier run with these settings")
+    results = read_json_state(path, "give --seed-from the results.json an earlier run wrote")
+    if not isinstance(results, dict):
+        raise ValueError(f"--seed-from {path} is not a results.json (not a JSON object)")
+    require(results, "conditions", dict, path)
+    return results
+
+
+def check_seed(path: str, results: dict, header: dict, config) -> None:
+    """Refuse a results file made with other settings, naming the first field that differs
+    (a ``--top-k 2`` run's numbers must never stand in for a ``--top-k 1`` run's)."""
+    there, here = _comparable(results, results.get("config")), _comparable(header, config)
+    for key in here:
+        a, b = there[key], here[key]
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = next(k for k in [*b, *a] if a.get(k) != b.get(k))
+            key, a, b = f"{key}.{sub}", a.get(sub), b.get(sub)
+        raise ValueError(f"--seed-from {path} was made with other settings: {key} is {a!r} there, "
+                         f"{b!r} here; give a results.json of a run with this run's flags")
+
+
 def write_results(out, result: dict, claims, notes, write) -> list:
     """Apply ``claims`` and ``notes`` to ``result`` and write results.json, figures and report.md
     as one set into ``out`` (the whole set replaces any earlier one, or nothing does)."""
@@ -184,13 +237,14 @@ def write_partial(args: argparse.Namespace, claims, write, notes) -> int:
 
 
 def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, claims, write,
-                   notes=None) -> int:
+                   notes=None, config=None) -> int:
     """The shared frame: load, check ``top_k`` against the model, ``compute(model, tok, tasks,
     ppl_rows, checkpoint) -> dict``, add the run record, ``claims(result)`` (a list of applied
     ``analysis.claims.Claim``) and ``notes(result)`` (sentences), write results.json, then
     ``write(result, out)`` (figures and report.md); print a JSON summary. Finished pieces are
     kept beside ``--out`` until the results are written (``analysis.resume``): the same command
-    run again after a kill resumes."""
+    run again after a kill resumes; ``--seed-from`` starts from an earlier results.json of the
+    same settings (``config``: the experiment's config dataclass, as results.json holds it)."""
     import json
     import time
 
@@ -200,6 +254,11 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
         return write_partial(args, claims, write, notes)
     t0 = time.time()
     out = check_results_dir(args.out, "results.json")  # before loading anything
+    seed = getattr(args, "seed_from", None)
+    if seed is not None and getattr(args, "only", None) is not None:
+        raise ValueError("--seed-from seeds the main run: drop --only (a helper finds the seeded "
+                         "conditions finished)")
+    seeded = None if seed is None else read_seed(seed)
     model, tok, tasks, p = load_model_and_tasks(args)
     if not 1 <= top_k <= model.cfg.head_dim:
         raise ValueError(f"--top-k {top_k} is invalid: use 1..head_dim={model.cfg.head_dim}")
@@ -212,10 +271,15 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     if only is not None and not only.strip(","):
         raise ValueError("--only is empty: name the conditions this helper scores, e.g. --only q_only,k_only")
     names = None if only is None else [s.strip() for s in only.split(",") if s.strip()]
+    header = {"experiment": name, **run_record(args, model, p)}
+    if seeded is not None:
+        check_seed(seed, seeded, header, config)
     with Checkpoint(resume_dir(out), run_plan(name, args, model, tasks, rows), names, legacy) as ck:
         if ck.done():
             print(f"resuming: {ck.done()} finished piece(s) in {ck.directory}", flush=True)
-        header = {"experiment": name, **run_record(args, model, p)}
+        if seeded is not None:
+            new = [c for c in seeded["conditions"] if ck.seed(c, seeded["conditions"][c])]
+            print(f"seeded from {seed}: {', '.join(new) or 'nothing (all present)'}", flush=True)
         ck.note("header.json", header)
         result = header | compute(model, tok, tasks, rows, ck)
         if ck.helper:  # the main run writes the results

@@ -78,4 +78,4 @@ def run(args: argparse.Namespace) -> int:
         lambda model, tok, tasks, rows, ck: disrupt(model, tok, tasks, config, rows, checkpoint=ck),
         disrupt_claims,
         lambda result, out: write_disrupt_report(result, out, f"Disrupting massive values — {args.model}"),
-        notes=disrupt_notes)
+        notes=disrupt_notes, config=config)
