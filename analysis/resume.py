@@ -9,8 +9,8 @@ The main run holds the directory's lock (``mvjax.atomic.lock_dir``), so a second
 is refused too. The directory is removed once the results set is written.
 
 A second core can share a run: a *helper* (``only=`` a few condition names, ``--only`` on the
-command line) joins the pieces directory of a run already under way with the same fingerprint,
-scores just those conditions there and stops; the main run finds them finished. While a process
+command line) joins the pieces directory of a run already under way with the same plan (taking
+no lock), scores just those conditions there and stops; the main run finds them finished. While a process
 scores a condition it holds a ``.busy`` marker (its pid); every other process defers that
 condition, so main run and helpers share out the plan like a queue and never score one twice.
 After each condition of its own the main run reads every piece the others have finished, and at
@@ -56,7 +56,7 @@ def _short(value: Any) -> str:
 
 
 def plan_differences(there: dict, here: dict) -> list[str]:
-    """What differs between two plans, one ``key (there → here)`` per entry, in plan order."""
+    """What differs between two plans, one ``key (value there, value here)`` per entry."""
     keys = list(here) + [k for k in there if k not in here]
     return [f"{k} ({_short(there.get(k))} there, {_short(here.get(k))} here)"
             for k in keys if there.get(k) != here.get(k)]
