@@ -85,6 +85,8 @@ class DisruptConfig:
             raise ValueError(f"control_draw={self.control_draw!r} is invalid: use one of {CONTROL_DRAWS}")
         if not self.seeds:
             raise ValueError("give at least one seed for the random-dims control")
+        if any(not (isinstance(s, int) and s >= 0) for s in (*self.seeds, *self.energy_seeds)):
+            raise ValueError(f"seeds {(*self.seeds, *self.energy_seeds)} are invalid: use non-negative integers")
         if any(not (isinstance(k, int) and k >= 1) for k in (self.top_k, *self.sweep_k)):
             raise ValueError(f"top-k values {(self.top_k, *self.sweep_k)} are invalid: use positive integers")
 

@@ -1,13 +1,16 @@
 """Resumable experiments: each finished piece (the unmodified pass, one condition) is saved as it
 completes, so a killed run restarted with the same command redoes only what was unfinished.
 
-The pieces live in a hidden directory beside the results (``.NAME.resume``), keyed by a
-fingerprint of everything that decides them (config, tasks, model, held-out rows); a different
-fingerprint discards them. The directory is removed once the results set is written.
+The pieces live in a hidden directory beside the results (``.NAME.resume``) with the *plan* that
+decides them (``plan.json``: the flags that can change a number, the model, the tasks' contents,
+the held-out rows). Pieces are never deleted by another run: a run with a different plan is
+refused in one line naming what differs (rerun with that run's flags, or choose another --out).
+The main run holds the directory's lock (``mvjax.atomic.lock_dir``), so a second main run on it
+is refused too. The directory is removed once the results set is written.
 
 A second core can share a run: a *helper* (``only=`` a few condition names, ``--only`` on the
-command line) joins the pieces directory of a run already under way with the same fingerprint,
-scores just those conditions there and stops; the main run finds them finished. While a process
+command line) joins the pieces directory of a run already under way with the same plan (taking
+no lock), scores just those conditions there and stops; the main run finds them finished. While a process
 scores a condition it holds a ``.busy`` marker (its pid); every other process defers that
 condition, so main run and helpers share out the plan like a queue and never score one twice.
 After each condition of its own the main run reads every piece the others have finished, and at
@@ -22,11 +25,16 @@ import os
 import pickle
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+PLAN = "plan.json"
+LEGACY_STAMP = "fingerprint"  # an older mvjax's resume directory: a hash of its flags only
+
 
 def resume_dir(out: str | Path) -> Path:
+    """The hidden directory beside ``out`` that holds a run's finished pieces."""
     out = Path(out).absolute()
     return out.parent / f".{out.name}.resume"
 
@@ -42,24 +50,90 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class Checkpoint:
-    """Pieces saved under ``directory`` for one fingerprint; ``directory=None`` saves nothing."""
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else "…"
 
-    def __init__(self, directory: str | Path | None, key: str, only: Iterable[str] | None = None):
+
+def plan_differences(there: dict, here: dict) -> list[str]:
+    """What differs between two plans, one ``key (value there, value here)`` per entry."""
+    keys = list(here) + [k for k in there if k not in here]
+    return [f"{k} ({_short(there.get(k))} there, {_short(here.get(k))} here)"
+            for k in keys if there.get(k) != here.get(k)]
+
+
+class Checkpoint:
+    """Pieces saved under ``directory`` for one plan (a dict of what decides the numbers, or a
+    key string); ``directory=None`` saves nothing. The main run holds the directory's lock until
+    ``close()`` (or the end of a ``with`` block); a helper (``only``) holds none and joins."""
+
+    def __init__(self, directory: str | Path | None, plan: dict | str,
+                 only: Iterable[str] | None = None, legacy_key: str | None = None):
         self.directory = None if directory is None else Path(directory)
         self.only = None if only is None else frozenset(only)
+        self.plan = json.loads(json.dumps({"key": plan} if isinstance(plan, str) else plan,
+                                          default=repr))
+        self._legacy_key, self._lock = legacy_key, ExitStack()
         if self.directory is None:
             return
-        stamp = self.directory / "fingerprint"
-        same = stamp.is_file() and stamp.read_text() == key
-        if self.only is not None and not same:  # a helper never discards the main run's pieces
-            raise ValueError(f"--only joins a run under way, but {self.directory} holds "
-                             f"{'another run' if self.directory.exists() else 'no run'}: start the "
-                             "main run first, with the same arguments as this one (less --only)")
-        if self.directory.exists() and not same:
-            shutil.rmtree(self.directory)
+        if self.helper:  # never writes the plan: it joins a run under way
+            if not self._same_plan():
+                raise ValueError(f"--only joins a run under way, but {self.directory} holds no "
+                                 "run: start the main run first, with the same arguments as this "
+                                 "one (less --only)")
+            return
+        self._same_plan()  # a different plan is named before the lock (whoever holds it)
+        from mvjax.atomic import lock_dir
+
         self.directory.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(key)
+        try:
+            self._lock.enter_context(lock_dir(self.directory))
+        except FileExistsError as e:
+            raise FileExistsError(f"{e}; or help it on another core: this command with --only "
+                                  "NAMES") from None
+        try:
+            if not self._same_plan():  # checked again under the lock: a run may have just begun
+                tmp = self.directory / f".{PLAN}.{os.getpid()}.tmp"
+                tmp.write_text(json.dumps(self.plan, indent=1))
+                os.replace(tmp, self.directory / PLAN)
+        except BaseException:
+            self.close()
+            raise
+
+    def _same_plan(self) -> bool:
+        """True when the directory holds this plan's run, False when it holds none; a run with
+        another plan is refused in one line naming what differs (its pieces are left alone)."""
+        elsewhere = f"choose another --out (or delete {self.directory} to drop its pieces)"
+        what = f"rerun with that run's flags to resume it, or {elsewhere}"
+        stamp = self.directory / PLAN
+        if stamp.is_file():
+            try:
+                there = json.loads(stamp.read_text())
+            except ValueError:  # cut by a kill while written (it is replaced atomically)
+                raise ValueError(f"{stamp} is not valid JSON: {what}") from None
+            differ = plan_differences(there, self.plan)
+            if differ:
+                raise ValueError(f"{self.directory} holds the finished pieces of a run with other "
+                                 f"settings — {'; '.join(differ)}: {what}")
+            return True
+        legacy = self.directory / LEGACY_STAMP
+        if legacy.is_file():
+            if self._legacy_key is not None and legacy.read_text() == self._legacy_key:
+                return self.helper  # the same flags: the main run records the plan
+            raise ValueError(f"{self.directory} holds the finished pieces of a run started by an "
+                             "older mvjax with other flags (it recorded no plan to name them): "
+                             f"rerun with that run's exact command line, or {elsewhere}")
+        return False
+
+    def close(self) -> None:
+        """Release the lock (a main run)."""
+        self._lock.close()
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def helper(self) -> bool:
@@ -94,11 +168,18 @@ class Checkpoint:
             with path.open("rb") as f:  # our own file, written below
                 return pickle.load(f)
         value = compute()
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with tmp.open("wb") as f:
             pickle.dump(value, f)
         os.replace(tmp, path)
         return value
+
+    def seed(self, name: str, value: Any) -> bool:
+        """Save ``value`` as the finished piece ``name`` unless one is there; whether it was."""
+        if self.directory is None or self._path(name).is_file():
+            return False
+        self.get(name, lambda: value)
+        return True
 
     def _marker(self, name: str) -> Path:
         return self._path(name).with_suffix(".busy")
@@ -170,5 +251,7 @@ class Checkpoint:
         os.replace(tmp, self.directory / name)
 
     def remove(self) -> None:
+        """Delete the pieces (the results are written), then release the lock."""
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
+        self.close()

@@ -96,10 +96,10 @@ def test_killed_run_resumes_without_redoing_conditions(model, tmp_path, monkeypa
     assert not set(done) & set(calls)  # finished conditions come from disk
     scored = {c for c, e in r["conditions"].items() if "same_as" not in e}
     assert set(done) | set(calls) == scored
-    calls.clear()
-    disrupt(model, ByteTokenizer(), TASKS, config, progress=False,
-            checkpoint=Checkpoint(ck_dir, "another key"))  # a different run discards the pieces
-    assert set(calls) == scored
+    pieces = sorted(p.name for p in ck_dir.glob("*.pkl"))
+    with pytest.raises(ValueError, match="other settings"):  # a different run never discards them
+        Checkpoint(ck_dir, "another key")
+    assert sorted(p.name for p in ck_dir.glob("*.pkl")) == pieces
 
 
 def test_plan_scores_the_table_first_and_the_table_preset_only_that():
@@ -128,9 +128,9 @@ def test_a_helper_scores_its_conditions_into_the_run_under_way(model, tmp_path, 
     monkeypatch.setattr(D, "evaluate_condition", lambda *a, **k: calls.append(a[6]) or real(*a, **k))
     ck_dir = resume_dir(tmp_path / "run")
     Checkpoint(ck_dir, "key")  # the main run, started
-    with pytest.raises(ValueError, match="another run"):
+    with pytest.raises(ValueError, match="other settings"):
         Checkpoint(ck_dir, "other key", only=["q_only"])  # a helper never discards the run's pieces
-    assert (ck_dir / "fingerprint").read_text() == "key"
+    assert json.loads((ck_dir / "plan.json").read_text()) == {"key": "key"}
     with pytest.raises(ValueError, match="unknown condition"):
         disrupt(model, ByteTokenizer(), TASKS, config, progress=False,
                 checkpoint=Checkpoint(ck_dir, "key", only=["q_olny"]))

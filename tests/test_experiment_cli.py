@@ -157,3 +157,20 @@ def test_disrupt_quick_runs_on_a_256_token_model(ctx256_model, tmp_path):
     r = json.loads((out / "results.json").read_text())
     left = r["run"]["preset"]["tasks_left_out"]
     assert "passkey_128" in left and not set(left) & set(r["tasks"]) and r["tasks"]
+
+
+@pytest.mark.parametrize("flags, msg", [
+    (["--quick", "--n", "1000000000"], "--n 1000000000 is too large"),
+    (["--batch-size", "1000000000"], "--batch-size 1000000000 is too large"),
+    (["--seeds", "-1"], "--seeds '-1' is invalid"),
+    (["--seeds", "0,-2"], "--seeds '0,-2' is invalid"),
+])
+def test_out_of_range_disrupt_flags_are_refused_before_loading(tmp_path, capsys, monkeypatch, flags, msg):
+    """A huge --n (ran until killed), a huge --batch-size (a 954 GiB numpy allocation) and a
+    negative seed (refused only after the 20 s unmodified pass, naming no flag) fail in one line
+    naming the flag, before the model loads."""
+    import mvjax.load
+
+    monkeypatch.setattr(mvjax.load, "load_pretrained", lambda *a, **k: pytest.fail("model loaded"))
+    _one_line_error(capsys, ["experiment", "disrupt", "--out", str(tmp_path / "o"), *flags], msg)
+    assert not (tmp_path / "o").exists()

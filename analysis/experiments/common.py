@@ -13,6 +13,8 @@ from mvjax.data.tasks import PASSKEYS
 
 QUICK = {"n": 8, "passkeys": ((128, 5), (256, 5)), "facts_every": 8, "ppl_rows": 1, "ppl_len": 256}
 FULL = {"n": 100, "passkeys": PASSKEYS, "facts_every": 1, "ppl_rows": 8, "ppl_len": 512}
+MAX_N = 10_000  # items per generated task: 100x the full preset, already days of scoring per condition
+MAX_BATCH = 1024  # prompts per batch: every batch is allocated at this size (padded), so more never fits
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -33,6 +35,11 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="write the results set of the conditions the run at --out has finished so "
                    "far (it may still be running) into DIR, and exit; for a finished run, redraw its "
                    "claims, figures and report from its results.json into DIR")
+    p.add_argument("--seed-from", default=None, metavar="RESULTS",
+                   help="start from the conditions of an earlier run's results.json (e.g. a committed "
+                   "one, on a new machine): each is saved as a finished piece and not scored again; "
+                   "refused unless its experiment, model, run and config are this run's (the "
+                   "unmodified pass is recomputed: compare its tasks and dims with the file's)")
     p.add_argument("--only", default=None, metavar="NAMES",
                    help="a helper on a second core: with the arguments of a run under way at --out, "
                    "score just these comma-separated conditions into its resume directory and exit "
@@ -44,9 +51,15 @@ def preset(args: argparse.Namespace) -> dict[str, Any]:
     if args.n is not None:
         if args.n < 1:
             raise ValueError(f"--n {args.n} is invalid: use a positive integer")
+        if args.n > MAX_N:
+            raise ValueError(f"--n {args.n} is too large: use at most {MAX_N} items per generated "
+                             f"task (the full preset has {FULL['n']})")
         p["n"] = args.n
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} is invalid: use a positive integer")
+    if args.batch_size > MAX_BATCH:
+        raise ValueError(f"--batch-size {args.batch_size} is too large: use at most {MAX_BATCH} "
+                         "(every batch is allocated at full size; the default is 8)")
     return p
 
 
@@ -114,10 +127,84 @@ def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]
 
 
 def vars_of(args: argparse.Namespace) -> dict:
-    """The arguments that decide a run's numbers (not where it is written, how it is called or
-    which of its conditions are scored: each condition's numbers are the same in any subset)."""
+    """The arguments an older mvjax hashed into a run's resume key (not where it is written, how
+    it is called or which of its conditions are scored: each condition's numbers are the same in
+    any subset). Kept to resume a run that older code started."""
     return {k: v for k, v in vars(args).items()
-            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only") and not callable(v)}
+            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only", "seed_from")
+            and not callable(v)}
+
+
+# flags that cannot change a number: where and how a run is written or shared, the batch size
+# (rows are scored independently), the task files' paths (their names and contents are planned)
+NOT_PLANNED = ("batch_size", "tasks", "model", "seed_from")
+FLAGS = {"lam": "--lambda"}  # argparse dests spelled otherwise on the command line
+
+
+def run_plan(name: str, args: argparse.Namespace, model, tasks, rows: np.ndarray) -> dict[str, Any]:
+    """Everything that decides a run's numbers, keyed as a user would name it (``--method``,
+    ``model config``, ``tasks``): two runs resume each other's pieces exactly when these match."""
+    from pathlib import Path
+
+    from analysis.resume import fingerprint
+
+    plan: dict[str, Any] = {"experiment": name}
+    plan |= {FLAGS.get(k, "--" + k.replace("_", "-")): v for k, v in sorted(vars_of(args).items())
+             if k not in NOT_PLANNED}
+    spelled = Path(str(args.model))
+    plan["--model"] = str(spelled.resolve()) if spelled.exists() else str(args.model)
+    plan["model config"] = model.cfg.to_dict()
+    plan["tasks"] = {t.name: fingerprint(t.kind, t.items) for t in tasks}
+    plan["held-out rows"] = fingerprint(rows.tolist())
+    return plan
+
+
+def _comparable(record: dict, config) -> dict[str, Any]:
+    """What of a results header (experiment, model, run) and config decides the numbers: task
+    files by their names (not path spelling), the config without its batch size."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    run = dict(record.get("run") or {})
+    if isinstance(run.get("task_files"), list):
+        run["task_files"] = [Path(str(f)).stem for f in run["task_files"]]
+    if isinstance(config, dict):
+        config = {k: v for k, v in config.items() if k != "batch_size"}
+    return json.loads(json.dumps({"experiment": record.get("experiment"), "model": record.get("model"),
+                                  "run": run, "config": config}, default=repr))
+
+
+def read_seed(path: str) -> dict:
+    """``--seed-from``'s results.json, checked before the model loads."""
+    from pathlib import Path
+
+    from mvjax.atomic import read_json_state, require
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--seed-from {path} does not exist: give the results.json of an "
+                                "earlier run with these settings")
+    results = read_json_state(path, "give --seed-from the results.json an earlier run wrote")
+    if not isinstance(results, dict):
+        raise ValueError(f"--seed-from {path} is not a results.json (not a JSON object)")
+    require(results, "conditions", dict, path)
+    return results
+
+
+def check_seed(path: str, results: dict, header: dict, config) -> None:
+    """Refuse a results file made with other settings, naming the first field that differs
+    (a ``--top-k 2`` run's numbers must never stand in for a ``--top-k 1`` run's)."""
+    there, here = _comparable(results, results.get("config")), _comparable(header, config)
+    for key in here:
+        a, b = there[key], here[key]
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = next(k for k in [*b, *a] if a.get(k) != b.get(k))
+            key, a, b = f"{key}.{sub}", a.get(sub), b.get(sub)
+        raise ValueError(f"--seed-from {path} was made with other settings: {key} is {a!r} there, "
+                         f"{b!r} here; give a results.json of a run with this run's flags")
 
 
 def write_results(out, result: dict, claims, notes, write) -> list:
@@ -165,13 +252,14 @@ def write_partial(args: argparse.Namespace, claims, write, notes) -> int:
 
 
 def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, claims, write,
-                   notes=None) -> int:
+                   notes=None, config=None) -> int:
     """The shared frame: load, check ``top_k`` against the model, ``compute(model, tok, tasks,
     ppl_rows, checkpoint) -> dict``, add the run record, ``claims(result)`` (a list of applied
     ``analysis.claims.Claim``) and ``notes(result)`` (sentences), write results.json, then
     ``write(result, out)`` (figures and report.md); print a JSON summary. Finished pieces are
     kept beside ``--out`` until the results are written (``analysis.resume``): the same command
-    run again after a kill resumes."""
+    run again after a kill resumes; ``--seed-from`` starts from an earlier results.json of the
+    same settings (``config``: the experiment's config dataclass, as results.json holds it)."""
     import json
     import time
 
@@ -181,31 +269,41 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
         return write_partial(args, claims, write, notes)
     t0 = time.time()
     out = check_results_dir(args.out, "results.json")  # before loading anything
+    seed = getattr(args, "seed_from", None)
+    if seed is not None and getattr(args, "only", None) is not None:
+        raise ValueError("--seed-from seeds the main run: drop --only (a helper finds the seeded "
+                         "conditions finished)")
+    seeded = None if seed is None else read_seed(seed)
     model, tok, tasks, p = load_model_and_tasks(args)
     if not 1 <= top_k <= model.cfg.head_dim:
         raise ValueError(f"--top-k {top_k} is invalid: use 1..head_dim={model.cfg.head_dim}")
     rows = ppl_rows(tok, p["ppl_rows"], p["ppl_len"])
     from analysis.resume import Checkpoint, fingerprint, resume_dir
 
-    key = fingerprint(name, vars_of(args), model.cfg.to_dict(), [(t.name, t.kind, t.items) for t in tasks],
-                      rows.tolist())
+    legacy = fingerprint(name, vars_of(args), model.cfg.to_dict(), [(t.name, t.kind, t.items) for t in tasks],
+                         rows.tolist())
     only = getattr(args, "only", None)
     if only is not None and not only.strip(","):
         raise ValueError("--only is empty: name the conditions this helper scores, e.g. --only q_only,k_only")
     names = None if only is None else [s.strip() for s in only.split(",") if s.strip()]
-    ck = Checkpoint(resume_dir(out), key, names)
-    if ck.done():
-        print(f"resuming: {ck.done()} finished piece(s) in {ck.directory}", flush=True)
     header = {"experiment": name, **run_record(args, model, p)}
-    ck.note("header.json", header)
-    result = header | compute(model, tok, tasks, rows, ck)
-    if ck.helper:  # the main run writes the results
-        print(json.dumps({"scored": sorted(result["conditions"]), "into": str(ck.directory),
-                          "seconds": round(time.time() - t0, 1)}))
-        return 0
-    result["seconds"] = round(time.time() - t0, 1)
-    checked = write_results(out, result, claims, notes, write)
-    ck.remove()
+    if seeded is not None:
+        check_seed(seed, seeded, header, config)
+    with Checkpoint(resume_dir(out), run_plan(name, args, model, tasks, rows), names, legacy) as ck:
+        if ck.done():
+            print(f"resuming: {ck.done()} finished piece(s) in {ck.directory}", flush=True)
+        if seeded is not None:
+            new = [c for c in seeded["conditions"] if ck.seed(c, seeded["conditions"][c])]
+            print(f"seeded from {seed}: {', '.join(new) or 'nothing (all present)'}", flush=True)
+        ck.note("header.json", header)
+        result = header | compute(model, tok, tasks, rows, ck)
+        if ck.helper:  # the main run writes the results
+            print(json.dumps({"scored": sorted(result["conditions"]), "into": str(ck.directory),
+                              "seconds": round(time.time() - t0, 1)}))
+            return 0
+        result["seconds"] = round(time.time() - t0, 1)
+        checked = write_results(out, result, claims, notes, write)
+        ck.remove()
     print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": [c.sentence() for c in checked]},
                      indent=1))
     return 0

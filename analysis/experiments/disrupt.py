@@ -42,10 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
+    """Comma-separated non-negative integers (seeds, layer indices), checked before any work."""
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
+        values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise ValueError(f"--{what} {text!r} is invalid: give comma-separated integers") from None
+        values = (-1,)
+    if any(v < 0 for v in values):
+        raise ValueError(f"--{what} {text!r} is invalid: give comma-separated non-negative integers")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,4 +78,4 @@ def run(args: argparse.Namespace) -> int:
         lambda model, tok, tasks, rows, ck: disrupt(model, tok, tasks, config, rows, checkpoint=ck),
         disrupt_claims,
         lambda result, out: write_disrupt_report(result, out, f"Disrupting massive values — {args.model}"),
-        notes=disrupt_notes)
+        notes=disrupt_notes, config=config)

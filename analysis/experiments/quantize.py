@@ -31,4 +31,5 @@ def run(args: argparse.Namespace) -> int:
         args, "quantize", config.top_k,
         lambda model, tok, tasks, rows, ck: quantize(model, tok, tasks, config, rows, checkpoint=ck),
         quantize_claims,
-        lambda result, out: write_quantize_report(result, out, f"Quantizing Q/K and W_q/W_k — {args.model}"))
+        lambda result, out: write_quantize_report(result, out, f"Quantizing Q/K and W_q/W_k — {args.model}"),
+        config=config)

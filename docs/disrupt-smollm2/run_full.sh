@@ -16,7 +16,15 @@ run() {  # log name, core, then the mvjax experiment arguments
     mvjax experiment "$@" --model smollm2 >> "$RUNS/$name.log" 2>&1
   echo "$name exit $? at $(date -u +%H:%M:%S)"
 }
-first_piece() { until ls "$RUNS/.$1.resume/"*.pkl > /dev/null 2>&1; do sleep 30; done; }
+first_piece() {  # name, pid of its main run: 0 once it has a finished piece, 1 if it exited first
+  until ls "$RUNS/.$1.resume/"*.pkl > /dev/null 2>&1; do
+    if ! kill -0 "$2" 2> /dev/null; then
+      echo "$1 exited before its first piece (see $RUNS/$1.log): its helper is not started"
+      return 1
+    fi
+    sleep "${POLL_S:-30}"
+  done
+}
 
 # core 0: pooled statistics (the default), every condition: the paper's table with 3 control seeds,
 # the top-k and layer sweeps, the ablations
@@ -30,7 +38,8 @@ wait
 # quantize: the main run on core 0 (original and every int4 setting), a helper on core 1 (int8),
 # started once the main run has its unmodified pass
 run quantize-full 0 quantize --out "$RUNS/quantize-full" &
-first_piece quantize-full
-INT8=$(for g in tensor token channel; do for s in pre post; do printf "act_int8_%s_%s,act_int8_%s_%s_keep_massive," $g $s $g $s; done; done)
-run quantize-full-helper 1 quantize --out "$RUNS/quantize-full" --only "${INT8}w_int8,w_int8_protect" &
+if first_piece quantize-full $!; then
+  INT8=$(for g in tensor token channel; do for s in pre post; do printf "act_int8_%s_%s,act_int8_%s_%s_keep_massive," $g $s $g $s; done; done)
+  run quantize-full-helper 1 quantize --out "$RUNS/quantize-full" --only "${INT8}w_int8,w_int8_protect" &
+fi
 wait
