@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = REPO / "docs" / "rope-band" / "sweep.sh"
-RUN = "theta10000.0-ctx128"
+RUN = "theta10000.0-ctx128-s0"
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
@@ -37,7 +37,7 @@ def _sweep(tmp_path: Path, stop: int, summary: dict | str | None, model: bool = 
         if model:
             (out / "model").mkdir()
     env = {**os.environ, "PATH": f"{stub}{os.pathsep}{os.environ['PATH']}", "THETAS": "10000.0",
-           "CTXS": "128"}
+           "CTXS": "128", "SEEDS": "0"}
     subprocess.run(["bash", str(SWEEP), str(runs), str(stop)], check=True, env=env, cwd=REPO,
                    capture_output=True, text=True, timeout=60)
     return log.read_text().splitlines() if log.exists() else []
@@ -73,3 +73,23 @@ def test_a_run_that_reached_stop_or_finished_is_skipped(tmp_path):
 def test_a_new_run_starts_without_resume(tmp_path):
     calls = _sweep(tmp_path, 600, None)
     assert len(calls) == 1 and "--resume" not in calls[0] and "--stop-at 600" in calls[0]
+
+
+def test_every_context_gets_the_same_rows_and_the_same_tokens(tmp_path):
+    """The second design: ROWS rows per batch at every context, TOKENS / (ROWS x context) steps,
+    and each seed its own run with its training and data seed."""
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    log = tmp_path / "calls.log"
+    (stub / "mvjax").write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
+    (stub / "mvjax").chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub}{os.pathsep}{os.environ['PATH']}", "THETAS": "10000.0",
+           "CTXS": "128 512", "SEEDS": "0 2"}
+    subprocess.run(["bash", str(SWEEP), str(tmp_path / "runs")], check=True, env=env, cwd=REPO,
+                   capture_output=True, text=True, timeout=60)
+    calls = log.read_text().splitlines()
+    assert len(calls) == 4 and all("data.batch_size=16 " in c for c in calls)
+    steps = {c.split("data.seq_len=")[1].split()[0]: c.split("train.steps=")[1].split()[0] for c in calls}
+    assert steps == {"128": "2930", "512": "733"}  # 6M tokens at 16 rows
+    assert sum("train.seed=2 " in c and "data.seed=2 " in c and "-s2 " in c for c in calls) == 2
+    assert all(f"--stop-at {steps[c.split('data.seq_len=')[1].split()[0]]}" in c for c in calls)
