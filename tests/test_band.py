@@ -73,6 +73,7 @@ def test_band_command_reads_runs_and_regrows_from_its_json(tmp_path):
             for theta, pairs in ((10000.0, (13, 16, 18)), (1000000.0, (8, 10, 12)))
             for ctx, pair in zip((128, 256, 512), pairs)]
     assert run_band(runs[1]).tokens == 8 * 16 * 256  # the last logged step, not the first
+    assert run_band(runs[1]).first_massive_tokens == 4 * 16 * 256  # a λ=5 entry from the first log
     out = tmp_path / "band"
     assert cli_main(["experiment", "band", *map(str, runs), "--out", str(out)]) == 0
     saved = json.loads((out / "band.json").read_text())

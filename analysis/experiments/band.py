@@ -56,6 +56,7 @@ class Band:
     n_pairs: int
     tokens: int | None = None           # training tokens at the measurement (runs only)
     seed: int | None = None             # training seed (runs only): the bootstrap's outer unit
+    first_massive_tokens: int | None = None  # runs: tokens at the first log with a λ=5 K entry
 
     def median_wavelength(self, layers: Sequence[int] | None = None) -> float:
         rows = [self.wavelengths_LxH[l] for l in (layers or range(len(self.pairs_LxH)))]
@@ -103,10 +104,15 @@ def run_band(run_dir: str | Path) -> Band:
     logs = [r for r in metrics if SITE in r.get("norms", {})]
     if not logs:
         raise ValueError(f"{d} logged no K norm matrices: train with train.concentration_every > 0")
+    from mvjax.massive_rule import MassiveDefinition, massive_mask
+
     pairs, waves, n_pairs = strongest_pairs(np.asarray(logs[-1]["norms"][SITE]), exp.model)
+    per_step = exp.data.batch_size * exp.data.seq_len
+    first = next((int(r["step"]) * per_step for r in logs
+                  if any(massive_mask(np.asarray(M), MassiveDefinition()).any() for M in r["norms"][SITE])),
+                 None)
     return Band(d.name, _layer_thetas(exp.model), exp.data.seq_len, _layer_windows(exp.model),
-                pairs, waves, n_pairs, int(logs[-1]["step"]) * exp.data.batch_size * exp.data.seq_len,
-                exp.train.seed)
+                pairs, waves, n_pairs, int(logs[-1]["step"]) * per_step, exp.train.seed, first)
 
 
 def reference_band(model: str, context: int | None = None, seq_len: int = 512) -> Band:
@@ -368,7 +374,7 @@ def band_from_dict(data: Any, where: str) -> Band:
     for key in data:
         if key not in fields:
             raise bad(key, "is not a band field")
-    for key in fields - {"tokens", "seed"}:
+    for key in fields - {"tokens", "seed", "first_massive_tokens"}:
         if key not in data:
             raise bad(key, "is missing")
     d = data  # short name for the checks below
@@ -378,7 +384,7 @@ def band_from_dict(data: Any, where: str) -> Band:
         raise bad("context", f"must be a positive whole number of tokens, not {d['context']!r}")
     if not isinstance(d["n_pairs"], int) or isinstance(d["n_pairs"], bool) or d["n_pairs"] < 1:
         raise bad("n_pairs", f"must be a positive whole number, not {d['n_pairs']!r}")
-    for key in ("tokens", "seed"):
+    for key in ("tokens", "seed", "first_massive_tokens"):
         value = d.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise bad(key, f"must be a whole number or null, not {value!r}")
