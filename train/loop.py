@@ -304,9 +304,7 @@ def _run(run: _Setup, stop_at: int | None, probe: Callable[[dict], dict] | None 
                 run.state, metrics = run.step_fn(run.state, batch)
                 step += 1
                 meter.add(step, metrics)
-                do_eval = bool(tc.eval_every) and (step % tc.eval_every == 0 or step == tc.steps)
-                do_conc = bool(tc.concentration_every) and step % tc.concentration_every == 0
-                do_ckpt = bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0
+                do_eval, do_conc, do_ckpt = _due(tc, step)
                 if step % tc.log_every == 0 or step == stop or do_eval or do_conc or do_ckpt:
                     flush()
                 last_eval = _observe(run, step, do_eval, do_conc, log, last_eval, probe)
@@ -326,6 +324,13 @@ def _run(run: _Setup, stop_at: int | None, probe: Callable[[dict], dict] | None 
         "tokens_per_s": meter.best_tps, "mfu": fpt * meter.best_tps / peak,
         "wall_s": time.perf_counter() - t_start, "tokens": meter.total_tokens,
         "interrupted_by_signal": interrupted, "checkpoint_step": last_saved})
+
+
+def _due(tc, step: int) -> tuple[bool, bool, bool]:
+    """(evaluate, log the concentration probe, checkpoint) at ``step``, by the every-N settings."""
+    return (bool(tc.eval_every) and (step % tc.eval_every == 0 or step == tc.steps),
+            bool(tc.concentration_every) and step % tc.concentration_every == 0,
+            bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0)
 
 
 def _observe(run: _Setup, step: int, do_eval: bool, do_conc: bool, log: MetricsLog,
