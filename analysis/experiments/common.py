@@ -29,6 +29,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="items per generated task (overrides the preset)")
     p.add_argument("--seed", type=int, default=0, help="seed of the task generators")
     p.add_argument("--batch-size", type=int, default=8)
+    add_mesh_arg(p)
     p.add_argument("--partial-to", default=None, metavar="DIR",
                    help="write the results set of the conditions the run at --out has finished so "
                    "far (it may still be running) into DIR, and exit; for a finished run, redraw its "
@@ -39,7 +40,18 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    "(the run finds them finished); a condition another process is scoring is left to it")
 
 
+def add_mesh_arg(p: argparse.ArgumentParser) -> None:
+    """``--mesh``, shared by every command that runs the whole model (``mvjax.mesh``)."""
+    p.add_argument("--mesh", default="data=1,model=1", metavar="data=N,model=M",
+                   help="devices to run on: items split over data, the model's heads and MLP "
+                   "columns over model (for a model larger than one device); default one device. "
+                   "Results equal one device's (statistics to float rounding)")
+
+
 def preset(args: argparse.Namespace) -> dict[str, Any]:
+    from mvjax.mesh import parse_mesh
+
+    parse_mesh(getattr(args, "mesh", None))  # a bad --mesh fails before the model loads
     p = dict(QUICK if args.quick else FULL)
     if args.n is not None:
         if args.n < 1:
@@ -64,6 +76,9 @@ def load_model_and_tasks(args: argparse.Namespace):
     model, tok = load_pretrained(args.model)
     if tok is None:
         raise ValueError(f"model {args.model} has no tokenizer: save one into the model directory")
+    from mvjax.mesh import place_model
+
+    place_model(model, getattr(args, "mesh", None))
     from analysis.evaluate import check_fits, fit_to_context
 
     L = model.cfg.max_seq_len
@@ -117,7 +132,8 @@ def vars_of(args: argparse.Namespace) -> dict:
     """The arguments that decide a run's numbers (not where it is written, how it is called or
     which of its conditions are scored: each condition's numbers are the same in any subset)."""
     return {k: v for k, v in vars(args).items()
-            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only") and not callable(v)}
+            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only", "mesh")
+            and not callable(v)}
 
 
 def write_results(out, result: dict, claims, notes, write) -> list:
