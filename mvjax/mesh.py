@@ -147,6 +147,13 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * 1024 ** "BKMGT".index(unit))
 
 
+class _Plan:
+    """A mesh's axis sizes only: enough for ``per_device_bytes`` of a mesh not built."""
+
+    def __init__(self, shape: MeshShape):
+        self.shape = {"data": shape.data, "model": shape.model}
+
+
 def check_fits(state: Any, mesh: Mesh, cfg, shape: MeshShape) -> None:
     """Refuse, before any device holds a byte, parameters whose share on one device exceeds that
     device's memory, naming the ``--mesh`` that would split them finely enough (a lower bound: no
@@ -157,12 +164,12 @@ def check_fits(state: Any, mesh: Mesh, cfg, shape: MeshShape) -> None:
     need = per_device_bytes(state, mesh, cfg)
     if need <= limit:
         return
-    whole = per_device_bytes(state, Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), AXES), cfg)
-    m = max(shape.model * 2, -(-whole // limit))
+    fits = [m for m in range(shape.model + 1, cfg.num_heads + 1)
+            if per_device_bytes(state, _Plan(MeshShape(shape.data, m)), cfg) <= limit]
+    fix = (f"split them over devices with {FLAG} data={shape.data},model={fits[0]}" if fits else
+           f"no {FLAG} model axis fits them (at most num_heads={cfg.num_heads}): use larger devices")
     raise ValueError(f"the model's parameters take {human_bytes(need)} on one device with "
-                     f"{FLAG} {shape}, more than its {human_bytes(limit)} ({where}): split them "
-                     f"over devices with {FLAG} data={shape.data},model={m} or more (a divisor of "
-                     f"num_heads={cfg.num_heads} and num_kv_heads={cfg.num_kv_heads})")
+                     f"{FLAG} {shape}, more than its {human_bytes(limit)} ({where}): {fix}")
 
 
 def place_model(model, shape: MeshShape | str | None) -> Mesh:
@@ -170,6 +177,8 @@ def place_model(model, shape: MeshShape | str | None) -> Mesh:
     the mesh. Every process calls it with the same model (same weights, e.g. loaded from disk)."""
     from flax import nnx
 
+    if shape is None and jax.process_count() > 1:
+        shape = "data=-1"  # a multi-process run: every device, items split over them
     shape = parse_mesh(shape) if shape is None or isinstance(shape, str) else shape
     mesh = build_mesh(shape)
     state = nnx.state(model)
@@ -204,6 +213,14 @@ def put_batch(x: Any, mesh: Mesh | None) -> Any:
         return x
     return jax.tree.map(lambda a: shd.put_global(a, NamedSharding(
         mesh, P("data") if np.shape(a)[0] % mesh.shape["data"] == 0 else P())), x)
+
+
+def put_like(value: np.ndarray, like: jax.Array) -> jax.Array:
+    """``value`` placed as ``like`` is (so an edited copy of a sharded parameter stays sharded)."""
+    sharding = getattr(like, "sharding", None)
+    if isinstance(sharding, NamedSharding):
+        return shd.put_global(np.asarray(value), sharding)
+    return jax.numpy.asarray(value)
 
 
 def fetch(tree: Any) -> Any:
