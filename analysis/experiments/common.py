@@ -34,6 +34,11 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="write the results set of the conditions the run at --out has finished so "
                    "far (it may still be running) into DIR, and exit; for a finished run, redraw its "
                    "claims, figures and report from its results.json into DIR")
+    p.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run through jax.distributed (run the same command in "
+                   "every process, with JAX_COORDINATOR_ADDRESS=host:port of process 0, "
+                   "JAX_NUM_PROCESSES and JAX_PROCESS_ID set, or on a TPU/SLURM cluster); each "
+                   "process scores its rows of every condition, process 0 writes the results")
     p.add_argument("--only", default=None, metavar="NAMES",
                    help="a helper on a second core: with the arguments of a run under way at --out, "
                    "score just these comma-separated conditions into its resume directory and exit "
@@ -42,15 +47,18 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
 
 def add_mesh_arg(p: argparse.ArgumentParser) -> None:
     """``--mesh``, shared by every command that runs the whole model (``mvjax.mesh``)."""
-    p.add_argument("--mesh", default="data=1,model=1", metavar="data=N,model=M",
+    p.add_argument("--mesh", default=None, metavar="data=N,model=M",
                    help="devices to run on: items split over data, the model's heads and MLP "
-                   "columns over model (for a model larger than one device); default one device. "
-                   "Results equal one device's (statistics to float rounding)")
+                   "columns over model (for a model larger than one device); default one device "
+                   "(every device, over data, in a multi-process run). Results equal one "
+                   "device's (statistics to float rounding)")
 
 
 def preset(args: argparse.Namespace) -> dict[str, Any]:
     from mvjax.mesh import parse_mesh
+    from mvjax.sharding import initialize_distributed
 
+    initialize_distributed(getattr(args, "distributed", False))  # before any other jax call
     parse_mesh(getattr(args, "mesh", None))  # a bad --mesh fails before the model loads
     p = dict(QUICK if args.quick else FULL)
     if args.n is not None:
@@ -132,7 +140,8 @@ def vars_of(args: argparse.Namespace) -> dict:
     """The arguments that decide a run's numbers (not where it is written, how it is called or
     which of its conditions are scored: each condition's numbers are the same in any subset)."""
     return {k: v for k, v in vars(args).items()
-            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only", "mesh")
+            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only", "mesh",
+                         "distributed")
             and not callable(v)}
 
 
@@ -215,6 +224,10 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     header = {"experiment": name, **run_record(args, model, p)}
     ck.note("header.json", header)
     result = header | compute(model, tok, tasks, rows, ck)
+    import jax
+
+    if jax.process_index() != 0:  # every process scored its rows; process 0 writes
+        return 0
     if ck.helper:  # the main run writes the results
         print(json.dumps({"scored": sorted(result["conditions"]), "into": str(ck.directory),
                           "seconds": round(time.time() - t0, 1)}))
