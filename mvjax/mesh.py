@@ -184,7 +184,55 @@ def place_model(model, shape: MeshShape | str | None) -> Mesh:
     state = nnx.state(model)
     check_fits(state, mesh, model.cfg, shape)
     nnx.update(model, shd.put_global(state, param_shardings(state, mesh, model.cfg)))
+    meet("placed")
     return mesh
+
+
+DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+
+
+def compute_dtype(name: str | None) -> str:
+    """``auto`` (or None): bfloat16 on an accelerator, float32 on CPU (where bfloat16 matmuls are
+    emulated and slower); else the name itself."""
+    name = "auto" if name is None else name
+    if name not in DTYPE_CHOICES:
+        raise ValueError(f"--dtype {name!r} is invalid: use one of {DTYPE_CHOICES}")
+    if name == "auto":
+        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    return name
+
+
+def with_compute_dtype(model, name: str | None):
+    """``model`` computing in ``compute_dtype(name)`` (the same parameters, float32 as stored).
+    Statistics stay float32 whatever it is: probes cast each activation before reducing
+    (``mvjax.probe.masked_float32``), logits and attention logits are float32, the host sums in
+    float64."""
+    from flax import nnx
+
+    from mvjax.checkpoint import abstract_state
+
+    dtype = compute_dtype(name)
+    if model.cfg.dtype == dtype:
+        return model
+    graphdef, _ = abstract_state(dataclasses.replace(model.cfg, dtype=dtype))
+    return nnx.merge(graphdef, nnx.state(model))
+
+
+_MEETINGS = [0]
+MEET_TIMEOUT_S = 4 * 3600  # a process may be a whole condition behind (tens of minutes on a CPU)
+
+
+def meet(what: str) -> None:
+    """Wait until every process of a multi-process run gets here (a no-op in one process). The
+    wait is the coordination service's barrier, not a device collective: the collectives' own
+    rendezvous (gloo on CPU) gives up after 30 s, which a process still compiling can exceed."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+
+    _MEETINGS[0] += 1
+    distributed.global_state.client.wait_at_barrier(f"mvjax-{_MEETINGS[0]}-{what}",
+                                                    MEET_TIMEOUT_S * 1000)
 
 
 def mesh_of(tree: Any) -> Mesh | None:

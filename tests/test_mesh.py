@@ -87,6 +87,29 @@ def test_padded_rows_change_no_score(make_config):
     assert p3 == pytest.approx(p8, rel=1e-6)
 
 
+def test_compute_dtype_keeps_statistics_float32(make_config):
+    """bfloat16 compute (the accelerator default) on the same float32 parameters; the statistics
+    reach the host as float32 sums, and ``auto`` is float32 on CPU."""
+    import jax
+
+    from analysis.dims import PromptEnergy
+    from analysis.evaluate import Encoded, Scorer
+    from mvjax.model import init_model
+
+    assert jax.default_backend() != "cpu" or mesh_lib.compute_dtype("auto") == "float32"
+    with pytest.raises(ValueError, match="--dtype 'float16' is invalid"):
+        mesh_lib.compute_dtype("float16")
+    model = init_model(make_config(vocab_size=32), 0)
+    half = mesh_lib.with_compute_dtype(model, "bfloat16")
+    assert half.cfg.dtype == "bfloat16" and half.layers[0].attn.q_proj.kernel[...].dtype == np.float32
+    seen = []
+    item = Encoded((1, 5, 7, 9), ((3, 4),), 1, 0, None)
+    Scorer(half, 2).run([item], PromptEnergy(frozenset({"q_rot"})), lambda r, v: seen.append(r))
+    assert seen[0]["q_rot"][0].sumsq.dtype == np.float32
+    full = Scorer(model, 2).run([item])[0][0][0]
+    assert abs(Scorer(half, 2).run([item])[0][0][0] - full) < 0.5  # same model, coarser arithmetic
+
+
 SCRIPT = r"""
 import contextlib, io, json, os, sys
 from pathlib import Path
@@ -254,7 +277,10 @@ def test_two_processes_match_one_and_resume_after_a_death(tmp_path):
     procs = _start_two(argv, _free_port())
     deadline = time.time() + 600
     while not list(resume_dir(out).glob("*.pkl")) and time.time() < deadline:
-        assert procs[0].poll() is None, procs[0].communicate()[1][-2000:]
+        if procs[0].poll() is not None or procs[1].poll() is not None:
+            for p in procs:
+                p.kill()
+            pytest.fail("\n---\n".join(p.communicate()[1][-1500:] for p in procs))
         time.sleep(0.2)
     procs[1].kill()
     procs[0].kill()

@@ -30,6 +30,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the task generators")
     p.add_argument("--batch-size", type=int, default=8)
     add_mesh_arg(p)
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="compute dtype: auto = bfloat16 on an accelerator, float32 on CPU; "
+                   "statistics are accumulated in float32 either way")
     p.add_argument("--partial-to", default=None, metavar="DIR",
                    help="write the results set of the conditions the run at --out has finished so "
                    "far (it may still be running) into DIR, and exit; for a finished run, redraw its "
@@ -84,8 +87,9 @@ def load_model_and_tasks(args: argparse.Namespace):
     model, tok = load_pretrained(args.model)
     if tok is None:
         raise ValueError(f"model {args.model} has no tokenizer: save one into the model directory")
-    from mvjax.mesh import place_model
+    from mvjax.mesh import place_model, with_compute_dtype
 
+    model = with_compute_dtype(model, getattr(args, "dtype", None))
     place_model(model, getattr(args, "mesh", None))
     from analysis.evaluate import check_fits, fit_to_context
 
