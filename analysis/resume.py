@@ -214,6 +214,9 @@ def _broadcast_bytes(data: bytes) -> bytes:
     import numpy as np
     from jax.experimental import multihost_utils
 
+    from mvjax.mesh import meet
+
+    meet("piece")  # a slower process reaches the broadcast's rendezvous in time
     n = int(multihost_utils.broadcast_one_to_all(np.int64(len(data))))
     if n == 0:
         return b""
