@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mvjax import mesh as mesh_lib
 from mvjax.data.tasks.base import Task, accuracy_summary, rank_correct
 from mvjax.model import KVCache, Transformer
 
@@ -159,19 +160,26 @@ def _continue(graphdef, state, cache, last_lp, tokens, lengths, positions, probe
 
 
 class Scorer:
-    """Runs encoded items through one model under any probe."""
+    """Runs encoded items through one model under any probe. On a model placed on a mesh
+    (``mvjax.mesh.place_model``) the rows of each batch are split over its ``data`` axis: the
+    batch is rounded up to a multiple of it, the extra rows are padding like any short batch's."""
 
     def __init__(self, model: Transformer, batch_size: int = 8, cont_len: int = 0):
         self.model = model
         self.cont_len = cont_len  # pad continuations to at least this (one shape for all tasks)
         self.graphdef, self.state = nnx.split(model)
         self.cfg = model.cfg
-        self.batch_size = batch_size
+        self.mesh = mesh_lib.mesh_of(self.state)
+        self.batch_size = mesh_lib.rows(batch_size, self.mesh)
 
     def run(self, items: list[Encoded], probe=None, on_records=None, progress=None):
         """(log-likelihoods, greedy hits): per item, one float / bool per continuation.
         ``on_records(records, valid_BxT)`` receives each prefill batch's probe records."""
-        B = self.batch_size
+        with mesh_lib.active(self.mesh):
+            return self._run(items, probe, on_records, progress)
+
+    def _run(self, items: list[Encoded], probe, on_records, progress):
+        B, put = self.batch_size, functools.partial(mesh_lib.put_batch, mesh=self.mesh)
         longest = max(len(c) for e in items for c in e.conts)
         C = _cont_pad(max(longest, self.cont_len))  # continuations padded to a power of two
         order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))
@@ -189,10 +197,10 @@ class Scorer:
                 p = items[i].prompt
                 tokens[r, T - len(p):], valid[r, T - len(p):], lens[r] = p, True, len(p)
             positions = (np.arange(T)[None] - (T - lens)[:, None]).astype(np.int32)
-            last_lp, cache, records = _prefill(self.graphdef, self.state, tokens, valid, positions,
+            last_lp, cache, records = _prefill(self.graphdef, self.state, *put((tokens, valid, positions)),
                                                probe, T + C)
             if on_records is not None:
-                on_records(jax.device_get(records), valid)
+                on_records(mesh_lib.fetch(records), valid)
             state = records if probe is not None else None
             for j in range(max(len(items[i].conts) for i in idx)):
                 ctoks, clen = np.zeros((B, C), np.int32), np.ones(B, np.int32)
@@ -201,8 +209,8 @@ class Scorer:
                         c = items[i].conts[j]
                         ctoks[r, :len(c)], clen[r] = c, len(c)
                 cpos = (lens[:, None] + np.arange(C)[None]).astype(np.int32)
-                total, greedy = jax.device_get(_continue(
-                    self.graphdef, self.state, cache, last_lp, ctoks, clen, cpos, probe, state))
+                total, greedy = mesh_lib.fetch(_continue(
+                    self.graphdef, self.state, cache, last_lp, *put((ctoks, clen, cpos)), probe, state))
                 for r, i in enumerate(idx):
                     if j < len(items[i].conts):
                         ll[i].append(float(total[r]))
@@ -268,26 +276,36 @@ def token_nll(model: Transformer, hidden_BxTxD, next_BxT):
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _ppl_batch(graphdef, state, tokens, probe):
+def _ppl_batch(graphdef, state, tokens, real_B, probe):
+    """Summed NLL of the real rows (``real_B``; the others pad the batch to the data axis and are
+    fully masked, so they reach no sum) and the probe's attention-mass records."""
     model = nnx.merge(graphdef, state)
-    out = model(tokens, probe=probe, logits=False)
+    valid = jnp.broadcast_to(real_B[:, None], tokens.shape)
+    out = model(tokens, attention_mask_BxT=valid, probe=probe, logits=False)
     nll = token_nll(model, out.hidden[:, :-1], tokens[:, 1:])
     sink = out.records.get("attn", {})
-    return jnp.sum(nll), sink
+    return jnp.sum(jnp.where(real_B[:, None], nll, 0.0)), sink
 
 
 def perplexity(model: Transformer, rows: np.ndarray, probe=None, batch_size: int = 2):
     """(perplexity of rows N×T — every token after the first predicted —, per-layer mean attention
-    mass on key slot 0 or None). Rows must be unpadded (BOS first)."""
+    mass on key slot 0 or None). Rows must be unpadded (BOS first). On a mesh, batches are rounded
+    up to a multiple of its data axis with masked rows."""
     graphdef, state = nnx.split(model)
+    mesh = mesh_lib.mesh_of(state)
+    B = mesh_lib.rows(batch_size, mesh)
     total, count, sinks = 0.0, 0, []
-    for i in range(0, len(rows), batch_size):
-        chunk = np.asarray(rows[i: i + batch_size], np.int32)
-        nll, sink = jax.device_get(_ppl_batch(graphdef, state, chunk, probe))
+    for i in range(0, len(rows), B):
+        real = np.asarray(rows[i: i + B], np.int32)
+        chunk = np.zeros((B, real.shape[1]), np.int32)
+        chunk[:len(real)] = real
+        with mesh_lib.active(mesh):
+            nll, sink = mesh_lib.fetch(_ppl_batch(graphdef, state, *mesh_lib.put_batch(
+                (chunk, np.arange(B) < len(real)), mesh), probe))
         total += float(nll)
-        count += chunk.shape[0] * (chunk.shape[1] - 1)
+        count += real.shape[0] * (real.shape[1] - 1)
         if sink:
-            sinks.append((chunk.shape[0], [float(np.mean(sink[l])) for l in sorted(sink)]))
+            sinks.append((real.shape[0], [float(np.mean(sink[l])) for l in sorted(sink)]))
     sink_mass = None
     if sinks:
         n = sum(w for w, _ in sinks)

@@ -22,7 +22,6 @@ import dataclasses
 import functools
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -33,6 +32,7 @@ from analysis.evaluate import RANKINGS, Scorer, encode_task, longest_continuatio
 from analysis.resume import Checkpoint, in_plan_order
 from mvjax.data.tasks.base import Task
 from mvjax.interventions import GRANULARITIES, QuantSpec, empty_masks, intervention
+from mvjax.mesh import fetch, put_like
 from mvjax.provenance import provenance_lines
 from mvjax.sites import QK_SITES
 
@@ -82,7 +82,8 @@ def quantized_weights(model, bits: int, protect: dict[str, np.ndarray] | None = 
     for layer, block in enumerate(m.layers):
         for site, proj in (("q", block.attn.q_proj), ("k", block.attn.k_proj)):
             keep = None if protect is None else np.flatnonzero(protect[site][layer].reshape(-1))
-            proj.kernel[...] = jnp.asarray(rtn_rows(np.asarray(proj.kernel[...]), bits, keep))
+            kernel = proj.kernel[...]  # on a mesh: gathered, rounded, placed back as it was
+            proj.kernel[...] = put_like(rtn_rows(fetch(kernel), bits, keep), kernel)
     return m
 
 

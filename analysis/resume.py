@@ -15,6 +15,11 @@ scores a condition it holds a ``.busy`` marker (its pid); every other process de
 condition, so main run and helpers share out the plan like a queue and never score one twice.
 After each condition of its own the main run reads every piece the others have finished, and at
 the end waits for a live holder or takes over from a dead one.
+
+A multi-process run (``jax.distributed``, several processes on one mesh) scores every condition
+in every process together (each its rows); process 0 alone reads and writes the pieces and sends
+what it read to the others, so the processes agree on what is left to score without a shared
+disk. Any process dying stops the run; the same command started again in every process resumes.
 """
 
 from __future__ import annotations
@@ -74,7 +79,12 @@ class Checkpoint:
         self.plan = json.loads(json.dumps({"key": plan} if isinstance(plan, str) else plan,
                                           default=repr))
         self._legacy_key, self._lock = legacy_key, ExitStack()
-        if self.directory is None:
+        self.multi, self.lead = _processes()
+        if self.multi and self.only is not None:
+            raise ValueError("--only is for a helper process on a second core; a multi-process run "
+                             "(jax.distributed) already splits every condition over its processes: "
+                             "drop --only")
+        if self.directory is None or not self.lead:  # process 0 keeps the pieces (``get``)
             return
         if self.helper:  # never writes the plan: it joins a run under way
             if not self._same_plan():
@@ -155,8 +165,10 @@ class Checkpoint:
         return self.directory / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.pkl"
 
     def done(self) -> int:
-        """Pieces already saved."""
-        return 0 if self.directory is None else len(list(self.directory.glob("*.pkl")))
+        """Pieces already saved (as process 0 sees them)."""
+        if self.directory is None or not self.lead:
+            return 0
+        return len(list(self.directory.glob("*.pkl")))
 
     def get(self, name: str, compute: Callable[[], Any]) -> Any:
         """The saved piece ``name``, or ``compute()`` saved atomically (a kill mid-write leaves
@@ -164,10 +176,18 @@ class Checkpoint:
         if self.directory is None:
             return compute()
         path = self._path(name)
-        if path.is_file():
+        if self.multi:  # process 0 reads it and sends it (or the news that it is missing)
+            saved = _broadcast_bytes(path.read_bytes() if self.lead and path.is_file() else b"")
+            if saved:
+                return pickle.loads(saved)  # our own file, written below
+            value = compute()
+            if not self.lead:
+                return value
+        elif path.is_file():
             with path.open("rb") as f:  # our own file, written below
                 return pickle.load(f)
-        value = compute()
+        else:
+            value = compute()
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with tmp.open("wb") as f:
             pickle.dump(value, f)
@@ -214,6 +234,10 @@ class Checkpoint:
         partial.json shows it), and at the end waits for a live holder or takes over from a dead
         one; a helper leaves them."""
         todo, done = list(filter(self.wanted, names)), set()
+        if self.multi:  # every process scores every condition together: no markers
+            for name in todo:
+                score(name)
+            return
         for name in todo:
             if name not in done and self._score_free(name, score):
                 done.add(name)
@@ -244,7 +268,7 @@ class Checkpoint:
     def note(self, name: str, data: dict) -> None:
         """Write ``data`` as JSON beside the pieces (e.g. the result so far, readable while a long
         run goes on: ``partial.json``); a helper writes none, the main run's notes stand."""
-        if self.directory is None or self.helper:
+        if self.directory is None or self.helper or not self.lead:
             return
         tmp = self.directory / f".{name}.tmp"
         tmp.write_text(json.dumps(data, indent=1, default=repr))
@@ -252,6 +276,30 @@ class Checkpoint:
 
     def remove(self) -> None:
         """Delete the pieces (the results are written), then release the lock."""
-        if self.directory is not None:
+        if self.directory is not None and self.lead:
             shutil.rmtree(self.directory, ignore_errors=True)
         self.close()
+
+
+def _processes() -> tuple[bool, bool]:
+    """(several jax processes, this is process 0); one process when jax.distributed is not joined."""
+    import jax
+
+    if not jax.distributed.is_initialized():
+        return False, True
+    return jax.process_count() > 1, jax.process_index() == 0
+
+
+def _broadcast_bytes(data: bytes) -> bytes:
+    """Process 0's ``data`` in every process (the others pass anything)."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from mvjax.mesh import meet
+
+    meet("piece")  # a slower process reaches the broadcast's rendezvous in time
+    n = int(multihost_utils.broadcast_one_to_all(np.int64(len(data))))
+    if n == 0:
+        return b""
+    buf = np.frombuffer(data, np.uint8) if len(data) == n else np.zeros(n, np.uint8)
+    return np.asarray(multihost_utils.broadcast_one_to_all(buf), np.uint8).tobytes()

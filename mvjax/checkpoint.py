@@ -101,7 +101,9 @@ def load_model(directory: str | Path) -> Transformer:
     graphdef, abstract = abstract_state(cfg)
     check_param_shapes(stored_param_tree(directory / PARAMS_DIR), abstract, directory)
     try:
-        with ocp.StandardCheckpointer() as ckpt:
+        # every process reads the whole model itself (a multi-process experiment places it on the
+        # mesh afterwards, mvjax.mesh): no barrier with the others, who may be loading slower
+        with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as ckpt:
             state = ckpt.restore(directory / PARAMS_DIR, abstract)
     except Exception as e:  # orbax raises many types for truncated / mismatched trees
         raise ValueError(f"cannot restore parameters from {directory / PARAMS_DIR} "

@@ -15,8 +15,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from mvjax import mesh as mesh_lib
 from mvjax.model import KVCache, Probe, Transformer
 
 
@@ -50,8 +52,10 @@ def check_sampling(temperature: float, top_k: int | None) -> None:
 def generate(model: Transformer, prompt_BxT: jax.Array, max_new_tokens: int, *,
              key: jax.Array | None = None, temperature: float = 0.0, top_k: int | None = None,
              probe: Probe | None = None, return_logits: bool = False) -> Generation:
-    """Continue every prompt in the batch by ``max_new_tokens`` tokens (prompts share a length)."""
-    prompt_BxT = jnp.asarray(prompt_BxT, jnp.int32)
+    """Continue every prompt in the batch by ``max_new_tokens`` tokens (prompts share a length).
+    On a model placed on a mesh (``mvjax.mesh.place_model``) the result is a global array: read it
+    with ``mvjax.mesh.fetch``."""
+    prompt_BxT = np.asarray(prompt_BxT, np.int32)
     if prompt_BxT.ndim != 2 or prompt_BxT.shape[1] == 0:
         raise ValueError(f"prompt must be B×T token ids with T ≥ 1; got shape {prompt_BxT.shape}")
     if max_new_tokens < 1:
@@ -67,8 +71,10 @@ def generate(model: Transformer, prompt_BxT: jax.Array, max_new_tokens: int, *,
                          "shorten the prompt or ask for fewer tokens")
     key = jax.random.key(0) if key is None else key
     graphdef, state = nnx.split(model)
-    return _generate(graphdef, state, prompt_BxT, key, max_new_tokens, float(temperature), top_k,
-                     probe, return_logits)
+    mesh = mesh_lib.mesh_of(state)  # a model placed by mvjax.mesh: prompts over data, cache heads over model
+    with mesh_lib.active(mesh):
+        return _generate(graphdef, state, mesh_lib.put_batch(prompt_BxT, mesh), key, max_new_tokens,
+                         float(temperature), top_k, probe, return_logits)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))

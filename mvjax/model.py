@@ -75,11 +75,14 @@ class KVCache:
 
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, max_len: int) -> "KVCache":
+        from mvjax.mesh import constrain  # on a mesh: rows over data, KV heads over model
+
         dtype = jnp.dtype(cfg.dtype)
         shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
-        zeros = [jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)]
-        return cls(list(zeros), list(zeros), jnp.zeros((batch, max_len), bool), jnp.array(0, jnp.int32),
-                   fresh=True)
+        zeros = [constrain(jnp.zeros(shape, dtype), "data", None, "model", None)
+                 for _ in range(cfg.num_layers)]
+        valid = constrain(jnp.zeros((batch, max_len), bool), "data", None)
+        return cls(list(zeros), list(zeros), valid, jnp.array(0, jnp.int32), fresh=True)
 
 
 class Output(NamedTuple):

@@ -96,21 +96,22 @@ def leaf_path(path: tuple) -> str:
     return jax.tree_util.keystr(path, simple=True, separator=".")
 
 
-def spec_for(name: str, shape: tuple[int, ...], mesh: Mesh) -> P:
-    """The PartitionSpec the rule table gives a leaf; uneven dims fall back to replication."""
+def spec_for(name: str, shape: tuple[int, ...], mesh: Mesh, rules: tuple = RULES) -> P:
+    """The PartitionSpec the rule table gives a leaf; uneven dims fall back to replication.
+    ``rules``: training's table (default) or the experiments' (``mvjax.mesh.RULES``)."""
     if len(shape) == 0:
         return P()
-    for pattern, dims in RULES:
+    for pattern, dims in rules:
         if re.search(pattern, name):
             if not dims:  # any shape, replicated
                 return P()
             if len(dims) != len(shape):
                 raise ValueError(f"partition rule {pattern!r} has {len(dims)} dims but {name} has "
-                                 f"shape {shape}: fix RULES in mvjax/sharding.py")
+                                 f"shape {shape}: fix its RULES table (mvjax/sharding.py, mvjax/mesh.py)")
             return P(*(a if a is None or shape[i] % mesh.shape[a] == 0 else None
                        for i, a in enumerate(dims)))
-    raise ValueError(f"no partition rule matches {name} (shape {shape}): add one to RULES in "
-                     "mvjax/sharding.py")
+    raise ValueError(f"no partition rule matches {name} (shape {shape}): add one to its RULES "
+                     "table (mvjax/sharding.py, mvjax/mesh.py)")
 
 
 def tree_shardings(tree: Any, mesh: Mesh) -> Any:

@@ -31,6 +31,10 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="items per generated task (overrides the preset)")
     p.add_argument("--seed", type=int, default=0, help="seed of the task generators")
     p.add_argument("--batch-size", type=int, default=8)
+    add_mesh_arg(p)
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="compute dtype: auto = bfloat16 on an accelerator, float32 on CPU; "
+                   "statistics are accumulated in float32 either way")
     p.add_argument("--partial-to", default=None, metavar="DIR",
                    help="write the results set of the conditions the run at --out has finished so "
                    "far (it may still be running) into DIR, and exit; for a finished run, redraw its "
@@ -40,13 +44,32 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    "one, on a new machine): each is saved as a finished piece and not scored again; "
                    "refused unless its experiment, model, run and config are this run's (the "
                    "unmodified pass is recomputed: compare its tasks and dims with the file's)")
+    p.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run through jax.distributed (run the same command in "
+                   "every process, with JAX_COORDINATOR_ADDRESS=host:port of process 0, "
+                   "JAX_NUM_PROCESSES and JAX_PROCESS_ID set, or on a TPU/SLURM cluster); each "
+                   "process scores its rows of every condition, process 0 writes the results")
     p.add_argument("--only", default=None, metavar="NAMES",
                    help="a helper on a second core: with the arguments of a run under way at --out, "
                    "score just these comma-separated conditions into its resume directory and exit "
                    "(the run finds them finished); a condition another process is scoring is left to it")
 
 
+def add_mesh_arg(p: argparse.ArgumentParser) -> None:
+    """``--mesh``, shared by every command that runs the whole model (``mvjax.mesh``)."""
+    p.add_argument("--mesh", default=None, metavar="data=N,model=M",
+                   help="devices to run on: items split over data, the model's heads and MLP "
+                   "columns over model (for a model larger than one device); default one device "
+                   "(every device, over data, in a multi-process run). Results equal one "
+                   "device's (statistics to float rounding)")
+
+
 def preset(args: argparse.Namespace) -> dict[str, Any]:
+    from mvjax.mesh import parse_mesh
+    from mvjax.sharding import initialize_distributed
+
+    initialize_distributed(getattr(args, "distributed", False))  # before any other jax call
+    parse_mesh(getattr(args, "mesh", None))  # a bad --mesh fails before the model loads
     p = dict(QUICK if args.quick else FULL)
     if args.n is not None:
         if args.n < 1:
@@ -77,6 +100,10 @@ def load_model_and_tasks(args: argparse.Namespace):
     model, tok = load_pretrained(args.model)
     if tok is None:
         raise ValueError(f"model {args.model} has no tokenizer: save one into the model directory")
+    from mvjax.mesh import place_model, with_compute_dtype
+
+    model = with_compute_dtype(model, getattr(args, "dtype", None))
+    place_model(model, getattr(args, "mesh", None))
     from analysis.evaluate import check_fits, fit_to_context
 
     L = model.cfg.max_seq_len
@@ -131,7 +158,8 @@ def vars_of(args: argparse.Namespace) -> dict:
     it is called or which of its conditions are scored: each condition's numbers are the same in
     any subset). Kept to resume a run that older code started."""
     return {k: v for k, v in vars(args).items()
-            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only", "seed_from")
+            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only", "seed_from",
+                         "mesh", "distributed")
             and not callable(v)}
 
 
@@ -297,6 +325,10 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
             print(f"seeded from {seed}: {', '.join(new) or 'nothing (all present)'}", flush=True)
         ck.note("header.json", header)
         result = header | compute(model, tok, tasks, rows, ck)
+        import jax
+
+        if jax.process_index() != 0:  # every process scored its rows; process 0 writes
+            return 0
         if ck.helper:  # the main run writes the results
             print(json.dumps({"scored": sorted(result["conditions"]), "into": str(ck.directory),
                               "seconds": round(time.time() - t0, 1)}))

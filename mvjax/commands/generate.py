@@ -13,6 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    from analysis.experiments.common import add_mesh_arg
+
+    add_mesh_arg(p)
     p.set_defaults(func=_generate)
 
 
@@ -24,13 +27,17 @@ def _generate(args: argparse.Namespace) -> int:
     from mvjax.generate import check_sampling, generate
     from mvjax.load import load_pretrained
 
+    from mvjax.mesh import fetch, parse_mesh, place_model
+
     check_sampling(args.temperature, args.top_k)  # before loading the model
+    parse_mesh(args.mesh)
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens {args.max_new_tokens} is invalid: ask for at least 1")
     model, tok = load_pretrained(args.model)
     if tok is None:
         raise ValueError(f"model {args.model!r} carries no tokenizer: save one beside it "
                          "(tokenizer.json) to generate from text")
+    place_model(model, args.mesh)
     from mvjax.tokenizers import encode_prompt
 
     ids = encode_prompt(tok, args.prompt)
@@ -38,7 +45,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError("the prompt encodes to no tokens: give a non-empty --prompt")
     gen = generate(model, jnp.asarray([ids], jnp.int32), args.max_new_tokens,
                    key=jax.random.key(args.seed), temperature=args.temperature, top_k=args.top_k)
-    new = [int(t) for t in np.asarray(gen.tokens[0, len(ids):])]
+    new = [int(t) for t in np.asarray(fetch(gen.tokens))[0, len(ids):]]
     if tok.eos_id is not None and tok.eos_id in new:
         new = new[: new.index(tok.eos_id)]
     print(args.prompt + tok.decode(new))
