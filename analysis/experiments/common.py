@@ -13,6 +13,10 @@ from mvjax.data.tasks import PASSKEYS
 
 QUICK = {"n": 8, "passkeys": ((128, 5), (256, 5)), "facts_every": 8, "ppl_rows": 1, "ppl_len": 256}
 FULL = {"n": 100, "passkeys": PASSKEYS, "facts_every": 1, "ppl_rows": 8, "ppl_len": 512}
+# length-matched families in prompt-length bins (mvjax.data.tasks.lengths); n per family and bin
+# sized in docs/disrupt-smollm2-confounds/RULES.md (benchmarks/confound_cost.py)
+CONFOUNDS = {"n": 40, "bins": (32, 128, 256, 512, 1024), "ppl_rows": 8, "ppl_len": 512}
+PRESETS = {"quick": QUICK, "full": FULL, "confounds": CONFOUNDS}
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -24,6 +28,11 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    f"{max(L for L, _ in QUICK['passkeys'])} tokens, every {QUICK['facts_every']}th "
                    "parametric item); task files run whole. In either preset, built-in tasks that the "
                    "model's context cannot hold are left out and named")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="task set: quick (= --quick), full (default) or confounds (facts, world, "
+                   "arithmetic, key→value recall and passkey in prompt-length bins ≤32/128/256/512/"
+                   "1,024 tokens, passkey key depth recorded; disrupt scores every main condition "
+                   "with position 0 edited and kept, 10 random-control seeds)")
     p.add_argument("--tasks", action="append", default=[], metavar="FILE",
                    help="extra JSONL task file (repeatable; named after the file)")
     p.add_argument("--n", type=int, default=None, help="items per generated task (overrides the preset)")
@@ -39,8 +48,16 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    "(the run finds them finished); a condition another process is scoring is left to it")
 
 
+def preset_name(args: argparse.Namespace) -> str:
+    """The preset a run asked for (``--preset``, else quick / full by ``--quick``)."""
+    name = getattr(args, "preset", None)
+    if name is not None and args.quick and name != "quick":
+        raise ValueError(f"--quick and --preset {name} disagree: give one of them")
+    return name or ("quick" if args.quick else "full")
+
+
 def preset(args: argparse.Namespace) -> dict[str, Any]:
-    p = dict(QUICK if args.quick else FULL)
+    p = dict(PRESETS[preset_name(args)])
     if args.n is not None:
         if args.n < 1:
             raise ValueError(f"--n {args.n} is invalid: use a positive integer")
@@ -70,7 +87,12 @@ def load_model_and_tasks(args: argparse.Namespace):
     for task in user:  # a too-long item is named before any scoring
         check_fits(tok, task, L)
     count = lambda s: len(tok.encode(s))  # noqa: E731
-    tasks = builtin_tasks(count, p["n"], args.seed, p["passkeys"], L, p["facts_every"])
+    if "bins" in p:  # the length-matched families (confounds preset)
+        from mvjax.data.tasks.lengths import confound_tasks
+
+        tasks = confound_tasks(count, p["n"], args.seed, p["bins"], L)
+    else:
+        tasks = builtin_tasks(count, p["n"], args.seed, p["passkeys"], L, p["facts_every"])
     clash = set(names) & {t.name for t in tasks}
     if clash:
         raise ValueError(f"task file name(s) {sorted(clash)} clash with built-in tasks: rename the file")
@@ -108,7 +130,7 @@ def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]
     record = provenance(getattr(args, "command_line", None), args.model)
     return {"git_sha": record["git_sha"] or "unknown", "provenance": record,
             "model": {"name": str(args.model), "config": model.cfg.to_dict()},
-            "run": {"quick": bool(args.quick), "preset": {k: list(v) if isinstance(v, tuple) else v
+            "run": {"quick": bool(args.quick), "preset_name": preset_name(args), "preset": {k: list(v) if isinstance(v, tuple) else v
                                                            for k, v in preset_.items()},
                     "task_files": list(args.tasks), "seed": args.seed}}
 
@@ -117,7 +139,8 @@ def vars_of(args: argparse.Namespace) -> dict:
     """The arguments that decide a run's numbers (not where it is written, how it is called or
     which of its conditions are scored: each condition's numbers are the same in any subset)."""
     return {k: v for k, v in vars(args).items()
-            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only") and not callable(v)}
+            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only")
+            and not callable(v) and not (k == "preset" and v is None)}  # runs before --preset resume
 
 
 def write_results(out, result: dict, claims, notes, write) -> list:
