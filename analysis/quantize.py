@@ -277,6 +277,22 @@ def massive_beats_random(name: str, kept: str, random: str) -> Claim:
                  "wholly above the one with k random non-massive dims kept", check)
 
 
+GGUF_NOTE = ("The weights are a {quant} GGUF dequantized to fp32 ({source}): W_q/W_k already sit on a "
+             "4-bit grid, so int4 round-to-nearest of W_q/W_k re-rounds already-rounded weights onto "
+             "another grid (per output row) and int8 is nearly lossless by construction; the "
+             "activation (Q/K) settings are not affected.")
+
+
+def quantize_notes(result: dict) -> list[str]:
+    """What the reader should know beside the claims: weights that were quantized before this
+    experiment quantized them (a GGUF source, as provenance records it)."""
+    source = result.get("provenance", {}).get("model_source", "")
+    for quant in ("Q4_1", "Q4_K_M", "Q4_0", "Q8_0"):
+        if quant in source:
+            return [GGUF_NOTE.format(quant=quant, source=source)]
+    return []
+
+
 def quantize_claims(result: dict) -> list[Claim]:
     """Per quantization setting that has a kept twin: does keeping the massive dims (rows) in full
     precision help the contextual tasks? Once by each task's main metric, once by greedy exact;
@@ -342,6 +358,7 @@ def write_quantize_report(result: dict, out, title: str):
     lines += [*provenance_lines(result.get("provenance", {})), "- Config in results.json.", "",
               "## Accuracy (%) per condition (every item of every task)",
               "", quant_table(result), "", "## Claims", ""]
+    lines += [f"- {n}" for n in result.get("notes", [])]
     lines += claim_lines(result["claims"]) + ["", f"![{fig}]({fig})", ""]
     kept_fig = keeping_figure(result, out, title + ": keeping the massive dims")
     if kept_fig:

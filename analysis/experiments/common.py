@@ -33,6 +33,10 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    "arithmetic, key→value recall and passkey in prompt-length bins ≤32/128/256/512/"
                    "1,024 tokens, passkey key depth recorded; disrupt scores every main condition "
                    "with position 0 edited and kept, 10 random-control seeds)")
+    p.add_argument("--bins", default=None, metavar="EDGES",
+                   help="confounds preset: comma-separated prompt-length bin edges in tokens "
+                   "(default 32,128,256,512,1024; a tokenizer with longer questions needs a larger "
+                   "first edge)")
     p.add_argument("--tasks", action="append", default=[], metavar="FILE",
                    help="extra JSONL task file (repeatable; named after the file)")
     p.add_argument("--n", type=int, default=None, help="items per generated task (overrides the preset)")
@@ -62,6 +66,14 @@ def preset(args: argparse.Namespace) -> dict[str, Any]:
         if args.n < 1:
             raise ValueError(f"--n {args.n} is invalid: use a positive integer")
         p["n"] = args.n
+    bins = getattr(args, "bins", None)
+    if bins is not None:
+        if "bins" not in p:
+            raise ValueError("--bins is for the length-binned task set: add --preset confounds")
+        try:
+            p["bins"] = tuple(int(x) for x in bins.split(","))
+        except ValueError:
+            raise ValueError(f"--bins {bins!r} is invalid: give increasing integers, e.g. 32,128,256") from None
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} is invalid: use a positive integer")
     return p
@@ -140,7 +152,7 @@ def vars_of(args: argparse.Namespace) -> dict:
     which of its conditions are scored: each condition's numbers are the same in any subset)."""
     return {k: v for k, v in vars(args).items()
             if k not in ("out", "func", "command_line", "partial_to", "conditions", "only")
-            and not callable(v) and not (k == "preset" and v is None)}  # runs before --preset resume
+            and not callable(v) and not (k in ("preset", "bins") and v is None)}  # runs before --preset resume
 
 
 def write_results(out, result: dict, claims, notes, write) -> list:

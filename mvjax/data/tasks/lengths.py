@@ -63,7 +63,8 @@ def depth_bin(depth: float, edges: tuple[float, ...] = DEPTH_BINS) -> str:
 def after_filler(prompt: str, length: int, count: Count) -> str:
     """``prompt`` after as many filler sentences as keep it (plus BOS) within ``length`` tokens."""
     if count(prompt) + 1 > length:
-        raise ValueError(f"prompt of {count(prompt) + 1} tokens does not fit {length}: use a longer bin")
+        raise ValueError(f"prompt of {count(prompt) + 1} tokens does not fit {length}: "
+                         "give larger bin edges (--bins)")
     step = max(1, count(FILLER))
     r = max(0, (length - 1 - count(prompt)) // step)
     while r > 0 and count(FILLER * r + "\n" + prompt) + 1 > length:
@@ -83,16 +84,17 @@ def binned(task: Task, length: int, count: Count, bins: tuple[int, ...] = BINS) 
         n = count(prompt) + 1
         if not lo < n <= hi:
             raise ValueError(f"task {task.name}: a prompt of {n} tokens misses the bin ({lo}, {hi}]: "
-                             "shorten the question or pick another bin")
+                             "shorten the question or give larger bin edges (--bins)")
         items.append(Item(prompt, it.choices, it.answer, it.target))
     return Task(f"{task.name}_L{length}", task.kind, tuple(items),
                 f"{task.description}; prompts in ({lo}, {hi}] tokens", task.exact_chance)
 
 
-def passkey_binned(n: int, length: int, count: Count, seed: int = 0, digits: int = 5) -> Task:
+def passkey_binned(n: int, length: int, count: Count, seed: int = 0, digits: int = 5,
+                   bins: tuple[int, ...] = BINS) -> Task:
     """``n`` passkey items in the bin ending at ``length``, the key's depth running evenly over
     [0, 1]; ``Task.depths`` holds each item's realised depth (filler repeats before the key / all)."""
-    lo, hi = bin_range(length)
+    lo, hi = bin_range(length, bins)
     rng = random.Random(seed)
     base = INTRO + "{}" + QUESTION
     sentence = "The pass key is {k}. Remember it. {k} is the pass key. "
@@ -102,7 +104,7 @@ def passkey_binned(n: int, length: int, count: Count, seed: int = 0, digits: int
     while repeats and count(base.format(FILLER * repeats + sentence.format(k="0" * digits))) + 1 > hi:
         repeats -= 1
     if repeats == 0:
-        raise ValueError(f"passkey needs filler: bin {length} is too short, use 128 or longer")
+        raise ValueError(f"passkey needs filler: bin {length} is too short, give larger bin edges (--bins)")
     items, depths = [], []
     for i in range(n):
         keys: list[str] = []
@@ -168,7 +170,7 @@ def confound_tasks(count: Count, n: int, seed: int = 0, bins: tuple[int, ...] = 
             continue
         for name in SHORT if i == 0 else LONG:
             if name == "passkey":
-                tasks.append(passkey_binned(n, length, count, seed + 10 + i))
+                tasks.append(passkey_binned(n, length, count, seed + 10 + i, bins=bins))
             else:
                 tasks.append(binned(family(name, n, seed), length, count, bins))
     return tasks
