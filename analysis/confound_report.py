@@ -9,8 +9,16 @@ import statistics as st
 from pathlib import Path
 
 from analysis.claims import Claim, claim_lines
-from analysis.confound_rules import (KINDS, METRIC, bins_of, confound_rules, depth_pairs, family_of,
-                                     joined, task_bin)
+from analysis.confound_rules import (
+    KINDS,
+    METRIC,
+    bins_of,
+    confound_rules,
+    depth_pairs,
+    family_of,
+    joined,
+    task_bin,
+)
 from analysis.disrupt import KEEP0
 from analysis.disrupt_report import disrupt_notes, main_table
 from mvjax.provenance import provenance_lines
@@ -159,8 +167,8 @@ def write_confound_report(result: dict, out: Path, title: str) -> Path:
              "## Tasks, their prompt lengths (tokens, BOS included) and the metric read", "",
              *task_lines(result), "",
              "## Greedy exact accuracy (%) by kind and length bin, position 0 edited | kept", "",
-             "Every item. Random and energy-matched controls: median over seeds [range] — each "
-             "seed is one draw, never pooled.", "", bin_table(result), "",
+             ("Every item. Random and energy-matched controls: median over seeds [range] — each "
+              "seed is one draw, never pooled."), "", bin_table(result), "",
              "## Passkey by key depth (greedy exact %, every length pooled)", "", depth, "",
              *([f"![{fig}]({fig})", ""] if fig else []),
              "## Claims (rules fixed before the run)", ""]

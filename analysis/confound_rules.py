@@ -28,12 +28,12 @@ MIN_DEPTH_ITEMS = 10  # fewest passkey items per depth bin a depth verdict is de
 POSITION0 = {"massive": "position 0 edited", "keep0_massive": "position 0 kept"}
 # the metric every verdict reads, per task family, and why (RULES.md, "Metric")
 METRIC = {
-    "passkey": ("exact", "its 4 choices are random keys absent from the prompt: ranking is 100% "
-                "in every condition, so only greedy exact match can move"),
-    "arithmetic": ("exact", "the result is a number the model must produce; ranking among "
-                   "neighbours is reported, not read"),
-    "kv_recall": ("exact", "the value must be copied from the list; exact chance is 1/4 (any "
-                  "listed value), said beside it"),
+    "passkey": ("exact", ("its 4 choices are random keys absent from the prompt: ranking is 100% "
+                          "in every condition, so only greedy exact match can move")),
+    "arithmetic": ("exact", ("the result is a number the model must produce; ranking among "
+                             "neighbours is reported, not read")),
+    "kv_recall": ("exact", ("the value must be copied from the list; exact chance is 1/4 (any "
+                            "listed value), said beside it")),
     "facts": ("exact", "the answer must be produced from memory; ranking reported, not read"),
     "world": ("exact", "as facts"),
 }
@@ -154,7 +154,8 @@ def seed_accuracies(result: dict, prefix: str, kind: str) -> dict[str, float]:
 RULE_SEEDS = ("over every item of the kind (every length bin), the massive edit's greedy exact "
               "accuracy is below that of every seed of the pair-aware random control with the same "
               "position-0 treatment (seeds are units: empirical p = (1 + #seeds at or below the "
-              "massive edit) / (seeds + 1), 1/11 with 10 seeds; not tested with fewer than 10 seeds)")
+              "massive edit) / (seeds + 1), 1/11 with 10 seeds; not tested with fewer than 10 seeds "
+              "or when the unmodified model gets no item of the kind right)")
 
 
 def beyond_random(kind: str, cond: str) -> Claim:
@@ -165,16 +166,19 @@ def beyond_random(kind: str, cond: str) -> Claim:
         pair = joined(result, cond, kind)
         if len(seeds) < 10 or pair is None:
             return Outcome({"seeds": len(seeds)}, None, f"{len(seeds)} random-control seeds (10 needed)")
+        if "1" not in pair[0]:
+            return Outcome({"seeds": len(seeds)}, None, f"the unmodified model gets no {kind} item right")
         acc = pair[1].count("1") / len(pair[1])
         null = list(seeds.values())
-        rank = 1 + sum(v < acc for v in null)
+        rank, last = 1 + sum(v < acc for v in null), 1 + sum(v <= acc for v in null)
         p = empirical_p(acc, null)
         mcn = sorted(paired_difference(joined(result, c, kind)[1], pair[1])["mcnemar_p"] for c in seeds)
-        return Outcome({"massive": acc, "seeds": seeds, "rank_of_massive": rank, "empirical_p": p,
+        return Outcome({"massive": acc, "seeds": seeds, "rank_of_massive": [rank, last], "empirical_p": p,
                         "median_paired_mcnemar_p": mcn[len(mcn) // 2]}, acc < min(null),
                        f"{kind} exact: massive {100 * acc:.1f}%, random seeds {100 * min(null):.1f}–"
-                       f"{100 * max(null):.1f}% ({len(null)} seeds); massive ranks {rank} of "
-                       f"{len(null) + 1} from the bottom, empirical p {p:.3f}")
+                       f"{100 * max(null):.1f}% ({len(null)} seeds); massive ranks "
+                       f"{rank if rank == last else f'{rank}–{last} (ties)'} of {len(null) + 1} from "
+                       f"the bottom, empirical p {p:.3f}")
     return Claim(f"beyond_random_{kind}_{cond}", f"The massive edit ({POSITION0[cond]}) costs "
                  f"{kind} tasks more than any random-dims control draw", RULE_SEEDS, check)
 

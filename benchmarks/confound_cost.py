@@ -1,7 +1,8 @@
 """Cost of one disruption condition per item of the ``confounds`` preset, by length bin: the
 steady-state seconds of scoring ``--n`` items of each family in a bin under a mean-replacement
 probe (the structure every condition shares), compilation excluded (each bin is scored twice; the
-second pass is timed). Sizes n per bin so that a condition takes ≤ 30 min of one core.
+second pass is timed). Both wall and process CPU seconds are given: pinned to one core on a shared
+machine, CPU seconds are what the pass costs that core, wall seconds what it took meanwhile. Sizes n per bin so that a condition takes ≤ 30 min of one core.
 
     taskset -c 0 nice -n 10 python benchmarks/confound_cost.py --bins 32,256,1024 --n 8
 
@@ -22,9 +23,9 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--bins", default="32,256,1024")
     ap.add_argument("--n", type=int, default=8, help="items per family measured")
+    ap.add_argument("--print-each", action="store_true", help="print each bin as it is measured")
     ap.add_argument("--n-target", type=int, default=40, help="items per family and bin to cost")
     args = ap.parse_args()
-    import numpy as np
 
     from analysis.evaluate import Scorer, encode_task, longest_continuation
     from mvjax.data.tasks.lengths import BINS, confound_tasks
@@ -32,7 +33,7 @@ def main() -> None:
     from mvjax.load import load_pretrained
 
     model, tok = load_pretrained(args.model)
-    count = lambda s: len(tok.encode(s))  # noqa: E731
+    count = lambda s: len(tok.encode(s))
     want = [int(b) for b in args.bins.split(",")]
     tasks = [t for t in confound_tasks(count, args.n) if int(t.name.rsplit("_L", 1)[1]) in want]
     enc = {t.name: encode_task(tok, t) for t in tasks}
@@ -46,13 +47,17 @@ def main() -> None:
     for b in want:
         items = [e for t in tasks if t.name.endswith(f"_L{b}") for e in enc[t.name]]
         scorer.run(items, probe)  # compile
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         scorer.run(items, probe)
-        per = (time.perf_counter() - t0) / len(items)
+        per = (time.process_time() - c0) / len(items)
+        wall = (time.perf_counter() - t0) / len(items)
         families = sum(t.name.endswith(f"_L{b}") for t in tasks)
         lengths = [len(e.prompt) for e in items]
         out["by_bin"][b] = {"families": families, "items": len(items), "s_per_item": round(per, 3),
+                            "wall_s_per_item": round(wall, 3),
                             "prompt_tokens": [min(lengths), max(lengths)]}
+        if args.print_each:
+            print(json.dumps({b: out["by_bin"][b]}), flush=True)
     for b in BINS:  # bins not measured: the nearest measured bin's cost scaled by length
         near = min(want, key=lambda m: abs(m - b))
         per = out["by_bin"][near]["s_per_item"] * max(b, 32) / max(near, 32) if b not in want else \
@@ -62,7 +67,7 @@ def main() -> None:
     out["condition_minutes_at_n_target"] = round(total / 60, 1)
     out["n_target"] = args.n_target
     out["load_after"] = os.getloadavg()[0]
-    print(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1), flush=True)
 
 
 if __name__ == "__main__":

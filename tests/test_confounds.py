@@ -17,13 +17,18 @@ from analysis.disrupt import KEEP0, DisruptConfig, disrupt, plan_conditions
 from analysis.quantize import QuantizeConfig, activation_conditions, random_kept
 from mvjax.config import ModelConfig
 from mvjax.data.tasks import Item, Task, accuracy_summary
-from mvjax.data.tasks.lengths import (bin_range, confound_tasks, depth_bin, length_bin,
-                                      passkey_binned)
+from mvjax.data.tasks.lengths import (
+    bin_range,
+    confound_tasks,
+    depth_bin,
+    length_bin,
+    passkey_binned,
+)
 from mvjax.model import init_model
 from mvjax.tokenizers import ByteTokenizer
 
 TOK = ByteTokenizer()
-COUNT = lambda s: len(TOK.encode(s))  # noqa: E731
+COUNT = lambda s: len(TOK.encode(s))
 BYTE_BINS = (128, 512, 1024)  # a byte per token: every family's first-bin question fits 128
 RULES_MD = Path(__file__).resolve().parents[1] / "docs/disrupt-smollm2-confounds/RULES.md"
 
@@ -100,9 +105,9 @@ def test_keep_random_keeps_k_other_dims():
         for l, h in np.ndindex(3, 4):
             m[l, h, rng.choice(8, 1 + (l + h) % 2, replace=False)] = True
     rnd = random_kept(massive, 0)
-    for s in massive:
-        assert (rnd[s].sum(-1) == massive[s].sum(-1)).all()  # the same k in every head
-        assert not (rnd[s] & massive[s]).any()  # never a massive dim
+    for s, m in massive.items():
+        assert (rnd[s].sum(-1) == m.sum(-1)).all()  # the same k in every head
+        assert not (rnd[s] & m).any()  # never a massive dim
     assert not all((random_kept(massive, 1)[s] == rnd[s]).all() for s in massive)  # a seeded draw
     config = QuantizeConfig(bits=(4,), granularities=("token",), sides=("post",))
     names = [n for n, *_ in activation_conditions(config, 4)]
@@ -162,6 +167,10 @@ def test_rules_not_tested_without_enough_items_or_seeds():
     r = _result(0.2, 0.9, 0.8)
     for s in range(5):
         del r["conditions"][f"random_s{s}"]
+    assert _verdicts(r)["beyond_random_contextual_massive"] == NOT_TESTED
+    r = _result(0.0, 0.9, 0.0)  # the original gets no contextual item right: nothing to lose
+    for t, e in r["conditions"]["original"]["tasks"].items():
+        e["exact"]["hits"] = "0" * len(e["exact"]["hits"]) if t.startswith("passkey") else e["exact"]["hits"]
     assert _verdicts(r)["beyond_random_contextual_massive"] == NOT_TESTED
 
 
