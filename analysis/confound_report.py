@@ -94,6 +94,36 @@ def bin_table(result: dict) -> str:
     return "\n".join(rows)
 
 
+def family_table(result: dict) -> str:
+    """Family × length bin (and every bin): greedy exact % original → massive, position 0 edited
+    / kept, on every item; the same questions at every length."""
+    fams = list(dict.fromkeys(family_of(t) for t in result["tasks"]))
+    bins = bins_of(result)
+
+    def acc(cond: str, tasks: list[str]) -> str:
+        hs = [joined_one(result, cond, t) for t in tasks]
+        if not tasks or any(h is None for h in hs):
+            return "–"
+        h = "".join(hs)
+        return f"{100 * h.count('1') / len(h):.0f}"
+
+    rows = ["| family (original → edited / kept) | " + " | ".join(f"≤{b}" for b in bins) + " | all bins |",
+            "|---" * (len(bins) + 2) + "|"]
+    for f in fams:
+        cells = []
+        for b in (*bins, None):
+            ts = [t for t in result["tasks"] if family_of(t) == f and (b is None or task_bin(result, t) == b)]
+            cells.append("–" if not ts else
+                         f"{acc('original', ts)} → {acc('massive', ts)} / {acc(KEEP0 + 'massive', ts)}")
+        rows.append(f"| {f} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def joined_one(result: dict, cond: str, task: str) -> str | None:
+    entry = result["conditions"].get(cond, {}).get("tasks", {}).get(task, {}).get("exact")
+    return None if entry is None else entry["hits"]
+
+
 def task_lines(result: dict) -> list[str]:
     """Per task: kind, bin, prompt-token range and the metric its verdicts read (and why)."""
     out = ["| task | kind | bin | prompt tokens | verdict metric |", "|---|---|---|---|---|"]
@@ -169,6 +199,8 @@ def write_confound_report(result: dict, out: Path, title: str) -> Path:
              "## Greedy exact accuracy (%) by kind and length bin, position 0 edited | kept", "",
              ("Every item. Random and energy-matched controls: median over seeds [range] — each "
               "seed is one draw, never pooled."), "", bin_table(result), "",
+             "### By family and bin: original → massive, position 0 edited / kept", "",
+             family_table(result), "",
              "## Passkey by key depth (greedy exact %, every length pooled)", "", depth, "",
              *([f"![{fig}]({fig})", ""] if fig else []),
              "## Claims (rules fixed before the run)", ""]

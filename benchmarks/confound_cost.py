@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--print-each", action="store_true", help="print each bin as it is measured")
     ap.add_argument("--n-target", type=int, default=40, help="items per family and bin to cost")
     args = ap.parse_args()
+    import numpy as np
 
     from analysis.evaluate import Scorer, encode_task, longest_continuation
     from mvjax.data.tasks.lengths import BINS, confound_tasks
@@ -58,11 +59,11 @@ def main() -> None:
                             "prompt_tokens": [min(lengths), max(lengths)]}
         if args.print_each:
             print(json.dumps({b: out["by_bin"][b]}), flush=True)
-    for b in BINS:  # bins not measured: the nearest measured bin's cost scaled by length
-        near = min(want, key=lambda m: abs(m - b))
-        per = out["by_bin"][near]["s_per_item"] * max(b, 32) / max(near, 32) if b not in want else \
-            out["by_bin"][b]["s_per_item"]
+    xs = sorted(out["by_bin"])
+    for b in BINS:  # bins not measured: linear in the prompt length between the measured ones
+        per = float(np.interp(b, xs, [out["by_bin"][x]["s_per_item"] for x in xs]))
         fam = 3 if b == BINS[0] else 5
+        out.setdefault("interpolated_s_per_item", {})[b] = round(per, 3)
         total += per * fam * args.n_target
     out["condition_minutes_at_n_target"] = round(total / 60, 1)
     out["n_target"] = args.n_target

@@ -236,6 +236,7 @@ def test_report_by_bin_and_depth_with_seeds_as_units(tmp_path):
     text = write_confound_report(r, tmp_path, "t").read_text()
     assert "| contextual, ≤32 (n=40) | 100.0 | 25.0 | 75.0 |" in text  # original, edited, kept
     assert "80.0 [80–80] (10 seeds)" in text  # seeds shown as units, not pooled
+    assert "| passkey | 100 → 25 / 75 | 100 → 25 / 75 | 100 → 25 / 75 |" in text  # family × bin
     assert "depth 0.75-1.00 (n=20)" in text and (tmp_path / "passkey_depth.png").is_file()
     assert ("better than contextual, length-matched: holds" in text
             and "costs passkey accuracy at every key depth: does not hold" in text)
