@@ -34,6 +34,7 @@ from mvjax.interventions import EDIT_SITES, METHODS, PHASE_RULES, empty_masks, i
 from mvjax.prompt_selection import prompt_selected
 
 STATISTICS = ("pooled", "prompt")
+KEEP0 = "keep0_"  # name prefix of a main condition's twin with position 0 kept (DisruptConfig.position0)
 CONTROL_DRAWS = (DRAW, "uniform")
 STATISTICS_TEXT = {
     "pooled": "pooled over all scored prompts: one selection (and one set of control dims) for every prompt",
@@ -59,6 +60,7 @@ class DisruptConfig:
     sweep_k: tuple[int, ...] = ()  # top-k sweep: massive and lowest-norm at each k
     sweep_layers: bool = False  # layer sweep: massive dims in the early / middle / late third only
     ablations: bool = True  # first-token-kept, Q only, K only, chosen layers
+    position0: bool = False  # every main condition twice: position 0 (the sink) edited and kept
     ranking: str = "sum"  # sum | per_token: how choices are ranked (per_token = length-normalised)
     phases: str = "prefill"
     batch_size: int = 8
@@ -137,6 +139,10 @@ def plan_conditions(config: DisruptConfig, layers: tuple[int, ...], n_layers: in
     conds += [C(f"energy_matched_s{seed}", "control", "energy", seed=seed,
                 description=f"random non-massive dims holding the massive dims' removable energy, seed {seed}")
               for seed in config.energy_seeds]
+    if config.position0:  # each main condition followed by its twin that leaves position 0 alone
+        conds = [conds[0]] + [x for c in conds[1:] for x in (c, dataclasses.replace(
+            c, name=f"{KEEP0}{c.name}", keep_first=True,
+            description=c.description + "; position 0 (the sink) kept"))]
     ablations = [C("first_token_kept", "ablation", keep_first=True,
                    description="massive dims edited everywhere except position 0 (the sink)"),
                  C("q_only", "ablation", edit=(True, False), description="massive dims of Q only"),
@@ -152,6 +158,8 @@ def plan_conditions(config: DisruptConfig, layers: tuple[int, ...], n_layers: in
                   for part, ls in thirds(n_layers).items() if ls]
     conds += [C(f"sweep_top{k}_lowest", "sweep", "lowest", top_k=k,
                 description=f"the {k} lowest-M dims per head") for k in ks]
+    if config.position0:  # the factor's keep0_massive is the first-token-kept ablation
+        ablations = [c for c in ablations if c.name != "first_token_kept"]
     return conds + (ablations if config.ablations else [])
 
 
@@ -209,7 +217,7 @@ def statistics_info(energy: dict, cfg, config: DisruptConfig, conds: list[Condit
             "energy_share_of_massive": {s: float(E[s][sel[s]].sum() / max(E[s].sum(), 1e-300)) for s in sel},
             "prompt_top1_is_pooled_top1": agree}
     if config.statistics == "pooled":
-        by_name = {c.name: c for c in conds if c.group == "control"}
+        by_name = {c.name: c for c in conds if c.group == "control" and not c.name.startswith(KEEP0)}
         controls = {n: pooled_masks(c, M, E, config, model_pairs(cfg)) for n, c in by_name.items()}
         info["energy_ratio_to_massive"] = {n: {s: energy_ratio(E[s], m[s], sel[s]) for s in sel}
                                            for n, m in controls.items()}
@@ -294,9 +302,24 @@ def evaluate_condition(scorer, tasks: list[Task], encoded: dict, keep: dict, pro
     return entry
 
 
+def prompt_lengths(task: Task, encoded: list) -> dict[str, Any]:
+    """A task's prompt lengths in tokens (BOS included: what the model sees), per item and as a
+    range, and, where its items hide a key, each key's depth and depth bin (the length and depth
+    confounds are read from these)."""
+    from mvjax.data.tasks.lengths import depth_bin
+
+    n = [len(e.prompt) for e in encoded]
+    out: dict[str, Any] = {"min_prompt_tokens": min(n), "max_prompt_tokens": max(n), "prompt_tokens": n}
+    if task.depths is not None:
+        out["key_depth"] = [round(d, 4) for d in task.depths]
+        out["key_depth_bin"] = [depth_bin(d) for d in task.depths]
+    return out
+
+
 def task_records(tasks: list[Task], encoded: dict, base: dict, keep: dict, ranking: str) -> dict:
     """Per task: kind, description, n, chance levels, how many items the original gets right."""
     return {t.name: {"kind": t.kind, "description": t.description, "n_items": len(t.items),
+                     **prompt_lengths(t, encoded[t.name]),
                      "n_known": {m: len(v) for m, v in keep[t.name].items()},
                      "rank_chance": t.rank_chance, "exact_chance": t.exact_chance,
                      "baseline_all_items": score_task(encoded[t.name], *base[t.name], t.rank_chance,

@@ -7,13 +7,14 @@ Conditions (every one scored on the same items as ``analysis.disrupt``, plus hel
   act_int{b}_{granularity}_{pre|post}[_keep_massive]
       symmetric fake quantization of Q and K at every layer, before (``q``/``k``) or after RoPE
       (``q_rot``/``k_rot``), one scale per tensor / token-head / channel; ``_keep_massive`` leaves
-      the top-k dims per head (k = 1) in full precision and out of the scale. Every token is
+      the top-k dims per head (k = 1) in full precision and out of the scale; ``_keep_random``
+      (the control beside it) keeps as many uniformly random other dims per head. Every token is
       quantized, continuations with the prompt's scales (``phases="all"``: a quantized KV cache
       holds every key).
   w_int{b}[_protect]
       round-to-nearest of W_q and W_k, one scale per output row (HF layout; columns of mvjax's
       in×out kernel); ``_protect`` keeps the rows that produce the massive pre-RoPE dims in full
-      precision.
+      precision; ``_protect_random`` as many random other rows (the control).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class QuantizeConfig:
     sides: tuple[str, ...] = ("pre", "post")
     weight_bits: tuple[int, ...] = (8, 4)
     top_k: int = 1  # massive dims per head kept in full precision
+    keep_random: bool = True  # beside every keep-massive setting: keep k random non-massive dims
+    random_seed: int = 0  # the keep-random control's draw
     ranking: str = "sum"  # sum | per_token
     batch_size: int = 8
 
@@ -87,19 +90,30 @@ def quantized_weights(model, bits: int, protect: dict[str, np.ndarray] | None = 
     return m
 
 
+KEPT = {False: "", "massive": "_keep_massive", "random": "_keep_random"}  # activation name suffixes
+PROTECTED = {False: "", "massive": "_protect", "random": "_protect_random"}  # weight name suffixes
+
+
+def kept_variants(config: QuantizeConfig) -> tuple:
+    """What each setting keeps in full precision: nothing, the massive dims, k random others."""
+    return (False, "massive", "random") if config.keep_random else (False, "massive")
+
+
 def activation_conditions(config: QuantizeConfig, bits: int):
-    """(name, record, granularity, side, kept) of every activation condition at ``bits``."""
+    """(name, record, granularity, side, kept) of every activation condition at ``bits``; kept is
+    False, "massive" or "random" (``kept_variants``)."""
     for g in config.granularities:
         for side in config.sides:
-            for kept in (False, True):
-                name = f"act_int{bits}_{g}_{side}" + ("_keep_massive" if kept else "")
+            for kept in kept_variants(config):
+                name = f"act_int{bits}_{g}_{side}" + KEPT[kept]
                 yield name, {"group": "activation", "bits": bits, "granularity": g, "side": side,
-                             "keep_massive": kept}, g, side, kept
+                             "keep_massive": kept == "massive", "keep_random": kept == "random"}, g, side, kept
 
 
 def weight_condition(model, config, bits: int, kept: bool, massive: dict, tasks, encoded, keep,
                      ppl_rows, name: str, progress: bool) -> dict:
-    """Score a copy of the model with W_q/W_k rounded (massive rows protected when ``kept``)."""
+    """Score a copy of the model with W_q/W_k rounded (the rows of ``massive`` — the massive dims,
+    or the keep-random control's — protected when ``kept``)."""
     from analysis.dims import PromptEnergy
 
     cfg = model.cfg
@@ -108,6 +122,14 @@ def weight_condition(model, config, bits: int, kept: bool, massive: dict, tasks,
     runs = run_tasks(qscorer, tasks, encoded, PromptEnergy(frozenset(ALL_SITES)), name, progress)
     return evaluate_condition(qscorer, tasks, encoded, keep, intervention(cfg, empty_masks(cfg, ALL_SITES)),
                               ppl_rows, name, progress, runs, config.ranking)
+
+
+def random_kept(massive: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """The keep-random control: per site and head, as many uniformly random dims as the massive
+    selection keeps there (the same k), never a massive dim (``analysis.dims.random_dims``)."""
+    from analysis.dims import random_dims
+
+    return {s: random_dims(m, seed + 1000 * i) for i, (s, m) in enumerate(sorted(massive.items()))}
 
 
 def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = QuantizeConfig(),
@@ -125,6 +147,7 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
     massive = {s: select_massive(np.sqrt(stacked(energy, s, "sumsq")), "topk", config.top_k)
                for s in ALL_SITES}
     none = empty_masks(cfg, ALL_SITES)
+    kept_dims = {"massive": massive, "random": random_kept(massive, config.random_seed)}
     # (name, record, compute) of every condition; the fewest bits first (the settings most likely
     # to break something), so a run stopped early has them
     plan = [("original", {"group": "original", "description": "unmodified model"},
@@ -135,16 +158,18 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
         for name, record, g, side, kept in acts:
             masks = dict(none)
             for s in SIDES[side]:
-                masks[s] = ~massive[s] if kept else np.ones_like(massive[s])
+                masks[s] = ~kept_dims[kept][s] if kept else np.ones_like(massive[s])
             probe = intervention(cfg, masks, "quant", quant=QuantSpec(bits, g), phases="all")
             plan.append((name, record, functools.partial(
                 evaluate_condition, scorer, tasks, encoded, keep, probe, ppl_rows, name, progress,
                 ranking=config.ranking)))
-        for kept in ((False, True) if bits in config.weight_bits else ()):
-            name = f"w_int{bits}" + ("_protect" if kept else "")
-            plan.append((name, {"group": "weight", "bits": bits, "protect_massive_rows": kept},
-                         functools.partial(weight_condition, model, config, bits, kept, massive, tasks,
-                                           encoded, keep, ppl_rows, name, progress)))
+        for kept in (kept_variants(config) if bits in config.weight_bits else ()):
+            name = f"w_int{bits}" + PROTECTED[kept]
+            plan.append((name, {"group": "weight", "bits": bits, "protect_massive_rows": kept == "massive",
+                                "protect_random_rows": kept == "random"},
+                         functools.partial(weight_condition, model, config, bits, bool(kept),
+                                           kept_dims.get(kept, massive), tasks, encoded, keep,
+                                           ppl_rows, name, progress)))
     by_name = {name: (record, compute) for name, record, compute in plan}
     results: dict[str, Any] = {}
 
@@ -173,8 +198,10 @@ def quantize_record(config: QuantizeConfig, tasks: list[Task], encoded: dict, ba
                        "W_q and W_k", "ranking": f"choices ranked by {config.ranking} of their token "
                        "log-likelihoods"},
         "tasks": task_records(tasks, encoded, base, keep, config.ranking),
-        "dims": {"massive_kept": {s: {str(l): [[int(h), int(d)] for h, d in zip(*np.nonzero(massive[s][l]))]
-                                      for l in range(cfg.num_layers)} for s in ALL_SITES}},
+        "dims": {f"{what}_kept": {s: {str(l): [[int(h), int(d)] for h, d in zip(*np.nonzero(m[s][l]))]
+                                      for l in range(cfg.num_layers)} for s in ALL_SITES}
+                 for what, m in (("massive", massive), ("random", random_kept(massive, config.random_seed)))
+                 if what == "massive" or config.keep_random},
         "conditions": results,
     }
 
@@ -236,18 +263,55 @@ def keeping_helps(name: str, kept: str, metric: str | None = None) -> Claim:
                  "massive dims kept lies wholly above the one without", check)
 
 
+def massive_beats_random(name: str, kept: str, random: str) -> Claim:
+    """Claim: keeping the massive dims helps more than keeping as many random other dims (the
+    keep-random control) — contextual tasks by greedy exact, intervals separated."""
+    def check(result: dict) -> Outcome:
+        (a, ia), (b, ib) = (_kind_ci(result, c, "contextual", "exact") for c in (random, kept))
+        held = None if ia is None or ib is None else ib[0] > ia[1]
+        return Outcome({"contextual_ci95": {"random_kept": ia, "massive_kept": ib}}, held,
+                       f"pooled contextual accuracy (greedy exact) keeping k random dims {a}, keeping "
+                       f"the massive dims {b}")
+    return Claim(f"massive_not_random_{name}", f"{name}: keeping the massive dims helps contextual "
+                 "tasks more than keeping the same number of random other dims", "the pooled "
+                 "contextual greedy-exact accuracy's 95% interval with the massive dims kept lies "
+                 "wholly above the one with k random non-massive dims kept", check)
+
+
+GGUF_NOTE = ("The weights are a {quant} GGUF dequantized to fp32 ({source}): W_q/W_k already sit on a "
+             "4-bit grid, so int4 round-to-nearest of W_q/W_k re-rounds already-rounded weights onto "
+             "another grid (per output row) and int8 is nearly lossless by construction; the "
+             "activation (Q/K) settings are not affected.")
+
+
+def quantize_notes(result: dict) -> list[str]:
+    """What the reader should know beside the claims: weights that were quantized before this
+    experiment quantized them (a GGUF source, as provenance records it)."""
+    source = result.get("provenance", {}).get("model_source", "")
+    for quant in ("Q4_1", "Q4_K_M", "Q4_0", "Q8_0"):
+        if quant in source:
+            return [GGUF_NOTE.format(quant=quant, source=source)]
+    return []
+
+
 def quantize_claims(result: dict) -> list[Claim]:
     """Per quantization setting that has a kept twin: does keeping the massive dims (rows) in full
-    precision help the contextual tasks? Once by each task's main metric, once by greedy exact."""
-    return [keeping_helps(name, kept, metric).apply(result)
-            for name, kept in kept_pairs(result) for metric in READINGS]
+    precision help the contextual tasks? Once by each task's main metric, once by greedy exact;
+    and, where the keep-random control was scored, does it help more than keeping random dims?"""
+    out = [keeping_helps(name, kept, metric).apply(result)
+           for name, kept in kept_pairs(result) for metric in READINGS]
+    for name, kept in kept_pairs(result):
+        random = name + ("_keep_random" if kept.endswith("_keep_massive") else "_protect_random")
+        if random in result["conditions"]:
+            out.append(massive_beats_random(name, kept, random).apply(result))
+    return out
 
 
 def kept_pairs(result: dict) -> list[tuple[str, str]]:
     """(setting, its twin with the massive dims kept) for every setting scored with its twin."""
     pairs = []
     for name, e in result["conditions"].items():
-        if name == "original" or name.endswith(("_keep_massive", "_protect")):
+        if name == "original" or name.endswith(("_keep_massive", "_protect", "_keep_random", "_protect_random")):
             continue
         kept = name + ("_keep_massive" if e["group"] == "activation" else "_protect")
         if kept in result["conditions"]:
@@ -295,6 +359,7 @@ def write_quantize_report(result: dict, out, title: str):
     lines += [*provenance_lines(result.get("provenance", {})), "- Config in results.json.", "",
               "## Accuracy (%) per condition (every item of every task)",
               "", quant_table(result), "", "## Claims", ""]
+    lines += [f"- {n}" for n in result.get("notes", [])]
     lines += claim_lines(result["claims"]) + ["", f"![{fig}]({fig})", ""]
     kept_fig = keeping_figure(result, out, title + ": keeping the massive dims")
     if kept_fig:

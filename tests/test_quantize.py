@@ -66,6 +66,9 @@ def test_quantize_scores_fewest_bits_first_and_a_helper_only_its_own(tmp_path):
     r = quantize(model, ByteTokenizer(), tasks, config, progress=False,
                  checkpoint=Checkpoint(tmp_path / "ck", "key"))
     assert list(r["conditions"]) == ["original", "act_int4_token_post", "act_int4_token_post_keep_massive",
-                                     "w_int4", "w_int4_protect", "act_int8_token_post",
-                                     "act_int8_token_post_keep_massive", "w_int8", "w_int8_protect"]
+                                     "act_int4_token_post_keep_random", "w_int4", "w_int4_protect",
+                                     "w_int4_protect_random", "act_int8_token_post",
+                                     "act_int8_token_post_keep_massive", "act_int8_token_post_keep_random",
+                                     "w_int8", "w_int8_protect", "w_int8_protect_random"]
+    assert r["dims"]["random_kept"]["q_rot"] != r["dims"]["massive_kept"]["q_rot"]
     assert r["conditions"]["w_int8"] == helped["conditions"]["w_int8"]

@@ -15,6 +15,10 @@ QUICK = {"n": 8, "passkeys": ((128, 5), (256, 5)), "facts_every": 8, "ppl_rows":
 FULL = {"n": 100, "passkeys": PASSKEYS, "facts_every": 1, "ppl_rows": 8, "ppl_len": 512}
 MAX_N = 10_000  # items per generated task: 100x the full preset, already days of scoring per condition
 MAX_BATCH = 1024  # prompts per batch: every batch is allocated at this size (padded), so more never fits
+# length-matched families in prompt-length bins (mvjax.data.tasks.lengths); n per family and bin
+# sized in docs/disrupt-smollm2-confounds/RULES.md (benchmarks/confound_cost.py)
+CONFOUNDS = {"n": 40, "bins": (32, 128, 256, 512, 1024), "ppl_rows": 8, "ppl_len": 512}
+PRESETS = {"quick": QUICK, "full": FULL, "confounds": CONFOUNDS}
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -26,6 +30,15 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    f"{max(L for L, _ in QUICK['passkeys'])} tokens, every {QUICK['facts_every']}th "
                    "parametric item); task files run whole. In either preset, built-in tasks that the "
                    "model's context cannot hold are left out and named")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="task set: quick (= --quick), full (default) or confounds (facts, world, "
+                   "arithmetic, key→value recall and passkey in prompt-length bins ≤32/128/256/512/"
+                   "1,024 tokens, passkey key depth recorded; disrupt scores every main condition "
+                   "with position 0 edited and kept, 10 random-control seeds)")
+    p.add_argument("--bins", default=None, metavar="EDGES",
+                   help="confounds preset: comma-separated prompt-length bin edges in tokens "
+                   "(default 32,128,256,512,1024; a tokenizer with longer questions needs a larger "
+                   "first edge)")
     p.add_argument("--tasks", action="append", default=[], metavar="FILE",
                    help="extra JSONL task file (repeatable; named after the file)")
     p.add_argument("--n", type=int, default=None, help="items per generated task (overrides the preset)")
@@ -64,13 +77,21 @@ def add_mesh_arg(p: argparse.ArgumentParser) -> None:
                    "device's (statistics to float rounding)")
 
 
+def preset_name(args: argparse.Namespace) -> str:
+    """The preset a run asked for (``--preset``, else quick / full by ``--quick``)."""
+    name = getattr(args, "preset", None)
+    if name is not None and args.quick and name != "quick":
+        raise ValueError(f"--quick and --preset {name} disagree: give one of them")
+    return name or ("quick" if args.quick else "full")
+
+
 def preset(args: argparse.Namespace) -> dict[str, Any]:
     from mvjax.mesh import parse_mesh
     from mvjax.sharding import initialize_distributed
 
     initialize_distributed(getattr(args, "distributed", False))  # before any other jax call
     parse_mesh(getattr(args, "mesh", None))  # a bad --mesh fails before the model loads
-    p = dict(QUICK if args.quick else FULL)
+    p = dict(PRESETS[preset_name(args)])
     if args.n is not None:
         if args.n < 1:
             raise ValueError(f"--n {args.n} is invalid: use a positive integer")
@@ -78,6 +99,14 @@ def preset(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--n {args.n} is too large: use at most {MAX_N} items per generated "
                              f"task (the full preset has {FULL['n']})")
         p["n"] = args.n
+    bins = getattr(args, "bins", None)
+    if bins is not None:
+        if "bins" not in p:
+            raise ValueError("--bins is for the length-binned task set: add --preset confounds")
+        try:
+            p["bins"] = tuple(int(x) for x in bins.split(","))
+        except ValueError:
+            raise ValueError(f"--bins {bins!r} is invalid: give increasing integers, e.g. 32,128,256") from None
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} is invalid: use a positive integer")
     if args.batch_size > MAX_BATCH:
@@ -110,7 +139,12 @@ def load_model_and_tasks(args: argparse.Namespace):
     for task in user:  # a too-long item is named before any scoring
         check_fits(tok, task, L)
     count = lambda s: len(tok.encode(s))  # noqa: E731
-    tasks = builtin_tasks(count, p["n"], args.seed, p["passkeys"], L, p["facts_every"])
+    if "bins" in p:  # the length-matched families (confounds preset)
+        from mvjax.data.tasks.lengths import confound_tasks
+
+        tasks = confound_tasks(count, p["n"], args.seed, p["bins"], L)
+    else:
+        tasks = builtin_tasks(count, p["n"], args.seed, p["passkeys"], L, p["facts_every"])
     clash = set(names) & {t.name for t in tasks}
     if clash:
         raise ValueError(f"task file name(s) {sorted(clash)} clash with built-in tasks: rename the file")
@@ -148,7 +182,7 @@ def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]
     record = provenance(getattr(args, "command_line", None), args.model)
     return {"git_sha": record["git_sha"] or "unknown", "provenance": record,
             "model": {"name": str(args.model), "config": model.cfg.to_dict()},
-            "run": {"quick": bool(args.quick), "preset": {k: list(v) if isinstance(v, tuple) else v
+            "run": {"quick": bool(args.quick), "preset_name": preset_name(args), "preset": {k: list(v) if isinstance(v, tuple) else v
                                                            for k, v in preset_.items()},
                     "task_files": list(args.tasks), "seed": args.seed}}
 
@@ -160,7 +194,7 @@ def vars_of(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items()
             if k not in ("out", "func", "command_line", "partial_to", "conditions", "only", "seed_from",
                          "mesh", "distributed")
-            and not callable(v)}
+            and not callable(v) and not (k in ("preset", "bins") and v is None)}  # runs before --preset resume
 
 
 # flags that cannot change a number: where and how a run is written or shared, the batch size

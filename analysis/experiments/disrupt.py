@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 SWEEP_K = (1, 2, 4)  # full preset: top-k sweep (and the early / middle / late layer sweep)
+CONFOUND_SEEDS = tuple(range(10))  # confounds preset: pair-aware random control seeds (units of its null)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +61,18 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--sites {args.sites!r} is invalid: give the Q and the K site, e.g. q_rot,k_rot")
     seeds = _ints(args.seeds, "seeds")
     table = args.conditions == "table"
+    from analysis.experiments.common import preset_name
+
+    if preset_name(args) == "confounds":  # RULES.md of docs/disrupt-smollm2-confounds fixes these
+        if args.seeds == "0,1,2":
+            seeds = CONFOUND_SEEDS
+        config = DisruptConfig(method=args.method, q_site=sites[0], k_site=sites[1],
+                               selection=args.selection, top_k=args.top_k, lam=args.lam, seeds=seeds,
+                               energy_seeds=seeds[:3], phases=args.phases, batch_size=args.batch_size,
+                               statistics=args.statistics, ranking=args.ranking, position0=True,
+                               chosen_layers=None if args.layers is None else _ints(args.layers, "layers"),
+                               sweep_k=(), sweep_layers=False, ablations=False)
+        return _run(args, config, confounds=True)
     config = DisruptConfig(method=args.method, q_site=sites[0], k_site=sites[1],
                            selection=args.selection, top_k=args.top_k, lam=args.lam, seeds=seeds,
                            energy_seeds=seeds[:1] if args.quick else seeds,
@@ -68,14 +81,23 @@ def run(args: argparse.Namespace) -> int:
                            statistics=args.statistics, ranking=args.ranking,
                            sweep_k=() if args.quick or table else SWEEP_K,
                            sweep_layers=not (args.quick or table), ablations=not table)
+    return _run(args, config)
+
+
+def _run(args: argparse.Namespace, config, confounds: bool = False) -> int:
+    """Run ``config`` (the confounds preset: its pre-registered claims and its report sections)."""
     config.definition  # noqa: B018 -- λ and top-k are checked before the model loads
     from analysis.disrupt import disrupt
     from analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
     from analysis.experiments.common import run_experiment
 
+    claims, notes, write = disrupt_claims, disrupt_notes, write_disrupt_report
+    if confounds:
+        from analysis.confound_report import confound_claims, confound_notes, write_confound_report
+
+        claims, notes, write = confound_claims, confound_notes, write_confound_report
     return run_experiment(
         args, "disrupt", config.top_k,
         lambda model, tok, tasks, rows, ck: disrupt(model, tok, tasks, config, rows, checkpoint=ck),
-        disrupt_claims,
-        lambda result, out: write_disrupt_report(result, out, f"Disrupting massive values — {args.model}"),
-        notes=disrupt_notes, config=config)
+        claims, lambda result, out: write(result, out, f"Disrupting massive values — {args.model}"),
+        notes=notes, config=config)

@@ -22,14 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from analysis.quantize import QuantizeConfig
 
-    config = QuantizeConfig(top_k=args.top_k, batch_size=args.batch_size,
-                            **(QUICK if args.quick else {}))
+    from analysis.experiments.common import preset_name
+
+    small = args.quick or preset_name(args) == "confounds"  # confounds: int4 only (RULES.md)
+    config = QuantizeConfig(top_k=args.top_k, batch_size=args.batch_size, **(QUICK if small else {}))
     from analysis.experiments.common import run_experiment
-    from analysis.quantize import quantize, quantize_claims, write_quantize_report
+    from analysis.quantize import quantize, quantize_claims, quantize_notes, write_quantize_report
 
     return run_experiment(
         args, "quantize", config.top_k,
         lambda model, tok, tasks, rows, ck: quantize(model, tok, tasks, config, rows, checkpoint=ck),
         quantize_claims,
         lambda result, out: write_quantize_report(result, out, f"Quantizing Q/K and W_q/W_k — {args.model}"),
-        config=config)
+        notes=quantize_notes, config=config)

@@ -44,12 +44,16 @@ class Task:
     items: tuple[Item, ...]
     description: str = ""
     exact_chance: float = 0.0  # greedy exact by copying any value the prompt lists (recall: 1/#pairs)
+    depths: tuple[float, ...] | None = None  # passkey: where each item's key sits (share of the filler before it)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"task kind {self.kind!r} is invalid: use one of {KINDS}")
         if not self.items:
             raise ValueError(f"task {self.name!r} has no items")
+        if self.depths is not None and len(self.depths) != len(self.items):
+            raise ValueError(f"task {self.name!r} has {len(self.depths)} depths for {len(self.items)} "
+                             "items: give one depth per item")
 
     @property
     def rank_chance(self) -> float | None:

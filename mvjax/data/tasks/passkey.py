@@ -43,7 +43,7 @@ def passkey_task(n: int, length: int, count_tokens: Callable[[str], int] | None 
     count = count_tokens or (lambda s: len(s) // 4)
     repeats = _fit_repeats(length, count, digits)
     rng = random.Random(seed)
-    items = []
+    items, depths = [], []
     for i in range(n):
         keys: list[str] = []
         while len(keys) < 4:
@@ -51,10 +51,12 @@ def passkey_task(n: int, length: int, count_tokens: Callable[[str], int] | None 
             if k not in keys:
                 keys.append(k)
         depth = i / max(n - 1, 1)
+        depths.append(round(depth * repeats) / repeats if repeats else depth)  # where the key landed
         choices = [" " + k for k in keys]
         rng.shuffle(choices)
         items.append(Item(passkey_prompt(keys[0], depth, repeats), tuple(choices), " " + keys[0],
                           " " + keys[0]))
     name = f"passkey_{length}" if digits == 5 else f"passkey_{length}_d{digits}"
     return Task(name, "contextual", tuple(items),
-                f"{digits}-digit key in filler, prompts ≤ {length} tokens, depth 0→1; 4 choices")
+                f"{digits}-digit key in filler, prompts ≤ {length} tokens, depth 0→1; 4 choices",
+                depths=tuple(depths))

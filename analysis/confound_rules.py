@@ -1,0 +1,246 @@
+"""The pre-registered rules of the confounds run (``--preset confounds``), as code. Their words
+are in ``docs/disrupt-smollm2-confounds/RULES.md``, written and committed before the run; a test
+checks that every rule text below appears there verbatim.
+
+Why these rules: the full SmolLM2 table's "parametric survives better: does not hold" was read
+through four confounds — prompt length (parametric 6–12 tokens, contextual 33–1,015), the edit of
+position 0 (the sink), passkey key depth, and a passkey ranking that is 100% in every condition —
+and random controls pooled over 3 seeds. Here every verdict reads greedy exact match, within
+length bins, with position 0 edited and kept, passkey by depth, and control seeds as units.
+
+Pure functions of a results dict (``analysis.disrupt``): per item, per condition, the exact-match
+outcomes as ``"0110…"`` strings (``tasks[t]["exact"]["hits"]``), and per task its kind and prompt
+length range (``min_prompt_tokens``, ``max_prompt_tokens``) and, for passkey, its keys' depth bins.
+"""
+
+from __future__ import annotations
+
+import math
+
+from analysis.claims import Claim, Outcome
+from analysis.statistics import Z95, empirical_p, paired_difference
+from mvjax.data.tasks.base import difference_interval
+from mvjax.data.tasks.lengths import BINS, DEPTH_BINS, length_bin
+
+KINDS = ("contextual", "parametric")
+MIN_KNOWN = 10  # fewest known items per kind (and bin) a retention comparison is decided on
+MIN_DEPTH_ITEMS = 10  # fewest passkey items per depth bin a depth verdict is decided on
+POSITION0 = {"massive": "position 0 edited", "keep0_massive": "position 0 kept"}
+# the metric every verdict reads, per task family, and why (RULES.md, "Metric")
+METRIC = {
+    "passkey": ("exact", ("its 4 choices are random keys absent from the prompt: ranking is 100% "
+                          "in every condition, so only greedy exact match can move")),
+    "arithmetic": ("exact", ("the result is a number the model must produce; ranking among "
+                             "neighbours is reported, not read")),
+    "kv_recall": ("exact", ("the value must be copied from the list; exact chance is 1/4 (any "
+                            "listed value), said beside it")),
+    "facts": ("exact", "the answer must be produced from memory; ranking reported, not read"),
+    "world": ("exact", "as facts"),
+}
+
+
+def family_of(task: str) -> str:
+    """``passkey_L256`` → ``passkey``."""
+    return task.rsplit("_L", 1)[0] if "_L" in task else task
+
+
+def bins_of(result: dict) -> tuple[int, ...]:
+    return tuple(result.get("run", {}).get("preset", {}).get("bins") or BINS)
+
+
+def task_bin(result: dict, task: str) -> int:
+    """A task's length bin, from its recorded longest prompt (tokens, BOS included)."""
+    return length_bin(result["tasks"][task]["max_prompt_tokens"], bins_of(result))
+
+
+def hits(result: dict, cond: str, task: str) -> str | None:
+    """Per-item greedy exact outcomes of ``task`` under ``cond`` (every item), or None."""
+    entry = result["conditions"].get(cond, {}).get("tasks", {}).get(task, {}).get("exact")
+    return None if entry is None else entry["hits"]
+
+
+def joined(result: dict, cond: str, kind: str, length: int | None = None) -> tuple[str, str] | None:
+    """(original's hits, ``cond``'s hits) over every task of ``kind`` (in bin ``length``, or every
+    bin), concatenated in task order: paired item by item."""
+    a, b = [], []
+    for t, rec in result["tasks"].items():
+        if rec["kind"] != kind or (length is not None and task_bin(result, t) != length):
+            continue
+        o, c = hits(result, "original", t), hits(result, cond, t)
+        if o is None or c is None:
+            return None
+        a.append(o)
+        b.append(c)
+    return ("".join(a), "".join(b)) if a else None
+
+
+def retained(orig: str, cond: str) -> tuple[int, int]:
+    """(items still right under the condition, items the original gets right)."""
+    known = [i for i, x in enumerate(orig) if x == "1"]
+    return sum(cond[i] == "1" for i in known), len(known)
+
+
+def retention_gap(result: dict, cond: str, length: int | None) -> dict | None:
+    """Parametric minus contextual share of the original's exact hits kept under ``cond`` (in a
+    bin, or pooled), Newcombe 95% interval; None where a kind has < ``MIN_KNOWN`` known items."""
+    shares = {}
+    for kind in KINDS:
+        pair = joined(result, cond, kind, length)
+        if pair is None:
+            return None
+        k, n = retained(*pair)
+        if n < MIN_KNOWN:
+            return None
+        shares[kind] = (k, n)
+    (kp, np_), (kc, nc) = shares["parametric"], shares["contextual"]
+    d, lo, hi = difference_interval(kp, np_, kc, nc)
+    return {"parametric": [kp, np_], "contextual": [kc, nc], "difference": d, "ci95": [lo, hi]}
+
+
+RULE_BIN = ("in this length bin, on the items the unmodified model gets right by greedy exact "
+            "match, the share still right under the edit is higher for parametric than for "
+            "contextual items: the difference's 95% Newcombe interval lies above 0 (not tested "
+            f"if either kind has fewer than {MIN_KNOWN} such items in the bin)")
+RULE_MATCHED = ("the mean over the length bins tested of (parametric − contextual share of the "
+                "original's greedy exact hits kept under the edit) has its 95% interval above 0; "
+                "each bin's standard error is its Newcombe interval's half-width / 1.96, combined "
+                "in quadrature and divided by the number of bins")
+
+
+def survives_in_bin(cond: str, length: int) -> Claim:
+    def check(result: dict) -> Outcome:
+        g = retention_gap(result, cond, length)
+        if g is None:
+            return Outcome({}, None, f"fewer than {MIN_KNOWN} known items of a kind in bin ≤{length}")
+        return Outcome(g, g["ci95"][0] > 0, _gap_text(g))
+    return Claim(f"survives_{cond}_L{length}", f"Parametric knowledge survives the massive edit "
+                 f"({POSITION0[cond]}) better than contextual, prompts ≤{length} tokens", RULE_BIN, check)
+
+
+def _gap_text(g: dict) -> str:
+    (kp, np_), (kc, nc) = g["parametric"], g["contextual"]
+    lo, hi = g["ci95"]
+    return (f"kept: parametric {kp}/{np_}, contextual {kc}/{nc}; difference "
+            f"{100 * g['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] points")
+
+
+def survives_length_matched(cond: str) -> Claim:
+    def check(result: dict) -> Outcome:
+        gaps = {b: g for b in bins_of(result) if (g := retention_gap(result, cond, b)) is not None}
+        if not gaps:
+            return Outcome({}, None, "no length bin has both kinds with enough known items")
+        mean = sum(g["difference"] for g in gaps.values()) / len(gaps)
+        se = math.sqrt(sum(((g["ci95"][1] - g["ci95"][0]) / (2 * Z95)) ** 2 for g in gaps.values())) / len(gaps)
+        lo, hi = mean - Z95 * se, mean + Z95 * se
+        by = "; ".join(f"≤{b}: {100 * g['difference']:+.1f}" for b, g in gaps.items())
+        return Outcome({"bins": {str(b): g for b, g in gaps.items()}, "mean": mean, "ci95": [lo, hi]},
+                       lo > 0, f"mean over {len(gaps)} bins {100 * mean:+.1f} [{100 * lo:+.1f}, "
+                       f"{100 * hi:+.1f}] points ({by})")
+    return Claim(f"survives_{cond}_length_matched", "Parametric knowledge survives the massive edit "
+                 f"({POSITION0[cond]}) better than contextual, length-matched", RULE_MATCHED, check)
+
+
+def seed_accuracies(result: dict, prefix: str, kind: str) -> dict[str, float]:
+    """{control seed: greedy exact accuracy over every item of ``kind``}, one value per seed."""
+    out = {}
+    for c in result["conditions"]:
+        if c.startswith(prefix) and c[len(prefix):].isdigit():
+            pair = joined(result, c, kind)
+            if pair is not None:
+                out[c] = pair[1].count("1") / len(pair[1])
+    return out
+
+
+RULE_SEEDS = ("over every item of the kind (every length bin), the massive edit's greedy exact "
+              "accuracy is below that of every seed of the pair-aware random control with the same "
+              "position-0 treatment (seeds are units: empirical p = (1 + #seeds at or below the "
+              "massive edit) / (seeds + 1), 1/11 with 10 seeds; not tested with fewer than 10 seeds "
+              "or when the unmodified model gets no item of the kind right)")
+
+
+def beyond_random(kind: str, cond: str) -> Claim:
+    prefix = ("keep0_" if cond.startswith("keep0_") else "") + "random_s"
+
+    def check(result: dict) -> Outcome:
+        seeds = seed_accuracies(result, prefix, kind)
+        pair = joined(result, cond, kind)
+        if len(seeds) < 10 or pair is None:
+            return Outcome({"seeds": len(seeds)}, None, f"{len(seeds)} random-control seeds (10 needed)")
+        if "1" not in pair[0]:
+            return Outcome({"seeds": len(seeds)}, None, f"the unmodified model gets no {kind} item right")
+        acc = pair[1].count("1") / len(pair[1])
+        null = list(seeds.values())
+        rank, last = 1 + sum(v < acc for v in null), 1 + sum(v <= acc for v in null)
+        p = empirical_p(acc, null)
+        mcn = sorted(paired_difference(joined(result, c, kind)[1], pair[1])["mcnemar_p"] for c in seeds)
+        return Outcome({"massive": acc, "seeds": seeds, "rank_of_massive": [rank, last], "empirical_p": p,
+                        "median_paired_mcnemar_p": mcn[len(mcn) // 2]}, acc < min(null),
+                       f"{kind} exact: massive {100 * acc:.1f}%, random seeds {100 * min(null):.1f}–"
+                       f"{100 * max(null):.1f}% ({len(null)} seeds); massive ranks "
+                       f"{rank if rank == last else f'{rank}–{last} (ties)'} of {len(null) + 1} from "
+                       f"the bottom, empirical p {p:.3f}")
+    return Claim(f"beyond_random_{kind}_{cond}", f"The massive edit ({POSITION0[cond]}) costs "
+                 f"{kind} tasks more than any random-dims control draw", RULE_SEEDS, check)
+
+
+RULE_POSITION0 = ("on the same items of the kind (every bin), greedy exact accuracy with position "
+                  "0 kept minus with it edited has its 95% paired (Wald) interval above 0 (exact "
+                  "McNemar p beside it)")
+
+
+def position0_spares(kind: str) -> Claim:
+    def check(result: dict) -> Outcome:
+        a, b = joined(result, "massive", kind), joined(result, "keep0_massive", kind)
+        if a is None or b is None:
+            return Outcome({}, None, "massive or keep0_massive was not scored")
+        d = paired_difference(a[1], b[1])
+        return Outcome(d, d["ci95"][0] > 0, f"{kind}: kept − edited {100 * d['difference']:+.1f} "
+                       f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] points (n={d['n']}, "
+                       f"{d['gained']} gained, {d['lost']} lost; McNemar p {d['mcnemar_p']:.3g})")
+    return Claim(f"position0_spares_{kind}", f"Keeping position 0 spares {kind} tasks part of the "
+                 "massive edit's damage", RULE_POSITION0, check)
+
+
+def depth_pairs(result: dict, cond: str) -> dict[str, tuple[str, str]]:
+    """{depth bin: (original's hits, ``cond``'s hits)} over every passkey item of every length."""
+    out: dict[str, tuple[str, str]] = {}
+    for t, rec in result["tasks"].items():
+        o, c = hits(result, "original", t), hits(result, cond, t)
+        if "key_depth_bin" not in rec or o is None or c is None:
+            continue
+        for i, label in enumerate(rec["key_depth_bin"]):
+            a, b = out.get(label, ("", ""))
+            out[label] = (a + o[i], b + c[i])
+    return dict(sorted(out.items()))
+
+
+RULE_DEPTH = ("in every key-depth bin (quarters of [0, 1], passkey items of every length pooled), "
+              "greedy exact accuracy of the original minus under the edit has its 95% paired "
+              f"(Wald) interval above 0 (not tested if a bin has fewer than {MIN_DEPTH_ITEMS} items)")
+
+
+def depth_everywhere(cond: str) -> Claim:
+    def check(result: dict) -> Outcome:
+        pairs = depth_pairs(result, cond)
+        if len(pairs) < len(DEPTH_BINS) or min(len(a) for a, _ in pairs.values()) < MIN_DEPTH_ITEMS:
+            return Outcome({}, None, "passkey items missing or too few in a depth bin")
+        numbers = {label: paired_difference(b, a) for label, (a, b) in pairs.items()}  # original − edit
+        text = "; ".join(f"depth {k}: {100 * v['difference']:+.1f} [{100 * v['ci95'][0]:+.1f}, "
+                         f"{100 * v['ci95'][1]:+.1f}] (n={v['n']})" for k, v in numbers.items())
+        return Outcome(numbers, all(v["ci95"][0] > 0 for v in numbers.values()),
+                       f"passkey drop original → {cond}, points: {text}")
+    return Claim(f"depth_everywhere_{cond}", f"The massive edit ({POSITION0[cond]}) costs passkey "
+                 "accuracy at every key depth", RULE_DEPTH, check)
+
+
+def confound_rules(bins: tuple[int, ...] = BINS) -> list[Claim]:
+    """Every pre-registered claim, unapplied, in RULES.md's order: the primary claim first."""
+    out: list[Claim] = []
+    for cond in POSITION0:
+        out.append(survives_length_matched(cond))
+        out += [survives_in_bin(cond, b) for b in bins]
+    for cond in POSITION0:
+        out += [beyond_random(kind, cond) for kind in KINDS]
+    out += [position0_spares(kind) for kind in KINDS]
+    out += [depth_everywhere(cond) for cond in POSITION0]
+    return out

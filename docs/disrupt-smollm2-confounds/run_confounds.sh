@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The confounds run on SmolLM2-135M-Instruct (RULES.md beside this script fixes its rules, n and
+# conditions): disrupt with --preset confounds (31 conditions: original; massive, lowest-norm,
+# 10 pair-aware random seeds and 3 energy-matched seeds, each with position 0 edited and kept),
+# then quantize with --preset confounds (10 int4 conditions, keep-massive and keep-random).
+# Two processes, each pinned to one core; the second helps (--only) with the end of each plan once
+# the first has its unmodified pass. Resumable: run this script again after a kill and every run
+# continues from its last finished condition (kept in $RUNS/.NAME.resume/).
+#   nohup bash docs/disrupt-smollm2-confounds/run_confounds.sh > /work/runs/confounds.log 2>&1 &
+# The results so far, while a run goes on (claims applied to the finished conditions only):
+#   mvjax experiment disrupt --preset confounds --model smollm2 --out $RUNS/disrupt-confounds --partial-to DIR
+set -u
+RUNS=${RUNS:-/work/runs}
+mkdir -p "$RUNS"
+run() {  # log name, core, then the mvjax experiment arguments
+  local name=$1 core=$2; shift 2
+  /usr/bin/time -a -v -o "$RUNS/$name.time" taskset -c "$core" \
+    mvjax experiment "$@" --preset confounds --model smollm2 >> "$RUNS/$name.log" 2>&1
+  echo "$name exit $? at $(date -u +%H:%M:%S)"
+}
+first_piece() { until ls "$RUNS/.$1.resume/"*.pkl > /dev/null 2>&1; do sleep 30; done; }
+
+# disrupt: core 0 scores the plan in order (the baseline pass first); core 1, once the baseline is
+# there, scores random seeds 5-9 and the energy-matched seeds, both position-0 variants (16 of 30)
+run disrupt-confounds 0 disrupt --out "$RUNS/disrupt-confounds" &
+first_piece disrupt-confounds
+HELP=$(for s in 5 6 7 8 9; do printf "random_s%s,keep0_random_s%s," $s $s; done
+       for s in 0 1 2; do printf "energy_matched_s%s,keep0_energy_matched_s%s," $s $s; done)
+run disrupt-confounds-helper 1 disrupt --out "$RUNS/disrupt-confounds" --only "${HELP%,}" &
+wait  # the main process waits for the helper's conditions (or takes over a dead helper's), then writes
+# quantize: core 0 in order, core 1 the per-channel settings and the protected weights
+run quantize-confounds 0 quantize --out "$RUNS/quantize-confounds" &
+first_piece quantize-confounds
+run quantize-confounds-helper 1 quantize --out "$RUNS/quantize-confounds" \
+  --only act_int4_channel_post,act_int4_channel_post_keep_massive,act_int4_channel_post_keep_random,w_int4_protect,w_int4_protect_random &
+wait
