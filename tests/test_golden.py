@@ -1,10 +1,11 @@
 """Golden tests: every committed experiment result under docs/ re-rendered from its committed JSON
 by today's code must equal what is committed — results.json (claims and notes recomputed), the
-report markdown, the side outputs (exact_reading.json, emergence.json / .md), the README tables the
-docs scripts print, and the data each figure is drawn from.
+report markdown, the side outputs (exact_reading.json, emergence.json / .md), the tables the docs
+scripts print (in docs/disrupt-smollm2/README.md and docs/quantize-smollm2/README.md), and the data
+each figure is drawn from.
 
-Why: a refactor of the analysis code must not silently move a number or a verdict that the README
-and the committed reports state. Rendering only: no model is loaded.
+Why: a refactor of the analysis code must not silently move a number or a verdict that the docs
+pages and the committed reports state. Rendering only: no model is loaded.
 
 Figures: PNG bytes depend on the matplotlib build, so ``savefig`` is replaced by a recorder of what
 each figure shows (line, bar, image and scatter data, titles, labels, legends), compared with
@@ -149,11 +150,16 @@ def script_output(script: Path, *args: str) -> str:
     return buf.getvalue()
 
 
-def readme_block(marker: str) -> str:
-    """The README text between ``<!-- MARKER: begin -->`` and ``<!-- MARKER: end -->``."""
+DISRUPT_PAGE = DOCS / "disrupt-smollm2" / "README.md"
+QUANTIZE_PAGE = DOCS / "quantize-smollm2" / "README.md"
+
+
+def page_block(page: Path, marker: str) -> str:
+    """The text of docs page ``page`` between ``<!-- MARKER: begin -->`` and ``<!-- MARKER: end -->``
+    (the experiment tables moved there from README.md, markers and all)."""
     m = re.search(rf"<!-- {re.escape(marker)}: begin -->\n(.*?)<!-- {re.escape(marker)}: end -->",
-                  read(ROOT / "README.md"), re.S)
-    assert m, f"README.md has no '{marker}' block"
+                  read(page), re.S)
+    assert m, f"{page.relative_to(ROOT)} has no '{marker}' block"
     return m.group(1)
 
 
@@ -196,10 +202,11 @@ def test_disrupt_exact_reading_matches_the_committed_json(run):
 
 
 def test_disrupt_readme_table_is_what_readme_table_py_prints():
-    """The README's disrupt tables are exactly the script's output for the committed runs."""
+    """The disrupt tables of docs/disrupt-smollm2/README.md are exactly the script's output for the
+    committed runs."""
     runs = [str(DOCS / "disrupt-smollm2" / r / "results.json") for r in ("full-pooled", "full-prompt")]
     text = script_output(DOCS / "disrupt-smollm2" / "readme_table.py", *runs)
-    assert text == readme_block("readme_table.py")
+    assert text == page_block(DISRUPT_PAGE, "readme_table.py")
 
 
 def test_quantize_full_run_redraws_to_the_committed_files(tmp_path, figures):
@@ -212,10 +219,11 @@ def test_quantize_full_run_redraws_to_the_committed_files(tmp_path, figures):
 
 
 def test_quantize_readme_table_is_what_readme_table_py_prints():
-    """The README's quantization table (every verdict in it) is the script's output today."""
+    """The quantization table of docs/quantize-smollm2/README.md (every verdict in it) is the
+    script's output today."""
     text = script_output(DOCS / "quantize-smollm2" / "readme_table.py",
                          str(DOCS / "quantize-smollm2" / "full" / "results.json"))
-    assert text == readme_block("quantize readme_table.py")
+    assert text == page_block(QUANTIZE_PAGE, "quantize readme_table.py")
 
 
 # ---------------------------------------------------------------- rope-cause and emergence
@@ -278,7 +286,7 @@ def test_retrieval_probe_figure_draws_from_the_committed_curves(tmp_path, figure
 
 def test_a_moved_number_changes_the_rendering(tmp_path, figures):
     """The golden comparison is sensitive: one item fewer correct under 'massive' on arithmetic
-    (pooled run) changes the redrawn report, a claim's numbers, the README table and the figure."""
+    (pooled run) changes the redrawn report, a claim's numbers, the page's table and the figure."""
     committed = DOCS / "disrupt-smollm2" / "full-pooled"
     moved = tmp_path / "moved"
     moved.mkdir()
@@ -294,5 +302,5 @@ def test_a_moved_number_changes_the_rendering(tmp_path, figures):
     assert [c["numbers"] for c in new_claims] != [c["numbers"] for c in old_claims]
     table = script_output(DOCS / "disrupt-smollm2" / "readme_table.py", str(moved / "results.json"),
                           str(DOCS / "disrupt-smollm2" / "full-prompt" / "results.json"))
-    assert table != readme_block("readme_table.py")
+    assert table != page_block(DISRUPT_PAGE, "readme_table.py")
     assert json.loads(json.dumps(figures)) != golden_figures()["disrupt-smollm2/full-pooled"]

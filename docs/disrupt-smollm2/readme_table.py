@@ -1,7 +1,8 @@
-"""The README's tables of the full runs: the paper's Table 1 shape (original → massive → each
-control, pooled and per-prompt statistics side by side), accuracy % [95% Wilson CI] on every item;
-then the pooled run's sweeps (top-k per head, and the massive dims of one third of the layers).
-Passkey rows show greedy exact only: its 4-choice ranking is 100% under every condition.
+"""The tables of the full runs in docs/disrupt-smollm2/README.md (between its readme_table.py
+markers): the paper's Table 1 shape (original → massive → each control, pooled and per-prompt
+statistics side by side), accuracy % [95% Wilson CI] on every item; then the pooled run's sweeps
+(top-k per head, and the massive dims of one third of the layers). Passkey rows show greedy exact
+only: its 4-choice ranking is 100% under every condition.
 
     python docs/disrupt-smollm2/readme_table.py docs/disrupt-smollm2/full-pooled/results.json \
         docs/disrupt-smollm2/full-prompt/results.json

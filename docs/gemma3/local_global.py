@@ -1,5 +1,5 @@
-"""The README's Gemma 3 table: an `mvjax analyze` result split into local (sliding-window) and
-global layers, per site. Usage: python docs/gemma3/local_global.py results/gemma3"""
+"""The Gemma 3 table of docs/gemma3/README.md: an `mvjax analyze` result split into local
+(sliding-window) and global layers, per site. Usage: python docs/gemma3/local_global.py results/gemma3"""
 
 import json
 import sys

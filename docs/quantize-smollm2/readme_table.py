@@ -1,6 +1,7 @@
-"""The README's quantization table: each setting without and with the massive dims kept in full
-precision, pooled by kind — contextual by greedy exact and by each task's main metric, parametric
-by main metric — accuracy % [95% Wilson CI], perplexity, and the verdict of each reading.
+"""The quantization table of docs/quantize-smollm2/README.md (between its quantize readme_table.py
+markers): each setting without and with the massive dims kept in full precision, pooled by kind —
+contextual by greedy exact and by each task's main metric, parametric by main metric — accuracy %
+[95% Wilson CI], perplexity, and the verdict of each reading.
 
     python docs/quantize-smollm2/readme_table.py docs/quantize-smollm2/full/results.json
 """

@@ -5,7 +5,7 @@
 # same ROWS rows per batch (default 16) at every context, each run trained on TOKENS tokens (default
 # 6,000,000: past the first lambda=5 K entry of this recipe at about 4.5M), so a run has
 # TOKENS / (ROWS x context) steps. The first design (RULE.md: 4,096 tokens per step, one seed, 2.5M
-# tokens) is what the README's first table reports.
+# tokens) is what the first table of docs/rope-band/README.md reports.
 # STOP (optional, a step) ends each run there: the schedule is constant after warmup, so a stopped run is
 # the same run as a shorter one, and a later call with a larger STOP (or none) continues it.
 # Resumable: a run is skipped only when its summary.json says it reached STOP or finished its steps
