@@ -210,7 +210,7 @@ def null_figure(decided: dict[str, Any], path: Path) -> Path:
         ax.set_title(f"{arm}: {a['verdict']}", fontsize=9)
         ax.set_ylim(-0.03, 1.03)
     axes[0][0].set_ylabel("contextual exact match")
-    axes[0][0].legend(fontsize=7, loc="lower left")
+    axes[0][0].legend(fontsize=7, loc="center left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
