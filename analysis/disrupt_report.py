@@ -6,7 +6,6 @@ rules stated in the sentence, never by looking at which way the numbers went."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -69,7 +68,7 @@ def main_table(result: dict, known: bool = False, ci: bool = False) -> str:
     cols = [c for c in columns(result) if result["conditions"].get(c, {}).get("group") != "sweep"]
     fmt = _ci if ci else _pct
     rows = ["| task (metric, chance; n) | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for task, t in result["tasks"].items():
+    for task, _t in result["tasks"].items():
         for metric in metrics_of(result, task):
             base = cell(result, "original", task, metric, known)
             if base is None:

@@ -31,7 +31,7 @@ import numpy as np
 from mvjax.config import ModelConfig
 from mvjax.massive_rule import MassiveDefinition, massive_mask, max_mean_ratio, norm_matrix  # noqa: F401
 from mvjax.positional import dim_to_frequency
-from mvjax.sites import ALL_STAT_SITES, QK_SITES, STAT_SITES
+from mvjax.sites import ALL_STAT_SITES, QK_SITES
 
 
 def top_share(M_HxD: np.ndarray) -> np.ndarray:

@@ -337,7 +337,7 @@ def keeping_figure(result: dict, out, title: str) -> str | None:
 
 def quant_table(result: dict) -> str:
     """Rows = conditions, columns = tasks (rank accuracy % / greedy exact %, n) and perplexity."""
-    from analysis.disrupt_report import _acc, _pct, cell, metrics_of
+    from analysis.disrupt_report import _pct, cell, metrics_of
 
     tasks = list(result["tasks"])
     head = [f"{t} ({' / '.join(metrics_of(result, t))}; n={result['tasks'][t]['n_items']})" for t in tasks]

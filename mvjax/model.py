@@ -25,7 +25,6 @@ from flax import nnx
 from mvjax.config import ModelConfig
 from mvjax.flash import causal_attention
 from mvjax.positional import Scheme, build_scheme
-from mvjax.sites import SITES
 
 Array = jax.Array
 

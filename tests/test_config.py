@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import pytest
@@ -235,5 +237,5 @@ def test_diff_lists_changed_fields():
 def test_frozen():
     """Configs are immutable (they are jit-static identities)."""
     cfg = ModelConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.hidden_size = 3  # type: ignore[misc]

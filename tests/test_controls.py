@@ -49,7 +49,7 @@ def test_pair_aware_draw_avoids_selected_pairs_and_marked_dims(seed, rotary):
     pairs = [pair_index(16, rotary, "half")] * 3
     rq, rk = pair_aware_random(sel_q, sel_k, mq, mk, pairs, seed)
     G = sel_k.shape[1]
-    for site_sel, site_rand, marked, other_sel in ((sel_q, rq, mq, sel_k), (sel_k, rk, mk, sel_q)):
+    for site_sel, site_rand, marked, _other_sel in ((sel_q, rq, mq, sel_k), (sel_k, rk, mk, sel_q)):
         assert (site_rand.sum(-1) == site_sel.sum(-1)).all()  # the edit's count per head
         assert not (site_rand & excluded_dims(site_sel, marked, pairs)).any()
     for l, h in np.ndindex(3, 4):  # nor the other site's selected units in the same group

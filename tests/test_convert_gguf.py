@@ -118,7 +118,7 @@ def test_q8_0_gguf_dequantizes_like_reference(tmp_path):
     write_gguf(tmp_path / "q.gguf", hf, quant=gguf.GGMLQuantizationType.Q8_0)
     model, _ = load_gguf(tmp_path / "q.gguf")
     with torch.no_grad():
-        for name, p in hf.named_parameters():
+        for _name, p in hf.named_parameters():
             if p.ndim == 2:
                 deq = gguf.quants.dequantize(gguf.quants.quantize(p.numpy(), gguf.GGMLQuantizationType.Q8_0),
                                              gguf.GGMLQuantizationType.Q8_0)

@@ -140,7 +140,7 @@ def test_gemma3_gguf_import_matches_transformers(tmp_path, quant):
     write_gemma3_gguf(tmp_path / "g.gguf", hf, qtype)
     if qtype is not None:  # the reference runs the same dequantized weights
         with torch.no_grad():
-            for name, p in hf.named_parameters():
+            for _name, p in hf.named_parameters():
                 if p.ndim == 2:
                     p.copy_(torch.tensor(gguf.quants.dequantize(
                         gguf.quants.quantize(p.numpy(), qtype), qtype)).reshape(p.shape))

@@ -118,7 +118,7 @@ def test_one_rule_on_host_and_inside_jit():
     M[2, 0] = 0.0      # an all-zero head has ratio 0
     for definition in (MassiveDefinition(), MassiveDefinition(mean_over="global", lam=3.0)):
         host = massive_mask(M, definition)
-        traced = jax.jit(lambda m: massive_mask(m, definition))(M.astype(np.float32))
+        traced = jax.jit(lambda m, definition=definition: massive_mask(m, definition))(M.astype(np.float32))
         np.testing.assert_array_equal(host, np.asarray(traced))
         assert host[1, 2, 5] and np.array_equal(host[1], massive_mask(M[1], definition))
     np.testing.assert_allclose(np.asarray(jax.jit(max_mean_ratio)(M.astype(np.float32))),

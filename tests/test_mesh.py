@@ -78,7 +78,7 @@ def test_padded_rows_change_no_score(make_config):
     for B in (3, 8):
         energy = {}
         ll, hits = Scorer(model, B).run(items, PromptEnergy(frozenset({"q_rot"})),
-                                        lambda r, v: energy.update(add_energy(energy or None, r)))
+                                        lambda r, v, energy=energy: energy.update(add_energy(energy or None, r)))
         got.append((ll, hits, energy["q_rot"][0], perplexity(model, rows, batch_size=B)[0]))
     (ll3, h3, e3, p3), (ll8, h8, e8, p8) = got
     assert h3 == h8 and e3.count == e8.count

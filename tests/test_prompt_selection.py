@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from analysis.dims import energy_matched, lowest_norm, random_dims, select_massive
+from analysis.dims import lowest_norm, select_massive
 from mvjax.config import ModelConfig
 from mvjax.interventions import intervention
 from mvjax.model import init_model
@@ -66,7 +66,7 @@ def _row_masks(model, tokens, mask, row, rule, k=1, seed=0):
     recs = model(tokens[row:row + 1], attention_mask_BxT=mask[row:row + 1], probe=Capture()).records
     n = int(mask[row].sum())
     out = {}
-    for i, s in enumerate(SITES):
+    for _i, s in enumerate(SITES):
         stats = [_row_stats(recs[s][l][0, :n]) for l in range(CFG.num_layers)]
         M, E = np.stack([a for a, _ in stats]), np.stack([b for _, b in stats])
         sel = select_massive(M, "topk", k)

@@ -3,7 +3,6 @@ training run logs it at every eval step."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 from flax import nnx

@@ -79,7 +79,7 @@ class Checkpointer:
                 meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
             except Exception as e:  # orbax raises many types for truncated directories
                 warnings.warn(f"checkpoint step {step} in {self.directory} is unreadable "
-                              f"({type(e).__name__}); falling back to an older one")
+                              f"({type(e).__name__}); falling back to an older one", stacklevel=2)
                 bad.append(step)
                 continue
             check_model_config(meta, model_cfg, self.directory / str(step))
@@ -89,7 +89,7 @@ class Checkpointer:
             except Exception as e:
                 warnings.warn(f"checkpoint step {step} in {self.directory} is truncated or corrupt "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''});"
-                              " falling back to an older one")
+                              " falling back to an older one", stacklevel=2)
                 bad.append(step)
                 continue
             self._quarantine(bad)

@@ -51,7 +51,7 @@ def task_table(results: RopeCauseResults) -> str:
     for name, arm in results.arms.items():
         k = arm.tasks["kinds"]
 
-        def cell(kind: str) -> str:
+        def cell(kind: str, k: dict = k) -> str:
             return (f"{k[kind]['accuracy']:.2f} ({k[kind]['chance']:.3g}), n={k[kind]['n']}"
                     if kind in k else "n/a")
         per = ", ".join(f"{t} {v['accuracy']:.2f}" for t, v in arm.tasks["tasks"].items())

@@ -192,7 +192,7 @@ def null_figure(decided: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms), 3.6), squeeze=False, sharey=True)
     rng = np.random.default_rng(0)  # jitter only
     for ax, (arm, a) in zip(axes[0], arms.items()):
-        for i, (s, o) in enumerate(a["seeds"].items()):
+        for i, (_s, o) in enumerate(a["seeds"].items()):
             n = o["n"] or 1
             null = np.asarray(o["null"], float) / n
             ax.scatter(i + rng.uniform(-0.15, 0.15, len(null)), null, s=8, color="0.6",
