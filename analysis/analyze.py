@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from analysis.massive import Analysis  # noqa: F401  (the record analyze returns)
+from mvjax.analysis.massive import Analysis  # noqa: F401  (the record analyze returns)
 from mvjax.massive_rule import MassiveDefinition
 from mvjax.sites import ALL_STAT_SITES, sites_for
 
@@ -29,7 +29,7 @@ TOKEN_BYTES = 4  # an int32 token id in the windows (the text and its token list
 def load_data(source: str | None, text_field: str = "text") -> tuple[list[str], str]:
     """(texts, description); None → the embedded sample."""
     if source is None:
-        from analysis.sample import DESCRIPTION, sample_texts
+        from mvjax.analysis.sample import DESCRIPTION, sample_texts
 
         return sample_texts(), DESCRIPTION
     from mvjax.data import load_texts
@@ -76,7 +76,7 @@ def analyze(model, tokenizer, rows: np.ndarray, definition: MassiveDefinition = 
     """Streaming Q/K/V statistics of ``model`` (a ``Transformer`` or ``LayerWeights``) over the
     token ``rows`` (N×T), judged by ``definition``. No ``sites``: the model's defaults
     (``mvjax.sites.sites_for``: the QK-norm sites too where the model has QK-norm)."""
-    from analysis.massive import analyze as judge
+    from mvjax.analysis.massive import analyze as judge
     from mvjax.probe import collect_stats
 
     cfg = model.cfg
@@ -175,8 +175,8 @@ def analyze_to_dir(config: AnalyzeConfig, command_line: str | None = None,
     with atomic_directory(out) as tmp:  # the whole set replaces any earlier one, or nothing does
         (tmp / RESULTS_FILE).write_text(json.dumps(result.to_json(), indent=1))
         if config.figures:
-            from analysis.plots import all_figures
-            from analysis.report import write_report
+            from mvjax.analysis.plots import all_figures
+            from mvjax.analysis.report import write_report
 
             layer = result.bar_layer() if config.bar_layer is None else config.bar_layer
             figures = all_figures(result, tmp, layer, Path(str(config.model)).name)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from mvjax.sites import STAT_SITES
 
 if TYPE_CHECKING:
-    from analysis.analyze import AnalyzeConfig
+    from mvjax.analysis.analyze import AnalyzeConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> "AnalyzeConfig":
     """The flags as an ``AnalyzeConfig`` (each one checked there)."""
-    from analysis.analyze import AnalyzeConfig
+    from mvjax.analysis.analyze import AnalyzeConfig
     from mvjax.massive_rule import MassiveDefinition
 
     given = args.sites is not None
@@ -57,7 +57,7 @@ def config_from_args(args: argparse.Namespace) -> "AnalyzeConfig":
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.analyze import analyze_to_dir
+    from mvjax.analysis.analyze import analyze_to_dir
 
     config = config_from_args(args)
     result = analyze_to_dir(config, getattr(args, "command_line", None))

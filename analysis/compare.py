@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mvjax.atomic import atomic_file, check_own_dir, read_json_state, require, write_json
 
 if TYPE_CHECKING:  # imported lazily: `mvjax --help` stays instant
-    from analysis.summaries import SiteSummary
+    from mvjax.analysis.summaries import SiteSummary
 
 SITES = (("q_rot", "q"), ("k_rot", "k"), ("v", "v"))  # preferred site, fallback
 OWN_FILES = ("compare.json", "compare.png")
@@ -39,8 +39,8 @@ class Entry:
 def load_entries(directory: str | Path) -> list[Entry]:
     """Every model of an analyze dir (massive_values.json) or an experiment dir (results.json:
     every arm, and the reference when present)."""
-    from analysis.analyze import RESULTS_FILE
-    from analysis.summaries import summarize_norms
+    from mvjax.analysis.analyze import RESULTS_FILE
+    from mvjax.analysis.summaries import summarize_norms
     from mvjax.config import ModelConfig
 
     d = Path(directory)
@@ -77,7 +77,7 @@ LAYER_KEYS = {"n_massive": int, "max_mean_median": (int, float),
 def _final(arm: Any, where: str) -> dict[str, SiteSummary]:
     """{site: SiteSummary} of an arm (or the reference) of a rope-cause results.json, every key
     compare reads checked first."""
-    from analysis.summaries import SiteSummary
+    from mvjax.analysis.summaries import SiteSummary
 
     out = {}
     for site in require(arm, "final", dict, where):

@@ -128,7 +128,7 @@ def layer_summary(M_HxD: np.ndarray, pairs: Sequence[int | None], freqs: Sequenc
                   definition) -> dict:
     """Every per-layer number the RoPE-cause experiment tracks for one site: the fixed λ count,
     max/mean, band concentration, top-pair share, the top dim's wavelength, rotated-energy share."""
-    from analysis.massive import low_frequency_dims, massive_mask
+    from mvjax.analysis.massive import low_frequency_dims, massive_mask
 
     M = np.asarray(M_HxD, np.float64)
     low, rotating = low_frequency_dims(list(freqs))

@@ -8,8 +8,8 @@ from __future__ import annotations
 import statistics as st
 from pathlib import Path
 
-from analysis.claims import Claim, claim_lines
-from analysis.confound_rules import (
+from mvjax.analysis.claims import Claim, claim_lines
+from mvjax.analysis.confound_rules import (
     KINDS,
     METRIC,
     bins_of,
@@ -19,8 +19,8 @@ from analysis.confound_rules import (
     joined,
     task_bin,
 )
-from analysis.disrupt import KEEP0
-from analysis.disrupt_report import disrupt_notes, main_table
+from mvjax.analysis.disrupt import KEEP0
+from mvjax.analysis.disrupt_report import disrupt_notes, main_table
 from mvjax.provenance import provenance_lines
 
 MAIN = ("massive", "lowest_norm", "random_s", "energy_matched_s")  # seeded ones end in _s
@@ -39,7 +39,7 @@ def confound_claims(result: dict) -> list[Claim]:
 def confound_notes(result: dict) -> list[str]:
     """The weights note (SmolLM2: a Q4_1 GGUF dequantized to fp32, as provenance records it; any
     other GGUF: the quantize experiment's note), then the disruption notes."""
-    from analysis.quantize import quantize_notes
+    from mvjax.analysis.quantize import quantize_notes
 
     src = result.get("provenance", {}).get("model_source", "")
     head = [WEIGHTS_NOTE] if "SmolLM2" in src and "Q4_1" in src else quantize_notes(result)

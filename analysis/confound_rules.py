@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 
-from analysis.claims import Claim, Outcome
-from analysis.statistics import Z95, empirical_p, paired_difference
+from mvjax.analysis.claims import Claim, Outcome
+from mvjax.analysis.statistics import Z95, empirical_p, paired_difference
 from mvjax.data.tasks.base import difference_interval
 from mvjax.data.tasks.lengths import BINS, DEPTH_BINS, length_bin
 

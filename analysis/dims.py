@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analysis.massive import MassiveDefinition, massive_mask, topk_mask
+from mvjax.analysis.massive import MassiveDefinition, massive_mask, topk_mask
 from mvjax.model import SiteContext
 from mvjax.probe import masked_float32, sum_squares
 

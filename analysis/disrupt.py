@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from analysis.controls import DRAW, excluded_dims, model_pairs, pair_aware_random, record
-from analysis.dims import (PromptEnergy, add_energy, as_entries, energy_matched, energy_ratio,
+from mvjax.analysis.controls import DRAW, excluded_dims, model_pairs, pair_aware_random, record
+from mvjax.analysis.dims import (PromptEnergy, add_energy, as_entries, energy_matched, energy_ratio,
                            lowest_norm, massive_layers, random_dims, restrict_layers,
                            select_massive, stacked)
-from analysis.evaluate import (RANKINGS, Scorer, choice_scores, encode_task, longest_continuation,
+from mvjax.analysis.evaluate import (RANKINGS, Scorer, choice_scores, encode_task, longest_continuation,
                                perplexity, score_task)
-from analysis.massive import MassiveDefinition
-from analysis.resume import Checkpoint, in_plan_order
+from mvjax.analysis.massive import MassiveDefinition
+from mvjax.analysis.resume import Checkpoint, in_plan_order
 from mvjax.data.tasks.base import Task, rank_correct
 from mvjax.interventions import EDIT_SITES, METHODS, PHASE_RULES, empty_masks, intervention
 from mvjax.prompt_selection import prompt_selected

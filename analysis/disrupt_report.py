@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.claims import Claim, Outcome, claim_lines
-from analysis.disrupt_rules import PARAMETRIC_SURVIVES, control_costs_less, main_metric
-from analysis.plots import condition_bars, condition_heatmap, layer_lines
+from mvjax.analysis.claims import Claim, Outcome, claim_lines
+from mvjax.analysis.disrupt_rules import PARAMETRIC_SURVIVES, control_costs_less, main_metric
+from mvjax.analysis.plots import condition_bars, condition_heatmap, layer_lines
 from mvjax.provenance import provenance_lines
 
 def _acc(result: dict, cond: str, task: str, metric: str = "rank", known: bool = False) -> dict | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from analysis.claims import Claim, Outcome
+from mvjax.analysis.claims import Claim, Outcome
 from mvjax.data.tasks.base import difference_interval, wilson_interval
 
 

@@ -18,10 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from analysis.massive import frequency_order, low_frequency_dims  # noqa: E402
+from mvjax.analysis.massive import frequency_order, low_frequency_dims  # noqa: E402
 
 if TYPE_CHECKING:
-    from analysis.massive import Analysis
+    from mvjax.analysis.massive import Analysis
 
 SITE_LABEL = {"q": "Q (pre-RoPE)", "k": "K (pre-RoPE)", "v": "V", "q_rot": "Q (post-RoPE)",
               "k_rot": "K (post-RoPE)", "q_normed": "Q (QK-normed, pre-RoPE)",

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from analysis.claims import Claim, Outcome, claim_lines
-from analysis.dims import select_massive, stacked
-from analysis.disrupt import baseline_pass, evaluate_condition, run_tasks, task_records
-from analysis.evaluate import RANKINGS, Scorer, encode_task, longest_continuation
-from analysis.resume import Checkpoint, in_plan_order
+from mvjax.analysis.claims import Claim, Outcome, claim_lines
+from mvjax.analysis.dims import select_massive, stacked
+from mvjax.analysis.disrupt import baseline_pass, evaluate_condition, run_tasks, task_records
+from mvjax.analysis.evaluate import RANKINGS, Scorer, encode_task, longest_continuation
+from mvjax.analysis.resume import Checkpoint, in_plan_order
 from mvjax.data.tasks.base import Task
 from mvjax.interventions import GRANULARITIES, QuantSpec, empty_masks, intervention
 from mvjax.mesh import fetch, put_like
@@ -114,7 +114,7 @@ def weight_condition(model, config, bits: int, kept: bool, massive: dict, tasks,
                      ppl_rows, name: str, progress: bool) -> dict:
     """Score a copy of the model with W_q/W_k rounded (the rows of ``massive`` — the massive dims,
     or the keep-random control's — protected when ``kept``)."""
-    from analysis.dims import PromptEnergy
+    from mvjax.analysis.dims import PromptEnergy
 
     cfg = model.cfg
     qmodel = quantized_weights(model, bits, {"q": massive["q"], "k": massive["k"]} if kept else None)
@@ -127,7 +127,7 @@ def weight_condition(model, config, bits: int, kept: bool, massive: dict, tasks,
 def random_kept(massive: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
     """The keep-random control: per site and head, as many uniformly random dims as the massive
     selection keeps there (the same k), never a massive dim (``analysis.dims.random_dims``)."""
-    from analysis.dims import random_dims
+    from mvjax.analysis.dims import random_dims
 
     return {s: random_dims(m, seed + 1000 * i) for i, (s, m) in enumerate(sorted(massive.items()))}
 
@@ -210,7 +210,7 @@ def kind_point(result: dict, cond: str, kind: str,
                 metric: str | None = None) -> tuple[float, float, float, int] | None:
     """A kind's pooled accuracy (every item; each task's main metric unless ``metric``), its Wilson
     interval and n; None when the kind has no item."""
-    from analysis.disrupt_rules import pooled_kind
+    from mvjax.analysis.disrupt_rules import pooled_kind
     from mvjax.data.tasks.base import wilson_interval
 
     k, n, _ = pooled_kind(result, cond, kind, metric=metric)
@@ -322,7 +322,7 @@ def kept_pairs(result: dict) -> list[tuple[str, str]]:
 def keeping_figure(result: dict, out, title: str) -> str | None:
     """keeping_massive.png: each setting without and with the massive dims kept, pooled by kind
     (contextual by greedy exact and by main metric, parametric by main metric), original dotted."""
-    from analysis.plots import paired_intervals
+    from mvjax.analysis.plots import paired_intervals
 
     pairs = kept_pairs(result)
     if not pairs:
@@ -337,7 +337,7 @@ def keeping_figure(result: dict, out, title: str) -> str | None:
 
 def quant_table(result: dict) -> str:
     """Rows = conditions, columns = tasks (rank accuracy % / greedy exact %, n) and perplexity."""
-    from analysis.disrupt_report import _pct, cell, metrics_of
+    from mvjax.analysis.disrupt_report import _pct, cell, metrics_of
 
     tasks = list(result["tasks"])
     head = [f"{t} ({' / '.join(metrics_of(result, t))}; n={result['tasks'][t]['n_items']})" for t in tasks]
@@ -351,7 +351,7 @@ def quant_table(result: dict) -> str:
 
 def write_quantize_report(result: dict, out, title: str):
     """Bars per task with every condition side by side, and report.md with the table."""
-    from analysis.disrupt_report import condition_figure
+    from mvjax.analysis.disrupt_report import condition_figure
 
     fig = condition_figure(result, out, title)
     lines = [f"# {title}", "", "## Definition (fixed before the run)", ""]

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from analysis.plots import SITE_LABEL
+from mvjax.analysis.plots import SITE_LABEL
 from mvjax.provenance import provenance_lines
 
 if TYPE_CHECKING:
-    from analysis.massive import Analysis
+    from mvjax.analysis.massive import Analysis
 
 
 def _pct(x: float | None) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from analysis.task_accuracy import episode_rows
+from mvjax.analysis.task_accuracy import episode_rows
 from mvjax.data.mixture import Episode
 from mvjax.tokenizers import Tokenizer
 

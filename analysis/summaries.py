@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from analysis.concentration import labels_for, layer_summary, top_agreement
-from analysis.massive import MassiveDefinition
+from mvjax.analysis.concentration import labels_for, layer_summary, top_agreement
+from mvjax.analysis.massive import MassiveDefinition
 from mvjax.sites import STAT_SITES
 
 DEFINITION = MassiveDefinition()

@@ -105,7 +105,7 @@ def run_child(side: str, rows_path: Path, out_path: Path, batch_size: int, tuned
 
 def make_rows(n: int, seq_len: int, source: str) -> np.ndarray:
     """``n`` BOS-first rows, built exactly as ``mvjax analyze`` builds them."""
-    from analysis.analyze import load_data, make_sequences
+    from mvjax.analysis.analyze import load_data, make_sequences
     from mvjax.load import load_layerwise
 
     _, tok = load_layerwise("smollm2")  # the tokenizer, without the weights

@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     import numpy as np
 
-    from analysis.evaluate import Scorer, encode_task, longest_continuation
+    from mvjax.analysis.evaluate import Scorer, encode_task, longest_continuation
     from mvjax.data.tasks.lengths import BINS, confound_tasks
     from mvjax.interventions import empty_masks, intervention
     from mvjax.load import load_pretrained

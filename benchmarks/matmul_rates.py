@@ -71,7 +71,7 @@ def main() -> None:
     peaks.append(2 * n ** 3 / best_seconds(square, ones, ones))  # the best seen counts
     report["peak_2048_gflops"] = max(peaks) / 1e9
     from mvjax.config import ModelConfig
-    from train.metrics import flops_per_token
+    from mvjax.train.metrics import flops_per_token
     cfg = ModelConfig(vocab_size=c["vocab"], hidden_size=c["hidden"], num_layers=c["layers"],
                       num_heads=c["heads"], mlp_hidden=c["mlp"], max_seq_len=c["seq"],
                       tie_embeddings=False)

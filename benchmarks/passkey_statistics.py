@@ -53,10 +53,10 @@ def main() -> None:
                     "to run in parallel; without original or pooled ones the unmodified pass is skipped)")
     args = ap.parse_args()
 
-    from analysis.dims import stacked
-    from analysis.disrupt import (DisruptConfig, baseline_pass, condition_probe, evaluate_condition,
+    from mvjax.analysis.dims import stacked
+    from mvjax.analysis.disrupt import (DisruptConfig, baseline_pass, condition_probe, evaluate_condition,
                                   plan_conditions, rule_text, statistics_info)
-    from analysis.evaluate import Scorer, encode_task
+    from mvjax.analysis.evaluate import Scorer, encode_task
     from mvjax.data.tasks.base import Item, Task
     from mvjax.load import load_pretrained
 

@@ -32,15 +32,15 @@ def main() -> None:
     import jax
     from flax import nnx
 
-    from analysis.experiments.rope_cause import PRESETS, experiment_config
-    from analysis.retrieval_curve import RetrievalProbe
+    from mvjax.analysis.experiments.rope_cause import PRESETS, experiment_config
+    from mvjax.analysis.retrieval_curve import RetrievalProbe
     import numpy as np
 
     from mvjax.data.mixture import copy_episode, eval_episodes
     from mvjax.data.pipeline import build_data
     from mvjax.model import init_model
-    from train.optim import build_optimizer
-    from train.step import make_train_step
+    from mvjax.train.optim import build_optimizer
+    from mvjax.train.step import make_train_step
 
     fields = {}
     for s in args.set:

@@ -25,9 +25,9 @@ def main() -> None:
     ap.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
     args = ap.parse_args()
 
-    from analysis.dims import stacked
-    from analysis.disrupt import baseline_pass
-    from analysis.evaluate import Scorer, encode_task
+    from mvjax.analysis.dims import stacked
+    from mvjax.analysis.disrupt import baseline_pass
+    from mvjax.analysis.evaluate import Scorer, encode_task
     from mvjax.data.tasks import builtin_tasks
     from mvjax.load import load_pretrained
 

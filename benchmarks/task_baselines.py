@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
     args = ap.parse_args()
 
-    from analysis.evaluate import Scorer, encode_task, score_task
+    from mvjax.analysis.evaluate import Scorer, encode_task, score_task
     from mvjax.data.tasks import builtin_tasks
     from mvjax.load import load_pretrained
 

@@ -70,9 +70,9 @@ def mvjax_runner(c: dict, chunk: int):
     from flax import nnx
 
     from mvjax.model import init_model
-    from train.config import OptimConfig
-    from train.optim import build_optimizer
-    from train.step import make_train_step
+    from mvjax.train.config import OptimConfig
+    from mvjax.train.optim import build_optimizer
+    from mvjax.train.step import make_train_step
 
     cfg = model_config(c)
     graphdef, params = nnx.split(init_model(cfg, 0), nnx.Param)
@@ -221,7 +221,7 @@ def main() -> None:
         return worker(args.worker, args.configs, args.chunk)
 
     specs = runner_specs(args)
-    from train.metrics import flops_per_token
+    from mvjax.train.metrics import flops_per_token
 
     report = {"threads": os.cpu_count(), "runners": {k: {"kind": s[0], "chunk": s[1],
                                                            "XLA_FLAGS": s[2].get("XLA_FLAGS", ""),

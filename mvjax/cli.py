@@ -16,13 +16,13 @@ from collections.abc import Iterator
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = (
     "mvjax.commands.basic",
-    "train.cli",
-    "analysis.cli",
+    "mvjax.train.cli",
+    "mvjax.analysis.cli",
     "mvjax.data.cli",
     "mvjax.convert.cli",
     "mvjax.commands.generate",
     "mvjax.commands.experiment",
-    "analysis.compare",
+    "mvjax.analysis.compare",
 )
 
 

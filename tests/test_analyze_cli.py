@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from analysis.analyze import Analysis, make_sequences
-from analysis.sample import sample_texts
+from mvjax.analysis.analyze import Analysis, make_sequences
+from mvjax.analysis.sample import sample_texts
 from mvjax.checkpoint import save_model
 from mvjax.cli import main
 from mvjax.config import ModelConfig, PositionalConfig
@@ -77,11 +77,11 @@ def test_results_set_is_written_whole_or_not_at_all(model_dir, tmp_path, monkeyp
             "--seq-len", "64"]
     assert main(argv + ["--no-figures"]) == 0
     before = (out / "massive_values.json").read_text()
-    import analysis.plots
+    import mvjax.analysis.plots
 
     def crash(*a, **k):
         raise RuntimeError("killed while drawing")
-    monkeypatch.setattr(analysis.plots, "all_figures", crash)
+    monkeypatch.setattr(mvjax.analysis.plots, "all_figures", crash)
     with pytest.raises(RuntimeError):
         main(argv + ["--lambda", "3"])
     assert (out / "massive_values.json").read_text() == before
@@ -126,8 +126,8 @@ def test_one_line_errors(model_dir, tmp_path, capsys, extra, needle):
 def test_heatmap_ticks_name_real_dims_and_wavelengths():
     """Ticks on the frequency-ordered axis give the dim index used in the JSON's [h, d] and its
     RoPE wavelength, so an entry seen in a figure can be found in the data."""
-    from analysis.massive import frequency_order
-    from analysis.plots import dim_ticks
+    from mvjax.analysis.massive import frequency_order
+    from mvjax.analysis.plots import dim_ticks
 
     theta = [1e4 ** (-2 * i / 8) for i in range(4)]
     freqs = theta + theta[:3] + [None]  # half layout, the last dim left unrotated
@@ -142,7 +142,7 @@ def test_heatmap_ticks_name_real_dims_and_wavelengths():
 def test_figures_share_one_scale(model_dir, tmp_path, monkeypatch):
     """All heatmaps of a run use one colour scale (the run's largest ratio), so V is not stretched
     to look as massive as Q/K."""
-    import analysis.plots as plots
+    import mvjax.analysis.plots as plots
 
     out = tmp_path / "out"
     assert main(["analyze", "--model", str(model_dir), "--out", str(out), "--tokens", "128",

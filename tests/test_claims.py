@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.claims import Claim, Outcome, claim_lines, claims_json
-from analysis.experiments.rope_cause_results import RopeCauseResults, claims
+from mvjax.analysis.claims import Claim, Outcome, claim_lines, claims_json
+from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults, claims
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -57,8 +57,8 @@ def test_claims_recomputed_from_typed_results_match_the_recorded_ones(committed)
 
 
 def test_committed_report_renders_the_same(committed, tmp_path):
-    from analysis.experiments.rope_cause_plots import FIGURES
-    from analysis.experiments.rope_cause_report import write_report
+    from mvjax.analysis.experiments.rope_cause_plots import FIGURES
+    from mvjax.analysis.experiments.rope_cause_report import write_report
 
     _, res = committed
     figures = {n: [tmp_path / "figures" / f"{n}.png"] for n in FIGURES}
@@ -67,7 +67,7 @@ def test_committed_report_renders_the_same(committed, tmp_path):
 
 
 def test_committed_emergence_loads_and_renders_the_same():
-    from analysis.experiments.emergence import load_runs, table, totals
+    from mvjax.analysis.experiments.emergence import load_runs, table, totals
 
     path = DOCS / "rope-emergence" / "emergence.json"
     saved = json.loads(path.read_text())
@@ -94,7 +94,7 @@ def _scored(acc: float, lo: float, hi: float, n: int = 20) -> dict:
 
 
 def test_disrupt_claims_decide_by_their_rules():
-    from analysis.disrupt_report import disrupt_claims
+    from mvjax.analysis.disrupt_report import disrupt_claims
 
     tasks = {"ctx": {"kind": "contextual", "rank_chance": 0.25},
              "par": {"kind": "parametric", "rank_chance": 0.25}}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.concentration import (band_concentration, k_over_q, layer_summary,
+from mvjax.analysis.concentration import (band_concentration, k_over_q, layer_summary,
                                     modal_share_chance, pair_energy,
                                     rotated_energy_share, scheme_labels, top_agreement,
                                     top_pair_share)
-from analysis.massive import MassiveDefinition, low_frequency_dims
+from mvjax.analysis.massive import MassiveDefinition, low_frequency_dims
 from mvjax.config import PositionalConfig
 
 

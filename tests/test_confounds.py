@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.claims import FAILS, HOLDS, NOT_TESTED
-from analysis.confound_rules import confound_rules
-from analysis.disrupt import KEEP0, DisruptConfig, disrupt, plan_conditions
-from analysis.quantize import QuantizeConfig, activation_conditions, random_kept
+from mvjax.analysis.claims import FAILS, HOLDS, NOT_TESTED
+from mvjax.analysis.confound_rules import confound_rules
+from mvjax.analysis.disrupt import KEEP0, DisruptConfig, disrupt, plan_conditions
+from mvjax.analysis.quantize import QuantizeConfig, activation_conditions, random_kept
 from mvjax.config import ModelConfig
 from mvjax.data.tasks import Item, Task, accuracy_summary
 from mvjax.data.tasks.lengths import (
@@ -181,8 +181,8 @@ def test_rule_texts_are_the_committed_ones():
 
 
 def test_prompt_lengths_record_range_and_depths():
-    from analysis.disrupt import prompt_lengths
-    from analysis.evaluate import encode_task
+    from mvjax.analysis.disrupt import prompt_lengths
+    from mvjax.analysis.evaluate import encode_task
 
     pk = passkey_binned(5, 512, COUNT)
     rec = prompt_lengths(pk, encode_task(TOK, pk))
@@ -197,7 +197,7 @@ def test_prompt_lengths_record_range_and_depths():
 def test_preset_confounds_and_its_bins_option():
     import argparse
 
-    from analysis.experiments.common import preset
+    from mvjax.analysis.experiments.common import preset
 
     def ns(**kw):
         return argparse.Namespace(**({"quick": False, "preset": "confounds", "n": None, "batch_size": 8,
@@ -213,8 +213,8 @@ def test_preset_confounds_and_its_bins_option():
 
 
 def test_weights_note_follows_the_recorded_source():
-    from analysis.confound_report import WEIGHTS_NOTE, confound_notes
-    from analysis.quantize import quantize_notes
+    from mvjax.analysis.confound_report import WEIGHTS_NOTE, confound_notes
+    from mvjax.analysis.quantize import quantize_notes
 
     gguf = {"provenance": {"model_source": "SmolLM2-135M-Instruct, GGUF Q4_1 (x.gguf), dequantized to fp32"}}
     assert "re-rounds" in quantize_notes(gguf)[0] and "Q4_1" in quantize_notes(gguf)[0]
@@ -225,8 +225,8 @@ def test_weights_note_follows_the_recorded_source():
 
 
 def test_report_by_bin_and_depth_with_seeds_as_units(tmp_path):
-    from analysis.claims import claims_json
-    from analysis.confound_report import confound_claims, write_confound_report
+    from mvjax.analysis.claims import claims_json
+    from mvjax.analysis.confound_report import confound_claims, write_confound_report
 
     r = _result(ctx_kept=0.25, par_kept=0.9, seeds_acc=0.8, keep0_gain=0.5)
     r |= {"definition": {}, "ranking": "sum"}

@@ -9,11 +9,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.controls import (excluded_dims, masks_from_entries, model_pairs, pair_aware_random,
+from mvjax.analysis.controls import (excluded_dims, masks_from_entries, model_pairs, pair_aware_random,
                                units_of)
-from analysis.disrupt import DisruptConfig, disrupt
-from analysis.dims import select_massive
-from analysis.evaluate import Scorer, encode_task, longest_continuation, score_task
+from mvjax.analysis.disrupt import DisruptConfig, disrupt
+from mvjax.analysis.dims import select_massive
+from mvjax.analysis.evaluate import Scorer, encode_task, longest_continuation, score_task
 from mvjax.config import ModelConfig, PositionalConfig
 from mvjax.data.tasks import Item, Task
 from mvjax.interventions import intervention

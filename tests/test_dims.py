@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.dims import (energy_matched, energy_ratio, lowest_norm, massive_layers, random_dims,
+from mvjax.analysis.dims import (energy_matched, energy_ratio, lowest_norm, massive_layers, random_dims,
                            select_massive)
-from analysis.massive import MassiveDefinition
+from mvjax.analysis.massive import MassiveDefinition
 
 
 def _energies(seed=0, L=4, H=3, D=64):

@@ -9,12 +9,12 @@ import json
 
 import pytest
 
-import analysis.disrupt as D
-from analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
-from analysis.experiments.common import write_partial
-from analysis.resume import resume_dir
-from analysis.disrupt import DisruptConfig, disrupt, thirds
-from analysis.resume import Checkpoint
+import mvjax.analysis.disrupt as D
+from mvjax.analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
+from mvjax.analysis.experiments.common import write_partial
+from mvjax.analysis.resume import resume_dir
+from mvjax.analysis.disrupt import DisruptConfig, disrupt, thirds
+from mvjax.analysis.resume import Checkpoint
 from mvjax.config import ModelConfig
 from mvjax.data.tasks import Item, Task
 from mvjax.model import init_model
@@ -50,8 +50,8 @@ def test_both_statistics_run_every_condition_and_say_which(model, stats, tmp_pat
     par = r["conditions"]["original"]
     assert par["tasks"]["par"]["rank"]["n"] == 1  # every item, and separately the known ones
     assert par["tasks_known"].get("par", {}).get("rank", {"accuracy": 1.0})["accuracy"] == 1.0
-    from analysis.claims import claims_json
-    from analysis.disrupt_report import disrupt_claims, write_disrupt_report
+    from mvjax.analysis.claims import claims_json
+    from mvjax.analysis.disrupt_report import disrupt_claims, write_disrupt_report
 
     r["claims"] = claims_json(disrupt_claims(r))
     report = write_disrupt_report(r, tmp_path, "t").read_text()
@@ -115,7 +115,7 @@ def test_plan_scores_the_table_first_and_the_table_preset_only_that():
 
 
 def test_the_condition_subset_does_not_change_the_resume_fingerprint():
-    from analysis.experiments.common import vars_of
+    from mvjax.analysis.experiments.common import vars_of
 
     a = argparse.Namespace(model="m", n=100, conditions="all", out="x")
     b = argparse.Namespace(model="m", n=100, conditions="table", out="y")

@@ -116,8 +116,8 @@ def _args(model_dir, *tasks, quick=True):
 def test_builtin_tasks_are_fitted_to_the_context(ctx256_model, capsys, quick):
     """A built-in task the model's context cannot hold used to stop the run ("a prompt of 256
     tokens … shorten the task"): it is left out, said on stderr and recorded in the preset."""
-    from analysis.evaluate import _cont_pad, bucket, encode_task
-    from analysis.experiments.common import load_model_and_tasks
+    from mvjax.analysis.evaluate import _cont_pad, bucket, encode_task
+    from mvjax.analysis.experiments.common import load_model_and_tasks
 
     model, tok, tasks, p = load_model_and_tasks(_args(ctx256_model, quick=quick))
     encoded = [e for t in tasks for e in encode_task(tok, t)]
@@ -133,7 +133,7 @@ def test_builtin_tasks_are_fitted_to_the_context(ctx256_model, capsys, quick):
 def test_task_file_that_cannot_fit_is_named(tmp_path):
     """A task file is never cut: an item that fits only with its own short continuation, not
     with another file's long one (every continuation is padded alike), is named."""
-    from analysis.experiments.common import load_model_and_tasks
+    from mvjax.analysis.experiments.common import load_model_and_tasks
 
     near = tmp_path / "near.jsonl"  # 101 tokens: bucket 128, + 4 fits 200, + 128 does not
     near.write_text(json.dumps({"prompt": "ab" * 50, "choices": [" a", " b"], "answer": " a"})

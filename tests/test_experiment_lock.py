@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-import analysis.experiments.common as common
-from analysis.resume import resume_dir
+import mvjax.analysis.experiments.common as common
+from mvjax.analysis.resume import resume_dir
 from mvjax.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def _argv(tiny, out: Path, *extra: str) -> list[str]:
 
 def _interrupt_after(monkeypatch, n: int) -> None:
     """Ctrl-C when the (n+1)-th condition would be scored (a kill after n finished)."""
-    import analysis.disrupt as D
+    import mvjax.analysis.disrupt as D
 
     real, calls = D.evaluate_condition, []
 
@@ -111,7 +111,7 @@ def test_a_killed_run_keeps_its_pieces_against_other_flags_and_resumes_with_harm
 
 _MAIN_RUN = """
 import sys, time
-import analysis.experiments.common as common, mvjax.data.tasks, analysis.disrupt as D
+import mvjax.analysis.experiments.common as common, mvjax.data.tasks, analysis.disrupt as D
 common.QUICK = {quick!r}
 mvjax.data.tasks.builtin_tasks = lambda *a, **k: []
 real, calls = D.evaluate_condition, []
@@ -167,7 +167,7 @@ def test_two_processes_on_one_out(tiny, tmp_path, monkeypatch, capsys):
 def test_an_older_mvjax_run_resumes_with_its_own_flags_and_is_kept_otherwise(tmp_path):
     """A resume directory from before plans were recorded (only a hash of the flags) resumes when
     the flags hash the same, and is refused, pieces kept, when they do not."""
-    from analysis.resume import Checkpoint
+    from mvjax.analysis.resume import Checkpoint
 
     for legacy, ok in (("old hash", True), ("new hash", False)):
         where = tmp_path / legacy.replace(" ", "_")
@@ -191,7 +191,7 @@ def test_the_plan_leaves_out_batch_size_and_task_path_spelling(tiny, tmp_path, m
 
     import numpy as np
 
-    from analysis.experiments.common import run_plan
+    from mvjax.analysis.experiments.common import run_plan
     from mvjax.data.tasks import load_task_file
     from mvjax.load import load_pretrained
 

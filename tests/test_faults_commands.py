@@ -121,8 +121,8 @@ def tiny_experiment(steps: int) -> dict:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A finished 2-step training run with norm matrices logged (what emergence reads)."""
-    from train.config import ExperimentConfig
-    from train.loop import train
+    from mvjax.train.config import ExperimentConfig
+    from mvjax.train.loop import train
 
     out = tmp_path_factory.mktemp("faults") / "run"
     train(ExperimentConfig.from_dict(tiny_experiment(2)), out)
@@ -198,7 +198,7 @@ def test_compare_refuses_disrupt_and_quantize_results(tmp_path, capsys, experime
 
 
 def _rope_cause_out(tmp_path: Path) -> Path:
-    from analysis.experiments.rope_cause import PRESETS
+    from mvjax.analysis.experiments.rope_cause import PRESETS
     from mvjax.config import to_plain
 
     out = tmp_path / "rc"
@@ -230,7 +230,7 @@ def test_rope_cause_resume_names_a_cut_summary_json(tmp_path, capsys):
 def test_arm_result_names_a_cut_disrupt_json(run_dir, tmp_path):
     import shutil
 
-    from analysis.experiments.rope_cause_results import arm_result
+    from mvjax.analysis.experiments.rope_cause_results import arm_result
 
     arm = tmp_path / "arm"
     shutil.copytree(run_dir, arm)
@@ -256,7 +256,7 @@ def test_read_json_state_names_a_non_utf8_file(tmp_path):
 
 
 def test_read_metrics_drops_a_cut_last_line_with_a_warning(tmp_path):
-    from train.metrics import read_metrics
+    from mvjax.train.metrics import read_metrics
 
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.9}\n{"step": 3, "lo')
@@ -270,7 +270,7 @@ def test_read_metrics_drops_a_cut_last_line_with_a_warning(tmp_path):
 def test_train_resume_after_a_cut_metrics_line(run_dir, tmp_path, capsys):
     import shutil
 
-    from train.metrics import read_metrics
+    from mvjax.train.metrics import read_metrics
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
@@ -312,9 +312,9 @@ def test_append_line_cuts_back_a_failed_write(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_rope_cause_interrupted_exits_128_plus_signal(tmp_path, monkeypatch, capsys, signum):
-    import train.loop
+    import mvjax.train.loop
 
-    monkeypatch.setattr(train.loop, "train", lambda *a, **k: {"interrupted_by_signal": signum,
+    monkeypatch.setattr(mvjax.train.loop, "train", lambda *a, **k: {"interrupted_by_signal": signum,
                                                               "step": 1})
     out = tmp_path / "rc"
     assert main(["experiment", "rope-cause", "--preset", "test", "--out", str(out)]) == 128 + signum
@@ -363,7 +363,7 @@ def test_full_disk_mid_write_names_the_output(tmp_path, monkeypatch):
 
 
 def test_rope_cause_ctrl_c_in_the_analysis_stage(tmp_path, monkeypatch, capsys):
-    import analysis.experiments.rope_cause as rc
+    import mvjax.analysis.experiments.rope_cause as rc
 
     monkeypatch.setattr(rc, "train_arms", lambda *a, **k: True)
 
@@ -414,7 +414,7 @@ def test_analyze_refuses_tokens_that_cannot_fit_before_loading(tmp_path, monkeyp
 def test_checkpoint_on_full_disk_names_enospc_and_removes_orbax_tmp(tmp_path, monkeypatch):
     import numpy as np
 
-    from train.checkpointing import Checkpointer
+    from mvjax.train.checkpointing import Checkpointer
 
     ckpt = Checkpointer(tmp_path / "run", keep=2)
 
@@ -465,7 +465,7 @@ def _someones_folder(tmp_path: Path, kind: str) -> Path:
 @pytest.mark.parametrize("kind", ["files", "model"])
 @pytest.mark.parametrize("command", ["rope-cause", "compare", "emergence"])
 def test_out_of_someone_elses_files_is_refused(tmp_path, monkeypatch, capsys, command, kind):
-    import analysis.experiments.rope_cause as rc
+    import mvjax.analysis.experiments.rope_cause as rc
 
     monkeypatch.setattr(rc, "train_arms", lambda *a, **k: pytest.fail("trained"))
     mine = _someones_folder(tmp_path, kind)
@@ -551,7 +551,7 @@ def test_lone_surrogate_in_a_task_file_is_named(tmp_path, capsys):
 
 
 def test_a_long_target_is_named_with_its_length():
-    from analysis.evaluate import check_fits
+    from mvjax.analysis.evaluate import check_fits
     from mvjax.data.tasks.base import Item, Task
     from mvjax.tokenizers import ByteTokenizer
 
@@ -579,7 +579,7 @@ def test_emergence_of_an_empty_run_list_fails(tmp_path, capsys):
 
 
 def test_rope_cause_on_a_locked_out_is_refused(tmp_path, monkeypatch, capsys):
-    import analysis.experiments.rope_cause as rc
+    import mvjax.analysis.experiments.rope_cause as rc
 
     monkeypatch.setattr(rc, "train_arms", lambda *a, **k: pytest.fail("trained"))
     out = _rope_cause_out(tmp_path)
@@ -608,7 +608,7 @@ def test_train_on_a_locked_out_is_refused(run_dir, tmp_path, capsys):
 
 
 def test_rope_cause_refuses_a_missing_reference_before_training(tmp_path, monkeypatch, capsys):
-    import analysis.experiments.rope_cause as rc
+    import mvjax.analysis.experiments.rope_cause as rc
 
     monkeypatch.setattr(rc, "train_arms", lambda *a, **k: pytest.fail("trained"))
     assert main(["experiment", "rope-cause", "--preset", "test", "--out", str(tmp_path / "rc"),
@@ -632,7 +632,7 @@ def test_leftover_partials_of_dead_writers_are_removed(tmp_path):
 
 
 def test_rope_cause_start_removes_leftover_partials(tmp_path, monkeypatch):
-    import analysis.experiments.rope_cause as rc
+    import mvjax.analysis.experiments.rope_cause as rc
 
     monkeypatch.setattr(rc, "train_arms", lambda *a, **k: False)  # stop right after the start
     out = _rope_cause_out(tmp_path)

@@ -36,7 +36,7 @@ def test_padding_at_either_end_counts_a_row_as_itself():
 def test_training_log_and_sink_probe_record_the_same_mass():
     from mvjax.interventions import intervention
     from mvjax.model import init_model
-    from train.metrics import make_concentration_fn
+    from mvjax.train.metrics import make_concentration_fn
 
     cfg = ModelConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
                       mlp_hidden=48, head_dim=8, max_seq_len=64)

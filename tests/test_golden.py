@@ -235,9 +235,9 @@ def test_rope_cause_results_claims_and_report_are_reproduced(name, tmp_path, fig
     claims recomputed by today's rules, the figures, report.md."""
     import dataclasses
 
-    from analysis.experiments.rope_cause_plots import all_figures
-    from analysis.experiments.rope_cause_report import write_report
-    from analysis.experiments.rope_cause_results import RopeCauseResults, claims
+    from mvjax.analysis.experiments.rope_cause_plots import all_figures
+    from mvjax.analysis.experiments.rope_cause_report import write_report
+    from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults, claims
     from mvjax.atomic import write_json
 
     committed = DOCS / name
@@ -258,7 +258,7 @@ def test_rope_emergence_json_table_and_figure_are_reproduced(tmp_path, figures):
     committed emergence.json (runs and totals), emergence.md and the figure's data. The JSON's
     ``command`` names the sources and --out of the call, so it is taken from the committed file
     (the invocation, not a number)."""
-    from analysis.experiments.emergence import draw, load_runs, table, totals
+    from mvjax.analysis.experiments.emergence import draw, load_runs, table, totals
     from mvjax.atomic import write_json
 
     committed = DOCS / "rope-emergence"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.massive import (MassiveDefinition, analyze, band_energy, frequency_order, gini,
+from mvjax.analysis.massive import (MassiveDefinition, analyze, band_energy, frequency_order, gini,
                               layer_metrics, low_frequency_dims, massive_mask, topk_mask)
 from mvjax.config import ModelConfig, PositionalConfig
 from mvjax.model import init_model

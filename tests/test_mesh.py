@@ -65,8 +65,8 @@ def test_device_memory_cap_parses(monkeypatch):
 def test_padded_rows_change_no_score(make_config):
     """A batch rounded up to the data axis adds masked rows: scores, perplexity and statistics are
     those of the unpadded batch (one device, so only the padding differs)."""
-    from analysis.dims import PromptEnergy, add_energy
-    from analysis.evaluate import Encoded, Scorer, perplexity
+    from mvjax.analysis.dims import PromptEnergy, add_energy
+    from mvjax.analysis.evaluate import Encoded, Scorer, perplexity
     from mvjax.model import init_model
 
     model = init_model(make_config(vocab_size=32), 0)
@@ -92,8 +92,8 @@ def test_compute_dtype_keeps_statistics_float32(make_config):
     reach the host as float32 sums, and ``auto`` is float32 on CPU."""
     import jax
 
-    from analysis.dims import PromptEnergy
-    from analysis.evaluate import Encoded, Scorer
+    from mvjax.analysis.dims import PromptEnergy
+    from mvjax.analysis.evaluate import Encoded, Scorer
     from mvjax.model import init_model
 
     assert jax.default_backend() != "cpu" or mesh_lib.compute_dtype("auto") == "float32"
@@ -264,7 +264,7 @@ def test_two_processes_match_one_and_resume_after_a_death(tmp_path):
     same command started again resumes from process 0's pieces and finishes with the same numbers."""
     import time
 
-    from analysis.resume import resume_dir
+    from mvjax.analysis.resume import resume_dir
 
     model_dir = _model_dir(tmp_path)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",

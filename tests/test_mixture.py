@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.task_accuracy import episode_rows, score
+from mvjax.analysis.task_accuracy import episode_rows, score
 from mvjax.data import DataConfig, TokenStream, build_data
 from mvjax.data.mixture import (MixtureConfig, MixtureStream, eval_episodes, fact_table,
                                 kv_episode, passkey_episode)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from analysis.dims import lowest_norm, select_massive
+from mvjax.analysis.dims import lowest_norm, select_massive
 from mvjax.config import ModelConfig
 from mvjax.interventions import intervention
 from mvjax.model import init_model

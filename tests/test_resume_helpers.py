@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 
-from analysis.resume import Checkpoint
+from mvjax.analysis.resume import Checkpoint
 
 
 def _scorer(ck: Checkpoint, log: list):
@@ -88,8 +88,8 @@ def test_partial_to_of_a_finished_run_redraws_it_with_todays_claims(tmp_path):
 
     import pytest
 
-    from analysis.claims import Claim, Outcome
-    from analysis.experiments.common import write_partial
+    from mvjax.analysis.claims import Claim, Outcome
+    from mvjax.analysis.experiments.common import write_partial
 
     run = tmp_path / "run"
     run.mkdir()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 from flax import nnx
 
-from analysis.retrieval_curve import RetrievalProbe, first_step_at
-from analysis.task_accuracy import score
+from mvjax.analysis.retrieval_curve import RetrievalProbe, first_step_at
+from mvjax.analysis.task_accuracy import score
 from mvjax.config import ModelConfig
 from mvjax.data.mixture import MixtureConfig, eval_episodes
 from mvjax.model import init_model

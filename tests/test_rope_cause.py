@@ -10,10 +10,10 @@ import os
 import jax
 import pytest
 
-from analysis.experiments.rope_cause import PRESETS, run
-from analysis.experiments.rope_cause_plots import FIGURES
+from mvjax.analysis.experiments.rope_cause import PRESETS, run
+from mvjax.analysis.experiments.rope_cause_plots import FIGURES
 from mvjax.cli import main as cli_main
-from train.metrics import read_metrics
+from mvjax.train.metrics import read_metrics
 
 jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp/mvjax-test-jax-cache"))
@@ -94,7 +94,7 @@ def _acc(contextual, parametric, n=100):
     (0.8, (0.0, None), 0.7, "not tested"),    # parametric not scored
 ])
 def test_claim_5_rule(original, massive, control, verdict):
-    from analysis.experiments.rope_cause_results import claim_disruption
+    from mvjax.analysis.experiments.rope_cause_results import claim_disruption
 
     acc = {"original": _acc(original, 1.0), "massive": _acc(*massive),
            "lowest_norm": _acc(control, 1.0),
@@ -111,7 +111,7 @@ def test_claim_5_rule(original, massive, control, verdict):
 def test_claim_5_reports_each_seed_beside_the_pooled_rule():
     """Seeds far apart (0.1 / 0.5 / 0.9, pooled 0.5): the pooled rule puts a massive 0.2 below the
     controls, the per-seed reading does not (seed 0 is lower) — the verdict stays the rule's."""
-    from analysis.experiments.rope_cause_results import claim_disruption
+    from mvjax.analysis.experiments.rope_cause_results import claim_disruption
 
     acc = {"original": _acc(0.8, 1.0), "massive": _acc(0.2, 0.9), "lowest_norm": _acc(0.7, 1.0),
            **{f"random_s{i}": _acc(a, 1.0) for i, a in enumerate((0.1, 0.5, 0.9))},
@@ -178,7 +178,7 @@ def test_emergence_reads_training_runs(finished, tmp_path):
     rows = (tmp_path / "emergence.md").read_text().splitlines()
     assert len(rows) == 4 and rows[2].startswith("| rope | rope | ")
     assert rows[3].split(" | ")[11] == "n/a / n/a"  # NoPE: no wavelengths of its own
-    from analysis.experiments.emergence import load_runs, run_curves
+    from mvjax.analysis.experiments.emergence import load_runs, run_curves
 
     with pytest.raises(FileNotFoundError, match="not a training run"):
         run_curves(tmp_path)
@@ -227,7 +227,7 @@ def test_sigkill_then_resume_finishes_the_same_arms(tmp_path):
 
 def test_presets_are_overrides_on_one_base_config():
     """A preset names the config's own fields; every arm shares them but ``model.positional``."""
-    from analysis.experiments.rope_cause import Preset
+    from mvjax.analysis.experiments.rope_cause import Preset
 
     cfg = PRESETS["test"].config("partial-rope")
     assert (cfg.model.hidden_size, cfg.model.num_layers, cfg.data.batch_size, cfg.data.seq_len,
@@ -246,7 +246,7 @@ def test_retrieval_preset_builds_and_logs_retrieval(tmp_path):
     logs held-out retrieval at every eval step."""
     import dataclasses
 
-    from analysis.experiments.rope_cause import train_arms
+    from mvjax.analysis.experiments.rope_cause import train_arms
 
     full = PRESETS["retrieval"]
     assert full.retrieval_every_eval and full.arms[:3] == ("rope", "nope", "alibi")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.experiments.rope_cause_results import (MIN_ENTRIES_4, RopeCauseResults, claims,
+from mvjax.analysis.experiments.rope_cause_results import (MIN_ENTRIES_4, RopeCauseResults, claims,
                                                      massive_entries)
 
 CPU = Path(__file__).resolve().parents[1] / "docs" / "rope-cause-cpu" / "results.json"

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from analysis.claims import FAILS, HOLDS, NOT_TESTED
-from analysis.experiments.rope_cause_results import counted
-from analysis.experiments.rope_cause_seeds import arm_verdict, run, seed_outcome
-from analysis.massive import top_share
-from analysis.statistics import discordant, empirical_p, mcnemar_exact, paired_difference
+from mvjax.analysis.claims import FAILS, HOLDS, NOT_TESTED
+from mvjax.analysis.experiments.rope_cause_results import counted
+from mvjax.analysis.experiments.rope_cause_seeds import arm_verdict, run, seed_outcome
+from mvjax.analysis.massive import top_share
+from mvjax.analysis.statistics import discordant, empirical_p, mcnemar_exact, paired_difference
 
 
 def test_empirical_p_counts_ties_and_has_a_floor():

@@ -145,9 +145,9 @@ def test_a_registered_scheme_trains_saves_and_loads(tmp_path, positional):
     from flax import nnx as _nnx
 
     from mvjax.checkpoint import load_model
-    from train.config import ExperimentConfig
-    from train.loop import train
-    from train.metrics import read_metrics
+    from mvjax.train.config import ExperimentConfig
+    from mvjax.train.loop import train
+    from mvjax.train.metrics import read_metrics
 
     exp = ExperimentConfig.from_dict({
         "model": dict(vocab_size=257, hidden_size=32, num_layers=2, num_heads=2, mlp_hidden=64,

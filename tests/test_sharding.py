@@ -54,9 +54,9 @@ def test_batch_must_divide_devices():
 SCRIPT = """
 import json, sys
 import jax
-from train.config import ExperimentConfig
-from train.loop import train
-from train.metrics import read_metrics
+from mvjax.train.config import ExperimentConfig
+from mvjax.train.loop import train
+from mvjax.train.metrics import read_metrics
 out = {"runs": []}
 for i, exp in enumerate(json.loads(sys.argv[1])):
     run = f"{sys.argv[2]}/{i}"

@@ -15,9 +15,9 @@ import pytest
 
 from mvjax.checkpoint import load_model
 from mvjax.cli import main as cli_main
-from train.config import ExperimentConfig
-from train.loop import train
-from train.metrics import read_metrics
+from mvjax.train.config import ExperimentConfig
+from mvjax.train.loop import train
+from mvjax.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -90,9 +90,9 @@ def test_records_concentration_and_eval(full_run):
 
 KILL_MID_SAVE = """
 import json, os, signal, sys, threading, time
-import train.checkpointing as C
-from train.config import ExperimentConfig
-from train.loop import train
+import mvjax.train.checkpointing as C
+from mvjax.train.config import ExperimentConfig
+from mvjax.train.loop import train
 orig = C.Checkpointer.save
 def save(self, step, state, meta):
     if step == 4:
@@ -297,7 +297,7 @@ def test_resume_marks_metrics_and_supersedes_lost_steps(tmp_path):
 
 def test_finite_divergence_is_caught():
     """A loss far above where the run started stops it like a NaN, and says when nothing was saved."""
-    from train.loop import TrainingDiverged, _DivergenceGuard
+    from mvjax.train.loop import TrainingDiverged, _DivergenceGuard
 
     class Log:
         records: list = []
@@ -320,7 +320,7 @@ def test_finite_divergence_is_caught():
 
 
 def test_large_learning_rate_stops_before_saving_a_model(tmp_path):
-    from train.loop import TrainingDiverged
+    from mvjax.train.loop import TrainingDiverged
     exp = ExperimentConfig.from_dict(tiny_experiment(steps=8, eval_every=0, concentration_every=0,
                                                      checkpoint_every=0,
                                                      optim={"lr": 10.0, "warmup_steps": 0}))
@@ -330,7 +330,7 @@ def test_large_learning_rate_stops_before_saving_a_model(tmp_path):
 
 
 def test_nan_stops_with_last_good_checkpoint(tmp_path):
-    from train.loop import TrainingDiverged
+    from mvjax.train.loop import TrainingDiverged
     exp = ExperimentConfig.from_dict(tiny_experiment(steps=4, eval_every=0, concentration_every=0,
                                                      optim={"lr": 1e30, "warmup_steps": 0,
                                                             "grad_clip": 0.0}))
@@ -346,9 +346,9 @@ def _step_setup(accum: int, dtype: str = "float32", chunk: int = 0):
 
     from mvjax.config import ModelConfig
     from mvjax.model import init_model
-    from train.config import OptimConfig
-    from train.optim import build_optimizer
-    from train.step import make_train_step
+    from mvjax.train.config import OptimConfig
+    from mvjax.train.optim import build_optimizer
+    from mvjax.train.step import make_train_step
 
     cfg = ModelConfig(vocab_size=61, hidden_size=32, num_layers=2, num_heads=4, mlp_hidden=64,
                       max_seq_len=32, dtype=dtype, tie_embeddings=False)
@@ -383,8 +383,8 @@ def test_bfloat16_compute_keeps_float32_master_params():
 
 
 def test_weight_decay_mask_skips_norms_and_embeddings():
-    from train.config import OptimConfig
-    from train.optim import decay_mask
+    from mvjax.train.config import OptimConfig
+    from mvjax.train.optim import decay_mask
     params = {"embed": {"embedding": 0}, "norm": {"weight": 0},
               "layers": {0: {"input_norm": {"weight": 0}, "attn": {"q_proj": {"kernel": 0}}}}}
     mask = decay_mask(params, OptimConfig())
@@ -395,7 +395,7 @@ def test_weight_decay_mask_skips_norms_and_embeddings():
 
 
 def test_overrides_parse_values_and_keep_sections():
-    from train.config import apply_overrides
+    from mvjax.train.config import apply_overrides
     data = {"train": {"optim": {"lr": 1.0}}, "model": {"dtype": "float32"}}
     out = apply_overrides(data, ["train.optim.lr=3e-4", "model.dtype=bfloat16", "train.steps=7",
                                  "train.progress=false"])
@@ -433,7 +433,7 @@ def test_sigterm_saves_checkpoint_and_exits(tmp_path):
 def test_flops_per_token_counts_each_matmul_once(tied):
     """6 FLOPs per matmul weight (the head once, tied or not; never the lookup) + causal attention."""
     from mvjax.config import ModelConfig
-    from train.metrics import flops_per_token
+    from mvjax.train.metrics import flops_per_token
 
     cfg = ModelConfig(vocab_size=1000, hidden_size=64, num_layers=3, num_heads=4, num_kv_heads=2,
                       mlp_hidden=96, max_seq_len=32, tie_embeddings=tied)
@@ -444,8 +444,8 @@ def test_flops_per_token_counts_each_matmul_once(tied):
 
 
 def test_wsd_schedule_is_the_constant_run_then_a_linear_decay():
-    from train.config import OptimConfig
-    from train.optim import learning_rate
+    from mvjax.train.config import OptimConfig
+    from mvjax.train.optim import learning_rate
 
     const = learning_rate(OptimConfig(lr=1e-3, warmup_steps=10, schedule="constant"), 100)
     wsd = learning_rate(OptimConfig(lr=1e-3, warmup_steps=10, schedule="wsd", decay_steps=20,

@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from train.config import ExperimentConfig
-    from train.loop import TrainingDiverged, train
+    from mvjax.train.config import ExperimentConfig
+    from mvjax.train.loop import TrainingDiverged, train
 
     exp = ExperimentConfig.load(args.config, args.override)
     try:

@@ -36,11 +36,11 @@ from mvjax.atomic import (LOCK_FILE, append_line, check_own_dir, check_writable,
 from mvjax.checkpoint import save_model
 from mvjax.memory_budget import check_training_fits
 from mvjax.model import init_model
-from train.checkpointing import CHECKPOINT_DIR, CORRUPT_DIR, Checkpointer, abstract_like, corrupt_steps
-from train.config import ExperimentConfig
-from train.metrics import MetricsLog, flops_per_token, last_logged, make_concentration_fn
-from train.optim import build_optimizer
-from train.step import make_eval_fn, make_train_step
+from mvjax.train.checkpointing import CHECKPOINT_DIR, CORRUPT_DIR, Checkpointer, abstract_like, corrupt_steps
+from mvjax.train.config import ExperimentConfig
+from mvjax.train.metrics import MetricsLog, flops_per_token, last_logged, make_concentration_fn
+from mvjax.train.optim import build_optimizer
+from mvjax.train.step import make_eval_fn, make_train_step
 
 
 class TrainingDiverged(FloatingPointError):

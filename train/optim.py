@@ -13,7 +13,7 @@ import jax
 import optax
 
 from mvjax.sharding import leaf_path
-from train.config import OptimConfig
+from mvjax.train.config import OptimConfig
 
 
 def is_norm(name: str) -> bool:

@@ -70,7 +70,7 @@ class Band:
 def strongest_pairs(M_LxHxD: np.ndarray, cfg) -> tuple[list[list[int]], list[list[float]], int]:
     """Per layer and head, the RoPE pair with the most energy (ΣM² over its two dims; the same
     before and after rotation) and its wavelength 2π/frequency, under each layer's own scheme."""
-    from analysis.concentration import labels_for, pair_energy
+    from mvjax.analysis.concentration import labels_for, pair_energy
 
     pairs_out, waves_out, n_pairs = [], [], 0
     for layer, M_HxD in enumerate(np.asarray(M_LxHxD, np.float64)):
@@ -97,7 +97,7 @@ def _layer_windows(cfg) -> list[int | None]:
 
 def run_band(run_dir: str | Path) -> Band:
     """The band of a ``mvjax train`` run at its last logged norm matrices."""
-    from analysis.experiments.emergence import read_run
+    from mvjax.analysis.experiments.emergence import read_run
 
     d = Path(run_dir)
     exp, metrics = read_run(d)
@@ -118,7 +118,7 @@ def run_band(run_dir: str | Path) -> Band:
 def reference_band(model: str, context: int | None = None, seq_len: int = 512) -> Band:
     """A pretrained model's band, measured on the embedded analysis sample (same probe as the
     rope-cause reference). ``context``: its training context, else the config's max_seq_len."""
-    from analysis.experiments.rope_cause_results import measure_reference
+    from mvjax.analysis.experiments.rope_cause_results import measure_reference
     from mvjax.config import ModelConfig
 
     ref = measure_reference(model, seq_len)
@@ -208,7 +208,7 @@ def slope_for_base(bands: Sequence[Band], n_boot: int = BOOTSTRAP, rng_seed: int
 
 def slope_law(bands: Sequence[Band], n_boot: int = BOOTSTRAP) -> dict[str, Any]:
     """``SLOPE_RULE`` per base, and the law as a ``Claim``."""
-    from analysis.claims import Claim, Outcome
+    from mvjax.analysis.claims import Claim, Outcome
 
     by_base: dict[float, list[Band]] = {}
     for b in bands:

@@ -133,7 +133,7 @@ def load_model_and_tasks(args: argparse.Namespace):
 
     model = with_compute_dtype(model, getattr(args, "dtype", None))
     place_model(model, getattr(args, "mesh", None))
-    from analysis.evaluate import check_fits, fit_to_context
+    from mvjax.analysis.evaluate import check_fits, fit_to_context
 
     L = model.cfg.max_seq_len
     for task in user:  # a too-long item is named before any scoring
@@ -208,7 +208,7 @@ def run_plan(name: str, args: argparse.Namespace, model, tasks, rows: np.ndarray
     ``model config``, ``tasks``): two runs resume each other's pieces exactly when these match."""
     from pathlib import Path
 
-    from analysis.resume import fingerprint
+    from mvjax.analysis.resume import fingerprint
 
     plan: dict[str, Any] = {"experiment": name}
     plan |= {FLAGS.get(k, "--" + k.replace("_", "-")): v for k, v in sorted(vars_of(args).items())
@@ -274,7 +274,7 @@ def write_results(out, result: dict, claims, notes, write) -> list:
     as one set into ``out`` (the whole set replaces any earlier one, or nothing does)."""
     import json
 
-    from analysis.claims import claims_json
+    from mvjax.analysis.claims import claims_json
     from mvjax.atomic import atomic_directory
 
     checked = claims(result)
@@ -294,7 +294,7 @@ def write_partial(args: argparse.Namespace, claims, write, notes) -> int:
     import json
     from pathlib import Path
 
-    from analysis.resume import resume_dir
+    from mvjax.analysis.resume import resume_dir
     from mvjax.atomic import check_results_dir
 
     where, final = resume_dir(args.out), Path(args.out) / "results.json"
@@ -340,7 +340,7 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     if not 1 <= top_k <= model.cfg.head_dim:
         raise ValueError(f"--top-k {top_k} is invalid: use 1..head_dim={model.cfg.head_dim}")
     rows = ppl_rows(tok, p["ppl_rows"], p["ppl_len"])
-    from analysis.resume import Checkpoint, fingerprint, resume_dir
+    from mvjax.analysis.resume import Checkpoint, fingerprint, resume_dir
 
     legacy = fingerprint(name, vars_of(args), model.cfg.to_dict(), [(t.name, t.kind, t.items) for t in tasks],
                          rows.tolist())

@@ -10,7 +10,7 @@ CONFOUND_SEEDS = tuple(range(10))  # confounds preset: pair-aware random control
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from analysis.experiments.common import add_common_args
+    from mvjax.analysis.experiments.common import add_common_args
 
     p = sub.add_parser("disrupt", help="replace the massive Q/K dims by their prompt mean (and "
                        "lowest-norm, random, energy-matched, first-token-kept, Q/K-only controls); "
@@ -54,14 +54,14 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.disrupt import DisruptConfig
+    from mvjax.analysis.disrupt import DisruptConfig
 
     sites = [s.strip() for s in args.sites.split(",")]
     if len(sites) != 2:
         raise ValueError(f"--sites {args.sites!r} is invalid: give the Q and the K site, e.g. q_rot,k_rot")
     seeds = _ints(args.seeds, "seeds")
     table = args.conditions == "table"
-    from analysis.experiments.common import preset_name
+    from mvjax.analysis.experiments.common import preset_name
 
     if preset_name(args) == "confounds":  # RULES.md of docs/disrupt-smollm2-confounds fixes these
         if args.seeds == "0,1,2":
@@ -87,13 +87,13 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, config, confounds: bool = False) -> int:
     """Run ``config`` (the confounds preset: its pre-registered claims and its report sections)."""
     config.definition  # noqa: B018 -- λ and top-k are checked before the model loads
-    from analysis.disrupt import disrupt
-    from analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
-    from analysis.experiments.common import run_experiment
+    from mvjax.analysis.disrupt import disrupt
+    from mvjax.analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
+    from mvjax.analysis.experiments.common import run_experiment
 
     claims, notes, write = disrupt_claims, disrupt_notes, write_disrupt_report
     if confounds:
-        from analysis.confound_report import confound_claims, confound_notes, write_confound_report
+        from mvjax.analysis.confound_report import confound_claims, confound_notes, write_confound_report
 
         claims, notes, write = confound_claims, confound_notes, write_confound_report
     return run_experiment(

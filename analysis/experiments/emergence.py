@@ -22,7 +22,7 @@ from mvjax.atomic import (atomic_file, check_own_dir, read_json_state, require, 
                           write_json)
 
 if TYPE_CHECKING:  # imported where used: `mvjax --help` stays instant
-    from analysis.summaries import Curves
+    from mvjax.analysis.summaries import Curves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ class RunCurves:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunCurves":
-        from analysis.summaries import Curves
+        from mvjax.analysis.summaries import Curves
 
         fields = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
         return cls(**fields | {"curves": Curves.from_json(data["curves"])})
@@ -62,8 +62,8 @@ class RunCurves:
 def read_run(run_dir: str | Path) -> tuple[Any, list[dict[str, Any]]]:
     """(ExperimentConfig, metrics records) of a ``mvjax train`` directory, refused in one line
     when it is not one."""
-    from train.config import ExperimentConfig
-    from train.metrics import read_metrics
+    from mvjax.train.config import ExperimentConfig
+    from mvjax.train.metrics import read_metrics
 
     d = Path(run_dir)
     if not (d / "config.yaml").is_file() or not (d / "metrics.jsonl").is_file():
@@ -74,7 +74,7 @@ def read_run(run_dir: str | Path) -> tuple[Any, list[dict[str, Any]]]:
 
 def run_curves(run_dir: str | Path) -> RunCurves:
     """Settings and curves of one training run directory."""
-    from analysis.summaries import DEFINITIONS, training_curves
+    from mvjax.analysis.summaries import DEFINITIONS, training_curves
     from mvjax.config import to_plain
 
     d = Path(run_dir)

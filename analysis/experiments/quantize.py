@@ -10,7 +10,7 @@ QUICK = {"bits": (4,), "granularities": ("token", "channel"), "sides": ("post",)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from analysis.experiments.common import add_common_args
+    from mvjax.analysis.experiments.common import add_common_args
 
     p = sub.add_parser("quantize", help="quantize Q/K activations (KV cache) and W_q/W_k with and "
                        "without keeping the massive dims in full precision; tasks + perplexity")
@@ -20,14 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.quantize import QuantizeConfig
+    from mvjax.analysis.quantize import QuantizeConfig
 
-    from analysis.experiments.common import preset_name
+    from mvjax.analysis.experiments.common import preset_name
 
     small = args.quick or preset_name(args) == "confounds"  # confounds: int4 only (RULES.md)
     config = QuantizeConfig(top_k=args.top_k, batch_size=args.batch_size, **(QUICK if small else {}))
-    from analysis.experiments.common import run_experiment
-    from analysis.quantize import quantize, quantize_claims, quantize_notes, write_quantize_report
+    from mvjax.analysis.experiments.common import run_experiment
+    from mvjax.analysis.quantize import quantize, quantize_claims, quantize_notes, write_quantize_report
 
     return run_experiment(
         args, "quantize", config.top_k,

@@ -33,7 +33,7 @@ from mvjax.atomic import LOCK_FILE, read_json_state, require, write_json
 from mvjax.config import to_plain
 
 if TYPE_CHECKING:
-    from analysis.experiments.rope_cause_results import RopeCauseResults
+    from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults
 
 ARMS: dict[str, dict[str, Any]] = {
     "rope": {"scheme": "rope", "theta": 1.0e4, "layout": "half", "rotary_fraction": 1.0},
@@ -89,7 +89,7 @@ class Preset:
 
     def config(self, arm: str):
         """The ``ExperimentConfig`` of one arm: every field but ``model.positional`` is shared."""
-        from train.config import ExperimentConfig
+        from mvjax.train.config import ExperimentConfig
 
         if arm not in ARMS:
             raise ValueError(f"arm {arm!r} is unknown: choose from {list(ARMS)}")
@@ -208,7 +208,7 @@ def train_arms(preset: Preset, out: Path, resume: bool, stop_at: int | None = No
     trained, before the next one starts, so a run stopped for time keeps its finished arms whole."""
     from tqdm.auto import tqdm
 
-    from train.loop import train
+    from mvjax.train.loop import train
 
     for arm in tqdm(preset.arms, desc="arms", unit="arm"):
         arm_dir = out / "arms" / arm
@@ -235,7 +235,7 @@ def _retrieval_probe(preset: Preset):
     the step at which each arm learns retrieval is a result."""
     if not preset.retrieval_every_eval:
         return None
-    from analysis.retrieval_curve import RetrievalProbe
+    from mvjax.analysis.retrieval_curve import RetrievalProbe
     from mvjax.data.mixture import eval_episodes
 
     shared = preset.shared
@@ -246,7 +246,7 @@ def _retrieval_probe(preset: Preset):
 
 def analyze_arm(preset: Preset, arm_dir: Path) -> None:
     """``mvjax analyze`` on the arm's final model (natural text), then its task accuracies."""
-    from analysis.analyze import RESULTS_FILE, AnalyzeConfig, analyze_to_dir
+    from mvjax.analysis.analyze import RESULTS_FILE, AnalyzeConfig, analyze_to_dir
 
     data = preset.shared.data
     if not (arm_dir / "analyze" / RESULTS_FILE).is_file():
@@ -255,7 +255,7 @@ def analyze_arm(preset: Preset, arm_dir: Path) -> None:
             tokens=preset.analyze_tokens, seq_len=data.seq_len, figures=False))
     missing = [f for f in ("tasks.json", "disrupt.json") if not (arm_dir / f).is_file()]
     if missing:
-        from analysis.task_accuracy import score
+        from mvjax.analysis.task_accuracy import score
         from mvjax.checkpoint import load_model
         from mvjax.data.mixture import eval_episodes
         from mvjax.tokenizers import load_tokenizer
@@ -273,8 +273,8 @@ def disruption(model, tok, episodes, control_seeds: int = 3) -> dict[str, Any]:
     greedy exact-match accuracy per kind. Parametric counts only the facts the unmodified model
     answers (``analysis.disrupt.counted_items``), so its original accuracy is 1 by construction;
     contextual counts every episode."""
-    from analysis.disrupt import DisruptConfig, disrupt
-    from analysis.experiments.rope_cause_results import counted
+    from mvjax.analysis.disrupt import DisruptConfig, disrupt
+    from mvjax.analysis.experiments.rope_cause_results import counted
     from mvjax.data.tasks.base import Item, Task
 
     by_task: dict[tuple[str, str], list[Item]] = {}
@@ -326,7 +326,7 @@ def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str
 def _measure(preset: Preset, out: Path, reference: str | None) -> RopeCauseResults:
     """Every arm analyzed, the reference measured (cached), results, figures and report. The
     results hold every finished arm in OUT, not only those this invocation named (``--arms``)."""
-    from analysis.experiments.rope_cause_results import REMEASURE, collect, measure_reference
+    from mvjax.analysis.experiments.rope_cause_results import REMEASURE, collect, measure_reference
 
     order = dict.fromkeys((*(PRESETS[preset.name].arms if preset.name in PRESETS else ()),
                            *preset.arms, *ARMS))  # the preset's own order
@@ -347,8 +347,8 @@ def _measure(preset: Preset, out: Path, reference: str | None) -> RopeCauseResul
     results = collect(preset, out, ref, git_sha())
     record = results.to_json()
     write_json(out / "results.json", record)
-    from analysis.experiments.rope_cause_plots import all_figures
-    from analysis.experiments.rope_cause_report import write_report
+    from mvjax.analysis.experiments.rope_cause_plots import all_figures
+    from mvjax.analysis.experiments.rope_cause_report import write_report
 
     figures = all_figures(results, out / "figures", svg=preset.figures_svg)
     write_report(results, figures, out)

@@ -18,11 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from analysis.massive import frequency_order  # noqa: E402
+from mvjax.analysis.massive import frequency_order  # noqa: E402
 from mvjax.atomic import atomic_file  # noqa: E402
 
 if TYPE_CHECKING:
-    from analysis.experiments.rope_cause_results import RopeCauseResults
+    from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults
 
 SITES = {"q_rot": "Q", "k_rot": "K", "v": "V"}
 FIGURES = ("heatmaps", "max_mean_vs_layer", "emergence", "partial_rope", "sink_mass", "retrieval")
@@ -39,7 +39,7 @@ def _save(fig, out_dir: Path, name: str, svg: bool) -> list[Path]:
 
 
 def _arm_freqs(arm: Any) -> list[float | None]:
-    from analysis.concentration import scheme_labels
+    from mvjax.analysis.concentration import scheme_labels
     from mvjax.config import PositionalConfig
 
     return scheme_labels(PositionalConfig(**arm.positional), arm.head_dim)[1]

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from analysis.experiments.rope_cause_results import RopeCauseResults
+from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults
 
 
 def _f(x: Any, fmt: str = ".2f") -> str:
@@ -66,7 +66,7 @@ DISRUPT_COLUMNS = ("original", "massive", "lambda_massive", "k_only", "q_only", 
 def disruption_table(results: RopeCauseResults) -> str:
     """Per arm and kind, greedy exact-match accuracy [95% CI] under each condition; the random and
     energy-matched controls pooled over their seeds."""
-    from analysis.experiments.rope_cause_results import pooled
+    from mvjax.analysis.experiments.rope_cause_results import pooled
 
     rows = ["| arm | kind | " + " | ".join(c.replace("_", " ") for c in DISRUPT_COLUMNS) + " |",
             "|---|---|" + "---|" * len(DISRUPT_COLUMNS)]
@@ -87,7 +87,7 @@ def disruption_table(results: RopeCauseResults) -> str:
 def seed_table(results: RopeCauseResults) -> str:
     """Per arm, the massive contextual accuracy beside every random / energy-matched seed's, and
     whether its CI lies below each seed's CI (the stricter reading; the verdict follows the rule)."""
-    from analysis.experiments.rope_cause_results import below_every_seed, per_seed
+    from mvjax.analysis.experiments.rope_cause_results import below_every_seed, per_seed
 
     def cell(v: dict[str, Any]) -> str:
         ci = f" [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" if "ci95" in v else ""

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from analysis.claims import Claim, Outcome
-from analysis.summaries import (DEFINITIONS, Curves, SiteSummary, SiteTotals, sites_from_json,
+from mvjax.analysis.claims import Claim, Outcome
+from mvjax.analysis.summaries import (DEFINITIONS, Curves, SiteSummary, SiteTotals, sites_from_json,
                                 sites_json, summarize_norms, training_curves)
 
 
@@ -151,7 +151,7 @@ RETRIEVED = 0.8  # greedy exact on the held-out contextual episodes at which an 
 def retrieval_curve(metrics: list[dict[str, Any]], tokens_per_step: int) -> dict[str, Any]:
     """Held-out retrieval over training (``probe`` records of the training log), and the first
     logged step at which all contextual episodes together reach ``RETRIEVED`` exact (None: never)."""
-    from analysis.retrieval_curve import first_step_at
+    from mvjax.analysis.retrieval_curve import first_step_at
 
     logs = [r for r in metrics if "probe" in r]
     points = [{"step": int(r["step"]), "tokens": int(r["step"]) * tokens_per_step,
@@ -173,11 +173,11 @@ def _final_counts(analyzed_sites: dict[str, list[dict[str, Any]]], rotary: bool)
 
 
 def arm_result(arm_dir: Path) -> ArmResult:
-    from analysis.analyze import RESULTS_FILE, Analysis
+    from mvjax.analysis.analyze import RESULTS_FILE, Analysis
     from mvjax.atomic import read_json_state
     from mvjax.config import ModelConfig, to_plain
-    from train.config import ExperimentConfig
-    from train.metrics import read_metrics
+    from mvjax.train.config import ExperimentConfig
+    from mvjax.train.metrics import read_metrics
 
     exp = ExperimentConfig.load(arm_dir / "config.yaml")
     cfg: ModelConfig = exp.model
@@ -210,10 +210,10 @@ def measure_reference(model: str, seq_len: int, n_rows: int = 4) -> dict[str, An
     import jax
     from flax import nnx
 
-    from analysis.analyze import make_sequences
-    from analysis.sample import sample_texts
+    from mvjax.analysis.analyze import make_sequences
+    from mvjax.analysis.sample import sample_texts
     from mvjax.load import load_pretrained
-    from train.metrics import make_concentration_fn
+    from mvjax.train.metrics import make_concentration_fn
 
     net, tok = load_pretrained(model)
     if tok is None:
@@ -280,9 +280,9 @@ def massive_entries(arm: ArmResult) -> list[dict[str, Any]]:
     """Every λ-massive entry of the final model's post-positional Q and K (pooled), with its RoPE
     pair, band (low/high frequency half of the rotating dims) and wavelength in tokens and in
     multiples of the training context (None where the dim does not rotate)."""
-    from analysis.concentration import labels_for
-    from analysis.massive import low_frequency_dims
-    from analysis.summaries import DEFINITION
+    from mvjax.analysis.concentration import labels_for
+    from mvjax.analysis.massive import low_frequency_dims
+    from mvjax.analysis.summaries import DEFINITION
     from mvjax.config import ModelConfig
     from mvjax.massive_rule import massive_mask
 
@@ -388,7 +388,7 @@ def below_every_seed(acc: dict[str, Any], kind: str = "contextual") -> bool | No
 def arm_disruption(acc: dict[str, Any]) -> dict[str, Any]:
     """Claim (5) on one arm by its rule: retentions, pooled controls and the arm's verdict (with
     each seed's control and the per-seed reading reported beside it, not deciding it)."""
-    from analysis.claims import verdict_of
+    from mvjax.analysis.claims import verdict_of
 
     orig, hit = acc["original"], acc.get("massive", {})
     out: dict[str, Any] = {"original": orig, "massive": hit,
@@ -412,7 +412,7 @@ def arm_disruption(acc: dict[str, Any]) -> dict[str, Any]:
 def disruption_outcome(accuracy: dict[str, dict[str, Any]]) -> Outcome:
     """Claim (5) from each arm's accuracy per condition and kind: a verdict per arm in the
     numbers; the claim's verdict is the RoPE arm's."""
-    from analysis.claims import HOLDS, NOT_TESTED
+    from mvjax.analysis.claims import HOLDS, NOT_TESTED
 
     numbers = {arm: arm_disruption(acc) for arm, acc in accuracy.items()}
     r = numbers.get("rope")

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from analysis.claims import FAILS, HOLDS, NOT_TESTED, verdict_of
-from analysis.experiments.rope_cause import ARMS
-from analysis.experiments.rope_cause_results import arm_disruption, retention
-from analysis.massive import top_share
-from analysis.statistics import empirical_p, paired_difference
+from mvjax.analysis.claims import FAILS, HOLDS, NOT_TESTED, verdict_of
+from mvjax.analysis.experiments.rope_cause import ARMS
+from mvjax.analysis.experiments.rope_cause_results import arm_disruption, retention
+from mvjax.analysis.massive import top_share
+from mvjax.analysis.statistics import empirical_p, paired_difference
 from mvjax.atomic import read_json_state, write_json
 
 MIN_SOLVED = 20  # contextual episodes the unmodified arm must solve for a seed to be tested

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from analysis.disrupt_report import cell, metrics_of
+from mvjax.analysis.disrupt_report import cell, metrics_of
 
 COLUMNS = ("original", "massive", "lowest_norm", "random", "energy_matched")
 

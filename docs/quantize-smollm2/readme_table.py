@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from analysis.quantize import KIND_READINGS, READINGS, kept_pairs, kind_point
+from mvjax.analysis.quantize import KIND_READINGS, READINGS, kept_pairs, kind_point
 
 
 def _ci(p: tuple | None) -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 
-EXPERIMENT_MODULES: tuple[str, ...] = ("analysis.experiments.disrupt", "analysis.experiments.quantize",
-                                      "analysis.experiments.rope_cause",
-                                      "analysis.experiments.rope_cause_seeds",
-                                      "analysis.experiments.emergence",
-                                      "analysis.experiments.band")
+EXPERIMENT_MODULES: tuple[str, ...] = ("mvjax.analysis.experiments.disrupt", "mvjax.analysis.experiments.quantize",
+                                      "mvjax.analysis.experiments.rope_cause",
+                                      "mvjax.analysis.experiments.rope_cause_seeds",
+                                      "mvjax.analysis.experiments.emergence",
+                                      "mvjax.analysis.experiments.band")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    from analysis.experiments.common import add_mesh_arg
+    from mvjax.analysis.experiments.common import add_mesh_arg
 
     add_mesh_arg(p)
     p.set_defaults(func=_generate)
