@@ -31,6 +31,7 @@ def _tiny_presets(monkeypatch) -> None:
     import mvjax.data.tasks
 
     monkeypatch.setattr(common, "QUICK", TINY_QUICK)
+    monkeypatch.setitem(common.PRESETS, "quick", TINY_QUICK)
     monkeypatch.setattr(mvjax.data.tasks, "builtin_tasks", lambda *a, **k: [])
 
 
@@ -111,8 +112,8 @@ def test_a_killed_run_keeps_its_pieces_against_other_flags_and_resumes_with_harm
 
 _MAIN_RUN = """
 import sys, time
-import mvjax.analysis.experiments.common as common, mvjax.data.tasks, analysis.disrupt as D
-common.QUICK = {quick!r}
+import mvjax.analysis.experiments.common as common, mvjax.data.tasks, mvjax.analysis.disrupt as D
+common.QUICK = common.PRESETS["quick"] = {quick!r}
 mvjax.data.tasks.builtin_tasks = lambda *a, **k: []
 real, calls = D.evaluate_condition, []
 def evaluate(*a, **k):  # the second condition never ends: a run under way
