@@ -44,8 +44,8 @@ def name(request):
 
 def test_generate_command_from_the_cached_conversion(name, capsys):
     """`mvjax generate --model NAME`, run before the reference models are loaded: the 1.5B's
-    first conversion peaks at 15.7 GB RSS and the two float32 models at 20.3 GB, too much at once
-    for a 24 GB box. Its text is compared with transformers' greedy continuation in
+    first conversion peaks at 15.7 GB RSS and this module with both float32 models at 18.1 GB, too
+    much at once for a 24 GB box. Its text is compared with transformers' greedy continuation in
     ``test_greedy_continuation_matches_transformers``."""
     from mvjax.cli import main
 
