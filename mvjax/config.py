@@ -139,6 +139,8 @@ class ModelConfig:
       mlp_activation: ``silu`` (SwiGLU) or ``gelu_tanh`` (GeGLU with tanh-approximated GELU).
       scale_embeddings: multiply the input embeddings by sqrt(hidden_size).
       query_pre_attn_scalar: attention logits scaled by this ** -0.5 (None: head_dim ** -0.5).
+    ``qkv_bias`` (Qwen2) adds a learned bias to the q, k and v projections (not to o); it is
+    serialized only when on, like the Gemma fields.
     """
 
     vocab_size: int = 256
@@ -163,6 +165,7 @@ class ModelConfig:
     mlp_activation: str = _optional("silu")
     scale_embeddings: bool = _optional(False)
     query_pre_attn_scalar: float | None = _optional(None)
+    qkv_bias: bool = _optional(False)
 
     def __post_init__(self) -> None:
         pos = self.positional
@@ -218,7 +221,7 @@ class ModelConfig:
         for w in win if isinstance(win, tuple) else (win,):
             if w is not None and (not _is_int(w) or w < 1):
                 invalid("sliding_window", w, "use a positive number of keys, or null for full attention")
-        for name in ("qk_norm", "post_norms", "scale_embeddings"):
+        for name in ("qk_norm", "post_norms", "scale_embeddings", "qkv_bias"):
             if not isinstance(getattr(self, name), bool):
                 invalid(name, getattr(self, name), "use true or false")
         if not _is_num(self.norm_weight_offset):
@@ -251,7 +254,7 @@ class ModelConfig:
     def num_params(self) -> int:
         """Parameter count (embeddings included)."""
         d, h, kv, hd = self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim
-        attn = d * hd * (h + 2 * kv) + h * hd * d
+        attn = d * hd * (h + 2 * kv) + h * hd * d + (hd * (h + 2 * kv) if self.qkv_bias else 0)
         mlp = 3 * d * self.mlp_hidden
         block = attn + mlp + (4 if self.post_norms else 2) * d + (2 * hd if self.qk_norm else 0)
         head = 0 if self.tie_embeddings else self.vocab_size * d

@@ -4,16 +4,18 @@ a model argument calls ``load_pretrained`` so all of them accept the same things
 Accepted, in the order tried:
   ``smollm2``              SmolLM2-135M-Instruct (Q4_1 GGUF, fetched once, converted model cached)
   ``gemma3``               Gemma 3 270M base (Q4_K_M GGUF, fetched once, converted model cached)
+  ``qwen2.5-coder-0.5b``   Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, sha256 checked on every use)
+  ``qwen2.5-coder-1.5b``   Qwen2.5-Coder-1.5B-Instruct (likewise)
   an mvjax model dir       config.json + params/ (``mvjax.checkpoint.save_model``)
-  an HF LLaMA dir          config.json + *.safetensors
-  a ``.gguf`` file         LLaMA-architecture GGUF
+  an HF dir                config.json + *.safetensors (LLaMA, Gemma 3 text, Qwen2)
+  a ``.gguf`` file         LLaMA-, Qwen2- or Gemma 3-architecture GGUF
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-NAMED = ("smollm2", "gemma3")
+NAMED = ("smollm2", "gemma3", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 KINDS = ("named", "mvjax", "hf", "gguf")
 
 

@@ -10,7 +10,8 @@ A probe is plain data handed to the forward pass; with ``probe=None`` no site co
 Parameter names mirror HF LLaMA (``q_proj``, ``gate_proj`` …) so weight conversion is a renaming;
 kernels are stored in×out (HF stores out×in). Gemma-style options (``ModelConfig``: QK-norm,
 sliding windows, (1 + w) norms, norms on the sublayer outputs, GeGLU, scaled embeddings and
-queries) add parameters only when switched on, so a LLaMA model's state is unchanged.
+queries) and Qwen2's q/k/v biases (``qkv_bias``; the ``q`` / ``k`` / ``v`` sites see the biased
+projections) add parameters only when switched on, so a LLaMA model's state is unchanged.
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ class Linear(nnx.Linear):
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
-def _linear(cfg: ModelConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> Linear:
-    return Linear(d_in, d_out, use_bias=False, dtype=jnp.dtype(cfg.dtype),
+def _linear(cfg: ModelConfig, d_in: int, d_out: int, rngs: nnx.Rngs, bias: bool = False) -> Linear:
+    return Linear(d_in, d_out, use_bias=bias, dtype=jnp.dtype(cfg.dtype),
                   kernel_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
 
 
@@ -140,9 +141,9 @@ class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, layer: int, rngs: nnx.Rngs):
         self.cfg, self.layer = cfg, layer
         h, kv, hd, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.hidden_size
-        self.q_proj = _linear(cfg, d, h * hd, rngs)
-        self.k_proj = _linear(cfg, d, kv * hd, rngs)
-        self.v_proj = _linear(cfg, d, kv * hd, rngs)
+        self.q_proj = _linear(cfg, d, h * hd, rngs, cfg.qkv_bias)
+        self.k_proj = _linear(cfg, d, kv * hd, rngs, cfg.qkv_bias)
+        self.v_proj = _linear(cfg, d, kv * hd, rngs, cfg.qkv_bias)
         self.o_proj = _linear(cfg, h * hd, d, rngs)
         if cfg.qk_norm:
             self.q_norm, self.k_norm = _norm(cfg, hd), _norm(cfg, hd)

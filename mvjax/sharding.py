@@ -36,6 +36,7 @@ RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"embed\.embedding$", (None, "fsdp")),          # V×d: split the width (V is often odd)
     (r"lm_head\.kernel$", ("fsdp", None)),           # d×V
     (r"_proj\.kernel$", ("fsdp", None)),             # in×out attention and MLP kernels
+    (r"_proj\.bias$", (None,)),                      # q/k/v biases (``qkv_bias``): replicate
     (r"norm\.weight$", (None,)),                     # tiny: replicate
     (r"attn\.scheme\.", ()),                          # a learned positional scheme's: replicate
 )

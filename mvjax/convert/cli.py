@@ -10,8 +10,8 @@ from mvjax.load import KINDS
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert weights: HF dir / GGUF / mvjax dir → mvjax dir or HF dir")
-    p.add_argument("src", help="HF LLaMA / Gemma 3 dir, .gguf file, mvjax model dir, or a name "
-                   "(smollm2, gemma3)")
+    p.add_argument("src", help="HF LLaMA / Gemma 3 / Qwen2 dir, .gguf file, mvjax model dir, or a "
+                   "name (smollm2, gemma3, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)")
     p.add_argument("dst", help="output directory (written atomically)")
     p.add_argument("--from", dest="src_kind", choices=("auto", *KINDS), default="auto",
                    help="what SRC is (default: detect)")

