@@ -21,7 +21,7 @@ from collections.abc import Callable
 from mvjax.data.tasks.arithmetic import arithmetic_task
 from mvjax.data.tasks.base import Item, Task
 from mvjax.data.tasks.facts import facts_task, world_task
-from mvjax.data.tasks.passkey import FILLER, INTRO, QUESTION
+from mvjax.data.tasks.passkey import FILLER, INTRO, QUESTION, distinct_keys
 from mvjax.data.tasks.recall import recall_task
 
 BINS = (32, 128, 256, 512, 1024)  # upper edges, prompt tokens with BOS
@@ -107,11 +107,7 @@ def passkey_binned(n: int, length: int, count: Count, seed: int = 0, digits: int
         raise ValueError(f"passkey needs filler: bin {length} is too short, give larger bin edges (--bins)")
     items, depths = [], []
     for i in range(n):
-        keys: list[str] = []
-        while len(keys) < 4:
-            k = str(rng.randrange(10 ** (digits - 1), 10 ** digits))
-            if k not in keys:
-                keys.append(k)
+        keys = distinct_keys(rng, digits)
         at = round(i / max(n - 1, 1) * repeats)
         prompt = base.format(FILLER * at + sentence.format(k=keys[0]) + FILLER * (repeats - at))
         if not lo < count(prompt) + 1 <= hi:

@@ -34,6 +34,16 @@ def _fit_repeats(length: int, count_tokens: Callable[[str], int], digits: int = 
     return lo
 
 
+def distinct_keys(rng: random.Random, digits: int, count: int = 4) -> list[str]:
+    """``count`` different ``digits``-digit keys: the answer first, then the choices' distractors."""
+    keys: list[str] = []
+    while len(keys) < count:
+        k = str(rng.randrange(10 ** (digits - 1), 10 ** digits))
+        if k not in keys:
+            keys.append(k)
+    return keys
+
+
 def passkey_task(n: int, length: int, count_tokens: Callable[[str], int] | None = None,
                  digits: int = 5, seed: int = 0) -> Task:
     """``n`` items whose prompts are at most ``length`` tokens (by ``count_tokens``; default: one
@@ -45,11 +55,7 @@ def passkey_task(n: int, length: int, count_tokens: Callable[[str], int] | None 
     rng = random.Random(seed)
     items, depths = [], []
     for i in range(n):
-        keys: list[str] = []
-        while len(keys) < 4:
-            k = str(rng.randrange(10 ** (digits - 1), 10 ** digits))
-            if k not in keys:
-                keys.append(k)
+        keys = distinct_keys(rng, digits)
         depth = i / max(n - 1, 1)
         depths.append(round(depth * repeats) / repeats if repeats else depth)  # where the key landed
         choices = [" " + k for k in keys]
