@@ -96,3 +96,8 @@ def test_run_writes_verdicts_report_and_figure(tmp_path):
     assert "| rope | 0 | 67 | 7 |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "null.png").stat().st_size > 0
     assert out["arms"]["rope"]["seeds"][0]["concentration"]["k_rot"]["top_share_max"] == pytest.approx(0.75)
+
+
+def test_an_untested_seed_is_said_apart_from_disagreement():
+    assert arm_verdict([HOLDS, HOLDS, NOT_TESTED])[1].startswith("holds in all 2 tested seeds")
+    assert arm_verdict([HOLDS, FAILS, HOLDS])[1] == "seeds disagree"

@@ -87,6 +87,9 @@ def arm_verdict(verdicts: list[str]) -> tuple[str, str]:
         return NOT_TESTED, f"fewer than two seeds tested ({len(tested)} of {len(verdicts)})"
     if len(verdicts) < 3:
         return NOT_TESTED, f"only {len(verdicts)} seeds run"
+    if all(v == HOLDS for v in tested):
+        return NOT_TESTED, (f"holds in all {len(tested)} tested seeds, but {len(verdicts) - len(tested)} "
+                            "seed(s) not tested: the rule needs all three")
     return NOT_TESTED, "seeds disagree"
 
 
