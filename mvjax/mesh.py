@@ -42,6 +42,7 @@ RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"(q|k|v|gate|up)_proj\.kernel$", (None, "model")),
     (r"(o|down)_proj\.kernel$", ("model", None)),
     (r"norm\.weight$", (None,)),
+    (r"_proj\.bias$", (None,)),                # q/k/v biases (``qkv_bias``): replicated
     (r"attn\.scheme\.", ()),
 )
 # kernels whose split must fall between heads, with the config field counting those heads

@@ -350,3 +350,36 @@ def test_qwen2_gguf_import_matches_transformers(tmp_path, layout):
     b = np.asarray(model.layers[0].attn.k_proj.bias[...])
     ref = hf.state_dict()["model.layers.0.self_attn.k_proj.bias"].numpy()
     assert np.array_equal(b, ref) == (layout == "half")
+
+
+def test_every_named_model_has_a_pinned_digest_for_its_converted_cache():
+    """The converted cache of every named model is keyed by its GGUF's pinned sha256 (a merge once
+    left the Qwen names without one: `--model qwen2.5-coder-0.5b` failed with a KeyError)."""
+    from mvjax.convert import weights
+
+    for name in weights.NAMED_MODELS:
+        digest = weights.pinned_sha256(name)
+        assert len(digest) == 64 and weights.converted_dir(name).name.endswith(digest[:16])
+
+
+def test_every_parameter_of_a_biased_model_has_a_mesh_rule():
+    """Experiments and generate place parameters by ``mvjax.mesh.RULES``: the q/k/v biases need a
+    rule too (a merge once left them out: `generate --model qwen…` refused every Qwen model)."""
+    import re
+
+    import jax
+    from flax import nnx
+
+    from mvjax.config import ModelConfig
+    from mvjax.mesh import RULES
+    from mvjax.model import init_model
+
+    cfg = ModelConfig(vocab_size=64, hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2,
+                      head_dim=8, mlp_hidden=48, max_seq_len=32, qkv_bias=True)
+    from mvjax.sharding import leaf_path
+
+    state = nnx.state(init_model(cfg, 0), nnx.Param)
+    names = [leaf_path(path).removesuffix(".value")  # as the placement names them
+             for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+    assert any("k_proj.bias" in n for n in names), names
+    assert all(any(re.search(rule, n) for rule, _ in RULES) for n in names), names
