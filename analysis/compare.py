@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # imported lazily: `mvjax --help` stays instant
     from mvjax.analysis.summaries import SiteSummary
 
 SITES = (("q_rot", "q"), ("k_rot", "k"), ("v", "v"))  # preferred site, fallback
-OWN_FILES = ("compare.json", "compare.png")
+OWN_FILES = ("compare.json", "compare.png", "compare.md")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +30,23 @@ class Entry:
 
     label: str
     sites: dict[str, SiteSummary]
+    shape: tuple[int, int, int] | None = None  # layers, query heads, head_dim
+    top_share: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)  # site: L×H
+    first_token_mass: list[float] | None = None  # per layer, mean over heads (None: not recorded)
 
     def site(self, choices: tuple[str, str]) -> SiteSummary | None:
         """The preferred site, else its fallback (post- vs pre-RoPE), else None."""
         return next((self.sites[s] for s in choices if s in self.sites), None)
+
+    def site_name(self, choices: tuple[str, str]) -> str | None:
+        return next((s for s in choices if s in self.sites), None)
+
+
+def top_shares(norms: dict[str, Any]) -> dict[str, list[list[float]]]:
+    """{site: layers × heads} top-dim energy share (``analysis.massive.top_share``) of L×H×D norms."""
+    from mvjax.analysis.massive import top_share
+
+    return {s: [top_share(M).tolist() for M in M_LxHxD] for s, M_LxHxD in norms.items()}
 
 
 def load_entries(directory: str | Path) -> list[Entry]:
@@ -51,12 +64,17 @@ def load_entries(directory: str | Path) -> list[Entry]:
         if kind in ("disrupt", "quantize"):
             raise ValueError(f"{path} is a {kind} result, which holds no per-layer norms: compare "
                              "takes `mvjax analyze` and `mvjax experiment rope-cause` results")
-        entries = [Entry(f"{d.name}/{arm}", _final(a, f"{path} (arm {arm})"))
+        prefix = (f"{d.parent.parent.name}/{d.parent.name}/{d.name}" if d.name.startswith("seed")
+                  else d.name)  # rope-cause-seeds/ARM/seedN
+        entries = [Entry(f"{prefix}/{arm}", _final(a, f"{path} (arm {arm})"), _shape(a),
+                         top_shares(a.get("final_M") or {}), _mass(a.get("final_first_token_mass")))
                    for arm, a in require(res, "arms", dict, path).items()]
         if res.get("reference"):
             ref = res["reference"]
             entries.append(Entry(f"{d.name}/reference {require(res, 'reference.model', str, path)}",
-                                 _final(ref, f"{path} (reference)")))
+                                 _final(ref, f"{path} (reference)"), _shape(ref),
+                                 top_shares(ref.get("final_M") or {}),
+                                 _mass(ref.get("final_first_token_mass"))))
         return entries
     if (d / RESULTS_FILE).is_file():
         path = d / RESULTS_FILE
@@ -64,10 +82,26 @@ def load_entries(directory: str | Path) -> list[Entry]:
         cfg = ModelConfig.from_dict(require(res, "model.config", dict, path))
         norms = {s: [require(m, "M", list, f"{path} (site {s})") for m in
                      require(res, f"sites.{s}", list, path)] for s in require(res, "sites", dict, path)}
-        return [Entry(f"{d.name} ({require(res, 'model.name', str, path)})",
-                      summarize_norms(norms, cfg))]
+        name = Path(require(res, "model.name", str, path)).name
+        return [Entry(d.name if name == d.name else f"{d.name} ({name})",
+                      summarize_norms(norms, cfg), (cfg.num_layers, cfg.num_heads, cfg.head_dim),
+                      top_shares(norms), _mass(res.get("first_token_mass")))]
     raise FileNotFoundError(f"{d} holds neither results.json (mvjax experiment) nor "
                             "massive_values.json (mvjax analyze): pass such a directory")
+
+
+def _shape(arm: Any) -> tuple[int, int, int] | None:
+    keys = ("num_layers", "num_heads", "head_dim")
+    return tuple(arm[k] for k in keys) if all(isinstance(arm.get(k), int) for k in keys) else None
+
+
+def _mass(per_layer: Any) -> list[float] | None:
+    """First-token mass per layer (a per-layer list of per-head values is averaged over heads)."""
+    import numpy as np
+
+    if not per_layer:
+        return None
+    return [float(np.mean(m)) for m in per_layer]
 
 
 LAYER_KEYS = {"n_massive": int, "max_mean_median": (int, float),
@@ -97,6 +131,83 @@ def site_row(summary: SiteSummary) -> dict[str, Any]:
     return {"n_massive": int(sum(summary.column("n_massive"))),
             "max_mean_median": float(np.median(summary.column("max_mean_median"))),
             "band_low_share_median": None if np.all(np.isnan(band)) else float(np.nanmedian(band))}
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _cells(values: list[Any], digits: int = 2) -> str:
+    return " / ".join(_fmt(v, digits) for v in values)
+
+
+def table_row(entry: Entry) -> dict[str, Any]:
+    """The numbers of one compare.md row, per site Q, K, V (post-RoPE where it exists): λ=5
+    count, first layer with a massive entry, median low-frequency band share, top-pair agreement
+    and its chance, top-dim energy share (max and median over heads and layers), first-token mass
+    (mean over layers of the per-layer mean over heads)."""
+    import numpy as np
+
+    row: dict[str, Any] = {"label": entry.label, "shape": entry.shape, "sites": {}}
+    for choices in SITES:
+        name = entry.site_name(choices)
+        if name is None:
+            row["sites"][choices[0]] = None
+            continue
+        t = entry.sites[name].totals()
+        shares = np.asarray(entry.top_share[name], np.float64) if name in entry.top_share else None
+        row["sites"][choices[0]] = {
+            "site": name, "n_massive": t.n_massive, "first_massive_layer": t.first_massive_layer,
+            "band_low_share_median": t.band_low_share_median,
+            "top_pair_agreement": t.top_pair_agreement, "agreement_chance": t.agreement_chance,
+            "top_share_max": None if shares is None else float(shares.max()),
+            "top_share_median": None if shares is None else float(np.median(shares))}
+    mass = entry.first_token_mass
+    row["first_token_mass"] = None if mass is None else float(np.mean(mass))
+    return row
+
+
+TABLE_COLUMNS = (
+    ("n_massive", "λ=5 count", 0), ("top_share_max", "top-dim share max", 3),
+    ("top_share_median", "top-dim share median", 3),
+    ("band_low_share_median", "low-freq band share", 2),
+    ("first_massive_layer", "first massive layer", 0))
+
+
+def render_table(entries: list[Entry]) -> str:
+    """compare.md: one row per entry, every cell ``Q / K / V``; pure rendering of ``entries``."""
+    from mvjax.analysis.summaries import DEFINITION
+
+    d = DEFINITION.to_dict()
+    lines = [
+        f"Massive: M[h,d] > λ · mean of M over the {d.get('mean_over', 'head')} (λ = "
+        f"{d.get('lam', d.get('lambda'))}, per-head mean), M = the L2 norm over tokens of one "
+        "site's activation. Cells are Q / K / V; Q and K are post-RoPE (q_rot, k_rot) where the "
+        "model has them. λ=5 count: massive (layer, head, dim) entries summed over layers. "
+        "Top-dim share: per head, the share of Σ_d M² in its largest dim (flat = 1/head_dim), "
+        "max and median over heads × layers. Low-freq band share: share of the rotating energy "
+        "in the low-frequency half, median over heads then layers (0.5 = even). First massive "
+        "layer: 0-based, – = none. Top-pair agreement: largest share of (layer, head)s whose "
+        "strongest RoPE pair is the same pair, with its chance level. First-token mass: "
+        "attention on position 0, mean over heads and layers (– = not recorded).",
+        "",
+        "| model / arm | layers × heads × head_dim (flat 1/d) | "
+        + " | ".join(f"{name} Q / K / V" for _, name, _ in TABLE_COLUMNS)
+        + " | top-pair agreement (chance) Q / K / V | first-token mass |",
+        "|" + "---|" * (len(TABLE_COLUMNS) + 4)]
+    for entry in entries:
+        row = table_row(entry)
+        sites = [row["sites"][c[0]] for c in SITES]
+        shape = "–" if row["shape"] is None else (
+            " × ".join(map(str, row["shape"])) + f" ({1 / row['shape'][2]:.3f})")
+        cells = [_cells([None if s is None else s[key] for s in sites], digits)
+                 for key, _, digits in TABLE_COLUMNS]
+        agreement = " / ".join(
+            "–" if s is None or s["top_pair_agreement"] is None else
+            f"{s['top_pair_agreement']:.2f} ({_fmt(s['agreement_chance'], 2)})" for s in sites)
+        lines.append(f"| {row['label']} | {shape} | " + " | ".join(cells)
+                     + f" | {agreement} | {_fmt(row['first_token_mass'], 3)} |")
+    return "\n".join(lines) + "\n"
 
 
 def compare(dirs: list[str], out: str | Path) -> dict[str, Any]:
@@ -137,7 +248,11 @@ def compare(dirs: list[str], out: str | Path) -> dict[str, Any]:
     with atomic_file(out / "compare.png") as tmp:
         fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
+    for entry in entries:
+        table[entry.label]["row"] = table_row(entry)
     write_json(out / "compare.json", table)
+    with atomic_file(out / "compare.md") as tmp:
+        Path(tmp).write_text(render_table(entries))
     return table
 
 
@@ -146,7 +261,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(max/mean, λ counts, low-frequency share vs relative depth)")
     p.add_argument("dirs", nargs="+", metavar="RESULTS_DIR",
                    help="directories written by `mvjax analyze` or `mvjax experiment`")
-    p.add_argument("--out", required=True, help="where compare.png and compare.json go")
+    p.add_argument("--out", required=True, help="where compare.png, compare.json and compare.md go")
     p.set_defaults(func=_run)
 
 
