@@ -213,8 +213,9 @@ def null_figure(decided: dict[str, Any], path: Path) -> Path:
         ax.set_title(f"{arm}: {a['verdict']}", fontsize=9)
         ax.set_ylim(-0.03, 1.03)
     axes[0][0].set_ylabel("contextual exact match")
-    axes[0][0].legend(fontsize=7, loc="center left")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7)  # below: hides no point
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
