@@ -54,7 +54,9 @@ class DisruptConfig:
     mean_over: str = "head"
     statistics: str = "pooled"  # pooled | prompt (each prompt's own dims, the authors' protocol)
     seeds: tuple[int, ...] = (0, 1, 2)  # random-dims control
-    control_draw: str = "pair-aware"  # pair-aware (analysis.controls) | uniform (the first draw)
+    # pair-aware (analysis.controls) | uniform (the first draw); "" = the statistics' own: pair-aware
+    # when pooled, uniform per prompt (drawn inside the forward by mvjax.prompt_selection)
+    control_draw: str = ""
     energy_seeds: tuple[int, ...] = (0, 1, 2)  # energy-matched control
     chosen_layers: tuple[int, ...] | None = None  # None: layers with a λ-massive Q or K entry
     sweep_k: tuple[int, ...] = ()  # top-k sweep: massive and lowest-norm at each k
@@ -83,6 +85,11 @@ class DisruptConfig:
                              "mean_over='head' or statistics='pooled'")
         if self.ranking not in RANKINGS:
             raise ValueError(f"ranking={self.ranking!r} is invalid: use one of {RANKINGS}")
+        if not self.control_draw:
+            object.__setattr__(self, "control_draw", DRAW if self.statistics == "pooled" else "uniform")
+        if self.statistics == "prompt" and self.control_draw == DRAW:
+            raise ValueError("the per-prompt statistics draw their random dims uniformly inside the "
+                             "forward: the pair-aware draw needs statistics='pooled' (--statistics pooled)")
         if self.control_draw not in CONTROL_DRAWS:
             raise ValueError(f"control_draw={self.control_draw!r} is invalid: use one of {CONTROL_DRAWS}")
         if not self.seeds:

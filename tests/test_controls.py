@@ -127,3 +127,12 @@ def test_recorded_control_dims_recreate_the_condition(positional):
             again = score_task(encoded[t.name], ll, hits, t.rank_chance, exact_chance=t.exact_chance)
             recorded = r["conditions"][name]["tasks"][t.name]
             assert {m: again[m]["correct"] for m in again} == {m: recorded[m]["correct"] for m in recorded}
+
+
+def test_per_prompt_statistics_say_their_random_draw_is_uniform():
+    """The per-prompt protocol draws its random dims inside the forward, uniformly per head
+    (mvjax.prompt_selection): its config must say so, never claim the pair-aware draw."""
+    assert DisruptConfig(statistics="prompt").control_draw == "uniform"
+    assert DisruptConfig().control_draw == "pair-aware"
+    with pytest.raises(ValueError, match="statistics='pooled'"):
+        DisruptConfig(statistics="prompt", control_draw="pair-aware")
