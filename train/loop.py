@@ -87,11 +87,11 @@ RUN_FILES = frozenset({"config.yaml", "metrics.jsonl", "summary.json", "model", 
 
 def train(exp: ExperimentConfig, out: str | Path, *, resume: bool = False,
           stop_at: int | None = None, start_over: bool = False,
-          probe: Callable[[Any, Any], Callable[[dict], dict]] | None = None) -> dict[str, Any]:
+          probe: Callable[[Any, Any], Callable[[dict, int], dict]] | None = None) -> dict[str, Any]:
     """Train ``exp`` into ``out``; returns the summary. ``stop_at`` ends this invocation after that
     step (checkpointed) without changing the schedule, so a later ``resume`` continues exactly.
     ``start_over`` lets a resume whose checkpoints are all unreadable train again from step 0.
-    ``probe(graphdef, tokenizer)`` returns ``f(params) -> dict``, logged as ``{"step", "probe"}``
+    ``probe(graphdef, tokenizer)`` returns ``f(params, step) -> dict``, logged as ``{"step", "probe"}``
     at every eval step (e.g. held-out retrieval, ``analysis.retrieval_curve``)."""
     from mvjax.data import build_data
 
@@ -265,7 +265,7 @@ class _DivergenceGuard:
                                    "warmup_steps, then --resume")
 
 
-def _run(run: _Setup, stop_at: int | None, probe: Callable[[dict], dict] | None = None
+def _run(run: _Setup, stop_at: int | None, probe: Callable[[dict, int], dict] | None = None
          ) -> dict[str, Any]:
     """The step loop: train, log, evaluate, probe and checkpoint until the stop step or a signal,
     then save the final model (when the schedule is done) and write the summary."""
@@ -334,14 +334,14 @@ def _due(tc, step: int) -> tuple[bool, bool, bool]:
 
 
 def _observe(run: _Setup, step: int, do_eval: bool, do_conc: bool, log: MetricsLog,
-             last_eval: float | None, probe: Callable[[dict], dict] | None = None) -> float | None:
+             last_eval: float | None, probe: Callable[[dict, int], dict] | None = None) -> float | None:
     """Evaluate (and run the caller's ``probe``) and/or log the concentration probe at ``step``;
     returns the latest eval loss."""
     if do_eval and run.eval_batches:
         last_eval = _evaluate(run.eval_fn, run.state["params"], run.eval_batches)
         log.write({"step": step, "eval_loss": last_eval})
     if do_eval and probe is not None:
-        log.write({"step": step, "probe": probe(run.state["params"])})
+        log.write({"step": step, "probe": probe(run.state["params"], step)})
     if do_conc and run.eval_batches:
         conc = run.conc_fn(run.state["params"], run.eval_batches[0][:, :-1])
         log.write({"step": step, **jax.device_get(conc)})

@@ -29,6 +29,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mvjax.atomic import LOCK_FILE, read_json_state, require, write_json
 from mvjax.config import to_plain
 
@@ -47,6 +49,9 @@ ARMS: dict[str, dict[str, Any]] = {
 # ``Preset.control_seeds`` pair-aware random-dims controls (a null distribution) and three
 # energy-matched ones; the λ-massive set is scored once beside it, without controls.
 ENERGY_SEEDS = (0, 1, 2)
+# the curves on the episodes (Preset.gap_every): packed rows for the Q/K norms, and the gap's
+# episodes and random-control seeds (a gap point costs about 2 + GAP_SEEDS passes over them)
+CONCENTRATION_ROWS, GAP_EPISODES, GAP_SEEDS = 4, 100, 5
 
 
 # Every field an arm's ``train.config.ExperimentConfig`` shares with the other arms (the cpu scale);
@@ -86,6 +91,7 @@ class Preset:
     seed: int = 0  # training and data seed (init, data order, the mixture's episodes and facts)
     heldout_seed: int = 1  # the held-out episodes claim (5) is scored on (the monitor uses 1)
     control_seeds: int = 3  # pair-aware random-dims controls per arm
+    gap_every: int = 0  # steps between massive-vs-random gaps on the monitor episodes (0: none)
 
     def config(self, arm: str):
         """The ``ExperimentConfig`` of one arm: every field but ``model.positional`` is shared."""
@@ -130,6 +136,7 @@ PRESETS: dict[str, Preset] = {
                             'data.mixture={"text": 0.5, "contextual": 0.25, "parametric": 0.25, '
                             '"n_facts": 4, "passkey_digits": 2, "passkey_filler": 0, "kv_pairs": 2}'),
                    eval_episodes=8, analyze_tokens=192, reference=None, retrieval_every_eval=True,
+                   gap_every=4,
                    arms=("rope", "partial-rope", "nope"),
                    what="a pipeline check only: 4 steps of a 2-layer model cannot show any "
                         "concentration or task learning."),
@@ -162,7 +169,7 @@ PRESETS: dict[str, Preset] = {
                                       '"copy_len": 24, "passkey_filler": 1, "kv_pairs": 4, '
                                       '"kv_queries": 4, "kv_sep": ""}'),
                         eval_episodes=300, retrieval_every_eval=True, heldout_seed=2,
-                        control_seeds=50,
+                        control_seeds=50, gap_every=1000,
                         arms=("rope", "nope", "alibi", "rope-theta1e6", "partial-rope"),
                         what=RETRIEVAL_WHAT),
     "gpu": Preset("gpu", (*_scale(512, 8, 8, 1376, 512, 64, 20000, 500, 1000),
@@ -194,7 +201,7 @@ def _check_out(out: Path, preset: Preset, resume: bool) -> None:
                                         "--resume"), "preset", dict, record)
         saved = {**saved, "arms": to_plain(preset)["arms"]}  # --arms may name another subset
         for field, default in (("retrieval_every_eval", False), ("seed", 0), ("heldout_seed", 1),
-                               ("control_seeds", 3)):  # fields added later, at their defaults
+                               ("control_seeds", 3), ("gap_every", 0)):  # fields added later, at their defaults
             saved.setdefault(field, default)
         if saved != to_plain(preset):
             raise ValueError(f"{out} was started with preset {saved['name']!r} and other settings: "
@@ -232,7 +239,9 @@ def train_arms(preset: Preset, out: Path, resume: bool, stop_at: int | None = No
 
 def _retrieval_probe(preset: Preset):
     """The held-out contextual episodes scored at every eval step (``analysis.retrieval_curve``):
-    the step at which each arm learns retrieval is a result."""
+    the step at which each arm learns retrieval is a result. With ``gap_every``, the probe also
+    logs Q/K norms on packed episode rows and the massive-vs-random gap on the first
+    ``GAP_EPISODES`` of them, so the curves answer on the inputs retrieval runs on."""
     if not preset.retrieval_every_eval:
         return None
     from mvjax.analysis.retrieval_curve import RetrievalProbe
@@ -241,7 +250,46 @@ def _retrieval_probe(preset: Preset):
     shared = preset.shared
     episodes = [e for e in eval_episodes(shared.data.mixture, preset.eval_episodes)
                 if e.kind == "contextual"]
-    return lambda graphdef, tok: RetrievalProbe(graphdef, tok, episodes, shared.model.max_seq_len)
+    if not preset.gap_every:
+        return lambda graphdef, tok: RetrievalProbe(graphdef, tok, episodes, shared.model.max_seq_len)
+    return lambda graphdef, tok: RetrievalProbe(
+        graphdef, tok, episodes, shared.model.max_seq_len, concentration_rows=CONCENTRATION_ROWS,
+        gap=lambda model: disruption_gap(model, tok, episodes[:GAP_EPISODES]), gap_every=preset.gap_every)
+
+
+def _tasks_of(episodes) -> list:
+    """The episodes as one ``Task`` per (task, kind), items in episode order."""
+    from mvjax.data.tasks.base import Item, Task
+
+    by_task: dict[tuple[str, str], list[Item]] = {}
+    for ep in episodes:
+        by_task.setdefault((ep.task, ep.kind), []).append(Item(ep.prompt, target=ep.answer))
+    return [Task(name, kind, tuple(items)) for (name, kind), items in by_task.items()]
+
+
+def _kind_accuracy(entry: dict[str, Any], tasks: list, kind: str) -> dict[str, Any] | None:
+    """A condition's greedy exact match over the tasks of one kind, with per-item hits."""
+    from mvjax.analysis.experiments.rope_cause_results import counted
+
+    scored = [entry["tasks"][t.name].get("exact") for t in tasks if t.kind == kind]
+    n = sum(s["n"] for s in scored if s)
+    k = sum(s["correct"] for s in scored if s)
+    hits = "".join(s.get("hits", "") for s in scored if s)  # per item, in task order
+    return counted(k, n) | {"hits": hits} if n else None
+
+
+def disruption_gap(model, tok, episodes, seeds: int = GAP_SEEDS) -> dict[str, Any]:
+    """Contextual exact match of the model, its massive-dims edit and ``seeds`` pair-aware random
+    controls on ``episodes``; ``gap`` = mean random − massive (the edit's extra damage)."""
+    from mvjax.analysis.disrupt import DisruptConfig, disrupt
+
+    tasks = _tasks_of(episodes)
+    res = disrupt(model, tok, tasks, DisruptConfig(seeds=tuple(range(seeds)), energy_seeds=(),
+                                                   ablations=False), progress=False)
+    acc = {c: _kind_accuracy(e, tasks, "contextual")["accuracy"] for c, e in res["conditions"].items()}
+    random = [acc[f"random_s{s}"] for s in range(seeds)]
+    return {"n": len(episodes), "original": acc["original"], "massive": acc["massive"],
+            "random": random, "gap": float(np.mean(random) - acc["massive"])}
 
 
 def analyze_arm(preset: Preset, arm_dir: Path) -> None:
@@ -274,26 +322,15 @@ def disruption(model, tok, episodes, control_seeds: int = 3) -> dict[str, Any]:
     answers (``analysis.disrupt.counted_items``), so its original accuracy is 1 by construction;
     contextual counts every episode."""
     from mvjax.analysis.disrupt import DisruptConfig, disrupt
-    from mvjax.analysis.experiments.rope_cause_results import counted
-    from mvjax.data.tasks.base import Item, Task
 
-    by_task: dict[tuple[str, str], list[Item]] = {}
-    for ep in episodes:
-        by_task.setdefault((ep.task, ep.kind), []).append(Item(ep.prompt, target=ep.answer))
-    tasks = [Task(name, kind, tuple(items)) for (name, kind), items in by_task.items()]
+    tasks = _tasks_of(episodes)
     res = disrupt(model, tok, tasks, DisruptConfig(seeds=tuple(range(control_seeds)),
                                                    energy_seeds=ENERGY_SEEDS), progress=False)
     lam = disrupt(model, tok, tasks, DisruptConfig(seeds=(0,), energy_seeds=(), ablations=False,
                                                    selection="lambda"), progress=False)
     res["conditions"]["lambda_massive"] = lam["conditions"]["massive"]
-    accuracy: dict[str, dict[str, Any]] = {}
-    for cond, entry in res["conditions"].items():
-        for kind in ("contextual", "parametric"):
-            scored = [entry["tasks"][t.name].get("exact") for t in tasks if t.kind == kind]
-            n = sum(s["n"] for s in scored if s)
-            k = sum(s["correct"] for s in scored if s)
-            hits = "".join(s.get("hits", "") for s in scored if s)  # per item, in task order
-            accuracy.setdefault(cond, {})[kind] = counted(k, n) | {"hits": hits} if n else None
+    accuracy = {cond: {kind: _kind_accuracy(entry, tasks, kind) for kind in ("contextual", "parametric")}
+                for cond, entry in res["conditions"].items()}
     return {"definition": res["definition"], "massive_dims": res["dims"]["massive_dims"],
             "control_draws": res["dims"].get("control_draws"),
             "lambda_massive_dims": lam["dims"]["massive_dims"],

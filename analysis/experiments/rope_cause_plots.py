@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults
 
 SITES = {"q_rot": "Q", "k_rot": "K", "v": "V"}
-FIGURES = ("heatmaps", "max_mean_vs_layer", "emergence", "partial_rope", "sink_mass", "retrieval")
+FIGURES = ("heatmaps", "max_mean_vs_layer", "emergence", "partial_rope", "sink_mass", "retrieval",
+           "retrieval_episodes")
 
 
 def _save(fig, out_dir: Path, name: str, svg: bool) -> list[Path]:
@@ -210,10 +211,50 @@ def retrieval(results: RopeCauseResults, out_dir: Path, svg: bool = False) -> li
     return _save(fig, out_dir, "retrieval", svg)
 
 
+def retrieval_episodes(results: RopeCauseResults, out_dir: Path, svg: bool = False) -> list[Path]:
+    """Over training tokens, on the held-out episodes themselves (runs whose probe logged them;
+    none: no figure): exact match per task with its chance, K's top-dim energy share (max over
+    layers and heads; the same meaning at every head size) and the massive-vs-random gap (mean
+    accuracy under the random controls minus under the massive edit) at the gap steps."""
+    arms = [(name, arm) for name, arm in results.arms.items() if (arm.retrieval or {}).get("gaps")]
+    if not arms:
+        return []
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    chance: dict[str, float] = {}
+    for i, (name, arm) in enumerate(results.arms.items()):
+        curve = arm.retrieval or {}
+        pts, gaps = curve.get("points", []), curve.get("gaps", [])
+        if not gaps:
+            continue
+        chance |= curve.get("chance", {})
+        x = np.array([p["tokens"] for p in pts], np.float64) / 1e6
+        for task, ls in (("passkey", "-"), ("kv_recall", ":")):
+            if f"{task}_exact" in pts[0]:
+                axes[0].plot(x, [p[f"{task}_exact"] for p in pts], ls, color=f"C{i}",
+                             label=f"{name} {task}")
+        if "episode_k_rot_top_share_max" in pts[0]:
+            axes[1].plot(x, [p["episode_k_rot_top_share_max"] for p in pts], "-", color=f"C{i}", label=name)
+        axes[2].plot(np.array([g["tokens"] for g in gaps], np.float64) / 1e6, [g["gap"] for g in gaps],
+                     "-o", ms=3, color=f"C{i}", label=name)
+    if "kv_recall" in chance:
+        axes[0].axhline(chance["kv_recall"], color="gray", ls=":", lw=0.8)
+        axes[0].text(0, chance["kv_recall"], " kv chance", fontsize=6, va="bottom", color="gray")
+    axes[2].axhline(0, color="gray", lw=0.8)
+    for ax, t in zip(axes, ("held-out exact per task (dotted line: kv chance)",
+                            "K top dim's energy share on the episodes (max over layers, heads)",
+                            "gap: mean random-control exact − massive-edit exact")):
+        ax.set_title(t, fontsize=8)
+        ax.set_xlabel("training tokens (M)", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6)
+    return _save(fig, out_dir, "retrieval_episodes", svg)
+
+
 def all_figures(results: RopeCauseResults, out_dir: Path, svg: bool = False) -> dict[str, list[Path]]:
     return {"heatmaps": heatmaps(results, out_dir, svg),
             "max_mean_vs_layer": max_mean_vs_layer(results, out_dir, svg),
             "emergence": emergence(results, out_dir, svg),
             "partial_rope": partial_rope(results, out_dir, svg),
             "sink_mass": sink_mass(results, out_dir, svg),
-            "retrieval": retrieval(results, out_dir, svg)}
+            "retrieval": retrieval(results, out_dir, svg),
+            "retrieval_episodes": retrieval_episodes(results, out_dir, svg)}

@@ -233,7 +233,8 @@ def write_report(results: RopeCauseResults, figures: dict[str, list[Path]], out:
                   "", f"Numbers: `{json.dumps(c.numbers)}`", ""]
     lines += ["## Figures", ""]
     for name, paths in figures.items():
-        lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({paths[0].relative_to(out)})", ""]
+        if paths:  # a figure with nothing to draw in this run is left out
+            lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({paths[0].relative_to(out)})", ""]
     from mvjax.atomic import write_atomic
 
     return write_atomic(out / "report.md", "\n".join(lines))

@@ -148,18 +148,34 @@ class RopeCauseResults:
 RETRIEVED = 0.8  # greedy exact on the held-out contextual episodes at which an arm "has learned"
 
 
-def retrieval_curve(metrics: list[dict[str, Any]], tokens_per_step: int) -> dict[str, Any]:
+def retrieval_curve(metrics: list[dict[str, Any]], tokens_per_step: int, lam: float = 5.0
+                    ) -> dict[str, Any]:
     """Held-out retrieval over training (``probe`` records of the training log), and the first
-    logged step at which all contextual episodes together reach ``RETRIEVED`` exact (None: never)."""
-    from mvjax.analysis.retrieval_curve import first_step_at
+    logged step at which all contextual episodes together reach ``RETRIEVED`` exact (None: never).
+    Where the probe logged them: the Q/K concentration on the episodes at every point
+    (``episode_*`` keys) and the massive-vs-random disruption gap at its steps (``gaps``)."""
+    from mvjax.analysis.retrieval_curve import EPISODE_KEY, GAP_KEY, episode_point, first_step_at
 
     logs = [r for r in metrics if "probe" in r]
-    points = [{"step": int(r["step"]), "tokens": int(r["step"]) * tokens_per_step,
-               **{f"{task}_{key}": v[key] for task, v in r["probe"].items()
-                  for key in ("exact", "answer_nll")}} for r in logs]
+    points, gaps, chance = [], [], {}
+    for r in logs:
+        step = int(r["step"])
+        point = {"step": step, "tokens": step * tokens_per_step}
+        for task, v in r["probe"].items():
+            if task in (EPISODE_KEY, GAP_KEY):
+                continue
+            point |= {f"{task}_{key}": v[key] for key in ("exact", "answer_nll")}
+            if "chance" in v:
+                chance[task] = v["chance"]
+        if EPISODE_KEY in r["probe"]:
+            point |= episode_point(r["probe"][EPISODE_KEY], lam)
+        points.append(point)
+        if GAP_KEY in r["probe"]:
+            gaps.append({"step": step, "tokens": step * tokens_per_step} | r["probe"][GAP_KEY])
     step = first_step_at(points, "all_exact", RETRIEVED)
     return {"points": points, "level": RETRIEVED, "first_step": step,
-            "first_tokens": None if step is None else step * tokens_per_step}
+            "first_tokens": None if step is None else step * tokens_per_step,
+            "chance": chance, "gaps": gaps}
 
 
 def _final_counts(analyzed_sites: dict[str, list[dict[str, Any]]], rotary: bool) -> dict[str, Any]:
