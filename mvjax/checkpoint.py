@@ -100,6 +100,10 @@ def load_model(directory: str | Path) -> Transformer:
     cfg = ModelConfig.load(directory / CONFIG_FILE)
     graphdef, abstract = abstract_state(cfg)
     check_param_shapes(stored_param_tree(directory / PARAMS_DIR), abstract, directory)
+    # each leaf on this process's first device: without a target sharding, orbax in a
+    # multi-process run compares the saved topology with the global one and refuses
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=local), abstract)
     try:
         # every process reads the whole model itself (a multi-process experiment places it on the
         # mesh afterwards, mvjax.mesh): no barrier with the others, who may be loading slower

@@ -52,7 +52,7 @@ def available_memory() -> tuple[int | None, str]:
     every device (the most a sharded run can use), or the host's on CPU."""
     import jax
 
-    devices = jax.devices()
+    devices = jax.local_devices()  # another process's devices have no statistics here
     if devices[0].platform != "cpu":
         limits = []
         for d in devices:
@@ -62,7 +62,8 @@ def available_memory() -> tuple[int | None, str]:
                 stats = {}
             limits.append(stats.get("bytes_limit"))
         if all(isinstance(x, int) and x > 0 for x in limits):
-            return sum(limits), f"the memory of {len(devices)} {devices[0].platform} device(s)"
+            n = len(devices) * jax.process_count()  # hosts alike: each holds as many devices
+            return sum(limits) * jax.process_count(), f"the memory of {n} {devices[0].platform} device(s)"
     return host_memory()
 
 

@@ -134,9 +134,9 @@ def device_memory() -> tuple[int | None, str]:
     cap = os.environ.get("MVJAX_DEVICE_MEMORY")
     if cap:
         return parse_bytes(cap), "MVJAX_DEVICE_MEMORY"
-    stats = getattr(jax.devices()[0], "memory_stats", lambda: None)()
+    stats = getattr(jax.local_devices()[0], "memory_stats", lambda: None)()
     if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"]), f"{jax.devices()[0].device_kind} memory"
+        return int(stats["bytes_limit"]), f"{jax.local_devices()[0].device_kind} memory"
     return None, ""
 
 

@@ -255,8 +255,6 @@ def _start_two(argv: list[str], port: int) -> list[subprocess.Popen]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="the 2-process experiment path is unfinished: process 1 exits early and "
-                   "process 0 fails at jax's shutdown barrier (issue 39, left open)", strict=False)
 def test_two_processes_match_one_and_resume_after_a_death(tmp_path):
     """2 processes × 2 CPU devices (jax.distributed over gloo, --mesh data=2,model=2: items split
     across the processes, heads within each) give one process's results.json. Process 1 is
