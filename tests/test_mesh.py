@@ -295,3 +295,33 @@ def test_two_processes_match_one_and_resume_after_a_death(tmp_path):
     assert "resuming:" in results[0][0]  # process 0 found the pieces saved before the kill
     assert _differences(reference, json.loads((out / "results.json").read_text())) == []
     assert not resume_dir(out).exists()
+
+
+ROPE_CAUSE_SCRIPT = r"""
+import dataclasses, json, shutil, sys
+from pathlib import Path
+from mvjax.analysis.experiments.rope_cause import PRESETS, analyze_arm, train_arms
+out = Path(sys.argv[1])
+preset = dataclasses.replace(PRESETS["test"], arms=("rope",), gap_every=0)
+assert train_arms(preset, out / "a", resume=False)
+shutil.copytree(out / "a", out / "b")
+analyze_arm(preset, out / "a" / "arms" / "rope")
+analyze_arm(preset, out / "b" / "arms" / "rope", mesh="data=2,model=2")
+print(json.dumps({k: [json.loads((out / d / "arms" / "rope" / f"{k}.json").read_text()) for d in "ab"]
+                  for k in ("tasks", "disrupt")}))
+"""
+
+
+@pytest.mark.slow
+def test_rope_cause_scoring_on_a_mesh_gives_one_devices_numbers(tmp_path):
+    """rope-cause --mesh: the held-out task scores and claim (5)'s disruption of an arm's final
+    model, placed on a 2×2 mesh of 4 CPU devices, equal the one-device numbers."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+               JAX_COMPILATION_CACHE_DIR=JAX_CACHE)
+    proc = subprocess.run([sys.executable, "-c", ROPE_CAUSE_SCRIPT, str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, (one, meshed) in out.items():
+        assert _differences(one, meshed) == [], name
+    assert out["disrupt"][0]["accuracy"]["massive"]["contextual"]["n"] > 0

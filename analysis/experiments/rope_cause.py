@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mvjax.analysis.experiments.common import add_mesh_arg
 from mvjax.atomic import LOCK_FILE, read_json_state, require, write_json
 from mvjax.config import to_plain
 
@@ -292,8 +293,9 @@ def disruption_gap(model, tok, episodes, seeds: int = GAP_SEEDS) -> dict[str, An
             "random": random, "gap": float(np.mean(random) - acc["massive"])}
 
 
-def analyze_arm(preset: Preset, arm_dir: Path) -> None:
-    """``mvjax analyze`` on the arm's final model (natural text), then its task accuracies."""
+def analyze_arm(preset: Preset, arm_dir: Path, mesh: str | None = None) -> None:
+    """``mvjax analyze`` on the arm's final model (natural text), then its task accuracies and
+    claim (5)'s disruption, scored on ``mesh`` (``--mesh``; None: one device)."""
     from mvjax.analysis.analyze import RESULTS_FILE, AnalyzeConfig, analyze_to_dir
 
     data = preset.shared.data
@@ -309,6 +311,10 @@ def analyze_arm(preset: Preset, arm_dir: Path) -> None:
         from mvjax.tokenizers import load_tokenizer
 
         model, tok = load_model(arm_dir / "model"), load_tokenizer(arm_dir / "model")
+        if mesh is not None:
+            from mvjax.mesh import place_model
+
+            place_model(model, mesh)
         episodes = eval_episodes(data.mixture, preset.eval_episodes, seed=preset.heldout_seed)
         for name in missing:
             result = score(model, tok, episodes) if name == "tasks.json" else \
@@ -338,8 +344,10 @@ def disruption(model, tok, episodes, control_seeds: int = 3) -> dict[str, Any]:
 
 
 def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str | None = None,
-        stop_at: int | None = None, train_only: bool = False) -> RopeCauseResults | None:
-    """The whole experiment into ``out``; returns results (None when ``stop_at`` cut it short)."""
+        stop_at: int | None = None, train_only: bool = False, mesh: str | None = None
+        ) -> RopeCauseResults | None:
+    """The whole experiment into ``out``; returns results (None when ``stop_at`` cut it short).
+    ``mesh`` places each final model for the held-out scoring (training keeps its own config)."""
     from mvjax.atomic import check_own_dir, clean_partials, lock_dir
 
     if reference:
@@ -353,14 +361,16 @@ def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str
         _check_out(out, preset, resume)
         write_json(out / "experiment.json", {"preset": to_plain(preset)})
         if not train_arms(preset, out, resume, stop_at,
-                          after=None if train_only else lambda arm: analyze_arm(preset, out / "arms" / arm)):
+                          after=None if train_only else lambda arm: analyze_arm(preset, out / "arms" / arm,
+                                                                                mesh)):
             return None
         if train_only:
             return None
-        return _measure(preset, out, reference)
+        return _measure(preset, out, reference, mesh)
 
 
-def _measure(preset: Preset, out: Path, reference: str | None) -> RopeCauseResults:
+def _measure(preset: Preset, out: Path, reference: str | None, mesh: str | None = None
+             ) -> RopeCauseResults:
     """Every arm analyzed, the reference measured (cached), results, figures and report. The
     results hold every finished arm in OUT, not only those this invocation named (``--arms``)."""
     from mvjax.analysis.experiments.rope_cause_results import REMEASURE, collect, measure_reference
@@ -370,7 +380,7 @@ def _measure(preset: Preset, out: Path, reference: str | None) -> RopeCauseResul
     preset = dataclasses.replace(preset, arms=tuple(
         a for a in order if a in preset.arms or _arm_finished(out / "arms" / a)))
     for arm in preset.arms:
-        analyze_arm(preset, out / "arms" / arm)
+        analyze_arm(preset, out / "arms" / arm, mesh)
     ref = None
     if reference:
         ref_path = out / "reference.json"
@@ -413,6 +423,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train the arms and stop (a later --resume analyzes them)")
     p.add_argument("--stop-at", type=int, default=None,
                    help="end each arm's training invocation after this step (checkpointed)")
+    add_mesh_arg(p)
     p.set_defaults(func=_run)
 
 
@@ -431,7 +442,7 @@ def _run(args: argparse.Namespace) -> int:
     if reference is not None and reference.lower() == "none":
         reference = None
     results = run(preset, args.out, resume=args.resume, reference=reference, stop_at=args.stop_at,
-                  train_only=args.train_only)
+                  train_only=args.train_only, mesh=args.mesh)
     if results is None:
         print(json.dumps({"out": args.out, "finished": False,
                           "note": "stopped early: continue with --resume"}))
