@@ -28,13 +28,13 @@ from mvjax.analysis.dims import (PromptEnergy, add_energy, as_entries, energy_ma
 from mvjax.analysis.evaluate import (RANKINGS, Scorer, choice_scores, encode_task, longest_continuation,
                                perplexity, score_task)
 from mvjax.analysis.massive import MassiveDefinition
+from mvjax.analysis.records import KEEP0  # a main condition's twin with position 0 kept (DisruptConfig.position0)
 from mvjax.analysis.resume import Checkpoint, in_plan_order
 from mvjax.data.tasks.base import Task, rank_correct
 from mvjax.interventions import EDIT_SITES, METHODS, PHASE_RULES, empty_masks, intervention
 from mvjax.prompt_selection import prompt_selected
 
 STATISTICS = ("pooled", "prompt")
-KEEP0 = "keep0_"  # name prefix of a main condition's twin with position 0 kept (DisruptConfig.position0)
 CONTROL_DRAWS = (DRAW, "uniform")
 STATISTICS_TEXT = {
     "pooled": "pooled over all scored prompts: one selection (and one set of control dims) for every prompt",
