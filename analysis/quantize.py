@@ -30,9 +30,10 @@ import numpy as np
 from flax import nnx
 
 from mvjax.analysis.dims import PromptEnergy, random_dims, select_massive, stacked
-from mvjax.analysis.disrupt import baseline_pass, evaluate_condition, run_tasks, task_records
-from mvjax.analysis.evaluate import RANKINGS, Scorer, encode_task, longest_continuation
-from mvjax.analysis.resume import Checkpoint, in_plan_order
+from mvjax.analysis.disrupt import Scoring, prepare_scoring, run_tasks
+from mvjax.analysis.evaluate import RANKINGS
+from mvjax.analysis.resume import Checkpoint
+from mvjax.analysis.runner import Planned, run_conditions
 from mvjax.data.tasks.base import Task
 from mvjax.interventions import GRANULARITIES, QuantSpec, empty_masks, intervention
 from mvjax.mesh import fetch, put_like
@@ -111,16 +112,15 @@ def activation_conditions(config: QuantizeConfig, bits: int):
                              "keep_massive": kept == "massive", "keep_random": kept == "random"}, g, side, kept
 
 
-def weight_condition(model, config, bits: int, kept: bool, massive: dict, tasks, encoded, keep,
-                     ppl_rows, name: str, progress: bool) -> dict:
-    """Score a copy of the model with W_q/W_k rounded (the rows of ``massive`` — the massive dims,
-    or the keep-random control's — protected when ``kept``)."""
+def weight_condition(model, sc: Scoring, bits: int, protect: dict[str, np.ndarray] | None, name: str,
+                     batch_size: int) -> dict:
+    """Score a copy of the model with W_q/W_k rounded (the rows of ``protect`` — the massive dims,
+    or the keep-random control's — kept in full precision; None: none kept)."""
     cfg = model.cfg
-    qmodel = quantized_weights(model, bits, {"q": massive["q"], "k": massive["k"]} if kept else None)
-    qscorer = Scorer(qmodel, config.batch_size, longest_continuation(encoded))
-    runs = run_tasks(qscorer, tasks, encoded, PromptEnergy(frozenset(ALL_SITES)), name, progress)
-    return evaluate_condition(qscorer, tasks, encoded, keep, intervention(cfg, empty_masks(cfg, ALL_SITES)),
-                              ppl_rows, name, progress, runs, config.ranking)
+    qmodel = quantized_weights(model, bits, None if protect is None else {"q": protect["q"], "k": protect["k"]})
+    qsc = sc.on(qmodel, batch_size)
+    runs = run_tasks(qsc.scorer, sc.tasks, sc.encoded, PromptEnergy(frozenset(ALL_SITES)), name, sc.progress)
+    return qsc.evaluate(intervention(cfg, empty_masks(cfg, ALL_SITES)), name, runs)
 
 
 def random_kept(massive: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
@@ -134,22 +134,17 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
              checkpoint: Checkpoint | None = None) -> dict[str, Any]:
     """Score ``tasks`` (and perplexity) for the original model and every quantization condition;
     ``checkpoint`` keeps finished conditions (``analysis.resume``)."""
-    if not tasks:
-        raise ValueError("no tasks to score: give at least one task")
     cfg, ck = model.cfg, checkpoint or Checkpoint(None, "")
-    encoded = {t.name: encode_task(tokenizer, t) for t in tasks}
-    scorer = Scorer(model, config.batch_size, longest_continuation(encoded))
-    base, energy, keep = ck.get("baseline", lambda: baseline_pass(scorer, tasks, encoded, ALL_SITES,
-                                                                  progress, config.ranking))
+    sc, energy = prepare_scoring(model, tokenizer, tasks, ALL_SITES, config.batch_size, config.ranking,
+                                 ppl_rows, progress, ck)
     massive = {s: select_massive(np.sqrt(stacked(energy, s, "sumsq")), "topk", config.top_k)
                for s in ALL_SITES}
     none = empty_masks(cfg, ALL_SITES)
     kept_dims = {"massive": massive, "random": random_kept(massive, config.random_seed)}
-    # (name, record, compute) of every condition; the fewest bits first (the settings most likely
-    # to break something), so a run stopped early has them
-    plan = [("original", {"group": "original", "description": "unmodified model"},
-             lambda: evaluate_condition(scorer, tasks, encoded, keep, intervention(cfg, none), ppl_rows,
-                                        "original", progress, base, config.ranking))]
+    # every condition; the fewest bits first (the settings most likely to break something), so a
+    # run stopped early has them
+    plan = [Planned("original", {"group": "original", "description": "unmodified model"},
+                    functools.partial(sc.evaluate, intervention(cfg, none), "original", sc.base))]
     for bits in sorted(set(config.bits) | set(config.weight_bits)):
         acts = activation_conditions(config, bits) if bits in config.bits else ()
         for name, record, g, side, kept in acts:
@@ -157,32 +152,22 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
             for s in SIDES[side]:
                 masks[s] = ~kept_dims[kept][s] if kept else np.ones_like(massive[s])
             probe = intervention(cfg, masks, "quant", quant=QuantSpec(bits, g), phases="all")
-            plan.append((name, record, functools.partial(
-                evaluate_condition, scorer, tasks, encoded, keep, probe, ppl_rows, name, progress,
-                ranking=config.ranking)))
+            plan.append(Planned(name, record, functools.partial(sc.evaluate, probe, name)))
         for kept in (kept_variants(config) if bits in config.weight_bits else ()):
             name = f"w_int{bits}" + PROTECTED[kept]
-            plan.append((name, {"group": "weight", "bits": bits, "protect_massive_rows": kept == "massive",
-                                "protect_random_rows": kept == "random"},
-                         functools.partial(weight_condition, model, config, bits, bool(kept),
-                                           kept_dims.get(kept, massive), tasks, encoded, keep,
-                                           ppl_rows, name, progress)))
-    by_name = {name: (record, compute) for name, record, compute in plan}
-    results: dict[str, Any] = {}
+            plan.append(Planned(name, {"group": "weight", "bits": bits, "protect_massive_rows": kept == "massive",
+                                       "protect_random_rows": kept == "random"},
+                                functools.partial(weight_condition, model, sc, bits,
+                                                  kept_dims[kept] if kept else None, name, config.batch_size)))
 
-    def score(name: str) -> None:
-        record, compute = by_name[name]
-        results[name] = record | ck.get(name, compute)
-        ck.note("partial.json", quantize_record(config, tasks, encoded, base, keep, massive, cfg,
-                                                in_plan_order(results, by_name)))
+    def assemble(conditions: dict) -> dict[str, Any]:
+        return quantize_record(config, sc, massive, cfg, conditions)
 
-    ck.check_names(by_name)
-    ck.each(list(by_name), score)  # helpers share the plan (analysis.resume)
-    return quantize_record(config, tasks, encoded, base, keep, massive, cfg, in_plan_order(results, by_name))
+    return assemble(run_conditions(plan, ck, assemble))
 
 
-def quantize_record(config: QuantizeConfig, tasks: list[Task], encoded: dict, base: dict, keep: dict,
-                    massive: dict, cfg, results: dict) -> dict[str, Any]:
+def quantize_record(config: QuantizeConfig, sc: Scoring, massive: dict, cfg,
+                    conditions: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The JSON-ready result of ``quantize`` for the conditions scored so far."""
     return {
         "config": dataclasses.asdict(config),
@@ -194,10 +179,10 @@ def quantize_record(config: QuantizeConfig, tasks: list[Task], encoded: dict, ba
                        "prompt's tensor/channel scales", "weight": "per-output-row symmetric RTN of "
                        "W_q and W_k", "ranking": f"choices ranked by {config.ranking} of their token "
                        "log-likelihoods"},
-        "tasks": task_records(tasks, encoded, base, keep, config.ranking),
+        "tasks": sc.task_records(),
         "dims": {f"{what}_kept": {s: {str(l): [[int(h), int(d)] for h, d in zip(*np.nonzero(m[s][l]))]
                                       for l in range(cfg.num_layers)} for s in ALL_SITES}
                  for what, m in (("massive", massive), ("random", random_kept(massive, config.random_seed)))
                  if what == "massive" or config.keep_random},
-        "conditions": results,
+        "conditions": conditions,
     }
