@@ -287,12 +287,16 @@ class ScoredRun:
     def to_json(self) -> dict[str, Any]:
         return _dump(self)
 
+    def recorded(self, **fields: Any) -> "ScoredRun":
+        """This run with ``fields`` set (None: left as they are); a field the file did not hold is
+        written after the rest, in the order given — as setting a key of the JSON object would."""
+        fields = {k: v for k, v in fields.items() if v is not None}
+        new = [k for k in fields if k not in self.keys]
+        return dataclasses.replace(self, **fields, keys=(*self.keys, *new) if self.keys else ())
+
     def with_claims(self, claims: list[dict[str, Any]], notes: list[str] | None = None) -> "ScoredRun":
         """This run with its checked claims (and notes, where given) recorded, after the rest."""
-        new = [k for k, v in (("claims", claims), ("notes", notes)) if v is not None and k not in self.keys]
-        keys = (*self.keys, *new) if self.keys else ()
-        return dataclasses.replace(self, claims=claims, notes=self.notes if notes is None else notes,
-                                   keys=keys)
+        return self.recorded(claims=claims, notes=notes)
 
     # what the reports read of the run record
     @property

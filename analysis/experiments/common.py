@@ -282,17 +282,19 @@ def write_partial(args: argparse.Namespace, claims, write, notes) -> int:
     figures, report) by the code of today. Nothing is scored."""
     where, final = resume_dir(args.out), Path(args.out) / "results.json"
     if (where / "partial.json").is_file():
-        result = json.loads((where / "header.json").read_text()) | json.loads((where / "partial.json").read_text())
-        n = len(result["conditions"])
-        result["partial"] = f"{n} condition(s) finished when this set was written; the run goes on or resumes"
+        run = ScoredRun.from_json(json.loads((where / "header.json").read_text())
+                                  | json.loads((where / "partial.json").read_text()))
+        run = run.recorded(partial=f"{len(run.conditions)} condition(s) finished when this set was "
+                           "written; the run goes on or resumes")
     elif final.is_file():  # a finished run: its numbers, with today's claims, figures and report
-        result = {k: v for k, v in json.loads(final.read_text()).items() if k not in ("claims", "notes")}
+        run = ScoredRun.from_json({k: v for k, v in json.loads(final.read_text()).items()
+                                   if k not in ("claims", "notes")})
     else:
         raise FileNotFoundError(f"no finished condition of a run at {args.out} ({where} has none): "
                                 "start the run first, or wait for its first condition")
     out = check_results_dir(args.partial_to, "results.json")
-    write_results(out, ScoredRun.from_json(result), claims, notes, write)
-    print(json.dumps({"out": str(out), "partial": result.get("partial", "no: a finished run, redrawn")}))
+    write_results(out, run, claims, notes, write)
+    print(json.dumps({"out": str(out), "partial": run.partial or "no: a finished run, redrawn"}))
     return 0
 
 
@@ -334,18 +336,18 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
             new = [name for name, c in seeded.conditions.items() if ck.seed(name, c.to_json())]
             print(f"seeded from {seed}: {', '.join(new) or 'nothing (all present)'}", flush=True)
         ck.note("header.json", header)
-        result = header | compute(model, tok, tasks, rows, ck)
+        run = ScoredRun.from_json(header | compute(model, tok, tasks, rows, ck))
         import jax  # here, not at the top: the CLI builds its parsers from this module without jax
 
         if jax.process_index() != 0:  # every process scored its rows; process 0 writes
             return 0
         if ck.helper:  # the main run writes the results
-            print(json.dumps({"scored": sorted(result["conditions"]), "into": str(ck.directory),
+            print(json.dumps({"scored": sorted(run.conditions), "into": str(ck.directory),
                               "seconds": round(time.time() - t0, 1)}))
             return 0
-        result["seconds"] = round(time.time() - t0, 1)
-        checked = write_results(out, ScoredRun.from_json(result), claims, notes, write)
+        run = run.recorded(seconds=round(time.time() - t0, 1))
+        checked = write_results(out, run, claims, notes, write)
         ck.remove()
-    print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": [c.sentence() for c in checked]},
+    print(json.dumps({"out": str(out), "seconds": run.seconds, "claims": [c.sentence() for c in checked]},
                      indent=1))
     return 0
