@@ -9,7 +9,9 @@ and the structure that used to be parsed back out of condition names (a control'
 
 The records load from and write back the same JSON: every record remembers which keys its file
 held, in their order (``keys``), and any key it does not know (``extra``), so a committed
-results.json re-renders byte for byte. Values are kept as JSON gave them (no int/float coercion).
+results.json re-renders byte for byte. Values are kept as JSON gave them (no int/float coercion;
+lists stay lists, but for a score's ``ci95`` pair). Parse a results dict here, once, where it is read — ``ScoredRun.load`` /
+``ScoredRun.from_json`` — and pass the record on.
 A record built in code (``keys=()``) writes its fields that are set, in declared order.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 R = TypeVar("R")
 METRICS = ("rank_sum", "rank_per_token", "rank", "exact")  # the order score_task writes them
@@ -147,9 +149,9 @@ class TaskRecord:
     n_items: int | None = None
     min_prompt_tokens: int | None = None
     max_prompt_tokens: int | None = None
-    prompt_tokens: tuple[int, ...] | None = None
-    key_depth: tuple[float, ...] | None = None
-    key_depth_bin: tuple[str, ...] | None = None
+    prompt_tokens: Sequence[int] | None = None
+    key_depth: Sequence[float] | None = None
+    key_depth_bin: Sequence[str] | None = None
     n_known: dict[str, int] | None = None
     rank_chance: float | None = None  # None: the task has no choices (read exact)
     exact_chance: float | None = None
@@ -204,7 +206,7 @@ class ConditionResult:
     keep_first: bool | None = None
     rule: str | None = None
     top_k: int | None = None
-    layers: tuple[int, ...] | None = None
+    layers: Sequence[int] | None = None
     bits: int | None = None
     granularity: str | None = None
     side: str | None = None
@@ -215,7 +217,7 @@ class ConditionResult:
     tasks: dict[str, TaskScore] = dataclasses.field(default_factory=dict)
     tasks_known: dict[str, TaskScore] | None = None
     perplexity: float | None = None
-    first_token_attention: tuple[float, ...] | None = None
+    first_token_attention: Sequence[float] | None = None  # per layer
     same_as: str | None = None
     keys: tuple[str, ...] = _keys()
     extra: dict[str, Any] = _extra()
