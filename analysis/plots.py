@@ -9,7 +9,7 @@ so figures can be redrawn from a saved ``massive_values.json``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mvjax.analysis.massive import frequency_order, low_frequency_dims  # noqa: E402
+from mvjax.analysis.records import Score  # noqa: E402
 
 if TYPE_CHECKING:
     from mvjax.analysis.massive import Analysis
@@ -197,11 +198,11 @@ def all_figures(result: Analysis, out_dir: Path, bar_layer: int,
     return out
 
 
-def condition_bars(panels: dict[str, dict[str, dict[str, dict[str, Any]]]], conditions: list[str],
+def condition_bars(panels: dict[str, dict[str, dict[str, Score | None]]], conditions: list[str],
                    out_dir: Path, name: str, title: str) -> list[Path]:
     """One panel per metric, stacked; in each, grouped bars: one group per task, one bar per
     condition (side by side, same order in every group), 95% CI whiskers and a dashed chance line
-    per task. ``panels[label][task][condition]`` is an ``accuracy_summary`` dict or None."""
+    per task. ``panels[label][task][condition]`` is a ``records.Score`` or None."""
     panels = {k: v for k, v in panels.items() if v}
     most = max(len(t) for t in panels.values())
     width = 0.8 / max(len(conditions), 1)
@@ -216,13 +217,13 @@ def condition_bars(panels: dict[str, dict[str, dict[str, dict[str, Any]]]], cond
                 if s is None:
                     continue
                 xs.append(i - 0.4 + (j + 0.5) * width)
-                ys.append(100 * s["accuracy"])
-                lo.append(max(0.0, 100 * (s["accuracy"] - s["ci95"][0])))  # rounding can cross
-                hi.append(max(0.0, 100 * (s["ci95"][1] - s["accuracy"])))
+                ys.append(100 * s.accuracy)
+                lo.append(max(0.0, 100 * (s.accuracy - s.ci95[0])))  # rounding can cross
+                hi.append(max(0.0, 100 * (s.ci95[1] - s.accuracy)))
             ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=cond, color=f"C{j % 10}",
                    error_kw={"lw": 0.7})
         for i, task in enumerate(tasks):
-            chance = next(s for s in table[task].values() if s is not None)["chance"]
+            chance = next(s for s in table[task].values() if s is not None).chance
             ax.hlines(100 * chance, i - 0.45, i + 0.45, colors="k", linestyles="--", lw=0.8)
         ax.set_xticks(range(len(tasks)))
         ax.set_xticklabels(tasks, fontsize=8, rotation=15)
@@ -235,13 +236,13 @@ def condition_bars(panels: dict[str, dict[str, dict[str, dict[str, Any]]]], cond
     return _save(fig, out_dir, name)
 
 
-def condition_heatmap(table: dict[str, dict[str, dict[str, Any]]], conditions: list[str],
+def condition_heatmap(table: dict[str, dict[str, Score | None]], conditions: list[str],
                       out_dir: Path, name: str, title: str) -> list[Path]:
     """Conditions (rows) × tasks (columns), each cell the accuracy % written in it and coloured by
     its change from the first condition (the reference): readable where bars for dozens of
-    conditions are not. ``table[task][condition]`` is an ``accuracy_summary`` dict or None."""
+    conditions are not. ``table[task][condition]`` is a ``records.Score`` or None."""
     tasks = list(table)
-    acc = np.array([[np.nan if table[t].get(c) is None else 100 * table[t][c]["accuracy"] for t in tasks]
+    acc = np.array([[np.nan if table[t].get(c) is None else 100 * table[t][c].accuracy for t in tasks]
                     for c in conditions])
     delta = acc - acc[:1]
     lim = max(10.0, float(np.nanmax(np.abs(delta))) if np.isfinite(delta).any() else 10.0)

@@ -15,6 +15,9 @@ Conditions (every one scored on the same items as ``analysis.disrupt``, plus hel
       round-to-nearest of W_q and W_k, one scale per output row (HF layout; columns of mvjax's
       in×out kernel); ``_protect`` keeps the rows that produce the massive pre-RoPE dims in full
       precision; ``_protect_random`` as many random other rows (the control).
+
+The engine only: the claims' rules are in ``analysis.quantize_rules``, the claims, table, figures
+and report.md in ``analysis.quantize_report`` (the same layout as disrupt).
 """
 
 from __future__ import annotations
@@ -26,15 +29,14 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from mvjax.analysis.claims import Claim, Outcome, claim_lines
-from mvjax.analysis.dims import select_massive, stacked
-from mvjax.analysis.disrupt import baseline_pass, evaluate_condition, run_tasks, task_records
-from mvjax.analysis.evaluate import RANKINGS, Scorer, encode_task, longest_continuation
-from mvjax.analysis.resume import Checkpoint, in_plan_order
+from mvjax.analysis.dims import PromptEnergy, random_dims, select_massive, stacked
+from mvjax.analysis.disrupt import Scoring, prepare_scoring, run_tasks
+from mvjax.analysis.evaluate import RANKINGS
+from mvjax.analysis.resume import Checkpoint
+from mvjax.analysis.runner import Planned, run_conditions
 from mvjax.data.tasks.base import Task
 from mvjax.interventions import GRANULARITIES, QuantSpec, empty_masks, intervention
 from mvjax.mesh import fetch, put_like
-from mvjax.provenance import provenance_lines
 from mvjax.sites import QK_SITES
 
 SIDES = {"pre": ("q", "k"), "post": ("q_rot", "k_rot")}
@@ -110,25 +112,20 @@ def activation_conditions(config: QuantizeConfig, bits: int):
                              "keep_massive": kept == "massive", "keep_random": kept == "random"}, g, side, kept
 
 
-def weight_condition(model, config, bits: int, kept: bool, massive: dict, tasks, encoded, keep,
-                     ppl_rows, name: str, progress: bool) -> dict:
-    """Score a copy of the model with W_q/W_k rounded (the rows of ``massive`` — the massive dims,
-    or the keep-random control's — protected when ``kept``)."""
-    from mvjax.analysis.dims import PromptEnergy
-
+def weight_condition(model, sc: Scoring, bits: int, protect: dict[str, np.ndarray] | None, name: str,
+                     batch_size: int) -> dict:
+    """Score a copy of the model with W_q/W_k rounded (the rows of ``protect`` — the massive dims,
+    or the keep-random control's — kept in full precision; None: none kept)."""
     cfg = model.cfg
-    qmodel = quantized_weights(model, bits, {"q": massive["q"], "k": massive["k"]} if kept else None)
-    qscorer = Scorer(qmodel, config.batch_size, longest_continuation(encoded))
-    runs = run_tasks(qscorer, tasks, encoded, PromptEnergy(frozenset(ALL_SITES)), name, progress)
-    return evaluate_condition(qscorer, tasks, encoded, keep, intervention(cfg, empty_masks(cfg, ALL_SITES)),
-                              ppl_rows, name, progress, runs, config.ranking)
+    qmodel = quantized_weights(model, bits, None if protect is None else {"q": protect["q"], "k": protect["k"]})
+    qsc = sc.on(qmodel, batch_size)
+    runs = run_tasks(qsc.scorer, sc.tasks, sc.encoded, PromptEnergy(frozenset(ALL_SITES)), name, sc.progress)
+    return qsc.evaluate(intervention(cfg, empty_masks(cfg, ALL_SITES)), name, runs)
 
 
 def random_kept(massive: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
     """The keep-random control: per site and head, as many uniformly random dims as the massive
     selection keeps there (the same k), never a massive dim (``analysis.dims.random_dims``)."""
-    from mvjax.analysis.dims import random_dims
-
     return {s: random_dims(m, seed + 1000 * i) for i, (s, m) in enumerate(sorted(massive.items()))}
 
 
@@ -137,22 +134,17 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
              checkpoint: Checkpoint | None = None) -> dict[str, Any]:
     """Score ``tasks`` (and perplexity) for the original model and every quantization condition;
     ``checkpoint`` keeps finished conditions (``analysis.resume``)."""
-    if not tasks:
-        raise ValueError("no tasks to score: give at least one task")
     cfg, ck = model.cfg, checkpoint or Checkpoint(None, "")
-    encoded = {t.name: encode_task(tokenizer, t) for t in tasks}
-    scorer = Scorer(model, config.batch_size, longest_continuation(encoded))
-    base, energy, keep = ck.get("baseline", lambda: baseline_pass(scorer, tasks, encoded, ALL_SITES,
-                                                                  progress, config.ranking))
+    sc, energy = prepare_scoring(model, tokenizer, tasks, ALL_SITES, config.batch_size, config.ranking,
+                                 ppl_rows, progress, ck)
     massive = {s: select_massive(np.sqrt(stacked(energy, s, "sumsq")), "topk", config.top_k)
                for s in ALL_SITES}
     none = empty_masks(cfg, ALL_SITES)
     kept_dims = {"massive": massive, "random": random_kept(massive, config.random_seed)}
-    # (name, record, compute) of every condition; the fewest bits first (the settings most likely
-    # to break something), so a run stopped early has them
-    plan = [("original", {"group": "original", "description": "unmodified model"},
-             lambda: evaluate_condition(scorer, tasks, encoded, keep, intervention(cfg, none), ppl_rows,
-                                        "original", progress, base, config.ranking))]
+    # every condition; the fewest bits first (the settings most likely to break something), so a
+    # run stopped early has them
+    plan = [Planned("original", {"group": "original", "description": "unmodified model"},
+                    functools.partial(sc.evaluate, intervention(cfg, none), "original", sc.base))]
     for bits in sorted(set(config.bits) | set(config.weight_bits)):
         acts = activation_conditions(config, bits) if bits in config.bits else ()
         for name, record, g, side, kept in acts:
@@ -160,32 +152,22 @@ def quantize(model, tokenizer, tasks: list[Task], config: QuantizeConfig = Quant
             for s in SIDES[side]:
                 masks[s] = ~kept_dims[kept][s] if kept else np.ones_like(massive[s])
             probe = intervention(cfg, masks, "quant", quant=QuantSpec(bits, g), phases="all")
-            plan.append((name, record, functools.partial(
-                evaluate_condition, scorer, tasks, encoded, keep, probe, ppl_rows, name, progress,
-                ranking=config.ranking)))
+            plan.append(Planned(name, record, functools.partial(sc.evaluate, probe, name)))
         for kept in (kept_variants(config) if bits in config.weight_bits else ()):
             name = f"w_int{bits}" + PROTECTED[kept]
-            plan.append((name, {"group": "weight", "bits": bits, "protect_massive_rows": kept == "massive",
-                                "protect_random_rows": kept == "random"},
-                         functools.partial(weight_condition, model, config, bits, bool(kept),
-                                           kept_dims.get(kept, massive), tasks, encoded, keep,
-                                           ppl_rows, name, progress)))
-    by_name = {name: (record, compute) for name, record, compute in plan}
-    results: dict[str, Any] = {}
+            plan.append(Planned(name, {"group": "weight", "bits": bits, "protect_massive_rows": kept == "massive",
+                                       "protect_random_rows": kept == "random"},
+                                functools.partial(weight_condition, model, sc, bits,
+                                                  kept_dims[kept] if kept else None, name, config.batch_size)))
 
-    def score(name: str) -> None:
-        record, compute = by_name[name]
-        results[name] = record | ck.get(name, compute)
-        ck.note("partial.json", quantize_record(config, tasks, encoded, base, keep, massive, cfg,
-                                                in_plan_order(results, by_name)))
+    def assemble(conditions: dict) -> dict[str, Any]:
+        return quantize_record(config, sc, massive, cfg, conditions)
 
-    ck.check_names(by_name)
-    ck.each(list(by_name), score)  # helpers share the plan (analysis.resume)
-    return quantize_record(config, tasks, encoded, base, keep, massive, cfg, in_plan_order(results, by_name))
+    return assemble(run_conditions(plan, ck, assemble))
 
 
-def quantize_record(config: QuantizeConfig, tasks: list[Task], encoded: dict, base: dict, keep: dict,
-                    massive: dict, cfg, results: dict) -> dict[str, Any]:
+def quantize_record(config: QuantizeConfig, sc: Scoring, massive: dict, cfg,
+                    conditions: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The JSON-ready result of ``quantize`` for the conditions scored so far."""
     return {
         "config": dataclasses.asdict(config),
@@ -197,173 +179,10 @@ def quantize_record(config: QuantizeConfig, tasks: list[Task], encoded: dict, ba
                        "prompt's tensor/channel scales", "weight": "per-output-row symmetric RTN of "
                        "W_q and W_k", "ranking": f"choices ranked by {config.ranking} of their token "
                        "log-likelihoods"},
-        "tasks": task_records(tasks, encoded, base, keep, config.ranking),
+        "tasks": sc.task_records(),
         "dims": {f"{what}_kept": {s: {str(l): [[int(h), int(d)] for h, d in zip(*np.nonzero(m[s][l]))]
                                       for l in range(cfg.num_layers)} for s in ALL_SITES}
                  for what, m in (("massive", massive), ("random", random_kept(massive, config.random_seed)))
                  if what == "massive" or config.keep_random},
-        "conditions": results,
+        "conditions": conditions,
     }
-
-
-def kind_point(result: dict, cond: str, kind: str,
-                metric: str | None = None) -> tuple[float, float, float, int] | None:
-    """A kind's pooled accuracy (every item; each task's main metric unless ``metric``), its Wilson
-    interval and n; None when the kind has no item."""
-    from mvjax.analysis.disrupt_rules import pooled_kind
-    from mvjax.data.tasks.base import wilson_interval
-
-    k, n, _ = pooled_kind(result, cond, kind, metric=metric)
-    return (k / n, *wilson_interval(k, n), n) if n else None
-
-
-def _kind_ci(result: dict, cond: str, kind: str,
-             metric: str | None = None) -> tuple[str, tuple[float, float] | None]:
-    """``kind_point`` as text, and its interval."""
-    p = kind_point(result, cond, kind, metric)
-    if p is None:
-        return "–", None
-    acc, lo, hi, n = p
-    return f"{100 * acc:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] (n={n})", (lo, hi)
-
-
-# the second reading: passkey's 4-choice ranking is 100% under every condition, so under the main
-# metrics 600 of the 1,000 contextual items cannot move; greedy exact match on every task can.
-# Both readings were written before any full-preset quantization was scored.
-READINGS = {None: ("", "each task's main metric, rank where it has choices"),
-            "exact": ("_exact", "greedy exact match on every task")}
-
-
-# what the figure and the README table show of each setting: (kind, metric) per label
-KIND_READINGS = {"contextual, greedy exact": ("contextual", "exact"),
-                 "contextual, main metric": ("contextual", None), "parametric, main metric": ("parametric", None)}
-
-
-def keeping_helps(name: str, kept: str, metric: str | None = None) -> Claim:
-    """Claim: quantization ``name`` with the massive dims (rows) kept in full precision (``kept``)
-    scores higher on the contextual tasks than without — decided only when the pooled contextual
-    accuracies' 95% intervals are separated (one flipped item never decides). ``metric``: None
-    pools each task's main metric, "exact" greedy exact match."""
-    suffix, how = READINGS[metric]
-
-    def check(result: dict) -> Outcome:
-        ci = functools.partial(_kind_ci, result, metric=metric)
-        (a, ia), (b, ib) = ci(name, "contextual"), ci(kept, "contextual")
-        orig_c = ci("original", "contextual")[0]
-        pa, pb = ci(name, "parametric")[0], ci(kept, "parametric")[0]
-        e = result["conditions"][name]
-        ppl = (f"; perplexity {e.get('perplexity', float('nan')):.2f} → "
-               f"{result['conditions'][kept].get('perplexity', float('nan')):.2f}") if e.get("perplexity") else ""
-        held = None if ia is None or ib is None else ib[0] > ia[1]
-        return Outcome({"contextual_ci95": {"quantized": ia, "kept": ib}}, held,
-                       f"pooled contextual accuracy ({how}) {a} → {b} (original {orig_c}); "
-                       f"parametric {pa} → {pb}{ppl}")
-    return Claim(f"keep_{name}{suffix}", f"{name}: keeping the massive dims in full precision helps "
-                 f"contextual tasks ({how})", "the pooled contextual accuracy's 95% interval with the "
-                 "massive dims kept lies wholly above the one without", check)
-
-
-def massive_beats_random(name: str, kept: str, random: str) -> Claim:
-    """Claim: keeping the massive dims helps more than keeping as many random other dims (the
-    keep-random control) — contextual tasks by greedy exact, intervals separated."""
-    def check(result: dict) -> Outcome:
-        (a, ia), (b, ib) = (_kind_ci(result, c, "contextual", "exact") for c in (random, kept))
-        held = None if ia is None or ib is None else ib[0] > ia[1]
-        return Outcome({"contextual_ci95": {"random_kept": ia, "massive_kept": ib}}, held,
-                       f"pooled contextual accuracy (greedy exact) keeping k random dims {a}, keeping "
-                       f"the massive dims {b}")
-    return Claim(f"massive_not_random_{name}", f"{name}: keeping the massive dims helps contextual "
-                 "tasks more than keeping the same number of random other dims", "the pooled "
-                 "contextual greedy-exact accuracy's 95% interval with the massive dims kept lies "
-                 "wholly above the one with k random non-massive dims kept", check)
-
-
-GGUF_NOTE = ("The weights are a {quant} GGUF dequantized to fp32 ({source}): W_q/W_k already sit on a "
-             "4-bit grid, so int4 round-to-nearest of W_q/W_k re-rounds already-rounded weights onto "
-             "another grid (per output row) and int8 is nearly lossless by construction; the "
-             "activation (Q/K) settings are not affected.")
-
-
-def quantize_notes(result: dict) -> list[str]:
-    """What the reader should know beside the claims: weights that were quantized before this
-    experiment quantized them (a GGUF source, as provenance records it)."""
-    source = result.get("provenance", {}).get("model_source", "")
-    for quant in ("Q4_1", "Q4_K_M", "Q4_0", "Q8_0"):
-        if quant in source:
-            return [GGUF_NOTE.format(quant=quant, source=source)]
-    return []
-
-
-def quantize_claims(result: dict) -> list[Claim]:
-    """Per quantization setting that has a kept twin: does keeping the massive dims (rows) in full
-    precision help the contextual tasks? Once by each task's main metric, once by greedy exact;
-    and, where the keep-random control was scored, does it help more than keeping random dims?"""
-    out = [keeping_helps(name, kept, metric).apply(result)
-           for name, kept in kept_pairs(result) for metric in READINGS]
-    for name, kept in kept_pairs(result):
-        random = name + ("_keep_random" if kept.endswith("_keep_massive") else "_protect_random")
-        if random in result["conditions"]:
-            out.append(massive_beats_random(name, kept, random).apply(result))
-    return out
-
-
-def kept_pairs(result: dict) -> list[tuple[str, str]]:
-    """(setting, its twin with the massive dims kept) for every setting scored with its twin."""
-    pairs = []
-    for name, e in result["conditions"].items():
-        if name == "original" or name.endswith(("_keep_massive", "_protect", "_keep_random", "_protect_random")):
-            continue
-        kept = name + ("_keep_massive" if e["group"] == "activation" else "_protect")
-        if kept in result["conditions"]:
-            pairs.append((name, kept))
-    return pairs
-
-
-def keeping_figure(result: dict, out, title: str) -> str | None:
-    """keeping_massive.png: each setting without and with the massive dims kept, pooled by kind
-    (contextual by greedy exact and by main metric, parametric by main metric), original dotted."""
-    from mvjax.analysis.plots import paired_intervals
-
-    pairs = kept_pairs(result)
-    if not pairs:
-        return None
-    panels = {label: {name: (kind_point(result, name, kind, m), kind_point(result, kept, kind, m))
-                      for name, kept in pairs} for label, (kind, m) in KIND_READINGS.items()}
-    ref = {label: p[0] for label, (kind, m) in KIND_READINGS.items()
-           if (p := kind_point(result, "original", kind, m)) is not None}
-    paired_intervals(panels, ("quantized", "massive dims kept"), out, "keeping_massive", title, ref)
-    return "keeping_massive.png"
-
-
-def quant_table(result: dict) -> str:
-    """Rows = conditions, columns = tasks (rank accuracy % / greedy exact %, n) and perplexity."""
-    from mvjax.analysis.disrupt_report import _pct, cell, metrics_of
-
-    tasks = list(result["tasks"])
-    head = [f"{t} ({' / '.join(metrics_of(result, t))}; n={result['tasks'][t]['n_items']})" for t in tasks]
-    rows = ["| condition | " + " | ".join(head) + " | perplexity |", "|---" * (len(tasks) + 2) + "|"]
-    for name, e in result["conditions"].items():
-        ppl = e.get("perplexity")
-        cells = [" / ".join(_pct(cell(result, name, t, m)) for m in metrics_of(result, t)) for t in tasks]
-        rows.append(f"| {name} | " + " | ".join(cells) + f" | {'–' if ppl is None else f'{ppl:.2f}'} |")
-    return "\n".join(rows)
-
-
-def write_quantize_report(result: dict, out, title: str):
-    """Bars per task with every condition side by side, and report.md with the table."""
-    from mvjax.analysis.disrupt_report import condition_figure
-
-    fig = condition_figure(result, out, title)
-    lines = [f"# {title}", "", "## Definition (fixed before the run)", ""]
-    lines += [f"- {k}: {v}" for k, v in result["definition"].items()]
-    lines += [*provenance_lines(result.get("provenance", {})), "- Config in results.json.", "",
-              "## Accuracy (%) per condition (every item of every task)",
-              "", quant_table(result), "", "## Claims", ""]
-    lines += [f"- {n}" for n in result.get("notes", [])]
-    lines += claim_lines(result["claims"]) + ["", f"![{fig}]({fig})", ""]
-    kept_fig = keeping_figure(result, out, title + ": keeping the massive dims")
-    if kept_fig:
-        lines += [f"![{kept_fig}]({kept_fig})", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path

@@ -32,10 +32,11 @@ import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 PLAN = "plan.json"
 LEGACY_STAMP = "fingerprint"  # an older mvjax's resume directory: a hash of its flags only
+T = TypeVar("T")
 
 
 def resume_dir(out: str | Path) -> Path:
@@ -44,9 +45,10 @@ def resume_dir(out: str | Path) -> Path:
     return out.parent / f".{out.name}.resume"
 
 
-def in_plan_order(results: dict, plan: Iterable[str]) -> dict:
-    """``results`` reordered as ``plan`` (pieces are read as they finish, not in plan order)."""
-    return {name: results[name] for name in plan if name in results}
+def in_plan_order(pieces: Mapping[str, T], plan: Iterable[str]) -> dict[str, T]:
+    """``pieces`` (finished conditions by name) reordered as ``plan``: they are read as they
+    finish, not in plan order."""
+    return {name: pieces[name] for name in plan if name in pieces}
 
 
 def fingerprint(*parts: Any) -> str:

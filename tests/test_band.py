@@ -56,14 +56,15 @@ def _band(ctx: int, pair: int, theta: float = 1e4) -> Band:
 def test_rule_gives_each_verdict():
     # θ=1e4: pair i has wavelength 2π·1e4^(i/32); doubling the context is ~2.4 pairs
     follows_ctx = [_band(128, 13), _band(256, 16), _band(512, 18)]
-    v = verdict(follows_ctx)["per_base"]["10000"]
-    assert v["verdict"] == "follows the context" and v["ratio_spread"] <= 1.5
+    v = verdict(follows_ctx).per_base["10000"]
+    assert v.verdict == "follows the context" and v.ratio_spread <= 1.5
     fixed = [_band(128, 16), _band(256, 16), _band(512, 16)]
-    assert verdict(fixed)["per_base"]["10000"]["verdict"] == "follows the pair index"
-    assert verdict(fixed)["law"] == "fails"
+    assert verdict(fixed).per_base["10000"].verdict == "follows the pair index"
+    assert verdict(fixed).law == "fails"
     mixed = [_band(128, 10), _band(256, 16), _band(512, 12)]
-    assert verdict(mixed)["per_base"]["10000"]["verdict"] == "neither"
-    assert verdict(mixed)["law"] == "undecided"
+    assert verdict(mixed).per_base["10000"].verdict == "neither"
+    assert verdict(mixed).law == "undecided"
+    assert verdict(mixed).to_json()["per_base"]["10000"]["verdict"] == "neither"
     with pytest.raises(ValueError, match="two or more context"):
         verdict([_band(256, 16)])
 
@@ -182,18 +183,21 @@ def test_slope_rule_gives_each_verdict():
     follows = [_seeded(c, [p + j, p + 1 + j], s) for s in range(3)
                for c, p in ((128, 11), (256, 13), (512, 16)) for j in (s % 2,)]
     out = slope_law(follows, n_boot=300)
-    v = out["per_base"]["10000"]
-    assert v["verdict"] == "follows the context" and v["ci95"][0] <= 1 <= v["ci95"][1]
-    assert out["claim"]["verdict"] == "holds"
+    v = out.per_base["10000"]
+    assert v.verdict == "follows the context" and v.ci95[0] <= 1 <= v.ci95[1]
+    assert out.claim.verdict == "holds" and out.to_json()["claim"]["verdict"] == "holds"
+    assert list(v.to_json()) == ["contexts", "seeds", "runs", "pair_grid", "slope", "ci95", "n_points", "verdict"]
     fixed = [_seeded(c, [16 + s % 2, 15], s) for s in range(3) for c in (128, 256, 512)]
     out = slope_law(fixed, n_boot=300)
-    assert out["per_base"]["10000"]["verdict"] == "fixed in frequency"
-    assert out["claim"]["verdict"] == "does not hold"
+    assert out.per_base["10000"].verdict == "fixed in frequency"
+    assert out.claim.verdict == "does not hold"
     one_seed = [_seeded(c, [16], 0) for c in (128, 256, 512)]
-    assert slope_law(one_seed, n_boot=50)["per_base"]["10000"]["verdict"] == "undecided"
+    unfit = slope_law(one_seed, n_boot=50).per_base["10000"]
+    assert unfit.verdict == "undecided"
+    assert list(unfit.to_json()) == ["contexts", "seeds", "runs", "pair_grid", "slope", "ci95", "verdict", "detail"]
     noisy = [_seeded(c, [4 + 7 * s, 24 - 5 * s], s) for s in range(3) for c in (128, 256, 512)]
-    assert slope_law(noisy, n_boot=300)["per_base"]["10000"]["verdict"] == "undecided"
-    assert slope_law(follows, n_boot=10)["per_base"]["10000"]["pair_grid"][
+    assert slope_law(noisy, n_boot=300).per_base["10000"].verdict == "undecided"
+    assert slope_law(follows, n_boot=10).per_base["10000"].pair_grid[
         "pairs_per_context_doubling"] == pytest.approx(32 * np.log10(2) / 4)
 
 
@@ -204,4 +208,4 @@ def test_slope_skips_layer_zero():
     wild = [Band(b.name, b.theta, b.context, b.window, [[0]] + b.pairs_LxH[1:],
                  [[1e9 if b.context == 512 else 1.0]] + b.wavelengths_LxH[1:], 32, seed=b.seed)
             for b in runs]
-    assert slope_for_base(wild, 50)["slope"] == pytest.approx(slope_for_base(runs, 50)["slope"])
+    assert slope_for_base(wild, 50).slope == pytest.approx(slope_for_base(runs, 50).slope)

@@ -105,8 +105,10 @@ def test_disrupt_claims_decide_by_their_rules():
                                                   "par": _scored(0.95, 0.76, 0.99)}},
         "lowest_norm": {"group": "control", "tasks": {"ctx": _scored(0.9, 0.7, 0.97),
                                                       "par": _scored(0.95, 0.76, 0.99)}}}
-    got = {c.name: c for c in disrupt_claims({"tasks": tasks, "conditions": conditions,
-                                              "dims": {}, "model_layers": 2})}
+    from mvjax.analysis.records import ScoredRun
+
+    got = {c.name: c for c in disrupt_claims(ScoredRun.from_json({"tasks": tasks, "conditions": conditions,
+                                                                  "dims": {}, "model_layers": 2}))}
     assert got["massive_breaks_ctx_rank"].verdict == "holds"  # CIs 0.15–0.5 vs 0.7–0.97
     # every item: contextual drop 60 points vs parametric 5, the difference's interval above 0
     assert got["parametric_survives_all"].verdict == "holds"

@@ -15,6 +15,7 @@ from mvjax.analysis.claims import FAILS, HOLDS, NOT_TESTED
 from mvjax.analysis.confound_rules import confound_rules
 from mvjax.analysis.disrupt import KEEP0, DisruptConfig, disrupt, plan_conditions
 from mvjax.analysis.quantize import QuantizeConfig, activation_conditions, random_kept
+from mvjax.analysis.records import ScoredRun
 from mvjax.config import ModelConfig
 from mvjax.data.tasks import Item, Task, accuracy_summary
 from mvjax.data.tasks.lengths import (
@@ -143,7 +144,8 @@ def _result(ctx_kept: float, par_kept: float, seeds_acc: float, keep0_gain: floa
 
 
 def _verdicts(result: dict) -> dict[str, str]:
-    return {c.name: c.apply(result).verdict for c in confound_rules((32, 128))}
+    run = ScoredRun.from_json(result)
+    return {c.name: c.apply(run).verdict for c in confound_rules((32, 128))}
 
 
 def test_rules_hold_when_parametric_survives_and_massive_beats_every_seed():
@@ -214,14 +216,16 @@ def test_preset_confounds_and_its_bins_option():
 
 def test_weights_note_follows_the_recorded_source():
     from mvjax.analysis.confound_report import WEIGHTS_NOTE, confound_notes
-    from mvjax.analysis.quantize import quantize_notes
+    from mvjax.analysis.quantize_report import quantize_notes
 
-    gguf = {"provenance": {"model_source": "SmolLM2-135M-Instruct, GGUF Q4_1 (x.gguf), dequantized to fp32"}}
+    def run(source: str) -> ScoredRun:
+        return ScoredRun.from_json({"provenance": {"model_source": source}, "tasks": {}, "conditions": {}})
+
+    gguf = run("SmolLM2-135M-Instruct, GGUF Q4_1 (x.gguf), dequantized to fp32")
     assert "re-rounds" in quantize_notes(gguf)[0] and "Q4_1" in quantize_notes(gguf)[0]
-    assert quantize_notes({"provenance": {"model_source": "mvjax model directory /m"}}) == []
-    empty = {"tasks": {}, "conditions": {}}
-    assert confound_notes(gguf | empty)[0] == WEIGHTS_NOTE
-    assert WEIGHTS_NOTE not in confound_notes({"provenance": {"model_source": "HF directory /m"}} | empty)
+    assert quantize_notes(run("mvjax model directory /m")) == []
+    assert confound_notes(gguf)[0] == WEIGHTS_NOTE
+    assert WEIGHTS_NOTE not in confound_notes(run("HF directory /m"))
 
 
 def test_report_by_bin_and_depth_with_seeds_as_units(tmp_path):
@@ -232,8 +236,8 @@ def test_report_by_bin_and_depth_with_seeds_as_units(tmp_path):
     r |= {"definition": {}, "ranking": "sum"}
     for c, e in r["conditions"].items():
         e["group"] = "original" if c == "original" else "control" if "random" in c else "massive"
-    r["claims"] = claims_json(confound_claims(r))
-    text = write_confound_report(r, tmp_path, "t").read_text()
+    run = ScoredRun.from_json(r)
+    text = write_confound_report(run.with_claims(claims_json(confound_claims(run))), tmp_path, "t").read_text()
     assert "| contextual, ≤32 (n=40) | 100.0 | 25.0 | 75.0 |" in text  # original, edited, kept
     assert "80.0 [80–80] (10 seeds)" in text  # seeds shown as units, not pooled
     assert "| passkey | 100 → 25 / 75 | 100 → 25 / 75 | 100 → 25 / 75 |" in text  # family × bin

@@ -52,9 +52,10 @@ def test_both_statistics_run_every_condition_and_say_which(model, stats, tmp_pat
     assert par["tasks_known"].get("par", {}).get("rank", {"accuracy": 1.0})["accuracy"] == 1.0
     from mvjax.analysis.claims import claims_json
     from mvjax.analysis.disrupt_report import disrupt_claims, write_disrupt_report
+    from mvjax.analysis.records import ScoredRun
 
-    r["claims"] = claims_json(disrupt_claims(r))
-    report = write_disrupt_report(r, tmp_path, "t").read_text()
+    run = ScoredRun.from_json(r)
+    report = write_disrupt_report(run.with_claims(claims_json(disrupt_claims(run))), tmp_path, "t").read_text()
     assert f"Statistics: **{stats}**" in report
     assert (tmp_path / "topk_sweep.png").is_file() and (tmp_path / "layer_sweep.png").is_file()
 

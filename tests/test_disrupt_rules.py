@@ -8,7 +8,8 @@ from mvjax.analysis.claims import FAILS, HOLDS, NOT_TESTED
 from mvjax.analysis.disrupt_report import cell, disrupt_claims
 from mvjax.analysis.disrupt_rules import (PARAMETRIC_SURVIVES, control_costs_less, parametric_survives_all,
                                     parametric_survives_known, retained_share)
-from mvjax.analysis.quantize import quantize_claims
+from mvjax.analysis.quantize_report import quantize_claims
+from mvjax.analysis.records import Score, ScoredRun
 from mvjax.data.tasks.base import accuracy_summary, difference_interval
 
 
@@ -20,7 +21,7 @@ def _s(k: int, n: int, chance: float = 0.25) -> dict:
     return accuracy_summary([True] * k + [False] * (n - k), chance)
 
 
-def _result(scores: dict, kinds: dict, known: dict | None = None) -> dict:
+def _result(scores: dict, kinds: dict, known: dict | None = None) -> ScoredRun:
     """scores: {condition: {task: (k, n)}}; known: the same on the original's right items."""
     conds = {}
     for c, per in scores.items():
@@ -29,7 +30,8 @@ def _result(scores: dict, kinds: dict, known: dict | None = None) -> dict:
                     "tasks_known": {t: {"rank": _s(*kn)} for t, kn in (known or {}).get(c, {}).items()}}
     tasks = {t: {"kind": k, "rank_chance": 0.25, "baseline_all_items": {"rank": _s(*scores["original"][t])}}
              for t, k in kinds.items()}
-    return {"tasks": tasks, "conditions": conds, "dims": {"chosen_layers": [0]}, "model_layers": 2}
+    return ScoredRun.from_json({"tasks": tasks, "conditions": conds, "dims": {"chosen_layers": [0]},
+                                "model_layers": 2})
 
 
 def test_difference_interval_is_newcombe():
@@ -87,12 +89,12 @@ def test_quantize_one_flipped_item_is_not_held():
 
     r = {"tasks": {"pk": {"kind": "contextual", "rank_chance": 0.25}},
          "conditions": {"original": q(6), "act_int4_token_post": q(5), "act_int4_token_post_keep_massive": q(6)}}
-    claims = quantize_claims(r)
+    claims = quantize_claims(ScoredRun.from_json(r))
     assert [c.name for c in claims] == ["keep_act_int4_token_post", "keep_act_int4_token_post_exact"]
     assert [c.verdict for c in claims] == [FAILS, FAILS]
     r["conditions"] |= {"original": q(90, 100), "act_int4_token_post": q(0, 100),
                         "act_int4_token_post_keep_massive": q(90, 100)}
-    assert [c.verdict for c in quantize_claims(r)] == [HOLDS, HOLDS]
+    assert [c.verdict for c in quantize_claims(ScoredRun.from_json(r))] == [HOLDS, HOLDS]
 
 
 def test_quantize_exact_reading_moves_where_the_ranking_is_at_ceiling():
@@ -101,7 +103,7 @@ def test_quantize_exact_reading_moves_where_the_ranking_is_at_ceiling():
          "conditions": {c: {"group": "weight", "tasks": {"pk": {"rank": _s(100, 100),
                                                                 "exact": _s(k, 100, 0.0)}}}
                         for c, k in (("original", 95), ("w_int4", 20), ("w_int4_protect", 90))}}
-    main, exact = quantize_claims(r)
+    main, exact = quantize_claims(ScoredRun.from_json(r))
     assert (main.verdict, exact.verdict) == (FAILS, HOLDS)
     assert "greedy exact" in exact.detail and "20.0" in exact.detail and "90.0" in exact.detail
 
@@ -122,11 +124,12 @@ def test_figures_draw_what_can_move(tmp_path, monkeypatch):
 
     names = ["original", "massive"] + [f"c{i}" for i in range(7)]
 
-    def result(massive_rank: int) -> dict:
+    def result(massive_rank: int) -> ScoredRun:
         conds = {c: {"group": "control", "tasks": {"pk": {"rank": _s(100, 100), "exact": _s(90, 100, 0.0)}}}
                  for c in names}
         conds["massive"]["tasks"]["pk"] = {"rank": _s(massive_rank, 100), "exact": _s(10, 100, 0.0)}
-        return {"tasks": {"pk": {"kind": "contextual", "rank_chance": 0.25}}, "conditions": conds}
+        return ScoredRun.from_json({"tasks": {"pk": {"kind": "contextual", "rank_chance": 0.25}},
+                                    "conditions": conds})
 
     drawn = []
     monkeypatch.setattr(disrupt_report, "condition_bars",
@@ -135,10 +138,11 @@ def test_figures_draw_what_can_move(tmp_path, monkeypatch):
     disrupt_report.condition_figure(result(100), tmp_path, "t", names[:2])
     disrupt_report.condition_figure(result(100), tmp_path, "t", names)
     assert drawn == [{"main metric": ["pk (rank)"], "greedy exact": ["pk (exact)"]}, ["pk (rank)", "pk (exact)"]]
-    bars = {"main metric": {"pk (rank)": {c: result(80)["conditions"][c]["tasks"]["pk"]["rank"] for c in names[:2]}},
+    bars = {"main metric": {"pk (rank)": {c: result(80).conditions[c].score("pk", "rank") for c in names[:2]}},
             "greedy exact": {}}
     assert condition_bars(bars, names[:2], tmp_path, "bars", "t")[0].stat().st_size > 0
-    table = {"pk (exact)": {c: result(100)["conditions"][c]["tasks"]["pk"]["exact"] for c in names}}
+    table = {"pk (exact)": {c: result(100).conditions[c].score("pk", "exact") for c in names}}
+    assert all(isinstance(s, Score) for s in table["pk (exact)"].values())
     assert condition_heatmap(table, names, tmp_path, "heat", "t")[0].stat().st_size > 0
     point = (0.5, 0.4, 0.6)
     panels = {"contextual": {"a": (point, None), "b": (point, point)}}

@@ -95,7 +95,7 @@ def test_partial_to_of_a_finished_run_redraws_it_with_todays_claims(tmp_path):
     run.mkdir()
     (run / "results.json").write_text(json.dumps({"conditions": {"original": {"x": 1}},
                                                   "claims": [{"name": "old"}], "notes": ["old"]}))
-    claim = Claim("new", "n", "r", lambda r: Outcome({}, "original" in r["conditions"], "d"))
+    claim = Claim("new", "n", "r", lambda r: Outcome({}, "original" in r.conditions, "d"))
     args = argparse.Namespace(out=str(run), partial_to=str(tmp_path / "again"))
     assert write_partial(args, lambda r: [claim.apply(r)],
                          lambda r, out: (out / "report.md").write_text("r"), lambda r: ["today"]) == 0

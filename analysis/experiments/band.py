@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from mvjax.analysis.claims import Claim, Outcome
 
 RULE = ("Per run: at the last logged step, each (layer, K head)'s strongest RoPE pair by pair energy "
         "(site k); W = median wavelength over layers x heads, P = median pair index, R = W / context. "
@@ -128,7 +130,32 @@ def reference_band(model: str, context: int | None = None, seq_len: int = 512) -
                 pairs, waves, n_pairs)
 
 
-def verdict_for_base(bands: Sequence[Band]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BaseVerdict:
+    """The first rule (``RULE``) for one base θ across contexts: per context, W / context and the
+    median pair; their spread; the base's verdict ("follows the context", "follows the pair
+    index", "neither")."""
+    contexts: list[int]
+    runs: list[str]
+    wavelength_over_context: list[float]
+    median_pair: list[float]
+    ratio_spread: float
+    verdict: str
+
+
+@dataclass(frozen=True)
+class FirstRule:
+    """The first rule applied per base, and the law in the rule's own words (``RULE``, fixed in
+    docs/rope-band/RULE.md before the runs: holds / fails / undecided — kept, not ``Claim``'s
+    words, since the committed pages quote them; the slope rule, which decides, is a ``Claim``)."""
+    per_base: dict[str, BaseVerdict]
+    law: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": RULE, "per_base": {t: asdict(v) for t, v in self.per_base.items()}, "law": self.law}
+
+
+def verdict_for_base(bands: Sequence[Band]) -> BaseVerdict:
     """The fixed rule for one base across contexts (needs at least two contexts)."""
     bands = sorted(bands, key=lambda b: b.context)
     if len({b.context for b in bands}) < 2:
@@ -143,21 +170,24 @@ def verdict_for_base(bands: Sequence[Band]) -> dict[str, Any]:
         verdict = "follows the pair index"
     else:
         verdict = "neither"
-    return {"contexts": [b.context for b in bands], "runs": [b.name for b in bands],
-            "wavelength_over_context": R, "median_pair": P, "ratio_spread": spread,
-            "verdict": verdict}
+    return BaseVerdict([b.context for b in bands], [b.name for b in bands], R, P, spread, verdict)
 
 
-def verdict(bands: Sequence[Band]) -> dict[str, Any]:
-    """The rule applied per base θ (runs grouped by their layer-0 θ), then the law."""
-    by_base: dict[float, list[Band]] = {}
+def by_base(bands: Sequence[Band]) -> dict[str, list[Band]]:
+    """Runs grouped by their layer-0 θ (as ``f"{θ:g}"``), in increasing θ."""
+    groups: dict[float, list[Band]] = {}
     for b in bands:
-        by_base.setdefault(b.theta[0], []).append(b)
-    per_base = {f"{theta:g}": verdict_for_base(group) for theta, group in sorted(by_base.items())}
-    kinds = [v["verdict"] for v in per_base.values()]
+        groups.setdefault(b.theta[0], []).append(b)
+    return {f"{theta:g}": group for theta, group in sorted(groups.items())}
+
+
+def verdict(bands: Sequence[Band]) -> FirstRule:
+    """The rule applied per base θ (runs grouped by their layer-0 θ), then the law."""
+    per_base = {theta: verdict_for_base(group) for theta, group in by_base(bands).items()}
+    kinds = [v.verdict for v in per_base.values()]
     law = ("holds" if kinds and all(k == "follows the context" for k in kinds) else
            "fails" if "follows the pair index" in kinds else "undecided")
-    return {"rule": RULE, "per_base": per_base, "law": law}
+    return FirstRule(per_base, law)
 
 
 def _slope(logC: np.ndarray, logW: np.ndarray) -> float:
@@ -165,7 +195,28 @@ def _slope(logC: np.ndarray, logW: np.ndarray) -> float:
     return float((c * (logW - logW.mean())).sum() / (c * c).sum())
 
 
-def slope_for_base(bands: Sequence[Band], n_boot: int = BOOTSTRAP, rng_seed: int = 0) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SlopeFit:
+    """``SLOPE_RULE`` for one base: the fitted slope of log W on log C and its bootstrap 95%
+    interval (None with fewer than two contexts or seeds, ``detail`` saying so), the number of
+    (run, layer, head) points, the verdict (``SLOPE_VERDICTS``) and the pair grid."""
+    contexts: list[int]
+    seeds: list[int | None]
+    runs: list[str]
+    pair_grid: dict[str, float]
+    slope: float | None = None
+    ci95: list[float] | None = None
+    n_points: int | None = None
+    verdict: str = SLOPE_VERDICTS[2]
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in ("contexts", "seeds", "runs", "pair_grid", "slope", "ci95")}
+        out |= {} if self.n_points is None else {"n_points": self.n_points}
+        return out | {"verdict": self.verdict} | ({"detail": self.detail} if self.detail else {})
+
+
+def slope_for_base(bands: Sequence[Band], n_boot: int = BOOTSTRAP, rng_seed: int = 0) -> SlopeFit:
     """``SLOPE_RULE`` for the runs of one base: the fitted slope, its bootstrap interval, the
     verdict, and the pair grid (one pair step multiplies the wavelength by θ^(2/D), so a context
     ratio moves the band by log(ratio) / log(θ^(2/D)) pairs if it follows the context)."""
@@ -176,14 +227,12 @@ def slope_for_base(bands: Sequence[Band], n_boot: int = BOOTSTRAP, rng_seed: int
              for s in seeds}  # per seed: (log C, log W of every head) per (run, layer ≥ 1)
     flat = {s: (np.concatenate([np.full(len(w), c) for c, w in u]), np.concatenate([w for _, w in u]))
             for s, u in units.items() if u}
-    out: dict[str, Any] = {"contexts": contexts, "seeds": seeds, "runs": [b.name for b in bands]}
     theta, D = bands[0].theta[0], 2 * bands[0].n_pairs
     step = theta ** (2 / D)
-    out["pair_grid"] = {"wavelength_factor_per_pair": step, "pairs_per_context_doubling": float(
-        np.log(2) / np.log(step))}
+    grid = {"wavelength_factor_per_pair": step, "pairs_per_context_doubling": float(np.log(2) / np.log(step))}
+    fit = SlopeFit(contexts, seeds, [b.name for b in bands], grid)
     if len(contexts) < 2 or len(flat) < 2:
-        return out | {"slope": None, "ci95": None, "verdict": "undecided",
-                      "detail": "needs two contexts and two seeds"}
+        return replace(fit, detail="needs two contexts and two seeds")
     logC = np.concatenate([flat[s][0] for s in flat])
     logW = np.concatenate([flat[s][1] for s in flat])
     rng = np.random.default_rng(rng_seed)
@@ -200,31 +249,35 @@ def slope_for_base(bands: Sequence[Band], n_boot: int = BOOTSTRAP, rng_seed: int
             boots.append(_slope(c, np.concatenate(ws)))
     lo, hi = (float(x) for x in np.percentile(boots, [2.5, 97.5]))
     holds1, holds0 = lo <= 1 <= hi, lo <= 0 <= hi
-    verdict = ("follows the context" if holds1 and not holds0 else
-               "fixed in frequency" if holds0 and not holds1 else "undecided")
-    return out | {"slope": _slope(logC, logW), "ci95": [lo, hi], "n_points": int(len(logC)),
-                  "verdict": verdict}
+    verdict = (SLOPE_VERDICTS[0] if holds1 and not holds0 else
+               SLOPE_VERDICTS[1] if holds0 and not holds1 else SLOPE_VERDICTS[2])
+    return replace(fit, slope=_slope(logC, logW), ci95=[lo, hi], n_points=int(len(logC)), verdict=verdict)
 
 
-def slope_law(bands: Sequence[Band], n_boot: int = BOOTSTRAP) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SlopeLaw:
+    """``SLOPE_RULE`` per base and the law as an applied ``Claim`` (the rule that decides)."""
+    per_base: dict[str, SlopeFit]
+    claim: Claim
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": SLOPE_RULE, "per_base": {t: f.to_json() for t, f in self.per_base.items()},
+                "claim": self.claim.to_json()}
+
+
+def _slope_check(per: dict[str, SlopeFit]) -> Outcome:
+    kinds = [f.verdict for f in per.values()]
+    held = (True if kinds and all(k == SLOPE_VERDICTS[0] for k in kinds) else
+            False if SLOPE_VERDICTS[1] in kinds else None)
+    return Outcome({t: {"slope": f.slope, "ci95": f.ci95, "verdict": f.verdict} for t, f in per.items()}, held)
+
+
+def slope_law(bands: Sequence[Band], n_boot: int = BOOTSTRAP) -> SlopeLaw:
     """``SLOPE_RULE`` per base, and the law as a ``Claim``."""
-    from mvjax.analysis.claims import Claim, Outcome
-
-    by_base: dict[float, list[Band]] = {}
-    for b in bands:
-        by_base.setdefault(b.theta[0], []).append(b)
-    per_base = {f"{t:g}": slope_for_base(g, n_boot) for t, g in sorted(by_base.items())}
-
-    def check(per: dict[str, Any]) -> Outcome:
-        kinds = [v["verdict"] for v in per.values()]
-        held = (True if kinds and all(k == SLOPE_VERDICTS[0] for k in kinds) else
-                False if SLOPE_VERDICTS[1] in kinds else None)
-        return Outcome({t: {k: v.get(k) for k in ("slope", "ci95", "verdict")} for t, v in per.items()},
-                       held)
-
+    per_base = {t: slope_for_base(g, n_boot) for t, g in by_base(bands).items()}
     claim = Claim("band", "the strongest K pair's wavelength follows the training context",
-                  SLOPE_RULE, check).apply(per_base)
-    return {"rule": SLOPE_RULE, "per_base": per_base, "claim": claim.to_json()}
+                  SLOPE_RULE, _slope_check).apply(per_base)
+    return SlopeLaw(per_base, claim)
 
 
 def layer_groups(band: Band) -> dict[str, list[int]]:
@@ -251,7 +304,7 @@ def reference_rows(band: Band) -> list[dict[str, Any]]:
     return rows
 
 
-def table(runs: Sequence[Band], refs: Sequence[Band], result: dict[str, Any]) -> str:
+def table(runs: Sequence[Band], refs: Sequence[Band], first: FirstRule, slope: SlopeLaw | None = None) -> str:
     head = ("| run | θ | context | tokens | median top-pair (of n) | median wavelength W | W / context "
             "| K top-pair wavelength per layer (median over heads) |")
     lines = [head, "|---" * head.count(" | ") + "|---|"]
@@ -263,25 +316,23 @@ def table(runs: Sequence[Band], refs: Sequence[Band], result: dict[str, Any]) ->
                      f"{per_layer} |")
     lines += ["", "| θ | contexts | W / context | median pair | max/min of W/context | verdict |",
               "|---|---|---|---|---|---|"]
-    for theta, v in result["per_base"].items():
-        lines.append(f"| {theta} | {' / '.join(map(str, v['contexts']))} | "
-                     f"{' / '.join(f'{r:.2f}' for r in v['wavelength_over_context'])} | "
-                     f"{' / '.join(f'{p:g}' for p in v['median_pair'])} | {v['ratio_spread']:.2f} | "
-                     f"{v['verdict']} |")
-    lines += ["", f"**Law: {result['law']}.** Rule (fixed before the runs): {RULE}"]
-    if result.get("slope"):
-        sl = result["slope"]
+    for theta, v in first.per_base.items():
+        lines.append(f"| {theta} | {' / '.join(map(str, v.contexts))} | "
+                     f"{' / '.join(f'{r:.2f}' for r in v.wavelength_over_context)} | "
+                     f"{' / '.join(f'{p:g}' for p in v.median_pair)} | {v.ratio_spread:.2f} | "
+                     f"{v.verdict} |")
+    lines += ["", f"**Law: {first.law}.** Rule (fixed before the runs): {RULE}"]
+    if slope is not None:
         lines += ["", "Second rule (the one that decides, `RULE-slope.md`): slope of log W on log C "
                   "over (run, layer ≥ 1, K head), bootstrap over seeds and heads.", "",
                   "| θ | contexts | seeds | points | slope [95% CI] | pairs per context doubling "
                   "(if it follows) | verdict |", "|---|---|---|---|---|---|---|"]
-        for theta, v in sl["per_base"].items():
-            fit = ("n/a" if v["slope"] is None else
-                   f"{v['slope']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]")
-            lines.append(f"| {theta} | {' / '.join(map(str, v['contexts']))} | "
-                         f"{', '.join(map(str, v['seeds']))} | {v.get('n_points', 0)} | {fit} | "
-                         f"{v['pair_grid']['pairs_per_context_doubling']:.2f} | {v['verdict']} |")
-        lines += ["", f"**The band follows the context: {sl['claim']['verdict']}.**"]
+        for theta, v in slope.per_base.items():
+            fit = "n/a" if v.slope is None else f"{v.slope:.2f} [{v.ci95[0]:.2f}, {v.ci95[1]:.2f}]"
+            lines.append(f"| {theta} | {' / '.join(map(str, v.contexts))} | "
+                         f"{', '.join(map(str, v.seeds))} | {v.n_points or 0} | {fit} | "
+                         f"{v.pair_grid['pairs_per_context_doubling']:.2f} | {v.verdict} |")
+        lines += ["", f"**The band follows the context: {slope.claim.verdict}.**"]
     if refs:
         lines += ["", "| pretrained | layers | n | median top-pair (of n) | median wavelength W "
                   "| context | W / context | W / window |", "|---|---|---|---|---|---|---|---|"]
@@ -450,15 +501,15 @@ def _run(args: argparse.Namespace) -> int:
     for spec in args.reference:
         name, _, ctx = spec.partition(":")
         refs = [r for r in refs if r.name != name] + [reference_band(name, int(ctx) if ctx else None)]
-    result = verdict(runs) | {"slope": slope_law(runs)}
+    first, slope = verdict(runs), slope_law(runs)
     command = "mvjax experiment band " + " ".join(args.runs) + "".join(
         f" --reference {r}" for r in args.reference) + f" --out {args.out}"
     with atomic_directory(args.out) as tmp:  # a band.json read above may live in --out
         (tmp / "band.json").write_text(json.dumps(
-            {"command": command, **result, "runs": [asdict(b) for b in runs],
+            {"command": command, **first.to_json(), "slope": slope.to_json(), "runs": [asdict(b) for b in runs],
              "references": [asdict(b) for b in refs],
              "reference_rows": [row for b in refs for row in reference_rows(b)]}, indent=1))
         draw(runs, refs, tmp / "band.png")
-        (tmp / "band.md").write_text(table(runs, refs, result))
-    print(table(runs, refs, result))
+        (tmp / "band.md").write_text(table(runs, refs, first, slope))
+    print(table(runs, refs, first, slope))
     return 0

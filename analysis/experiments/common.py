@@ -4,11 +4,19 @@ held-out perplexity rows, the run record (git SHA), and the CLI arguments for al
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mvjax.analysis.claims import claims_json
+from mvjax.analysis.records import ScoredRun
+from mvjax.analysis.resume import Checkpoint, fingerprint, resume_dir
+from mvjax.atomic import atomic_directory, check_results_dir, read_json_state, require
 from mvjax.data.tasks import PASSKEYS
 
 QUICK = {"n": 8, "passkeys": ((128, 5), (256, 5)), "facts_every": 8, "ppl_rows": 1, "ppl_len": 256}
@@ -206,10 +214,6 @@ FLAGS = {"lam": "--lambda"}  # argparse dests spelled otherwise on the command l
 def run_plan(name: str, args: argparse.Namespace, model, tasks, rows: np.ndarray) -> dict[str, Any]:
     """Everything that decides a run's numbers, keyed as a user would name it (``--method``,
     ``model config``, ``tasks``): two runs resume each other's pieces exactly when these match."""
-    from pathlib import Path
-
-    from mvjax.analysis.resume import fingerprint
-
     plan: dict[str, Any] = {"experiment": name}
     plan |= {FLAGS.get(k, "--" + k.replace("_", "-")): v for k, v in sorted(vars_of(args).items())
              if k not in NOT_PLANNED}
@@ -221,29 +225,21 @@ def run_plan(name: str, args: argparse.Namespace, model, tasks, rows: np.ndarray
     return plan
 
 
-def _comparable(record: dict, config) -> dict[str, Any]:
+def _comparable(record: ScoredRun, config) -> dict[str, Any]:
     """What of a results header (experiment, model, run) and config decides the numbers: task
     files by their names (not path spelling), the config without its batch size."""
-    import dataclasses
-    import json
-    from pathlib import Path
-
     config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
-    run = dict(record.get("run") or {})
+    run = dict(record.run or {})
     if isinstance(run.get("task_files"), list):
         run["task_files"] = [Path(str(f)).stem for f in run["task_files"]]
     if isinstance(config, dict):
         config = {k: v for k, v in config.items() if k != "batch_size"}
-    return json.loads(json.dumps({"experiment": record.get("experiment"), "model": record.get("model"),
+    return json.loads(json.dumps({"experiment": record.experiment, "model": record.model,
                                   "run": run, "config": config}, default=repr))
 
 
-def read_seed(path: str) -> dict:
+def read_seed(path: str) -> ScoredRun:
     """``--seed-from``'s results.json, checked before the model loads."""
-    from pathlib import Path
-
-    from mvjax.atomic import read_json_state, require
-
     if not Path(path).is_file():
         raise FileNotFoundError(f"--seed-from {path} does not exist: give the results.json of an "
                                 "earlier run with these settings")
@@ -251,13 +247,13 @@ def read_seed(path: str) -> dict:
     if not isinstance(results, dict):
         raise ValueError(f"--seed-from {path} is not a results.json (not a JSON object)")
     require(results, "conditions", dict, path)
-    return results
+    return ScoredRun.from_json(results)
 
 
-def check_seed(path: str, results: dict, header: dict, config) -> None:
+def check_seed(path: str, seeded: ScoredRun, header: ScoredRun, config) -> None:
     """Refuse a results file made with other settings, naming the first field that differs
     (a ``--top-k 2`` run's numbers must never stand in for a ``--top-k 1`` run's)."""
-    there, here = _comparable(results, results.get("config")), _comparable(header, config)
+    there, here = _comparable(seeded, seeded.config), _comparable(header, config)
     for key in here:
         a, b = there[key], here[key]
         if a == b:
@@ -269,21 +265,14 @@ def check_seed(path: str, results: dict, header: dict, config) -> None:
                          f"{b!r} here; give a results.json of a run with this run's flags")
 
 
-def write_results(out, result: dict, claims, notes, write) -> list:
-    """Apply ``claims`` and ``notes`` to ``result`` and write results.json, figures and report.md
+def write_results(out, run: ScoredRun, claims, notes, write) -> list:
+    """Apply ``claims`` and ``notes`` to ``run`` and write results.json, figures and report.md
     as one set into ``out`` (the whole set replaces any earlier one, or nothing does)."""
-    import json
-
-    from mvjax.analysis.claims import claims_json
-    from mvjax.atomic import atomic_directory
-
-    checked = claims(result)
-    result["claims"] = claims_json(checked)
-    if notes is not None:
-        result["notes"] = notes(result)
+    checked = claims(run)
+    run = run.with_claims(claims_json(checked), None if notes is None else notes(run))
     with atomic_directory(out) as tmp:
-        (tmp / "results.json").write_text(json.dumps(result, indent=1))
-        write(result, tmp)
+        (tmp / "results.json").write_text(json.dumps(run.to_json(), indent=1))
+        write(run, tmp)
     return checked
 
 
@@ -291,25 +280,21 @@ def write_partial(args: argparse.Namespace, claims, write, notes) -> int:
     """``--partial-to DIR``: the results set of the conditions a run at ``--out`` (running or
     killed) has finished so far, with its claims; of a finished run, its results redrawn (claims,
     figures, report) by the code of today. Nothing is scored."""
-    import json
-    from pathlib import Path
-
-    from mvjax.analysis.resume import resume_dir
-    from mvjax.atomic import check_results_dir
-
     where, final = resume_dir(args.out), Path(args.out) / "results.json"
     if (where / "partial.json").is_file():
-        result = json.loads((where / "header.json").read_text()) | json.loads((where / "partial.json").read_text())
-        n = len(result["conditions"])
-        result["partial"] = f"{n} condition(s) finished when this set was written; the run goes on or resumes"
+        run = ScoredRun.from_json(json.loads((where / "header.json").read_text())
+                                  | json.loads((where / "partial.json").read_text()))
+        run = run.recorded(partial=f"{len(run.conditions)} condition(s) finished when this set was "
+                           "written; the run goes on or resumes")
     elif final.is_file():  # a finished run: its numbers, with today's claims, figures and report
-        result = {k: v for k, v in json.loads(final.read_text()).items() if k not in ("claims", "notes")}
+        run = ScoredRun.from_json({k: v for k, v in json.loads(final.read_text()).items()
+                                   if k not in ("claims", "notes")})
     else:
         raise FileNotFoundError(f"no finished condition of a run at {args.out} ({where} has none): "
                                 "start the run first, or wait for its first condition")
     out = check_results_dir(args.partial_to, "results.json")
-    write_results(out, result, claims, notes, write)
-    print(json.dumps({"out": str(out), "partial": result.get("partial", "no: a finished run, redrawn")}))
+    write_results(out, run, claims, notes, write)
+    print(json.dumps({"out": str(out), "partial": run.partial or "no: a finished run, redrawn"}))
     return 0
 
 
@@ -322,11 +307,6 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     kept beside ``--out`` until the results are written (``analysis.resume``): the same command
     run again after a kill resumes; ``--seed-from`` starts from an earlier results.json of the
     same settings (``config``: the experiment's config dataclass, as results.json holds it)."""
-    import json
-    import time
-
-    from mvjax.atomic import check_results_dir
-
     if getattr(args, "partial_to", None):
         return write_partial(args, claims, write, notes)
     t0 = time.time()
@@ -340,8 +320,6 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     if not 1 <= top_k <= model.cfg.head_dim:
         raise ValueError(f"--top-k {top_k} is invalid: use 1..head_dim={model.cfg.head_dim}")
     rows = ppl_rows(tok, p["ppl_rows"], p["ppl_len"])
-    from mvjax.analysis.resume import Checkpoint, fingerprint, resume_dir
-
     legacy = fingerprint(name, vars_of(args), model.cfg.to_dict(), [(t.name, t.kind, t.items) for t in tasks],
                          rows.tolist())
     only = getattr(args, "only", None)
@@ -350,26 +328,26 @@ def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, cla
     names = None if only is None else [s.strip() for s in only.split(",") if s.strip()]
     header = {"experiment": name, **run_record(args, model, p)}
     if seeded is not None:
-        check_seed(seed, seeded, header, config)
+        check_seed(seed, seeded, ScoredRun.from_json(header), config)
     with Checkpoint(resume_dir(out), run_plan(name, args, model, tasks, rows), names, legacy) as ck:
         if ck.done():
             print(f"resuming: {ck.done()} finished piece(s) in {ck.directory}", flush=True)
         if seeded is not None:
-            new = [c for c in seeded["conditions"] if ck.seed(c, seeded["conditions"][c])]
+            new = [name for name, c in seeded.conditions.items() if ck.seed(name, c.to_json())]
             print(f"seeded from {seed}: {', '.join(new) or 'nothing (all present)'}", flush=True)
         ck.note("header.json", header)
-        result = header | compute(model, tok, tasks, rows, ck)
-        import jax
+        run = ScoredRun.from_json(header | compute(model, tok, tasks, rows, ck))
+        import jax  # here, not at the top: the CLI builds its parsers from this module without jax
 
         if jax.process_index() != 0:  # every process scored its rows; process 0 writes
             return 0
         if ck.helper:  # the main run writes the results
-            print(json.dumps({"scored": sorted(result["conditions"]), "into": str(ck.directory),
+            print(json.dumps({"scored": sorted(run.conditions), "into": str(ck.directory),
                               "seconds": round(time.time() - t0, 1)}))
             return 0
-        result["seconds"] = round(time.time() - t0, 1)
-        checked = write_results(out, result, claims, notes, write)
+        run = run.recorded(seconds=round(time.time() - t0, 1))
+        checked = write_results(out, run, claims, notes, write)
         ck.remove()
-    print(json.dumps({"out": str(out), "seconds": result["seconds"], "claims": [c.sentence() for c in checked]},
+    print(json.dumps({"out": str(out), "seconds": run.seconds, "claims": [c.sentence() for c in checked]},
                      indent=1))
     return 0

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     small = args.quick or preset_name(args) == "confounds"  # confounds: int4 only (RULES.md)
     config = QuantizeConfig(top_k=args.top_k, batch_size=args.batch_size, **(QUICK if small else {}))
     from mvjax.analysis.experiments.common import run_experiment
-    from mvjax.analysis.quantize import quantize, quantize_claims, quantize_notes, write_quantize_report
+    from mvjax.analysis.quantize import quantize
+    from mvjax.analysis.quantize_report import quantize_claims, quantize_notes, write_quantize_report
 
     return run_experiment(
         args, "quantize", config.top_k,

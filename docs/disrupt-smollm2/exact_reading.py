@@ -12,9 +12,10 @@ import json
 import sys
 
 from mvjax.analysis.disrupt_rules import drop_difference, kind_drop, pooled_kind
+from mvjax.analysis.records import ScoredRun
 
 
-def reading(result: dict, cond: str) -> dict:
+def reading(result: ScoredRun, cond: str) -> dict:
     drops, intervals = {}, []
     for kind in ("contextual", "parametric"):
         ko, n, _ = pooled_kind(result, "original", kind, metric="exact")
@@ -28,6 +29,6 @@ def reading(result: dict, cond: str) -> dict:
 
 
 if __name__ == "__main__":
-    result = json.load(open(sys.argv[1]))
-    conds = [c for c in result["conditions"] if c != "original"]
+    result = ScoredRun.load(sys.argv[1])
+    conds = [c for c in result.conditions if c != "original"]
     print(json.dumps({c: reading(result, c) for c in conds}, indent=1))

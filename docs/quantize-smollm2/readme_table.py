@@ -8,23 +8,24 @@ contextual by greedy exact and by each task's main metric, parametric by main me
 
 from __future__ import annotations
 
-import json
 import sys
 
-from mvjax.analysis.quantize import KIND_READINGS, READINGS, kept_pairs, kind_point
+from mvjax.analysis.quantize_report import KIND_READINGS
+from mvjax.analysis.quantize_rules import READINGS, kept_pairs, kind_point
+from mvjax.analysis.records import ScoredRun
 
 
 def _ci(p: tuple | None) -> str:
     return "–" if p is None else f"{100 * p[0]:.1f} [{100 * p[1]:.0f}, {100 * p[2]:.0f}]"
 
 
-def _ppl(result: dict, cond: str) -> str:
-    ppl = result["conditions"][cond].get("perplexity")
+def _ppl(result: ScoredRun, cond: str) -> str:
+    ppl = result.conditions[cond].perplexity
     return "–" if ppl is None else f"{ppl:.1f}"
 
 
-def table(result: dict) -> str:
-    verdict = {c["name"]: c["verdict"] for c in result.get("claims", [])}
+def table(result: ScoredRun) -> str:
+    verdict = {c["name"]: c["verdict"] for c in result.claims or []}
     head = ["setting"] + [f"{label}: {arm}" for label in KIND_READINGS for arm in ("quantized", "kept")]
     head += ["perplexity: quantized / kept", "keeping helps (main / exact)"]
     rows = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
@@ -40,4 +41,4 @@ def table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    print(table(json.load(open(sys.argv[1]))))
+    print(table(ScoredRun.load(sys.argv[1])))
