@@ -283,3 +283,21 @@ def test_resuming_one_arm_keeps_every_finished_arm_in_the_results(finished):
     again = run(dataclasses.replace(preset, arms=(preset.arms[-1],)), out, resume=True)
     assert list(again.arms) == list(preset.arms)
     assert list(json.loads((out / "results.json").read_text())["arms"]) == list(preset.arms)
+
+
+def test_the_episode_curves_do_not_change_training(tmp_path):
+    """The gap probe and the episode norms read the model: the same arm trained with and without
+    them has the same losses, step for step (so replacement seeds compare with seeds 0-2)."""
+    import dataclasses
+
+    from mvjax.analysis.experiments.rope_cause import train_arms
+
+    losses = {}
+    for gap in (0, 2):
+        preset = dataclasses.replace(PRESETS["test"], arms=("rope",), gap_every=gap)
+        assert train_arms(preset, tmp_path / str(gap), resume=False)
+        logs = read_metrics(tmp_path / str(gap) / "arms" / "rope" / "metrics.jsonl")
+        losses[gap] = [(r["step"], r["loss"]) for r in logs if "loss" in r]
+        gaps = [r for r in logs if "probe" in r and "gap" in r["probe"]]
+        assert len(gaps) == (0 if gap == 0 else 2)
+    assert losses[0] == losses[2] and len(losses[0]) >= 2

@@ -101,3 +101,20 @@ def test_run_writes_verdicts_report_and_figure(tmp_path):
 def test_an_untested_seed_is_said_apart_from_disagreement():
     assert arm_verdict([HOLDS, HOLDS, NOT_TESTED])[1].startswith("holds in all 2 tested seeds")
     assert arm_verdict([HOLDS, FAILS, HOLDS])[1] == "seeds disagree"
+
+
+@pytest.mark.parametrize("verdicts, verdict, seeds", [
+    ({0: HOLDS, 1: HOLDS, 2: NOT_TESTED}, NOT_TESTED, [0, 1, 2]),  # no replacement run yet
+    ({0: HOLDS, 1: HOLDS, 2: NOT_TESTED, 3: HOLDS}, HOLDS, [0, 1, 3]),
+    ({0: HOLDS, 1: HOLDS, 2: NOT_TESTED, 3: FAILS}, NOT_TESTED, [0, 1, 3]),  # disagree
+    ({0: HOLDS, 1: HOLDS, 2: NOT_TESTED, 3: NOT_TESTED, 4: HOLDS}, HOLDS, [0, 1, 4]),
+    ({0: FAILS, 1: NOT_TESTED, 2: NOT_TESTED, 3: FAILS}, NOT_TESTED, [0, 1, 2]),  # 2 tested: 0-2 read
+    ({0: HOLDS, 1: HOLDS, 2: HOLDS, 3: FAILS}, HOLDS, [0, 1, 2]),  # an unneeded seed decides nothing
+    ({0: HOLDS, 1: NOT_TESTED, 2: HOLDS, 3: HOLDS, 4: HOLDS, 5: FAILS}, HOLDS, [0, 2, 3]),
+])
+def test_replacement_seeds_decide_only_in_place_of_an_untested_seed(verdicts, verdict, seeds):
+    from mvjax.analysis.experiments.rope_cause_seeds import arm_outcome
+
+    got, detail, deciding = arm_outcome(verdicts)
+    assert (got, deciding) == (verdict, seeds)
+    assert ("replaced" in detail) == (deciding != [0, 1, 2])

@@ -93,6 +93,35 @@ def arm_verdict(verdicts: list[str]) -> tuple[str, str]:
     return NOT_TESTED, "seeds disagree"
 
 
+REPLACEMENT_SEEDS = (3, 4)  # RULE-replacement.md: run in order while seeds 0–2 hold an untested one
+REPLACEMENT_RULE = ("an arm whose seeds 0–2 include an untested seed runs replacement seeds 3, then "
+                    "4, until it has three tested seeds; the across-seed rule then reads the first "
+                    "three tested seeds in seed order (fewer than three: seeds 0–2, as before)")
+
+
+def decisive_seeds(verdicts: dict[int, str]) -> list[int]:
+    """The seeds whose verdicts decide the arm (``RULE-replacement.md``): seeds 0–2; when one of
+    them is not tested and replacement seeds (3, then 4) bring the tested seeds to three, the first
+    three tested seeds in seed order."""
+    first = [s for s in sorted(verdicts) if s < 3]
+    tested = [s for s in sorted(verdicts) if verdicts[s] != NOT_TESTED
+              and (s < 3 or s in REPLACEMENT_SEEDS)]
+    if any(verdicts[s] == NOT_TESTED for s in first) and len(tested) >= 3:
+        return tested[:3]
+    return first
+
+
+def arm_outcome(verdicts: dict[int, str]) -> tuple[str, str, list[int]]:
+    """(verdict, detail, deciding seeds) of one arm from its {seed: verdict}."""
+    seeds = decisive_seeds(verdicts)
+    verdict, detail = arm_verdict([verdicts[s] for s in seeds])
+    if seeds != [s for s in sorted(verdicts) if s < 3]:
+        replaced = [s for s in sorted(verdicts) if s < 3 and s not in seeds]
+        detail = (f"seeds {', '.join(map(str, seeds))} decide (seed {', '.join(map(str, replaced))} "
+                  f"not tested, replaced): {detail}")
+    return verdict, detail, seeds
+
+
 def concentration(arm: dict[str, Any]) -> dict[str, Any]:
     """λ=5 counts beside the head-size-free measure (top dim's share of its head's energy) on the
     final model's natural-text norms, per site: the mean over heads per layer and the largest."""
@@ -126,12 +155,12 @@ def decide(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
     """Every seed's outcome and concentration, every arm's verdict, the claim's verdict."""
     arms: dict[str, Any] = {}
     for arm, seeds in runs.items():
-        outcomes = {s: seed_outcome(r["disruption"]["accuracy"]) | {"concentration": concentration(r)}
-                    for s, r in seeds.items()}
-        verdict, detail = arm_verdict([o["verdict"] for o in outcomes.values()])
-        arms[arm] = {"seeds": outcomes, "verdict": verdict, "detail": detail}
+        outcomes = {s: seed_outcome(seeds[s]["disruption"]["accuracy"]) | {"concentration": concentration(seeds[s])}
+                    for s in sorted(seeds)}
+        verdict, detail, deciding = arm_outcome({s: o["verdict"] for s, o in outcomes.items()})
+        arms[arm] = {"seeds": outcomes, "verdict": verdict, "detail": detail, "deciding_seeds": deciding}
     claim = arms.get("rope", {}).get("verdict", NOT_TESTED)
-    return {"rule": RULE, "arms": arms, "claim_5": claim}
+    return {"rule": RULE, "replacement_rule": REPLACEMENT_RULE, "arms": arms, "claim_5": claim}
 
 
 def _pct(k: int | None, n: int | None) -> str:
@@ -142,6 +171,8 @@ def report(decided: dict[str, Any]) -> str:
     """Markdown: per seed, per arm across seeds, and the concentration measures."""
     lines = ["# Claim (5) across training seeds", "",
              f"Rule (fixed before the runs, `RULE.md`): {decided['rule']}", "",
+             f"Replacement seeds (`RULE-replacement.md`, fixed before any seed above 2 ran): "
+             f"{decided['replacement_rule']}.", "",
              f"**Claim (5), by the RoPE θ=1e4 arm: {decided['claim_5']}.**", "",
              "## Per arm", "", "| arm | seeds | per-seed verdicts | verdict |", "|---|---|---|---|"]
     for arm, a in decided["arms"].items():
