@@ -13,6 +13,9 @@ import signal
 import sys
 from collections.abc import Iterator
 
+from mvjax.atomic import disk_full, os_error_line  # stdlib only, as is host_memory
+from mvjax.host_memory import NOTICE, reexec_tuned, restarted_tuned
+
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = (
     "mvjax.commands.basic",
@@ -76,8 +79,6 @@ def resume_hint(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mvjax.atomic import disk_full, os_error_line
-
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join(["mvjax", *argv])  # recorded in results (mvjax.provenance)
@@ -133,7 +134,6 @@ def entry() -> None:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when ignored
         signal.signal(signal.SIGINT, _exit_while_starting)
     try:
-        from mvjax.host_memory import NOTICE, reexec_tuned, restarted_tuned
         reexec_tuned()
         if restarted_tuned():
             print(NOTICE, file=sys.stderr)

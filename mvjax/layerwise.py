@@ -20,8 +20,12 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
+import tensorstore as ts
 from flax import nnx
 
+from mvjax.checkpoint import (CONFIG_FILE, PARAMS_DIR, abstract_state, check_param_shapes, is_model_dir,
+                              stored_param_tree)
 from mvjax.config import ModelConfig
 from mvjax.model import Block, Transformer, scale_embedded
 
@@ -81,9 +85,6 @@ class CheckpointWeights:
     the orbax checkpoint only when asked for, as host arrays."""
 
     def __init__(self, directory: str | Path):
-        from mvjax.checkpoint import (CONFIG_FILE, PARAMS_DIR, abstract_state, check_param_shapes,
-                                      is_model_dir, stored_param_tree)
-
         directory = Path(directory).absolute()
         if not is_model_dir(directory):
             raise FileNotFoundError(f"{directory} is not an mvjax model directory (needs "
@@ -105,8 +106,6 @@ class CheckpointWeights:
         return sub
 
     def _restore(self, path: tuple[str, ...]) -> dict[str, Any]:
-        import orbax.checkpoint as ocp
-
         item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), self._metadata(path))
         for key in reversed(path):
             item = {key: item}
@@ -137,8 +136,6 @@ class CheckpointWeights:
         """Rows ``ids`` of one stored array read straight from its TensorStore (zarr in orbax's
         OCDBT database), or None when the array is not stored in row chunks or cannot be opened
         that way (a format change in orbax): the caller then restores it whole."""
-        import tensorstore as ts
-
         meta = self._metadata(path)["value"]
         chunks = getattr(getattr(meta, "storage", None), "chunk_shape", None)
         if not chunks or chunks[0] >= meta.shape[0]:

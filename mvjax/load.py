@@ -15,13 +15,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mvjax.convert.gguf import load_gguf
+from mvjax.convert.hf import load_hf
+from mvjax.convert.weights import load_named, named_dir
+from mvjax.tokenizers import load_tokenizer
+
 NAMED = ("smollm2", "gemma3", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 KINDS = ("named", "mvjax", "hf", "gguf")
 
 
 def detect_kind(path_or_name: str | Path) -> str:
     """Which of ``KINDS`` a model argument is, in the order the module docstring lists."""
-    from mvjax.checkpoint import is_model_dir
+    from mvjax.checkpoint import is_model_dir  # local: orbax, flax; `mvjax --help` imports this module
 
     key = str(path_or_name)
     path = Path(key).expanduser()
@@ -43,12 +48,10 @@ def load_layerwise(path_or_name: str | Path):
     that run one layer at a time (``mvjax.probe.collect_stats``). Model directories (and the cached
     conversion of a named model) are read one layer at a time; HF dirs and GGUF files are loaded
     whole (convert them with ``mvjax convert`` to stream them)."""
-    from mvjax.layerwise import CheckpointWeights, ModelWeights
+    from mvjax.layerwise import CheckpointWeights, ModelWeights  # local: flax; `mvjax --help` imports us
 
     kind = detect_kind(path_or_name)
     if kind in ("named", "mvjax"):
-        from mvjax.convert.weights import named_dir
-
         key = str(path_or_name)
         directory = named_dir(key.lower()) if kind == "named" else Path(key).expanduser()
         return CheckpointWeights(directory), _tokenizer_of(directory)
@@ -68,26 +71,18 @@ def load_pretrained(path_or_name: str | Path, kind: str = "auto", layout: str = 
     if kind == "named":
         if key.lower() not in NAMED:
             raise FileNotFoundError(f"{key!r} is not a named model: use one of {list(NAMED)}")
-        from mvjax.convert.weights import load_named
-
         return load_named(key.lower())
     if kind == "mvjax":
-        from mvjax.checkpoint import load_model
+        from mvjax.checkpoint import load_model  # local: orbax, flax; `mvjax --help` imports this module
 
         return load_model(path), _tokenizer_of(path)
     if kind == "hf":
-        from mvjax.convert.hf import load_hf
-
         return load_hf(path)
-    from mvjax.convert.gguf import load_gguf
-
     return load_gguf(path, layout=layout)
 
 
 def _tokenizer_of(directory: Path):
     """The tokenizer saved in a model directory, or None."""
-    from mvjax.tokenizers import load_tokenizer
-
     try:
         return load_tokenizer(directory)
     except FileNotFoundError:

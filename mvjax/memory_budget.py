@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # host_memory is stdlib only: a flag check need not import jax
-    from mvjax.config import ModelConfig
+import jax
+
+from mvjax.config import ModelConfig
 
 # float32 parameters, their gradients and AdamW's two moments
 TRAIN_BYTES_PER_PARAM = 16
@@ -50,8 +50,6 @@ def host_memory() -> tuple[int | None, str]:
 def available_memory() -> tuple[int | None, str]:
     """(bytes, what they are) that a jax computation can use: the accelerators' memory summed over
     every device (the most a sharded run can use), or the host's on CPU."""
-    import jax
-
     devices = jax.local_devices()  # another process's devices have no statistics here
     if devices[0].platform != "cpu":
         limits = []

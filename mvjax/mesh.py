@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import jax
 import numpy as np
+from jax._src import distributed
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mvjax import sharding as shd
@@ -176,7 +177,7 @@ def check_fits(state: Any, mesh: Mesh, cfg, shape: MeshShape) -> None:
 def place_model(model, shape: MeshShape | str | None) -> Mesh:
     """Put ``model``'s parameters on the mesh ``shape`` (after ``check_fits``), in place; returns
     the mesh. Every process calls it with the same model (same weights, e.g. loaded from disk)."""
-    from flax import nnx
+    from flax import nnx  # local: flax takes seconds and `mvjax --help` imports mvjax.mesh
 
     if shape is None and jax.process_count() > 1:
         shape = "data=-1"  # a multi-process run: every device, items split over them
@@ -208,9 +209,9 @@ def with_compute_dtype(model, name: str | None):
     Statistics stay float32 whatever it is: probes cast each activation before reducing
     (``mvjax.probe.masked_float32``), logits and attention logits are float32, the host sums in
     float64."""
-    from flax import nnx
+    from flax import nnx  # local: as in place_model
 
-    from mvjax.checkpoint import abstract_state
+    from mvjax.checkpoint import abstract_state  # local: import cycle with mvjax.checkpoint (via model)
 
     dtype = compute_dtype(name)
     if model.cfg.dtype == dtype:
@@ -229,8 +230,6 @@ def meet(what: str) -> None:
     rendezvous (gloo on CPU) gives up after 30 s, which a process still compiling can exceed."""
     if jax.process_count() == 1:
         return
-    from jax._src import distributed
-
     _MEETINGS[0] += 1
     distributed.global_state.client.wait_at_barrier(f"mvjax-{_MEETINGS[0]}-{what}",
                                                     MEET_TIMEOUT_S * 1000)

@@ -25,6 +25,7 @@ from flax import nnx
 
 from mvjax.config import ModelConfig
 from mvjax.flash import causal_attention
+from mvjax.mesh import constrain
 from mvjax.positional import Scheme, build_scheme
 
 Array = jax.Array
@@ -75,10 +76,9 @@ class KVCache:
 
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, max_len: int) -> "KVCache":
-        from mvjax.mesh import constrain  # on a mesh: rows over data, KV heads over model
-
         dtype = jnp.dtype(cfg.dtype)
         shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        # on a mesh: rows over data, KV heads over model
         zeros = [constrain(jnp.zeros(shape, dtype), "data", None, "model", None)
                  for _ in range(cfg.num_layers)]
         valid = constrain(jnp.zeros((batch, max_len), bool), "data", None)

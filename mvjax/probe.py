@@ -19,14 +19,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 
-from mvjax.model import SiteContext
+from mvjax.layerwise import ModelWeights, block_kind, block_template
+from mvjax.model import SiteContext, Transformer
 from mvjax.sites import ALL_STAT_SITES, STAT_SITES  # noqa: F401 - STAT_SITES re-exported
 
 
@@ -168,11 +171,6 @@ def collect_stats(model, batches: Iterable, sites: Iterable[str] = ("q", "k", "v
     layer 0, then layer 1, …; the next layer's weights load while the current one computes. Keep
     B×T fixed (pad the last batch with mask 0) so each block compiles once.
     """
-    from tqdm.auto import tqdm
-
-    from mvjax.layerwise import ModelWeights
-    from mvjax.model import Transformer
-
     weights = ModelWeights(model) if isinstance(model, Transformer) else model
     probe = CaptureStats(frozenset(sites), norm_dims)
     cfg = weights.cfg
@@ -206,10 +204,6 @@ def _checked_batch(batch) -> tuple[np.ndarray, np.ndarray]:
 def _sweep_layers(weights, group: list[tuple[np.ndarray, np.ndarray]], probe: CaptureStats,
                   bar) -> Records:
     """Every batch of ``group`` through every layer, one layer's weights at a time."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from mvjax.layerwise import block_kind, block_template
-
     cfg = weights.cfg
     hidden = weights.embed([t for t, _ in group])
     valid = [jnp.asarray(m) for _, m in group]

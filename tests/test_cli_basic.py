@@ -257,8 +257,8 @@ def test_convert_owns_its_work_dir_and_checks_output_first(model_dir, tmp_path, 
     assert main(["convert", str(d), str(tmp_path / "x")]) == 0
     assert (tmp_path / "x.tmp" / "mine.txt").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x", "x.tmp"]
-    import mvjax.load
+    import mvjax.convert.cli
 
-    monkeypatch.setattr(mvjax.load, "load_pretrained", lambda *a, **k: pytest.fail("source read first"))
+    monkeypatch.setattr(mvjax.convert.cli, "load_pretrained", lambda *a, **k: pytest.fail("source read first"))
     assert main(["convert", str(d), "/sys/mvjax-x"]) == 2
     assert "cannot write into" in _one_line_error(capsys)

@@ -217,7 +217,6 @@ def test_fetcher_without_registry_is_one_clear_error(tmp_path, monkeypatch):
 def test_smollm2_cache_is_converted_once_and_streams(tmp_path, monkeypatch):
     """The named model converts into the current cache layout (stale layouts removed), and the
     layer-at-a-time loader then reads that directory instead of converting again."""
-    import mvjax.convert.gguf
     from mvjax.config import ModelConfig
     from mvjax.convert import weights
     from mvjax.layerwise import CheckpointWeights
@@ -236,7 +235,7 @@ def test_smollm2_cache_is_converted_once_and_streams(tmp_path, monkeypatch):
                                       mlp_hidden=24)), ByteTokenizer()
 
     monkeypatch.setattr(weights, "fetch_smollm2", lambda quiet=False: tmp_path / "x.gguf")
-    monkeypatch.setattr(mvjax.convert.gguf, "load_gguf", fake_gguf)
+    monkeypatch.setattr(weights, "load_gguf", fake_gguf)
     first, tok = load_layerwise("smollm2")
     again, _ = load_layerwise("SmolLM2")
     assert isinstance(first, CheckpointWeights) and isinstance(again, CheckpointWeights)

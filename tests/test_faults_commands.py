@@ -383,9 +383,9 @@ def test_rope_cause_ctrl_c_in_the_analysis_stage(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("temperature", ["nan", "-1", "inf"])
 def test_generate_refuses_a_bad_temperature_before_loading(monkeypatch, capsys, temperature):
-    import mvjax.load
+    import mvjax.commands.generate
 
-    monkeypatch.setattr(mvjax.load, "load_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr(mvjax.commands.generate, "load_pretrained", lambda *a, **k: pytest.fail("loaded"))
     assert main(["generate", "--model", "x", "--prompt", "hi", "--temperature", temperature]) == 2
     one_line(capsys, "temperature", "is invalid")
 

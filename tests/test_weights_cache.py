@@ -16,7 +16,6 @@ from types import SimpleNamespace
 import pytest
 from test_faults_commands import FullDisk  # writes under a folder fail with ENOSPC
 
-import mvjax.convert.gguf
 from mvjax.checkpoint import is_model_dir
 from mvjax.cli import main
 from mvjax.config import ModelConfig
@@ -86,7 +85,7 @@ def fake_convert(monkeypatch) -> list[Path]:
         return init_model(ModelConfig(vocab_size=260, hidden_size=16, num_layers=1, num_heads=2,
                                       mlp_hidden=24)), ByteTokenizer()
 
-    monkeypatch.setattr(mvjax.convert.gguf, "load_gguf", fake_gguf)
+    monkeypatch.setattr(weights, "load_gguf", fake_gguf)
     return calls
 
 

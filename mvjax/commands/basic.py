@@ -6,6 +6,18 @@ import argparse
 import json
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import mvjax
+from mvjax.config import ModelConfig, PositionalConfig
+from mvjax.convert.gguf import gguf_model_config, open_gguf
+from mvjax.convert.hf import hf_to_model_config
+from mvjax.load import detect_kind
+from mvjax.positional import SCHEME_REGISTRY
+from mvjax.tokenizers import ByteTokenizer
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("version", help="print the mvjax, jax and flax versions")
@@ -24,10 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _version(args: argparse.Namespace) -> int:
-    import flax
-    import jax
-
-    import mvjax
+    import flax  # local: seconds to import, kept out of `mvjax --help`
 
     print(f"mvjax {mvjax.__version__}  jax {jax.__version__}  flax {flax.__version__}  "
           f"backend {jax.default_backend()} ({jax.device_count()} devices)")
@@ -35,20 +44,14 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from mvjax.checkpoint import CONFIG_FILE
-    from mvjax.config import ModelConfig
-    from mvjax.load import detect_kind
+    from mvjax.checkpoint import CONFIG_FILE  # local: orbax and flax, kept out of `mvjax --help`
 
     path = Path(args.model)
     # a model file or directory is read the way mvjax.load resolves it; anything else is a config
     kind = detect_kind(path) if path.is_dir() or path.suffix == ".gguf" else "config"
     if kind == "gguf":
-        from mvjax.convert.gguf import gguf_model_config, open_gguf
-
         cfg = gguf_model_config(open_gguf(path))
     elif kind == "hf":
-        from mvjax.convert.hf import hf_to_model_config
-
         cfg = hf_to_model_config(json.loads((path / CONFIG_FILE).read_text()))
     else:
         cfg = ModelConfig.load(path / CONFIG_FILE if path.is_dir() else path)
@@ -58,14 +61,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import jax.numpy as jnp
-    import numpy as np
-
-    from mvjax.config import ModelConfig, PositionalConfig
-    from mvjax.generate import generate
-    from mvjax.model import init_model
-    from mvjax.positional import SCHEME_REGISTRY
-    from mvjax.tokenizers import ByteTokenizer
+    from mvjax.generate import generate  # local: flax, kept out of `mvjax --help`
+    from mvjax.model import init_model  # local: flax, kept out of `mvjax --help`
 
     tok = ByteTokenizer()
     prompt = jnp.asarray([[tok.bos_id] + tok.encode("Massive values live in")])

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mvjax.analysis.experiments.common import add_mesh_arg
+from mvjax.load import load_pretrained
+from mvjax.mesh import fetch, parse_mesh, place_model
+from mvjax.tokenizers import encode_prompt
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="continue a prompt with a pretrained or trained model")
@@ -13,21 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    from mvjax.analysis.experiments.common import add_mesh_arg
-
     add_mesh_arg(p)
     p.set_defaults(func=_generate)
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from mvjax.generate import check_sampling, generate
-    from mvjax.load import load_pretrained
-
-    from mvjax.mesh import fetch, parse_mesh, place_model
+    from mvjax.generate import check_sampling, generate  # local: flax, kept out of `mvjax --help`
 
     check_sampling(args.temperature, args.top_k)  # before loading the model
     parse_mesh(args.mesh)
@@ -38,8 +38,6 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError(f"model {args.model!r} carries no tokenizer: save one beside it "
                          "(tokenizer.json) to generate from text")
     place_model(model, args.mesh)
-    from mvjax.tokenizers import encode_prompt
-
     ids = encode_prompt(tok, args.prompt)
     if not ids:
         raise ValueError("the prompt encodes to no tokens: give a non-empty --prompt")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mvjax.load import KINDS
+from mvjax.atomic import check_writable
+from mvjax.convert.hf import save_hf
+from mvjax.convert.weights import NAMED_MODELS, fetch_named, named_dir
+from mvjax.load import KINDS, load_pretrained
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,8 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("weights", help="fetch known weights for offline use and print their path")
-    from mvjax.convert.weights import NAMED_MODELS
-
     p.add_argument("name", choices=tuple(NAMED_MODELS),
                    help="; ".join(f"{k}: {v[3]}" for k, v in NAMED_MODELS.items()))
     p.add_argument("--convert", action="store_true",
@@ -33,20 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from mvjax.atomic import check_writable
-
     dst = check_writable(args.dst)  # before reading (and dequantizing) the source
     if dst.exists() and not args.force:
         raise FileExistsError(f"{dst} exists: choose another output or pass --force to replace it")
-    from mvjax.load import load_pretrained
-
     model, tok = load_pretrained(args.src, kind=args.src_kind, layout=args.layout)
     if args.dst_kind == "hf":
-        from mvjax.convert.hf import save_hf
-
         out = save_hf(dst, model, tok)
     else:
-        from mvjax.checkpoint import save_model
+        from mvjax.checkpoint import save_model  # local: orbax and flax, kept out of `mvjax --help`
 
         out = save_model(dst, model, tok)
     print(out)
@@ -54,8 +49,6 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from mvjax.convert.weights import fetch_named, named_dir
-
     path = fetch_named(args.name)
     if args.convert:
         converted = named_dir(args.name)  # converts once; later loads read this directory

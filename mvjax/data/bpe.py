@@ -10,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from tokenizers import Tokenizer as _Tok
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
 from mvjax.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
 
 BOS_TOKEN = "<|bos|>"
@@ -24,9 +27,6 @@ def train_bpe(texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2,
     if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB:
         raise ValueError(f"vocab_size={vocab_size!r} is invalid: byte-level BPE needs at least "
                          f"{MIN_VOCAB} (256 bytes + BOS); use e.g. 512 or more")
-    from tokenizers import Tokenizer as _Tok
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
     tok = _Tok(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from mvjax.data.bpe import save_tokenizer, train_bpe
+from mvjax.data.pipeline import DataConfig, build_data
+from mvjax.data.sources import load_texts
+
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="tinyshakespeare",
@@ -43,9 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mvjax.data.bpe import save_tokenizer, train_bpe
-    from mvjax.data.sources import load_texts
-
     texts = load_texts(args.data, text_field=args.text_field, split=args.split,
                        doc_separator=args.doc_separator)
     tok = train_bpe(texts, args.vocab_size, min_frequency=args.min_frequency)
@@ -56,8 +57,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from mvjax.data.pipeline import DataConfig, build_data
-
     cfg = DataConfig(source=args.data, tokenizer=args.tokenizer, seq_len=args.seq_len,
                      batch_size=args.batch_size, seed=args.seed,
                      holdout_fraction=args.holdout_fraction, packing=args.packing,

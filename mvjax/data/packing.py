@@ -16,6 +16,7 @@ import hashlib
 from typing import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mvjax.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer
 
@@ -37,8 +38,6 @@ def tokenize_documents(tokenizer: Tokenizer, texts: Sequence[str], *,
         for t in texts:
             parts += [bos_arr, np.frombuffer(t.encode("utf-8"), np.uint8).astype(np.int32)]
     else:
-        from tqdm.auto import tqdm
-
         batched = isinstance(tokenizer, HFTokenizer)
         starts = range(0, len(texts), _BATCH)
         for s in tqdm(starts, desc="tokenizing", unit="batch", disable=not progress or len(starts) < 4,

@@ -14,6 +14,7 @@ import numpy as np
 
 from mvjax.config import invalid, from_mapping, to_plain
 from mvjax.data.bpe import build_tokenizer
+from mvjax.data.mixture import MixtureConfig, MixtureStream
 from mvjax.data.packing import (PACKINGS, TokenStream, num_windows, pack_rows, tokenize_documents,
                                 too_short_error)
 from mvjax.data.sources import load_texts
@@ -51,8 +52,6 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.mixture, dict):
-            from mvjax.data.mixture import MixtureConfig
-
             object.__setattr__(self, "mixture", from_mapping(MixtureConfig, self.mixture, "data.mixture"))
         for name in ("source", "tokenizer", "text_field", "split", "doc_separator"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
@@ -120,8 +119,6 @@ def build_data(cfg: DataConfig, *, progress: bool = True
                          batch_size=cfg.batch_size if cfg.mixture is None else 1,
                          seed=cfg.seed, packing=cfg.packing, bos_id=tok.bos_id)
     if cfg.mixture is not None:
-        from mvjax.data.mixture import MixtureStream
-
         stream = MixtureStream(stream, tok, cfg.mixture, cfg.batch_size)
     if held_texts and cfg.eval_rows > 0:
         held_tokens = tokenize_documents(tok, held_texts, progress=progress)

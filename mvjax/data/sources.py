@@ -87,7 +87,7 @@ def _load_file(path: Path, text_field: str, doc_separator: str) -> list[str]:
                              "to UTF-8") from None
         return _split_text(text, doc_separator)
     if suffix in DATASET_SUFFIXES:
-        import datasets
+        import datasets  # local: seconds to import; only .json/.jsonl/.parquet files need it
 
         kind = DATASET_SUFFIXES[suffix]
         try:
@@ -103,7 +103,7 @@ def _load_file(path: Path, text_field: str, doc_separator: str) -> list[str]:
 
 
 def _load_hub(name: str, text_field: str, split: str) -> list[str]:
-    import datasets
+    import datasets  # local: seconds to import; only hub and dataset-file sources need it
 
     repo, _, config = name.partition(":")  # "wikitext:wikitext-103-raw-v1" picks a config
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+from mvjax.data.tasks import world
 from mvjax.data.tasks.base import Item, Task
 
 CAPITALS = {
@@ -58,7 +59,5 @@ def facts_task(seed: int = 0) -> Task:
 
 def world_task(seed: int = 0) -> Task:
     """Capitals, countries of cities, languages and continents (``world``): 224 items."""
-    from mvjax.data.tasks import world
-
     return table_task("world", world.CATEGORIES, "capitals / countries of cities / languages / "
                       "continents", seed)
