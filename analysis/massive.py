@@ -208,13 +208,24 @@ class Analysis:
     sites: dict[str, list[dict[str, Any]]]
     summary: dict[str, Any]
     provenance: dict[str, Any] | None = None
+    # per layer, per head: attention on the first token (BOS), mean over every query after it;
+    # None in results written before it was recorded
+    first_token_mass: list[list[float]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         head = {"definition": self.definition}
         if self.provenance is not None:
             head["provenance"] = self.provenance
+        tail = {} if self.first_token_mass is None else {"first_token_mass": self.first_token_mass}
         return {**head, "model": self.model, "data": self.data, "n_bands": self.n_bands,
-                "frequencies": self.frequencies, "sites": self.sites, "summary": self.summary}
+                "frequencies": self.frequencies, "sites": self.sites, "summary": self.summary,
+                **tail}
+
+    def first_token_mass_by_layer(self) -> list[float] | None:
+        """Per layer, the first-token mass averaged over heads (None when not recorded)."""
+        if self.first_token_mass is None:
+            return None
+        return [float(np.mean(heads)) for heads in self.first_token_mass]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Analysis":

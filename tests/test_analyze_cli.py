@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -158,3 +159,33 @@ def test_figures_share_one_scale(model_dir, tmp_path, monkeypatch):
     ratios = [np.array(m["M"]) / np.array(m["M"]).mean(axis=1, keepdims=True)
               for layers in res.sites.values() for m in layers]
     assert top == pytest.approx(max(10.0, max(float(r.max()) for r in ratios)))
+
+
+class AttnProbs:
+    """Returns each layer's attention probabilities as its record (the plain forward's reference)."""
+
+    sites = frozenset({"attn"})
+
+    def __call__(self, site, layer, x, ctx):
+        return x, x
+
+
+def test_first_token_mass_is_the_attention_on_bos_over_every_counted_query(model_dir):
+    """``analyze`` records, per layer and head, the attention probability on the first token (BOS)
+    averaged over every query after it in every window — not a mean of batch means: 5 windows in
+    batches of 2 leave a last batch of one real row and one padded row."""
+    from mvjax.analysis.analyze import analyze
+    from mvjax.checkpoint import load_model
+
+    model, tok = load_model(model_dir), ByteTokenizer()
+    rows = make_sequences(tok, sample_texts(), 48, 5 * 48)
+    assert rows.shape == (5, 48) and (rows[:, 0] == tok.bos_id).all()
+    res = analyze(model, tok, rows, sites=("q",), batch_size=2, progress=False)
+    probs = model(jnp.asarray(rows), probe=AttnProbs(), logits=False).records["attn"]
+    want = [np.asarray(probs[layer], np.float64)[:, :, 1:, 0].mean(axis=(0, 2))  # B×H×T×S
+            for layer in range(model.cfg.num_layers)]
+    got = np.asarray(res.first_token_mass)
+    assert got.shape == (model.cfg.num_layers, model.cfg.num_heads)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert res.to_json()["first_token_mass"] == res.first_token_mass
+    assert Analysis.from_json(res.to_json()).first_token_mass == res.first_token_mass
