@@ -237,11 +237,13 @@ class Analysis:
         return {s: [m["M"] for m in layers] for s, layers in self.sites.items()}
 
     def headline(self) -> dict[str, Any]:
-        """Per site: λ count, low-frequency share, first massive layer; and the first layer where
-        Q/K concentrate."""
+        """Per site: λ count, low-frequency share, first massive layer; the first layer where Q/K
+        concentrate; and, when recorded, the per-layer first-token mass (mean over heads)."""
+        mass = self.first_token_mass_by_layer()
         return {s: {k: v[k] for k in ("n_massive", "massive_low_freq_share", "first_massive_layer")}
                 for s, v in self.summary.items() if isinstance(v, dict)} | {
-            "first_qk_concentration_layer": self.summary["first_qk_concentration_layer"]}
+            "first_qk_concentration_layer": self.summary["first_qk_concentration_layer"]} | (
+            {} if mass is None else {"first_token_mass": [round(m, 4) for m in mass]})
 
     def bar_layer(self) -> int:
         """The layer whose K (else Q, V) has the highest median max/mean ratio."""

@@ -63,6 +63,21 @@ def test_end_to_end_json_figures_report(model_dir, tmp_path, capsys):
     assert prov["model_source"].startswith("mvjax model directory") and prov["date_utc"][:2] == "20"
     assert f"`{prov['command']}`" in report
 
+    # the per-layer first-token mass: in the JSON (layers × heads), the report, the printed
+    # headline and compare's first-token column (mean over heads, then layers)
+    mass = np.array(res["first_token_mass"])
+    assert mass.shape == (2, 4) and ((0 < mass) & (mass < 1)).all()
+    by_layer = mass.mean(axis=1)
+    assert ("layer 0 onward: " + ", ".join(f"{m:.3f}" for m in by_layer) + ".") in report
+    printed = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(printed["first_token_mass"], by_layer, atol=1e-4)
+    from mvjax.analysis.compare import load_entries, render_table, table_row
+
+    entry, = load_entries(out)
+    np.testing.assert_allclose(entry.first_token_mass, by_layer, rtol=1e-12)
+    assert table_row(entry)["first_token_mass"] == pytest.approx(by_layer.mean(), rel=1e-12)
+    assert render_table([entry]).splitlines()[-1].endswith(f"| {by_layer.mean():.3f} |")
+
     # a re-run with other settings replaces the whole set: no stale report or figures beside it
     assert main(["analyze", "--model", str(model_dir), "--out", str(out), "--tokens", "128",
                  "--seq-len", "64", "--no-figures"]) == 0
