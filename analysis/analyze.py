@@ -19,7 +19,7 @@ import numpy as np
 
 from mvjax.analysis.massive import Analysis  # noqa: F401  (the record analyze returns)
 from mvjax.massive_rule import MassiveDefinition
-from mvjax.sites import ALL_STAT_SITES, sites_for
+from mvjax.sites import ALL_STAT_SITES, ATTN_SITE, sites_for
 
 RESULTS_FILE = "massive_values.json"
 DOC_SEPARATOR = "\n\n"
@@ -75,7 +75,13 @@ def analyze(model, tokenizer, rows: np.ndarray, definition: MassiveDefinition = 
             progress: bool = True) -> Analysis:
     """Streaming Q/K/V statistics of ``model`` (a ``Transformer`` or ``LayerWeights``) over the
     token ``rows`` (N×T), judged by ``definition``. No ``sites``: the model's defaults
-    (``mvjax.sites.sites_for``: the QK-norm sites too where the model has QK-norm)."""
+    (``mvjax.sites.sites_for``: the QK-norm sites too where the model has QK-norm).
+
+    Also each layer's per-head attention on the first token (BOS), averaged over every query after
+    it in every window (``mvjax.probe.first_token_mass``, weighted by query count across batches).
+    Observing it runs the unfused attention: B×H×T×T float32 logits and probabilities for one
+    batch at one layer at a time, whatever the model's depth (one SmolLM2 block, 4 windows: 36 →
+    77 MiB of compiled temporaries at 512 tokens, 218 MiB → 1.1 GiB at 2,048)."""
     from mvjax.analysis.massive import analyze as judge
     from mvjax.probe import collect_stats
 
@@ -83,7 +89,8 @@ def analyze(model, tokenizer, rows: np.ndarray, definition: MassiveDefinition = 
     sites = sites or sites_for(cfg.qk_norm)
     n_batches = -(-len(rows) // batch_size)
     records = collect_stats(model, batches(rows, batch_size), sites, total=n_batches,
-                            progress=progress)
+                            progress=progress, sink=True)
+    sink = records.pop(ATTN_SITE)
     result = judge(records, cfg, definition)
     pos = cfg.layer_positional(0)
     bos = getattr(tokenizer, "bos_id", None)
@@ -94,7 +101,8 @@ def analyze(model, tokenizer, rows: np.ndarray, definition: MassiveDefinition = 
         data={"n_sequences": int(len(rows)), "seq_len": int(rows.shape[1]),
               "n_tokens": int(rows.size), "bos": bos is not None, "bos_id": bos},
         n_bands=result["n_bands"], frequencies=result["frequencies"], sites=result["sites"],
-        summary=result["summary"])
+        summary=result["summary"],
+        first_token_mass=[sink[layer].mean().tolist() for layer in range(cfg.num_layers)])
 
 
 @dataclasses.dataclass(frozen=True)

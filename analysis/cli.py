@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="find massive values in Q/K/V (streaming statistics over a "
-                       "dataset) and write massive_values.json, figures and report.md")
+                       "dataset), and each head's attention on the first token; write massive_values.json, "
+                       "figures and report.md")
     p.add_argument("--model", default="smollm2",
                    help="model name known to mvjax.load (e.g. smollm2), .gguf, HF or mvjax model dir")
     p.add_argument("--data", default=None,

@@ -208,13 +208,24 @@ class Analysis:
     sites: dict[str, list[dict[str, Any]]]
     summary: dict[str, Any]
     provenance: dict[str, Any] | None = None
+    # per layer, per head: attention on the first token (BOS), mean over every query after it;
+    # None in results written before it was recorded
+    first_token_mass: list[list[float]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         head = {"definition": self.definition}
         if self.provenance is not None:
             head["provenance"] = self.provenance
+        tail = {} if self.first_token_mass is None else {"first_token_mass": self.first_token_mass}
         return {**head, "model": self.model, "data": self.data, "n_bands": self.n_bands,
-                "frequencies": self.frequencies, "sites": self.sites, "summary": self.summary}
+                "frequencies": self.frequencies, "sites": self.sites, "summary": self.summary,
+                **tail}
+
+    def first_token_mass_by_layer(self) -> list[float] | None:
+        """Per layer, the first-token mass averaged over heads (None when not recorded)."""
+        if self.first_token_mass is None:
+            return None
+        return [float(np.mean(heads)) for heads in self.first_token_mass]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Analysis":
@@ -226,11 +237,13 @@ class Analysis:
         return {s: [m["M"] for m in layers] for s, layers in self.sites.items()}
 
     def headline(self) -> dict[str, Any]:
-        """Per site: λ count, low-frequency share, first massive layer; and the first layer where
-        Q/K concentrate."""
+        """Per site: λ count, low-frequency share, first massive layer; the first layer where Q/K
+        concentrate; and, when recorded, the per-layer first-token mass (mean over heads)."""
+        mass = self.first_token_mass_by_layer()
         return {s: {k: v[k] for k in ("n_massive", "massive_low_freq_share", "first_massive_layer")}
                 for s, v in self.summary.items() if isinstance(v, dict)} | {
-            "first_qk_concentration_layer": self.summary["first_qk_concentration_layer"]}
+            "first_qk_concentration_layer": self.summary["first_qk_concentration_layer"]} | (
+            {} if mass is None else {"first_token_mass": [round(m, 4) for m in mass]})
 
     def bar_layer(self) -> int:
         """The layer whose K (else Q, V) has the highest median max/mean ratio."""

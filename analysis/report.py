@@ -33,6 +33,15 @@ def headline_table(result: Analysis) -> str:
     return "\n".join(rows)
 
 
+def _sink_lines(result: Analysis) -> list[str]:
+    """The per-layer first-token (attention-sink) mass, when the result records it."""
+    mass = result.first_token_mass_by_layer()
+    if mass is None:
+        return []
+    return ["", "Attention on the first token (BOS), mean over heads and over every query after it, "
+            "layer 0 onward: " + ", ".join(f"{m:.3f}" for m in mass) + "."]
+
+
 def write_report(result: Analysis, figures: dict[str, list[Path]], out_dir: Path) -> Path:
     """Write ``out_dir/report.md`` linking the PNG figures (relative paths)."""
     d = result.definition
@@ -66,6 +75,7 @@ def write_report(result: Analysis, figures: dict[str, list[Path]], out_dir: Path
         "top dim, median over heads and layers.",
         "",
         f"First layer with a massive Q or K entry: **{'none' if first is None else first}**.",
+        *_sink_lines(result),
         "",
         "## Figures",
     ]

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from mvjax.layerwise import ModelWeights, block_kind, block_template
 from mvjax.model import SiteContext, Transformer
-from mvjax.sites import ALL_STAT_SITES, STAT_SITES  # noqa: F401 - STAT_SITES re-exported
+from mvjax.sites import ALL_STAT_SITES, ATTN_SITE, STAT_SITES  # noqa: F401 - STAT_SITES re-exported
 
 
 
@@ -49,24 +49,43 @@ class Stats(NamedTuple):
     values: Any = None
 
 
+class SinkMass(NamedTuple):
+    """Per head, the attention probability on the first token summed over the counted queries (the
+    valid queries after each row's first valid token, ``first_token_mass``), and their number:
+    ``sum / count`` is ``first_token_mass`` over every merged batch, each query weighted once.
+
+    count: number of counted queries; sum: H. float32 / int32 inside jit, float64 / int on the host.
+    """
+
+    count: Any
+    sum: Any
+
+    def mean(self) -> np.ndarray:
+        """Per head: the mean first-token mass over every counted query (0 where none counted)."""
+        return np.asarray(self.sum, np.float64) / max(int(self.count), 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class CaptureStats:
     """Accumulate ``Stats`` at ``sites`` (a subset of ``ALL_STAT_SITES``) for every layer.
 
     norm_dims: head dims whose per-token values are also returned (e.g. the massive dims, to study
     their DC offset and the BOS exception); None keeps only the reductions.
+    sink: also observe the ``attn`` site (added to ``sites``) and record each layer's ``SinkMass``;
+    this runs the model's unfused attention path, which holds the B×H×T×T probabilities.
     """
 
     sites: frozenset[str] = frozenset({"q", "k", "v"})
     norm_dims: tuple[int, ...] | None = None
+    sink: bool = False
 
     def __post_init__(self) -> None:
-        sites = frozenset(self.sites)
+        sites = frozenset(self.sites) - ({ATTN_SITE} if self.sink else frozenset())
         unknown = sorted(sites - set(ALL_STAT_SITES))
         if unknown or not sites:
             raise ValueError(f"site(s) {unknown or '(none)'} cannot be captured: choose from "
                              f"{list(ALL_STAT_SITES)}")
-        object.__setattr__(self, "sites", sites)
+        object.__setattr__(self, "sites", sites | ({ATTN_SITE} if self.sink else frozenset()))
         if self.norm_dims is not None:
             dims = tuple(int(d) for d in self.norm_dims)
             if not dims or min(dims) < 0:
@@ -74,7 +93,10 @@ class CaptureStats:
                                  "head-dim indices, or None")
             object.__setattr__(self, "norm_dims", dims)
 
-    def __call__(self, site: str, layer: int, x: jax.Array, ctx: SiteContext) -> tuple[jax.Array, Stats]:
+    def __call__(self, site: str, layer: int, x: jax.Array,
+                 ctx: SiteContext) -> tuple[jax.Array, Stats | SinkMass]:
+        if site == ATTN_SITE:
+            return x, first_token_sums(x, ctx.valid_BxT)
         return x, batch_stats(x, ctx.valid_BxT, self.norm_dims)
 
 
@@ -107,16 +129,25 @@ def first_token_mass(probs_BxHxTxS: jax.Array, valid_BxT: jax.Array) -> jax.Arra
     """Per head: the attention probability on each row's first valid token (BOS, the sink),
     averaged over the valid queries after it. Padding at either end is skipped, so a padded row
     counts as its unpadded self. For a prefill pass (keys = the queries' tokens, S = T)."""
+    sums = first_token_sums(probs_BxHxTxS, valid_BxT)
+    return sums.sum / jnp.maximum(sums.count, 1)
+
+
+def first_token_sums(probs_BxHxTxS: jax.Array, valid_BxT: jax.Array) -> SinkMass:
+    """``first_token_mass`` before its division: the per-head sum over the counted queries and
+    their number, so batches merge into the mean over every counted query."""
     T = valid_BxT.shape[1]
     first_B = jnp.argmax(valid_BxT, axis=1)  # 0 for a row with no valid token (it counts nothing)
     p_BxHxT = jnp.take_along_axis(probs_BxHxTxS, first_B[:, None, None, None], axis=3)[..., 0]
     q_ok_BxT = valid_BxT & (jnp.arange(T)[None, :] > first_B[:, None])
     mass_H = jnp.sum(jnp.where(q_ok_BxT[:, None, :], p_BxHxT.astype(jnp.float32), 0.0), axis=(0, 2))
-    return mass_H / jnp.maximum(jnp.sum(q_ok_BxT), 1)
+    return SinkMass(jnp.sum(q_ok_BxT, dtype=jnp.int32), mass_H)
 
 
-def to_host(stats: Stats, valid_BxT: np.ndarray) -> Stats:
+def to_host(stats: Stats | SinkMass, valid_BxT: np.ndarray) -> Stats | SinkMass:
     """Device batch stats → float64 host stats (per-token values restricted to valid tokens)."""
+    if isinstance(stats, SinkMass):
+        return SinkMass(int(stats.count), np.asarray(stats.sum, np.float64))
     values = None
     if stats.values is not None:
         values = np.asarray(stats.values, np.float64)[np.asarray(valid_BxT, bool)]
@@ -124,8 +155,13 @@ def to_host(stats: Stats, valid_BxT: np.ndarray) -> Stats:
                  np.asarray(stats.sumsq, np.float64), np.asarray(stats.absmax, np.float64), values)
 
 
-def merge(a: Stats, b: Stats) -> Stats:
+def merge(a: Stats | SinkMass, b: Stats | SinkMass) -> Stats | SinkMass:
     """Stats of the union of the token sets summarized by ``a`` and ``b`` (pure, associative)."""
+    if isinstance(a, SinkMass) or isinstance(b, SinkMass):
+        if not (isinstance(a, SinkMass) and isinstance(b, SinkMass)) or np.shape(a.sum) != np.shape(b.sum):
+            raise ValueError("cannot merge a first-token mass with other stats, or over different "
+                             "head counts: they come from different sites or models")
+        return SinkMass(a.count + b.count, a.sum + b.sum)
     if np.shape(a.sumsq) != np.shape(b.sumsq):
         raise ValueError(f"cannot merge stats of shapes {np.shape(a.sumsq)} and {np.shape(b.sumsq)}: "
                          "they come from different sites or models")
@@ -136,7 +172,7 @@ def merge(a: Stats, b: Stats) -> Stats:
                  np.maximum(a.absmax, b.absmax), values)
 
 
-Records = dict[str, dict[int, Stats]]
+Records = dict[str, dict[int, Stats]]  # with ``sink``: also {"attn": {layer: SinkMass}}
 
 
 def merge_records(a: Records | None, b: Records) -> Records:
@@ -161,8 +197,11 @@ def _block_forward(graphdef, state, x_BxTxD, valid_BxT, probe):
 
 def collect_stats(model, batches: Iterable, sites: Iterable[str] = ("q", "k", "v"), *,
                   norm_dims: tuple[int, ...] | None = None, progress: bool = True,
-                  total: int | None = None, max_hidden_mb: float = 256.0) -> Records:
+                  total: int | None = None, max_hidden_mb: float = 256.0,
+                  sink: bool = False) -> Records:
     """Stats of every layer over ``batches``: {site: {layer: Stats}}. No LM head is run.
+    ``sink``: also {"attn": {layer: SinkMass}} (each head's attention on the first token; the
+    unfused attention path, whose B×H×T×T probabilities exist for one batch and layer at a time).
 
     model: a ``Transformer`` or any ``mvjax.layerwise.LayerWeights`` (e.g. ``CheckpointWeights``,
     which keeps only one layer's weights in memory). batches: token arrays B×T, or (tokens B×T,
@@ -172,7 +211,7 @@ def collect_stats(model, batches: Iterable, sites: Iterable[str] = ("q", "k", "v
     B×T fixed (pad the last batch with mask 0) so each block compiles once.
     """
     weights = ModelWeights(model) if isinstance(model, Transformer) else model
-    probe = CaptureStats(frozenset(sites), norm_dims)
+    probe = CaptureStats(frozenset(sites), norm_dims, sink)
     cfg = weights.cfg
     bar = tqdm(total=None if total is None else total * cfg.num_layers, disable=not progress,
                desc="stats", unit="batch·layer")

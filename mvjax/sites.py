@@ -7,9 +7,10 @@ with ``qk_norm``; elsewhere they equal ``q`` / ``k``). They are not in the defau
 what a LLaMA-shaped analysis captures is unchanged; ``sites_for`` adds them where they differ.
 """
 
-SITES = ("q", "k", "v", "q_rot", "k_rot", "attn")
+ATTN_SITE = "attn"  # the attention probabilities B×H×T×S
+SITES = ("q", "k", "v", "q_rot", "k_rot", ATTN_SITE)
 # Sites whose activation is B×T×heads×D (attention probabilities need other statistics).
-STAT_SITES = tuple(s for s in SITES if s != "attn")
+STAT_SITES = tuple(s for s in SITES if s != ATTN_SITE)
 # Query/key sites: where massive values are expected; V is the contrast.
 QK_SITES = tuple(s for s in STAT_SITES if s != "v")
 # After QK-norm, before the positional transform.

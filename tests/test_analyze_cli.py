@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -61,6 +62,21 @@ def test_end_to_end_json_figures_report(model_dir, tmp_path, capsys):
     assert prov["command"].startswith("mvjax analyze --model") and "--bar-layer 1" in prov["command"]
     assert prov["model_source"].startswith("mvjax model directory") and prov["date_utc"][:2] == "20"
     assert f"`{prov['command']}`" in report
+
+    # the per-layer first-token mass: in the JSON (layers × heads), the report, the printed
+    # headline and compare's first-token column (mean over heads, then layers)
+    mass = np.array(res["first_token_mass"])
+    assert mass.shape == (2, 4) and ((0 < mass) & (mass < 1)).all()
+    by_layer = mass.mean(axis=1)
+    assert ("layer 0 onward: " + ", ".join(f"{m:.3f}" for m in by_layer) + ".") in report
+    printed = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(printed["first_token_mass"], by_layer, atol=1e-4)
+    from mvjax.analysis.compare import load_entries, render_table, table_row
+
+    entry, = load_entries(out)
+    np.testing.assert_allclose(entry.first_token_mass, by_layer, rtol=1e-12)
+    assert table_row(entry)["first_token_mass"] == pytest.approx(by_layer.mean(), rel=1e-12)
+    assert render_table([entry]).splitlines()[-1].endswith(f"| {by_layer.mean():.3f} |")
 
     # a re-run with other settings replaces the whole set: no stale report or figures beside it
     assert main(["analyze", "--model", str(model_dir), "--out", str(out), "--tokens", "128",
@@ -158,3 +174,33 @@ def test_figures_share_one_scale(model_dir, tmp_path, monkeypatch):
     ratios = [np.array(m["M"]) / np.array(m["M"]).mean(axis=1, keepdims=True)
               for layers in res.sites.values() for m in layers]
     assert top == pytest.approx(max(10.0, max(float(r.max()) for r in ratios)))
+
+
+class AttnProbs:
+    """Returns each layer's attention probabilities as its record (the plain forward's reference)."""
+
+    sites = frozenset({"attn"})
+
+    def __call__(self, site, layer, x, ctx):
+        return x, x
+
+
+def test_first_token_mass_is_the_attention_on_bos_over_every_counted_query(model_dir):
+    """``analyze`` records, per layer and head, the attention probability on the first token (BOS)
+    averaged over every query after it in every window — not a mean of batch means: 5 windows in
+    batches of 2 leave a last batch of one real row and one padded row."""
+    from mvjax.analysis.analyze import analyze
+    from mvjax.checkpoint import load_model
+
+    model, tok = load_model(model_dir), ByteTokenizer()
+    rows = make_sequences(tok, sample_texts(), 48, 5 * 48)
+    assert rows.shape == (5, 48) and (rows[:, 0] == tok.bos_id).all()
+    res = analyze(model, tok, rows, sites=("q",), batch_size=2, progress=False)
+    probs = model(jnp.asarray(rows), probe=AttnProbs(), logits=False).records["attn"]
+    want = [np.asarray(probs[layer], np.float64)[:, :, 1:, 0].mean(axis=(0, 2))  # B×H×T×S
+            for layer in range(model.cfg.num_layers)]
+    got = np.asarray(res.first_token_mass)
+    assert got.shape == (model.cfg.num_layers, model.cfg.num_heads)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert res.to_json()["first_token_mass"] == res.first_token_mass
+    assert Analysis.from_json(res.to_json()).first_token_mass == res.first_token_mass

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mvjax.analysis.compare import load_entries, render_table
 from mvjax.config import ModelConfig
@@ -85,4 +86,12 @@ def test_analyze_row_matches_planted_norms(tmp_path):
         assert cell == f"{max(share(M).max() for M in norms[site]):.3f}"
     for cell, site in zip(split(smed), ("q_rot", "k_rot", "v")):
         assert cell == f"{np.median([share(M) for M in norms[site]]):.3f}"
-    assert mass == "–"  # analyze records no attention
+    assert mass == "–"  # an analyze result written before it recorded attention
+
+    # one that records it: per layer, per head; the cell is the mean over heads, then layers
+    heads = [[0.9, 0.5], [0.2, 0.1]]
+    res = json.loads((d / "massive_values.json").read_text())
+    (d / "massive_values.json").write_text(json.dumps({**res, "first_token_mass": heads}))
+    entry, = load_entries(d)
+    assert entry.first_token_mass == pytest.approx([0.7, 0.15])
+    assert rows(render_table([entry]))["tiny"][-1] == f"{np.mean(heads):.3f}" == "0.425"

@@ -16,7 +16,8 @@ from mvjax.config import ModelConfig, PositionalConfig
 from mvjax.layerwise import CheckpointWeights, ModelWeights
 from mvjax.load import load_layerwise
 from mvjax.model import init_model
-from mvjax.probe import STAT_SITES, collect_stats
+from mvjax.analysis.analyze import analyze
+from mvjax.probe import STAT_SITES, SinkMass, collect_stats
 
 # mixed positional schemes: blocks of different structure must each compile and stay in order
 CFG = ModelConfig(vocab_size=60, hidden_size=32, num_layers=3, num_heads=4, num_kv_heads=2,
@@ -66,6 +67,49 @@ def test_checkpoint_layers_equal_whole_forward(saved, max_hidden_mb):
     # the NoPE layer's rotated sites are its plain ones; the RoPE layer's are not
     np.testing.assert_array_equal(recs["q_rot"][1].sumsq, recs["q"][1].sumsq)
     assert not np.allclose(recs["q_rot"][0].sumsq, recs["q"][0].sumsq)
+
+
+class RawAttn:
+    """Returns each layer's attention probabilities B×H×T×S as its record."""
+
+    sites = frozenset({"attn"})
+
+    def __call__(self, site, layer, x, ctx):
+        return x, x
+
+
+@pytest.mark.parametrize("max_hidden_mb", [256.0, 1e-6])
+def test_checkpoint_layers_give_the_whole_forwards_first_token_mass(saved, max_hidden_mb):
+    """The sink record of the layer-at-a-time pass is the whole forward's attention on each row's
+    first token, summed over the valid queries after it (row 4 is padded at its end)."""
+    model, directory = saved
+    batches, tokens, mask = _batches()
+    probs = model(jnp.asarray(tokens), attention_mask_BxT=jnp.asarray(mask), probe=RawAttn(),
+                  logits=False).records["attn"]
+    recs = collect_stats(CheckpointWeights(directory), batches, ("q",), progress=False,
+                         max_hidden_mb=max_hidden_mb, sink=True)
+    assert set(recs) == {"q", "attn"}
+    queries = mask & (np.arange(mask.shape[1]) > 0)  # every row starts with a real token
+    for layer in range(CFG.num_layers):
+        got = recs["attn"][layer]
+        assert isinstance(got, SinkMass) and got.count == queries.sum()
+        p = np.asarray(probs[layer], np.float64)[..., 0]  # B×H×T on key 0
+        want = np.where(queries[:, None], p, 0).sum(axis=(0, 2))
+        np.testing.assert_allclose(got.sum, want, rtol=1e-5, atol=1e-7)
+
+
+def test_analyze_layer_by_layer_equals_whole_model(saved):
+    """``analyze`` on a model directory read one layer at a time and on the model in memory give
+    the same first-token mass (and norms), over windows whose last batch is padded."""
+    model, directory = saved
+    rows = np.random.default_rng(2).integers(1, CFG.vocab_size, (5, 12)).astype(np.int32)
+    rows[:, 0] = 0  # a BOS-like first token
+    disk = analyze(CheckpointWeights(directory), None, rows, batch_size=2, progress=False)
+    mem = analyze(model, None, rows, batch_size=2, progress=False)
+    assert np.shape(disk.first_token_mass) == (CFG.num_layers, CFG.num_heads)
+    np.testing.assert_allclose(disk.first_token_mass, mem.first_token_mass, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(disk.sites["k"][2]["M"], mem.sites["k"][2]["M"], rtol=1e-5)
+    assert 0 < np.min(disk.first_token_mass) and np.max(disk.first_token_mass) < 1
 
 
 def test_checkpoint_weights_are_the_models(saved):
