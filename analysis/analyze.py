@@ -19,6 +19,7 @@ import numpy as np
 
 from mvjax.analysis.massive import Analysis  # noqa: F401  (the record analyze returns)
 from mvjax.massive_rule import MassiveDefinition
+from mvjax.mesh import FLAG as MESH_FLAG, build_mesh, parse_mesh, rows as rows_for
 from mvjax.sites import ALL_STAT_SITES, ATTN_SITE, sites_for
 
 RESULTS_FILE = "massive_values.json"
@@ -72,7 +73,7 @@ def batches(rows: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.
 
 def analyze(model, tokenizer, rows: np.ndarray, definition: MassiveDefinition = MassiveDefinition(),
             *, sites: tuple[str, ...] = (), batch_size: int = 4,
-            progress: bool = True) -> Analysis:
+            progress: bool = True, mesh=None) -> Analysis:
     """Streaming Q/K/V statistics of ``model`` (a ``Transformer`` or ``LayerWeights``) over the
     token ``rows`` (N×T), judged by ``definition``. No ``sites``: the model's defaults
     (``mvjax.sites.sites_for``: the QK-norm sites too where the model has QK-norm).
@@ -81,15 +82,18 @@ def analyze(model, tokenizer, rows: np.ndarray, definition: MassiveDefinition = 
     it in every window (``mvjax.probe.first_token_mass``, weighted by query count across batches).
     Observing it runs the unfused attention: B×H×T×T float32 logits and probabilities for one
     batch at one layer at a time, whatever the model's depth (one SmolLM2 block, 4 windows: 36 →
-    77 MiB of compiled temporaries at 512 tokens, 218 MiB → 1.1 GiB at 2,048)."""
+    77 MiB of compiled temporaries at 512 tokens, 218 MiB → 1.1 GiB at 2,048).
+    ``mesh`` (a ``jax.sharding.Mesh`` of ``mvjax.mesh``, data axis only): each batch's windows
+    split over its devices; the batch size is rounded up to a multiple of the data axis."""
     from mvjax.analysis.massive import analyze as judge
     from mvjax.probe import collect_stats
 
     cfg = model.cfg
     sites = sites or sites_for(cfg.qk_norm)
+    batch_size = rows_for(batch_size, mesh)
     n_batches = -(-len(rows) // batch_size)
     records = collect_stats(model, batches(rows, batch_size), sites, total=n_batches,
-                            progress=progress, sink=True)
+                            progress=progress, sink=True, mesh=mesh)
     sink = records.pop(ATTN_SITE)
     result = judge(records, cfg, definition)
     pos = cfg.layer_positional(0)
@@ -120,6 +124,7 @@ class AnalyzeConfig:
     sites: tuple[str, ...] = ()  # none: the model's defaults (``mvjax.sites.sites_for``)
     bar_layer: int | None = None
     figures: bool = True
+    mesh: str | None = None  # ``--mesh data=N``: windows split over N devices (None: one)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sites if s not in ALL_STAT_SITES]
@@ -131,6 +136,9 @@ class AnalyzeConfig:
                                  "use a positive integer")
         if self.seq_len < 2:
             raise ValueError(f"--seq-len {self.seq_len} is too short: use at least 2")
+        if self.mesh is not None and parse_mesh(self.mesh).model > 1:
+            raise ValueError(f"{MESH_FLAG} {self.mesh}: analyze goes layer by layer and splits windows "
+                             f"only; use {MESH_FLAG} data=N")
         from mvjax.memory_budget import host_memory, human_bytes
 
         have, where = host_memory()  # the token windows alone are int32 in host memory
@@ -173,8 +181,9 @@ def analyze_to_dir(config: AnalyzeConfig, command_line: str | None = None,
 
     out = check_results_dir(config.out, RESULTS_FILE)
     weights, tok, rows, description = _load_checked(config)
+    mesh = None if config.mesh is None else build_mesh(parse_mesh(config.mesh))
     result = analyze(weights, tok, rows, config.definition, sites=config.sites,
-                     batch_size=config.batch_size, progress=progress)
+                     batch_size=config.batch_size, progress=progress, mesh=mesh)
     result = dataclasses.replace(
         result, provenance=provenance(command_line, config.model),
         model={"name": str(config.model), **result.model},

@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the highest median max/mean ratio)")
     p.add_argument("--no-figures", action="store_true", help="write only the JSON")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--mesh", default=None, metavar="data=N",
+                   help="split each batch's windows over N devices (the layer-by-layer pass keeps "
+                   "one layer's weights, replicated; default one device)")
     p.set_defaults(func=run)
 
 
@@ -54,7 +57,7 @@ def config_from_args(args: argparse.Namespace) -> "AnalyzeConfig":
     return AnalyzeConfig(model=args.model, out=args.out, data=args.data, text_field=args.text_field,
                          tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size,
                          definition=definition, sites=sites, bar_layer=args.bar_layer,
-                         figures=not args.no_figures)
+                         figures=not args.no_figures, mesh=getattr(args, "mesh", None))
 
 
 def run(args: argparse.Namespace) -> int:

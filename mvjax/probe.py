@@ -26,10 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from mvjax.layerwise import ModelWeights, block_kind, block_template
+from mvjax.mesh import fetch, put_batch
 from mvjax.model import SiteContext, Transformer
+from mvjax.sharding import put_global
 from mvjax.sites import ALL_STAT_SITES, ATTN_SITE, STAT_SITES  # noqa: F401 - STAT_SITES re-exported
 
 
@@ -198,7 +201,7 @@ def _block_forward(graphdef, state, x_BxTxD, valid_BxT, probe):
 def collect_stats(model, batches: Iterable, sites: Iterable[str] = ("q", "k", "v"), *,
                   norm_dims: tuple[int, ...] | None = None, progress: bool = True,
                   total: int | None = None, max_hidden_mb: float = 256.0,
-                  sink: bool = False) -> Records:
+                  sink: bool = False, mesh: Mesh | None = None) -> Records:
     """Stats of every layer over ``batches``: {site: {layer: Stats}}. No LM head is run.
     ``sink``: also {"attn": {layer: SinkMass}} (each head's attention on the first token; the
     unfused attention path, whose B×H×T×T probabilities exist for one batch and layer at a time).
@@ -209,7 +212,12 @@ def collect_stats(model, batches: Iterable, sites: Iterable[str] = ("q", "k", "v
     into groups whose hidden states fit ``max_hidden_mb``, and every batch of a group runs through
     layer 0, then layer 1, …; the next layer's weights load while the current one computes. Keep
     B×T fixed (pad the last batch with mask 0) so each block compiles once.
+    ``mesh`` (``mvjax.mesh``, its ``data`` axis only): each batch's rows split over the devices,
+    each layer's weights replicated; the statistics are reduced across them inside the jit.
     """
+    if mesh is not None and mesh.shape["model"] > 1:
+        raise ValueError("the layer-by-layer statistics split rows only: use --mesh data=N "
+                         f"(got model={mesh.shape['model']})")
     weights = ModelWeights(model) if isinstance(model, Transformer) else model
     probe = CaptureStats(frozenset(sites), norm_dims, sink)
     cfg = weights.cfg
@@ -222,7 +230,7 @@ def collect_stats(model, batches: Iterable, sites: Iterable[str] = ("q", "k", "v
         if batch is not None:
             group.append(_checked_batch(batch))
         if group and (batch is None or sum(t.size for t, _ in group) >= budget):
-            acc = merge_records(acc, _sweep_layers(weights, group, probe, bar))
+            acc = merge_records(acc, _sweep_layers(weights, group, probe, bar, mesh))
             group = []
     bar.close()
     if acc is None:
@@ -241,11 +249,12 @@ def _checked_batch(batch) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sweep_layers(weights, group: list[tuple[np.ndarray, np.ndarray]], probe: CaptureStats,
-                  bar) -> Records:
-    """Every batch of ``group`` through every layer, one layer's weights at a time."""
+                  bar, mesh: Mesh | None = None) -> Records:
+    """Every batch of ``group`` through every layer, one layer's weights at a time (on ``mesh``:
+    rows over ``data``, weights replicated)."""
     cfg = weights.cfg
-    hidden = weights.embed([t for t, _ in group])
-    valid = [jnp.asarray(m) for _, m in group]
+    hidden = [put_batch(h, mesh) for h in weights.embed([t for t, _ in group])]
+    valid = [put_batch(jnp.asarray(m), mesh) for _, m in group]
     templates: dict[Any, tuple] = {}  # blocks differ only by positional config and window
     acc: Records = {s: {} for s in probe.sites}
     with ThreadPoolExecutor(1) as pool:
@@ -260,9 +269,11 @@ def _sweep_layers(weights, group: list[tuple[np.ndarray, np.ndarray]], probe: Ca
             graphdef, abstract = templates[key]
             state = jax.tree.map(lambda a: a, abstract)
             nnx.replace_by_pure_dict(state, params)
+            if mesh is not None:
+                state = put_global(state, jax.tree.map(lambda _: NamedSharding(mesh, P()), state))
             for j, (_, mask) in enumerate(group):
                 hidden[j], recs = _block_forward(graphdef, state, hidden[j], valid[j], probe)
-                for site, st in jax.device_get(recs).items():
+                for site, st in fetch(recs).items():
                     st = to_host(st, mask)
                     acc[site][layer] = merge(acc[site][layer], st) if layer in acc[site] else st
                 bar.update()

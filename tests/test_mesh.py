@@ -325,3 +325,48 @@ def test_rope_cause_scoring_on_a_mesh_gives_one_devices_numbers(tmp_path):
     for name, (one, meshed) in out.items():
         assert _differences(one, meshed) == [], name
     assert out["disrupt"][0]["accuracy"]["massive"]["contextual"]["n"] > 0
+
+
+ANALYZE_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+import numpy as np
+from mvjax.analysis.analyze import AnalyzeConfig, analyze_to_dir
+from mvjax.checkpoint import save_model
+from mvjax.config import ModelConfig
+from mvjax.model import init_model
+from mvjax.tokenizers import ByteTokenizer
+out = Path(sys.argv[1])
+cfg = ModelConfig(vocab_size=257, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                  mlp_hidden=64, max_seq_len=64, bos_id=256, init_std=0.2)
+model = save_model(out / "m", init_model(cfg, 0), ByteTokenizer())
+res = {}
+for mesh in (None, "data=4", "data=3"):
+    r = analyze_to_dir(AnalyzeConfig(model=str(model), out=out / str(mesh), tokens=7 * 48, seq_len=48,
+                                     batch_size=2, figures=False, mesh=mesh), progress=False)
+    res[str(mesh)] = r.to_json()
+print(json.dumps(res))
+"""
+
+
+@pytest.mark.slow
+def test_analyze_on_a_data_mesh_gives_one_devices_statistics(tmp_path):
+    """analyze --mesh data=N: windows split over N of 8 CPU devices (the batch of 2 rounded up to
+    4 and 3, padded rows masked) give one device's statistics, verdicts and first-token mass."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+               JAX_COMPILATION_CACHE_DIR=JAX_CACHE)
+    proc = subprocess.run([sys.executable, "-c", ANALYZE_SCRIPT, str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    one = out["None"]
+    assert one["data"]["n_sequences"] == 7 and len(one["first_token_mass"]) == 2
+    for mesh in ("data=4", "data=3"):
+        assert _differences(one, out[mesh]) == [], mesh
+
+
+def test_analyze_refuses_a_model_axis():
+    from mvjax.analysis.analyze import AnalyzeConfig
+
+    with pytest.raises(ValueError, match="--mesh data=N"):
+        AnalyzeConfig(mesh="data=2,model=2")
