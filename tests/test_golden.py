@@ -304,3 +304,20 @@ def test_a_moved_number_changes_the_rendering(tmp_path, figures):
                           str(DOCS / "disrupt-smollm2" / "full-prompt" / "results.json"))
     assert table != page_block(DISRUPT_PAGE, "readme_table.py")
     assert json.loads(json.dumps(figures)) != golden_figures()["disrupt-smollm2/full-pooled"]
+
+
+def test_rope_cause_seeds_verdicts_and_report_are_reproduced(tmp_path):
+    """``mvjax experiment rope-cause-seeds --root docs/rope-cause-seeds`` rewrites the committed
+    seeds.json and report.md from the committed per-seed results."""
+    import shutil
+
+    from mvjax.analysis.experiments.rope_cause_seeds import run
+
+    committed = DOCS / "rope-cause-seeds"
+    for path in committed.glob("*/seed*/results.json"):
+        dest = tmp_path / path.relative_to(committed)
+        dest.parent.mkdir(parents=True)
+        shutil.copy(path, dest)
+    run(tmp_path)
+    for name in ("seeds.json", "report.md"):
+        assert read(tmp_path / name) == read(committed / name), name

@@ -240,9 +240,9 @@ def retrieval_episodes(results: RopeCauseResults, out_dir: Path, svg: bool = Fal
         axes[0].axhline(chance["kv_recall"], color="gray", ls=":", lw=0.8)
         axes[0].text(0, chance["kv_recall"], " kv chance", fontsize=6, va="bottom", color="gray")
     axes[2].axhline(0, color="gray", lw=0.8)
-    for ax, t in zip(axes, ("held-out exact per task (dotted line: kv chance)",
-                            "K top dim's energy share on the episodes (max over layers, heads)",
-                            "gap: mean random-control exact − massive-edit exact")):
+    for ax, t in zip(axes, ("held-out exact per task (gray: kv chance)",
+                            "K top-dim energy share on episodes (max)",
+                            "gap: random-control − massive exact")):
         ax.set_title(t, fontsize=8)
         ax.set_xlabel("training tokens (M)", fontsize=8)
         ax.grid(alpha=0.3)
