@@ -297,6 +297,16 @@ def test_two_processes_match_one_and_resume_after_a_death(tmp_path):
     assert not resume_dir(out).exists()
 
 
+def _script_json(script: str, tmp_path: Path, devices: int) -> dict:
+    """Run ``script`` (argv[1] = tmp_path) on ``devices`` fake CPU devices; its last stdout line."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=JAX_CACHE)
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 ROPE_CAUSE_SCRIPT = r"""
 import dataclasses, json, shutil, sys
 from pathlib import Path
@@ -316,12 +326,7 @@ print(json.dumps({k: [json.loads((out / d / "arms" / "rope" / f"{k}.json").read_
 def test_rope_cause_scoring_on_a_mesh_gives_one_devices_numbers(tmp_path):
     """rope-cause --mesh: the held-out task scores and claim (5)'s disruption of an arm's final
     model, placed on a 2×2 mesh of 4 CPU devices, equal the one-device numbers."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               JAX_COMPILATION_CACHE_DIR=JAX_CACHE)
-    proc = subprocess.run([sys.executable, "-c", ROPE_CAUSE_SCRIPT, str(tmp_path)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _script_json(ROPE_CAUSE_SCRIPT, tmp_path, devices=4)
     for name, (one, meshed) in out.items():
         assert _differences(one, meshed) == [], name
     assert out["disrupt"][0]["accuracy"]["massive"]["contextual"]["n"] > 0
@@ -353,12 +358,7 @@ print(json.dumps(res))
 def test_analyze_on_a_data_mesh_gives_one_devices_statistics(tmp_path):
     """analyze --mesh data=N: windows split over N of 8 CPU devices (the batch of 2 rounded up to
     4 and 3, padded rows masked) give one device's statistics, verdicts and first-token mass."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-               JAX_COMPILATION_CACHE_DIR=JAX_CACHE)
-    proc = subprocess.run([sys.executable, "-c", ANALYZE_SCRIPT, str(tmp_path)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _script_json(ANALYZE_SCRIPT, tmp_path, devices=8)
     one = out["None"]
     assert one["data"]["n_sequences"] == 7 and len(one["first_token_mass"]) == 2
     for mesh in ("data=4", "data=3"):

@@ -15,13 +15,17 @@ from mvjax.model import init_model
 from mvjax.tokenizers import ByteTokenizer
 
 
-def test_probe_matches_the_task_scorer():
+def _setup(num_layers: int, max_len: int):
+    """(tokenizer, config, untrained model, 40 held-out contextual episodes)."""
     tok = ByteTokenizer()
-    cfg = ModelConfig(vocab_size=257, hidden_size=32, num_layers=1, num_heads=2, mlp_hidden=64,
-                      max_seq_len=256, bos_id=256)
-    model = init_model(cfg, 0)
+    cfg = ModelConfig(vocab_size=257, hidden_size=32, num_layers=num_layers, num_heads=2,
+                      mlp_hidden=64, max_seq_len=max_len, bos_id=256)
     mix = MixtureConfig(kv_pairs=2, kv_value_digits=1, passkey_digits=1, question="lead_in")
-    episodes = [e for e in eval_episodes(mix, 40) if e.kind == "contextual"]
+    return tok, cfg, init_model(cfg, 0), [e for e in eval_episodes(mix, 40) if e.kind == "contextual"]
+
+
+def test_probe_matches_the_task_scorer():
+    tok, _, model, episodes = _setup(1, 256)
     graphdef, params = nnx.split(model, nnx.Param)
     out = RetrievalProbe(graphdef, tok, episodes, 256, batch_size=16)(nnx.to_pure_dict(params))
     ref = score(model, tok, episodes)
@@ -43,12 +47,7 @@ def test_probe_logs_episode_norms_and_the_gap_at_its_steps():
     from mvjax.analysis.experiments.rope_cause_results import retrieval_curve
     from mvjax.analysis.retrieval_curve import EPISODE_KEY, GAP_KEY, packed_rows, top_dim_share
 
-    tok = ByteTokenizer()
-    cfg = ModelConfig(vocab_size=257, hidden_size=32, num_layers=2, num_heads=2, mlp_hidden=64,
-                      max_seq_len=64, bos_id=256)
-    model = init_model(cfg, 0)
-    mix = MixtureConfig(kv_pairs=2, kv_value_digits=1, passkey_digits=1, question="lead_in")
-    episodes = [e for e in eval_episodes(mix, 40) if e.kind == "contextual"]
+    tok, cfg, model, episodes = _setup(2, 64)
     rows = packed_rows(tok, episodes, 64, 3)
     assert rows.shape == (3, 64) and rows[0, 0] == tok.bos_id
     assert packed_rows(tok, episodes[:1], 10_000, 3).shape[0] == 1  # too few tokens: one short row
