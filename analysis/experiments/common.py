@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import jax
+import numpy as np
 
 from mvjax.analysis.claims import claims_json
 from mvjax.analysis.experiments import helper
@@ -32,7 +31,7 @@ MAX_N = 10_000  # items per generated task: 100x the full preset, already days o
 MAX_BATCH = 1024  # prompts per batch: every batch is allocated at this size (padded), so more never fits
 
 
-def preset(args: argparse.Namespace) -> dict[str, Any]:
+def preset(args: RunSpec | argparse.Namespace) -> dict[str, Any]:
     from mvjax.mesh import parse_mesh
     from mvjax.sharding import initialize_distributed
 
@@ -62,7 +61,7 @@ def preset(args: argparse.Namespace) -> dict[str, Any]:
     return p
 
 
-def load_model_and_tasks(args: argparse.Namespace):
+def load_model_and_tasks(args: RunSpec | argparse.Namespace):
     """(model, tokenizer, tasks, preset) — task files are read first so a bad one fails fast."""
     from mvjax.data.tasks import builtin_tasks, load_task_file
 
@@ -123,7 +122,7 @@ def ppl_rows(tok, n_rows: int, length: int) -> np.ndarray:
     return rows
 
 
-def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]:
+def run_record(args: RunSpec | argparse.Namespace, model, preset_: dict) -> dict[str, Any]:
     from mvjax.provenance import provenance
 
     record = provenance(getattr(args, "command_line", None), args.model)

@@ -118,11 +118,11 @@ class RunSpec:
     experiment's own flags (its ``Experiment.flags`` dataclass)."""
 
     options: Any
-    out: str = unplanned(None)  # where the results are written
+    out: str | None = unplanned(None)  # where the results are written (required on the command line)
     # argparse's subcommand dests: plans have keyed them as flags (--command, --experiment) since
     # plans began, and the experiment decides every number
     command: str = planned("experiment")
-    experiment: str = planned(None)
+    experiment: str | None = planned(None)
     # the plan records the model resolved (a path by its absolute spelling) and its config
     model: str = unplanned("smollm2", hashed_before_plans=True)
     quick: bool = planned(False)
@@ -134,7 +134,7 @@ class RunSpec:
     seed: int = planned(0)
     batch_size: int = unplanned(8, hashed_before_plans=True)  # rows are scored independently
     mesh: str | None = unplanned(None)  # results equal one device's (statistics to float rounding)
-    dtype: str = planned("auto")
+    dtype: str = planned("auto")  # bfloat16 and float32 scores differ
     partial_to: str | None = unplanned(None)  # writes the results so far elsewhere; scores nothing
     seed_from: str | None = unplanned(None)  # its conditions are refused unless of this plan
     distributed: bool = unplanned(False)  # each process scores its rows of every condition
