@@ -12,6 +12,8 @@ import pytest
 import mvjax.analysis.disrupt as D
 from mvjax.analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
 from mvjax.analysis.experiments.common import write_partial
+from mvjax.analysis.experiments.registry import EXPERIMENTS
+from mvjax.analysis.experiments.spec import RunSpec, legacy_vars, plan_flags
 from mvjax.analysis.resume import resume_dir
 from mvjax.analysis.disrupt import DisruptConfig, disrupt, thirds
 from mvjax.analysis.resume import Checkpoint
@@ -116,11 +118,13 @@ def test_plan_scores_the_table_first_and_the_table_preset_only_that():
 
 
 def test_the_condition_subset_does_not_change_the_resume_fingerprint():
-    from mvjax.analysis.experiments.common import vars_of
-
-    a = argparse.Namespace(model="m", n=100, conditions="all", out="x")
-    b = argparse.Namespace(model="m", n=100, conditions="table", out="y")
-    assert vars_of(a) == vars_of(b) != vars_of(argparse.Namespace(model="m", n=50, conditions="all"))
+    def spec(**flags):
+        return RunSpec.from_args(argparse.Namespace(**flags), EXPERIMENTS["disrupt"])
+    a = spec(model="m", n=100, conditions="all", out="x")
+    b = spec(model="m", n=100, conditions="table", out="y")
+    c = spec(model="m", n=50, conditions="all")
+    for key in (legacy_vars, plan_flags):
+        assert key(a) == key(b) != key(c)
 
 
 def test_a_helper_scores_its_conditions_into_the_run_under_way(model, tmp_path, monkeypatch):

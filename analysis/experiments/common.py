@@ -1,5 +1,7 @@
-"""What the named experiments share: the model and tokenizer, the task set (quick or full), the
-held-out perplexity rows, the run record (git SHA), and the CLI arguments for all of them."""
+"""What the named experiments share: the frame that runs one (``run_experiment(spec,
+experiment)``: load, plan, score through the checkpoint, record, claims, report), the model and
+tokenizer, the task set (quick or full), the held-out perplexity rows and the run record (git
+SHA). Their flags are typed in ``analysis.experiments.spec``."""
 
 from __future__ import annotations
 
@@ -11,89 +13,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from mvjax.analysis.claims import claims_json
+from mvjax.analysis.experiments import helper
+from mvjax.analysis.experiments.registry import EXPERIMENTS
+from mvjax.analysis.experiments.spec import FULL, PRESETS, Experiment, RunSpec, legacy_vars, plan_flags
+from mvjax.analysis.experiments.spec import QUICK as QUICK
+from mvjax.analysis.experiments.spec import add_mesh_arg as add_mesh_arg
+from mvjax.analysis.experiments.spec import preset_name
 from mvjax.analysis.records import ScoredRun
 from mvjax.analysis.resume import Checkpoint, fingerprint, resume_dir
 from mvjax.atomic import atomic_directory, check_results_dir, read_json_state, require
-from mvjax.data.tasks import PASSKEYS
 
-QUICK = {"n": 8, "passkeys": ((128, 5), (256, 5)), "facts_every": 8, "ppl_rows": 1, "ppl_len": 256}
-FULL = {"n": 100, "passkeys": PASSKEYS, "facts_every": 1, "ppl_rows": 8, "ppl_len": 512}
 MAX_N = 10_000  # items per generated task: 100x the full preset, already days of scoring per condition
 MAX_BATCH = 1024  # prompts per batch: every batch is allocated at this size (padded), so more never fits
-# length-matched families in prompt-length bins (mvjax.data.tasks.lengths); n per family and bin
-# sized in docs/disrupt-smollm2-confounds/RULES.md (benchmarks/confound_cost.py)
-CONFOUNDS = {"n": 40, "bins": (32, 128, 256, 512, 1024), "ppl_rows": 8, "ppl_len": 512}
-PRESETS = {"quick": QUICK, "full": FULL, "confounds": CONFOUNDS}
 
 
-def add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2",
-                   help="model name known to mvjax.load (e.g. smollm2), mvjax / HF model dir or .gguf")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--quick", action="store_true",
-                   help=f"small task set ({QUICK['n']} items per generated task, passkey up to "
-                   f"{max(L for L, _ in QUICK['passkeys'])} tokens, every {QUICK['facts_every']}th "
-                   "parametric item); task files run whole. In either preset, built-in tasks that the "
-                   "model's context cannot hold are left out and named")
-    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="task set: quick (= --quick), full (default) or confounds (facts, world, "
-                   "arithmetic, key→value recall and passkey in prompt-length bins ≤32/128/256/512/"
-                   "1,024 tokens, passkey key depth recorded; disrupt scores every main condition "
-                   "with position 0 edited and kept, 10 random-control seeds)")
-    p.add_argument("--bins", default=None, metavar="EDGES",
-                   help="confounds preset: comma-separated prompt-length bin edges in tokens "
-                   "(default 32,128,256,512,1024; a tokenizer with longer questions needs a larger "
-                   "first edge)")
-    p.add_argument("--tasks", action="append", default=[], metavar="FILE",
-                   help="extra JSONL task file (repeatable; named after the file)")
-    p.add_argument("--n", type=int, default=None, help="items per generated task (overrides the preset)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the task generators")
-    p.add_argument("--batch-size", type=int, default=8)
-    add_mesh_arg(p)
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="compute dtype: auto = bfloat16 on an accelerator, float32 on CPU; "
-                   "statistics are accumulated in float32 either way")
-    p.add_argument("--partial-to", default=None, metavar="DIR",
-                   help="write the results set of the conditions the run at --out has finished so "
-                   "far (it may still be running) into DIR, and exit; for a finished run, redraw its "
-                   "claims, figures and report from its results.json into DIR")
-    p.add_argument("--seed-from", default=None, metavar="RESULTS",
-                   help="start from the conditions of an earlier run's results.json (e.g. a committed "
-                   "one, on a new machine): each is saved as a finished piece and not scored again; "
-                   "refused unless its experiment, model, run and config are this run's (the "
-                   "unmodified pass is recomputed: compare its tasks and dims with the file's)")
-    p.add_argument("--distributed", action="store_true",
-                   help="join a multi-process run through jax.distributed (run the same command in "
-                   "every process, with JAX_COORDINATOR_ADDRESS=host:port of process 0, "
-                   "JAX_NUM_PROCESSES and JAX_PROCESS_ID set, or on a TPU/SLURM cluster); each "
-                   "process scores its rows of every condition, process 0 writes the results")
-    p.add_argument("--only", default=None, metavar="NAMES",
-                   help="a helper on a second core: with the arguments of a run under way at --out, "
-                   "score just these comma-separated conditions into its resume directory and exit "
-                   "(the run finds them finished); a condition another process is scoring is left to it")
-
-
-def add_mesh_arg(p: argparse.ArgumentParser) -> None:
-    """``--mesh``, shared by every command that runs the whole model (``mvjax.mesh``)."""
-    p.add_argument("--mesh", default=None, metavar="data=N,model=M",
-                   help="devices to run on: items split over data, the model's heads and MLP "
-                   "columns over model (for a model larger than one device); default one device "
-                   "(every device, over data, in a multi-process run). Results equal one "
-                   "device's (statistics to float rounding)")
-
-
-def preset_name(args: argparse.Namespace) -> str:
-    """The preset a run asked for (``--preset``, else quick / full by ``--quick``)."""
-    name = getattr(args, "preset", None)
-    if name is not None and args.quick and name != "quick":
-        raise ValueError(f"--quick and --preset {name} disagree: give one of them")
-    return name or ("quick" if args.quick else "full")
-
-
-def preset(args: argparse.Namespace) -> dict[str, Any]:
+def preset(args: RunSpec | argparse.Namespace) -> dict[str, Any]:
     from mvjax.mesh import parse_mesh
     from mvjax.sharding import initialize_distributed
 
@@ -123,7 +61,7 @@ def preset(args: argparse.Namespace) -> dict[str, Any]:
     return p
 
 
-def load_model_and_tasks(args: argparse.Namespace):
+def load_model_and_tasks(args: RunSpec | argparse.Namespace):
     """(model, tokenizer, tasks, preset) — task files are read first so a bad one fails fast."""
     from mvjax.data.tasks import builtin_tasks, load_task_file
 
@@ -184,7 +122,7 @@ def ppl_rows(tok, n_rows: int, length: int) -> np.ndarray:
     return rows
 
 
-def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]:
+def run_record(args: RunSpec | argparse.Namespace, model, preset_: dict) -> dict[str, Any]:
     from mvjax.provenance import provenance
 
     record = provenance(getattr(args, "command_line", None), args.model)
@@ -195,30 +133,16 @@ def run_record(args: argparse.Namespace, model, preset_: dict) -> dict[str, Any]
                     "task_files": list(args.tasks), "seed": args.seed}}
 
 
-def vars_of(args: argparse.Namespace) -> dict:
-    """The arguments an older mvjax hashed into a run's resume key (not where it is written, how
-    it is called or which of its conditions are scored: each condition's numbers are the same in
-    any subset). Kept to resume a run that older code started."""
-    return {k: v for k, v in vars(args).items()
-            if k not in ("out", "func", "command_line", "partial_to", "conditions", "only", "seed_from",
-                         "mesh", "distributed")
-            and not callable(v) and not (k in ("preset", "bins") and v is None)}  # runs before --preset resume
-
-
-# flags that cannot change a number: where and how a run is written or shared, the batch size
-# (rows are scored independently), the task files' paths (their names and contents are planned)
-NOT_PLANNED = ("batch_size", "tasks", "model", "seed_from")
-FLAGS = {"lam": "--lambda"}  # argparse dests spelled otherwise on the command line
-
-
-def run_plan(name: str, args: argparse.Namespace, model, tasks, rows: np.ndarray) -> dict[str, Any]:
+def run_plan(name: str, spec: RunSpec | argparse.Namespace, model, tasks, rows: np.ndarray) -> dict[str, Any]:
     """Everything that decides a run's numbers, keyed as a user would name it (``--method``,
-    ``model config``, ``tasks``): two runs resume each other's pieces exactly when these match."""
-    plan: dict[str, Any] = {"experiment": name}
-    plan |= {FLAGS.get(k, "--" + k.replace("_", "-")): v for k, v in sorted(vars_of(args).items())
-             if k not in NOT_PLANNED}
-    spelled = Path(str(args.model))
-    plan["--model"] = str(spelled.resolve()) if spelled.exists() else str(args.model)
+    ``model config``, ``tasks``): two runs resume each other's pieces exactly when these match.
+    The flags are the spec's planned fields (``spec.plan_flags``); parsed arguments are read as
+    the named experiment's spec."""
+    if isinstance(spec, argparse.Namespace):
+        spec = RunSpec.from_args(spec, EXPERIMENTS[name])
+    plan: dict[str, Any] = {"experiment": name} | plan_flags(spec)
+    spelled = Path(str(spec.model))
+    plan["--model"] = str(spelled.resolve()) if spelled.exists() else str(spec.model)
     plan["model config"] = model.cfg.to_dict()
     plan["tasks"] = {t.name: fingerprint(t.kind, t.items) for t in tasks}
     plan["held-out rows"] = fingerprint(rows.tolist())
@@ -276,7 +200,7 @@ def write_results(out, run: ScoredRun, claims, notes, write) -> list:
     return checked
 
 
-def write_partial(args: argparse.Namespace, claims, write, notes) -> int:
+def write_partial(args: RunSpec | argparse.Namespace, claims, write, notes) -> int:
     """``--partial-to DIR``: the results set of the conditions a run at ``--out`` (running or
     killed) has finished so far, with its claims; of a finished run, its results redrawn (claims,
     figures, report) by the code of today. Nothing is scored."""
@@ -298,56 +222,53 @@ def write_partial(args: argparse.Namespace, claims, write, notes) -> int:
     return 0
 
 
-def run_experiment(args: argparse.Namespace, name: str, top_k: int, compute, claims, write,
-                   notes=None, config=None) -> int:
-    """The shared frame: load, check ``top_k`` against the model, ``compute(model, tok, tasks,
-    ppl_rows, checkpoint) -> dict``, add the run record, ``claims(result)`` (a list of applied
-    ``analysis.claims.Claim``) and ``notes(result)`` (sentences), write results.json, then
-    ``write(result, out)`` (figures and report.md); print a JSON summary. Finished pieces are
+def run_experiment(spec: RunSpec, experiment: Experiment) -> int:
+    """The shared frame: build ``experiment.config(spec)`` (checked before anything loads), load,
+    check its ``top_k`` against the model, ``experiment.compute(model, tok, tasks, config, rows,
+    checkpoint=ck) -> dict``, add the run record, apply ``experiment.report(spec)`` (claims,
+    notes), write results.json, figures and report.md; print a JSON summary. Finished pieces are
     kept beside ``--out`` until the results are written (``analysis.resume``): the same command
     run again after a kill resumes; ``--seed-from`` starts from an earlier results.json of the
-    same settings (``config``: the experiment's config dataclass, as results.json holds it)."""
-    if getattr(args, "partial_to", None):
-        return write_partial(args, claims, write, notes)
+    same settings (the config as results.json holds it)."""
+    config = experiment.config(spec)
+    report, write = experiment.report(spec), experiment.titled(spec)
+    if spec.partial_to:
+        return write_partial(spec, report.claims, write, report.notes)
     t0 = time.time()
-    out = check_results_dir(args.out, "results.json")  # before loading anything
-    seed = getattr(args, "seed_from", None)
-    if seed is not None and getattr(args, "only", None) is not None:
-        raise ValueError("--seed-from seeds the main run: drop --only (a helper finds the seeded "
-                         "conditions finished)")
+    out = check_results_dir(spec.out, "results.json")  # before loading anything
+    helper.refuse_seeding(spec)
+    seed = spec.seed_from
     seeded = None if seed is None else read_seed(seed)
-    model, tok, tasks, p = load_model_and_tasks(args)
-    if not 1 <= top_k <= model.cfg.head_dim:
-        raise ValueError(f"--top-k {top_k} is invalid: use 1..head_dim={model.cfg.head_dim}")
+    model, tok, tasks, p = load_model_and_tasks(spec)
+    if not 1 <= config.top_k <= model.cfg.head_dim:
+        raise ValueError(f"--top-k {config.top_k} is invalid: use 1..head_dim={model.cfg.head_dim}")
     rows = ppl_rows(tok, p["ppl_rows"], p["ppl_len"])
-    legacy = fingerprint(name, vars_of(args), model.cfg.to_dict(), [(t.name, t.kind, t.items) for t in tasks],
-                         rows.tolist())
-    only = getattr(args, "only", None)
-    if only is not None and not only.strip(","):
-        raise ValueError("--only is empty: name the conditions this helper scores, e.g. --only q_only,k_only")
-    names = None if only is None else [s.strip() for s in only.split(",") if s.strip()]
-    header = {"experiment": name, **run_record(args, model, p)}
+    legacy = fingerprint(spec.experiment, legacy_vars(spec), model.cfg.to_dict(),
+                         [(t.name, t.kind, t.items) for t in tasks], rows.tolist())
+    names = helper.helper_conditions(spec)
+    header = {"experiment": spec.experiment, **run_record(spec, model, p)}
     if seeded is not None:
         check_seed(seed, seeded, ScoredRun.from_json(header), config)
-    with Checkpoint(resume_dir(out), run_plan(name, args, model, tasks, rows), names, legacy) as ck:
+    with Checkpoint(resume_dir(out), run_plan(spec.experiment, spec, model, tasks, rows), names, legacy) as ck:
         if ck.done():
             print(f"resuming: {ck.done()} finished piece(s) in {ck.directory}", flush=True)
         if seeded is not None:
             new = [name for name, c in seeded.conditions.items() if ck.seed(name, c.to_json())]
             print(f"seeded from {seed}: {', '.join(new) or 'nothing (all present)'}", flush=True)
         ck.note("header.json", header)
-        run = ScoredRun.from_json(header | compute(model, tok, tasks, rows, ck))
-        import jax  # here, not at the top: the CLI builds its parsers from this module without jax
-
+        run = ScoredRun.from_json(header | experiment.compute(model, tok, tasks, config, rows, checkpoint=ck))
         if jax.process_index() != 0:  # every process scored its rows; process 0 writes
             return 0
         if ck.helper:  # the main run writes the results
-            print(json.dumps({"scored": sorted(run.conditions), "into": str(ck.directory),
-                              "seconds": round(time.time() - t0, 1)}))
-            return 0
+            return helper.helper_done(run.conditions, ck.directory, t0)
         run = run.recorded(seconds=round(time.time() - t0, 1))
-        checked = write_results(out, run, claims, notes, write)
+        checked = write_results(out, run, report.claims, report.notes, write)
         ck.remove()
     print(json.dumps({"out": str(out), "seconds": run.seconds, "claims": [c.sentence() for c in checked]},
                      indent=1))
     return 0
+
+
+def run_from_args(args: argparse.Namespace, experiment: Experiment) -> int:
+    """``mvjax experiment NAME``: the parsed arguments as a spec, run."""
+    return run_experiment(RunSpec.from_args(args, experiment), experiment)

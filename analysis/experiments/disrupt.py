@@ -4,18 +4,37 @@ write results.json, bar charts and report.md (``analysis.disrupt`` holds the lib
 from __future__ import annotations
 
 import argparse
+import dataclasses
+
+from mvjax.analysis.confound_report import confound_claims, confound_notes, write_confound_report
+from mvjax.analysis.disrupt import DisruptConfig, disrupt
+from mvjax.analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
+from mvjax.analysis.experiments.spec import Experiment, Report, RunSpec, planned, unplanned
 
 SWEEP_K = (1, 2, 4)  # full preset: top-k sweep (and the early / middle / late layer sweep)
 CONFOUND_SEEDS = tuple(range(10))  # confounds preset: pair-aware random control seeds (units of its null)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from mvjax.analysis.experiments.common import add_common_args
+@dataclasses.dataclass(frozen=True)
+class DisruptFlags:
+    """disrupt's own flags, as given (argparse's dests; ``disrupt_config`` parses them)."""
 
-    p = sub.add_parser("disrupt", help="replace the massive Q/K dims by their prompt mean (and "
-                       "lowest-norm, random, energy-matched, first-token-kept, Q/K-only controls); "
-                       "contextual vs parametric tasks, perplexity, first-token attention")
-    add_common_args(p)
+    method: str = planned("mean")
+    sites: str = planned("q_rot,k_rot")
+    selection: str = planned("topk")
+    top_k: int = planned(1)
+    lam: float = planned(5.0, flag="--lambda")
+    seeds: str = planned("0,1,2")
+    layers: str | None = planned(None)
+    phases: str = planned("prefill")
+    statistics: str = planned("pooled")
+    ranking: str = planned("sum")
+    # which conditions are scored: each one's numbers are the same in any subset, so a run resumes
+    # the other's finished conditions
+    conditions: str = unplanned("all")
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("mean", "zero"), default="mean")
     p.add_argument("--sites", default="q_rot,k_rot", help="Q and K site: q_rot,k_rot (default, "
                    "after RoPE as the authors) or q,k")
@@ -39,7 +58,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "and the ablations; table: original, massive and the controls only. Which "
                    "conditions are scored does not change any one's numbers, so a run resumes "
                    "the other's finished conditions")
-    p.set_defaults(func=run)
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -53,51 +71,46 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
-def run(args: argparse.Namespace) -> int:
-    from mvjax.analysis.disrupt import DisruptConfig
-
-    sites = [s.strip() for s in args.sites.split(",")]
+def disrupt_config(spec: RunSpec) -> DisruptConfig:
+    """The flags as a ``DisruptConfig`` (the confounds preset: as its RULES.md fixes them); λ and
+    top-k are checked here, before the model loads."""
+    flags: DisruptFlags = spec.options
+    sites = [s.strip() for s in flags.sites.split(",")]
     if len(sites) != 2:
-        raise ValueError(f"--sites {args.sites!r} is invalid: give the Q and the K site, e.g. q_rot,k_rot")
-    seeds = _ints(args.seeds, "seeds")
-    table = args.conditions == "table"
-    from mvjax.analysis.experiments.common import preset_name
-
-    if preset_name(args) == "confounds":  # RULES.md of docs/disrupt-smollm2-confounds fixes these
-        if args.seeds == "0,1,2":
+        raise ValueError(f"--sites {flags.sites!r} is invalid: give the Q and the K site, e.g. q_rot,k_rot")
+    seeds = _ints(flags.seeds, "seeds")
+    table = flags.conditions == "table"
+    confounds = spec.preset_name == "confounds"
+    layers = None if flags.layers is None else _ints(flags.layers, "layers")
+    if confounds:  # RULES.md of docs/disrupt-smollm2-confounds fixes these
+        if flags.seeds == "0,1,2":
             seeds = CONFOUND_SEEDS
-        config = DisruptConfig(method=args.method, q_site=sites[0], k_site=sites[1],
-                               selection=args.selection, top_k=args.top_k, lam=args.lam, seeds=seeds,
-                               energy_seeds=seeds[:3], phases=args.phases, batch_size=args.batch_size,
-                               statistics=args.statistics, ranking=args.ranking, position0=True,
-                               chosen_layers=None if args.layers is None else _ints(args.layers, "layers"),
-                               sweep_k=(), sweep_layers=False, ablations=False)
-        return _run(args, config, confounds=True)
-    config = DisruptConfig(method=args.method, q_site=sites[0], k_site=sites[1],
-                           selection=args.selection, top_k=args.top_k, lam=args.lam, seeds=seeds,
-                           energy_seeds=seeds[:1] if args.quick else seeds,
-                           chosen_layers=None if args.layers is None else _ints(args.layers, "layers"),
-                           phases=args.phases, batch_size=args.batch_size,
-                           statistics=args.statistics, ranking=args.ranking,
-                           sweep_k=() if args.quick or table else SWEEP_K,
-                           sweep_layers=not (args.quick or table), ablations=not table)
-    return _run(args, config)
-
-
-def _run(args: argparse.Namespace, config, confounds: bool = False) -> int:
-    """Run ``config`` (the confounds preset: its pre-registered claims and its report sections)."""
+        config = DisruptConfig(method=flags.method, q_site=sites[0], k_site=sites[1],
+                               selection=flags.selection, top_k=flags.top_k, lam=flags.lam, seeds=seeds,
+                               energy_seeds=seeds[:3], phases=flags.phases, batch_size=spec.batch_size,
+                               statistics=flags.statistics, ranking=flags.ranking, position0=True,
+                               chosen_layers=layers, sweep_k=(), sweep_layers=False, ablations=False)
+    else:
+        config = DisruptConfig(method=flags.method, q_site=sites[0], k_site=sites[1],
+                               selection=flags.selection, top_k=flags.top_k, lam=flags.lam, seeds=seeds,
+                               energy_seeds=seeds[:1] if spec.quick else seeds, chosen_layers=layers,
+                               phases=flags.phases, batch_size=spec.batch_size,
+                               statistics=flags.statistics, ranking=flags.ranking,
+                               sweep_k=() if spec.quick or table else SWEEP_K,
+                               sweep_layers=not (spec.quick or table), ablations=not table)
     config.definition  # noqa: B018 -- λ and top-k are checked before the model loads
-    from mvjax.analysis.disrupt import disrupt
-    from mvjax.analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
-    from mvjax.analysis.experiments.common import run_experiment
+    return config
 
-    claims, notes, write = disrupt_claims, disrupt_notes, write_disrupt_report
-    if confounds:
-        from mvjax.analysis.confound_report import confound_claims, confound_notes, write_confound_report
 
-        claims, notes, write = confound_claims, confound_notes, write_confound_report
-    return run_experiment(
-        args, "disrupt", config.top_k,
-        lambda model, tok, tasks, rows, ck: disrupt(model, tok, tasks, config, rows, checkpoint=ck),
-        claims, lambda result, out: write(result, out, f"Disrupting massive values — {args.model}"),
-        notes=notes, config=config)
+DISRUPT_REPORT = Report(disrupt_claims, write_disrupt_report, disrupt_notes)
+# the confounds preset: its pre-registered claims and its report sections
+CONFOUNDS_REPORT = Report(confound_claims, write_confound_report, confound_notes)
+
+DISRUPT = Experiment(
+    name="disrupt",
+    help="replace the massive Q/K dims by their prompt mean (and lowest-norm, random, energy-matched, "
+    "first-token-kept, Q/K-only controls); contextual vs parametric tasks, perplexity, first-token "
+    "attention",
+    flags=DisruptFlags, add_flags=add_flags, config=disrupt_config, compute=disrupt,
+    report=lambda spec: CONFOUNDS_REPORT if spec.preset_name == "confounds" else DISRUPT_REPORT,
+    title="Disrupting massive values — {model}")
