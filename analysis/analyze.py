@@ -185,8 +185,9 @@ def analyze_to_dir(config: AnalyzeConfig, command_line: str | None = None,
     with atomic_directory(out) as tmp:  # the whole set replaces any earlier one, or nothing does
         (tmp / RESULTS_FILE).write_text(json.dumps(result.to_json(), indent=1))
         if config.figures:
-            from mvjax.analysis.plots import all_figures  # local: matplotlib, only when figures are drawn
-            from mvjax.analysis.report import write_report  # local: imports analysis.plots (matplotlib)
+            # local: matplotlib (analysis.plots, also imported by analysis.report), only drawing needs it
+            from mvjax.analysis.plots import all_figures
+            from mvjax.analysis.report import write_report
 
             layer = result.bar_layer() if config.bar_layer is None else config.bar_layer
             figures = all_figures(result, tmp, layer, Path(str(config.model)).name)

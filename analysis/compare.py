@@ -199,7 +199,7 @@ def render_table(entries: list[Entry]) -> str:
 
 def compare(dirs: list[str], out: str | Path) -> dict[str, Any]:
     """Write compare.png and compare.json; returns the table."""
-    import matplotlib  # local: matplotlib, only when the figure is drawn (`mvjax --help` imports us)
+    import matplotlib  # local: matplotlib is heavy and only drawing this figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # local: as matplotlib

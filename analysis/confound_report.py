@@ -153,7 +153,7 @@ def depth_figure(series: dict, out: Path, title: str) -> str | None:
     (seeded controls: the median seed)."""
     if not series:
         return None
-    import matplotlib  # local: matplotlib, only when the figure is drawn (`mvjax --help` imports us)
+    import matplotlib  # local: matplotlib is heavy and only drawing this figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # local: as matplotlib

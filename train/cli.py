@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mvjax.train.loop import TrainingDiverged, train  # local: optax and orbax; keeps mvjax --help light
+    # local: optax; keeps mvjax --help light (tests patch train.loop.train)
+    from mvjax.train.loop import TrainingDiverged, train
 
     exp = ExperimentConfig.load(args.config, args.override)
     try:

@@ -346,7 +346,7 @@ def draw(runs: Sequence[Band], refs: Sequence[Band], path: Path) -> Path:
     """Left: median top-pair wavelength against context per base (dashed: W = 2.5 C, W = C);
     pretrained layer groups at their context, or their window where they have one.
     Right: the same as W / context per layer, so 'follows the context' reads as flat lines."""
-    import matplotlib  # local: matplotlib, only when the figure is drawn (`mvjax --help` imports us)
+    import matplotlib  # local: matplotlib is heavy and only drawing this figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # local: as matplotlib

@@ -146,7 +146,7 @@ def table(runs: list[RunCurves]) -> str:
 
 
 def draw(runs: list[RunCurves], path: Path) -> Path:
-    import matplotlib  # local: matplotlib, only when the figure is drawn (`mvjax --help` imports us)
+    import matplotlib  # local: matplotlib is heavy and only drawing this figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # local: as matplotlib

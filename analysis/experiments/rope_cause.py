@@ -226,7 +226,8 @@ def train_arms(preset: Preset, out: Path, resume: bool, stop_at: int | None = No
     """Train every arm in order; True when all are finished (``stop_at`` ends each invocation of
     an arm early, as a kill would, leaving a checkpoint). ``after(arm)`` runs once an arm is
     trained, before the next one starts, so a run stopped for time keeps its finished arms whole."""
-    from mvjax.train.loop import train  # local: optax and the checkpointer; keeps mvjax --help light
+    # local: optax; keeps mvjax --help light (tests patch train.loop.train)
+    from mvjax.train.loop import train
 
     for arm in tqdm(preset.arms, desc="arms", unit="arm"):
         arm_dir = out / "arms" / arm
@@ -374,7 +375,8 @@ def _measure(preset: Preset, out: Path, reference: str | None, mesh: str | None 
     results = collect(preset, out, ref, git_sha())
     record = results.to_json()
     write_json(out / "results.json", record)
-    from mvjax.analysis.experiments.rope_cause_plots import all_figures  # local: matplotlib, only to draw
+    # local: matplotlib, only drawing needs it
+    from mvjax.analysis.experiments.rope_cause_plots import all_figures
 
     figures = all_figures(results, out / "figures", svg=preset.figures_svg)
     write_report(results, figures, out)

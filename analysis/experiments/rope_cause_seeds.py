@@ -217,7 +217,7 @@ def report(decided: dict[str, Any]) -> str:
 def null_figure(decided: dict[str, Any], path: Path) -> Path:
     """Per arm, per seed: the random controls' contextual accuracies (the null), the
     energy-matched and lowest-norm controls, the original and the massive edit."""
-    import matplotlib  # local: matplotlib, only when the figure is drawn (`mvjax --help` imports us)
+    import matplotlib  # local: matplotlib is heavy and only drawing this figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # local: as matplotlib
