@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    # local: optax; keeps mvjax --help light (tests patch train.loop.train)
+    # local: optax; keeps mvjax --help light
     from mvjax.train.loop import TrainingDiverged, train
 
     exp = ExperimentConfig.load(args.config, args.override)
