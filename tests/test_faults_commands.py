@@ -312,10 +312,9 @@ def test_append_line_cuts_back_a_failed_write(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_rope_cause_interrupted_exits_128_plus_signal(tmp_path, monkeypatch, capsys, signum):
-    import mvjax.train.loop
+    import mvjax.analysis.experiments.rope_cause as rc
 
-    monkeypatch.setattr(mvjax.train.loop, "train", lambda *a, **k: {"interrupted_by_signal": signum,
-                                                              "step": 1})
+    monkeypatch.setattr(rc, "train", lambda *a, **k: {"interrupted_by_signal": signum, "step": 1})
     out = tmp_path / "rc"
     assert main(["experiment", "rope-cause", "--preset", "test", "--out", str(out)]) == 128 + signum
     err = one_line(capsys, f"interrupted by {signal.Signals(signum).name}", "--resume")

@@ -8,6 +8,7 @@ import sys
 
 from mvjax.cli import Interrupted
 from mvjax.train.config import ExperimentConfig
+from mvjax.train.loop import TrainingDiverged, train
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,9 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    # local: optax; keeps mvjax --help light
-    from mvjax.train.loop import TrainingDiverged, train
-
     exp = ExperimentConfig.load(args.config, args.override)
     try:
         summary = train(exp, args.out, resume=args.resume, stop_at=args.stop_at,

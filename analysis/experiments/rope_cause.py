@@ -51,6 +51,7 @@ from mvjax.mesh import place_model
 from mvjax.provenance import git_sha
 from mvjax.tokenizers import load_tokenizer
 from mvjax.train.config import ExperimentConfig
+from mvjax.train.loop import train
 
 ARMS: dict[str, dict[str, Any]] = {
     "rope": {"scheme": "rope", "theta": 1.0e4, "layout": "half", "rotary_fraction": 1.0},
@@ -226,9 +227,6 @@ def train_arms(preset: Preset, out: Path, resume: bool, stop_at: int | None = No
     """Train every arm in order; True when all are finished (``stop_at`` ends each invocation of
     an arm early, as a kill would, leaving a checkpoint). ``after(arm)`` runs once an arm is
     trained, before the next one starts, so a run stopped for time keeps its finished arms whole."""
-    # local: optax; keeps mvjax --help light (tests patch train.loop.train)
-    from mvjax.train.loop import train
-
     for arm in tqdm(preset.arms, desc="arms", unit="arm"):
         arm_dir = out / "arms" / arm
         if _arm_finished(arm_dir):
