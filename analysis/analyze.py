@@ -18,9 +18,19 @@ from typing import Iterator
 import numpy as np
 
 from mvjax.analysis.massive import Analysis  # noqa: F401  (the record analyze returns)
+from mvjax.analysis.massive import analyze as judge
+from mvjax.analysis.sample import DESCRIPTION, sample_texts
+from mvjax.atomic import atomic_directory, check_results_dir
+from mvjax.data import load_texts
+from mvjax.data.packing import bos_windows
+from mvjax.load import load_layerwise
 from mvjax.massive_rule import MassiveDefinition
+from mvjax.memory_budget import host_memory, human_bytes
 from mvjax.mesh import FLAG as MESH_FLAG, build_mesh, parse_mesh, rows as rows_for
+from mvjax.probe import collect_stats
+from mvjax.provenance import provenance
 from mvjax.sites import ALL_STAT_SITES, ATTN_SITE, sites_for
+from mvjax.tokenizers import check_vocab
 
 RESULTS_FILE = "massive_values.json"
 DOC_SEPARATOR = "\n\n"
@@ -30,11 +40,7 @@ TOKEN_BYTES = 4  # an int32 token id in the windows (the text and its token list
 def load_data(source: str | None, text_field: str = "text") -> tuple[list[str], str]:
     """(texts, description); None → the embedded sample."""
     if source is None:
-        from mvjax.analysis.sample import DESCRIPTION, sample_texts
-
         return sample_texts(), DESCRIPTION
-    from mvjax.data import load_texts
-
     texts = load_texts(source, text_field=text_field)
     return list(texts), str(source)
 
@@ -42,8 +48,6 @@ def load_data(source: str | None, text_field: str = "text") -> tuple[list[str], 
 def make_sequences(tokenizer, texts: list[str], seq_len: int, max_tokens: int) -> np.ndarray:
     """N×seq_len token windows, BOS first when the tokenizer has one; at most max_tokens tokens
     (but at least one window)."""
-    from mvjax.data.packing import bos_windows
-
     sep = tokenizer.encode(DOC_SEPARATOR)
     stream: list[int] = []
     for i, t in enumerate(texts):
@@ -85,9 +89,6 @@ def analyze(model, tokenizer, rows: np.ndarray, definition: MassiveDefinition = 
     77 MiB of compiled temporaries at 512 tokens, 218 MiB → 1.1 GiB at 2,048).
     ``mesh`` (a ``jax.sharding.Mesh`` of ``mvjax.mesh``, data axis only): each batch's windows
     split over its devices; the batch size is rounded up to a multiple of the data axis."""
-    from mvjax.analysis.massive import analyze as judge
-    from mvjax.probe import collect_stats
-
     cfg = model.cfg
     sites = sites or sites_for(cfg.qk_norm)
     batch_size = rows_for(batch_size, mesh)
@@ -139,8 +140,6 @@ class AnalyzeConfig:
         if self.mesh is not None and parse_mesh(self.mesh).model > 1:
             raise ValueError(f"{MESH_FLAG} {self.mesh}: analyze goes layer by layer and splits windows "
                              f"only; use {MESH_FLAG} data=N")
-        from mvjax.memory_budget import host_memory, human_bytes
-
         have, where = host_memory()  # the token windows alone are int32 in host memory
         if have is not None and self.tokens * TOKEN_BYTES > have:
             raise ValueError(f"--tokens {self.tokens} needs at least "
@@ -150,9 +149,6 @@ class AnalyzeConfig:
 
 def _load_checked(config: AnalyzeConfig):
     """(weights, tokenizer, rows, description), every setting checked against the model."""
-    from mvjax.load import load_layerwise
-    from mvjax.tokenizers import check_vocab
-
     weights, tok = load_layerwise(config.model)  # one layer's weights in memory at a time
     if tok is None:
         raise ValueError(f"model {config.model} has no tokenizer: save one into the model directory")
@@ -176,9 +172,6 @@ def analyze_to_dir(config: AnalyzeConfig, command_line: str | None = None,
     """Load ``config.model``, analyze its windows of ``config.data`` and write the results set
     (``massive_values.json``, and figures + ``report.md`` unless ``figures`` is off) into
     ``config.out``, replacing any earlier set whole. The output is checked before any work."""
-    from mvjax.atomic import atomic_directory, check_results_dir
-    from mvjax.provenance import provenance
-
     out = check_results_dir(config.out, RESULTS_FILE)
     weights, tok, rows, description = _load_checked(config)
     mesh = None if config.mesh is None else build_mesh(parse_mesh(config.mesh))
@@ -192,6 +185,7 @@ def analyze_to_dir(config: AnalyzeConfig, command_line: str | None = None,
     with atomic_directory(out) as tmp:  # the whole set replaces any earlier one, or nothing does
         (tmp / RESULTS_FILE).write_text(json.dumps(result.to_json(), indent=1))
         if config.figures:
+            # local: matplotlib (analysis.plots, also imported by analysis.report), only drawing needs it
             from mvjax.analysis.plots import all_figures
             from mvjax.analysis.report import write_report
 

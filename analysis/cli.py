@@ -6,12 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from mvjax.analysis.analyze import AnalyzeConfig, analyze_to_dir
+from mvjax.massive_rule import MassiveDefinition
 from mvjax.sites import STAT_SITES
-
-if TYPE_CHECKING:
-    from mvjax.analysis.analyze import AnalyzeConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,9 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> "AnalyzeConfig":
     """The flags as an ``AnalyzeConfig`` (each one checked there)."""
-    from mvjax.analysis.analyze import AnalyzeConfig
-    from mvjax.massive_rule import MassiveDefinition
-
     given = args.sites is not None
     sites = tuple(s.strip() for s in args.sites.split(",") if s.strip()) if given else ()
     if given and not sites:
@@ -61,8 +56,6 @@ def config_from_args(args: argparse.Namespace) -> "AnalyzeConfig":
 
 
 def run(args: argparse.Namespace) -> int:
-    from mvjax.analysis.analyze import analyze_to_dir
-
     config = config_from_args(args)
     result = analyze_to_dir(config, getattr(args, "command_line", None))
     print(json.dumps({"out": str(Path(config.out)), **result.headline()}, indent=1))

@@ -13,12 +13,15 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+
+from mvjax.analysis.analyze import RESULTS_FILE
+from mvjax.analysis.massive import top_share
+from mvjax.analysis.summaries import DEFINITION, SiteSummary, summarize_norms
 from mvjax.atomic import atomic_file, check_own_dir, read_json_state, require, write_json
-
-if TYPE_CHECKING:  # imported lazily: `mvjax --help` stays instant
-    from mvjax.analysis.summaries import SiteSummary
+from mvjax.config import ModelConfig
 
 SITES = (("q_rot", "q"), ("k_rot", "k"), ("v", "v"))  # preferred site, fallback
 OWN_FILES = ("compare.json", "compare.png", "compare.md")
@@ -44,18 +47,12 @@ class Entry:
 
 def top_shares(norms: dict[str, Any]) -> dict[str, list[list[float]]]:
     """{site: layers × heads} top-dim energy share (``analysis.massive.top_share``) of L×H×D norms."""
-    from mvjax.analysis.massive import top_share
-
     return {s: [top_share(M).tolist() for M in M_LxHxD] for s, M_LxHxD in norms.items()}
 
 
 def load_entries(directory: str | Path) -> list[Entry]:
     """Every model of an analyze dir (massive_values.json) or an experiment dir (results.json:
     every arm, and the reference when present)."""
-    from mvjax.analysis.analyze import RESULTS_FILE
-    from mvjax.analysis.summaries import summarize_norms
-    from mvjax.config import ModelConfig
-
     d = Path(directory)
     if (d / "results.json").is_file():
         path = d / "results.json"
@@ -97,8 +94,6 @@ def _shape(arm: Any) -> tuple[int, int, int] | None:
 
 def _mass(per_layer: Any) -> list[float] | None:
     """First-token mass per layer (a per-layer list of per-head values is averaged over heads)."""
-    import numpy as np
-
     if not per_layer:
         return None
     return [float(np.mean(m)) for m in per_layer]
@@ -111,8 +106,6 @@ LAYER_KEYS = {"n_massive": int, "max_mean_median": (int, float),
 def _final(arm: Any, where: str) -> dict[str, SiteSummary]:
     """{site: SiteSummary} of an arm (or the reference) of a rope-cause results.json, every key
     compare reads checked first."""
-    from mvjax.analysis.summaries import SiteSummary
-
     out = {}
     for site in require(arm, "final", dict, where):
         layers = require(arm, f"final.{site}.layers", list, where)
@@ -125,8 +118,6 @@ def _final(arm: Any, where: str) -> dict[str, SiteSummary]:
 
 def site_row(summary: SiteSummary) -> dict[str, Any]:
     """compare.json's numbers of one site: λ count, median max/mean, median band share."""
-    import numpy as np
-
     band = [np.nan if b is None else b for b in summary.column("band_low_share_median")]
     return {"n_massive": int(sum(summary.column("n_massive"))),
             "max_mean_median": float(np.median(summary.column("max_mean_median"))),
@@ -146,8 +137,6 @@ def table_row(entry: Entry) -> dict[str, Any]:
     count, first layer with a massive entry, median low-frequency band share, top-pair agreement
     and its chance, top-dim energy share (max and median over heads and layers), first-token mass
     (mean over layers of the per-layer mean over heads)."""
-    import numpy as np
-
     row: dict[str, Any] = {"label": entry.label, "shape": entry.shape, "sites": {}}
     for choices in SITES:
         name = entry.site_name(choices)
@@ -176,8 +165,6 @@ TABLE_COLUMNS = (
 
 def render_table(entries: list[Entry]) -> str:
     """compare.md: one row per entry, every cell ``Q / K / V``; pure rendering of ``entries``."""
-    from mvjax.analysis.summaries import DEFINITION
-
     d = DEFINITION.to_dict()
     lines = [
         f"Massive: M[h,d] > λ · mean of M over the {d.get('mean_over', 'head')} (λ = "
@@ -212,11 +199,10 @@ def render_table(entries: list[Entry]) -> str:
 
 def compare(dirs: list[str], out: str | Path) -> dict[str, Any]:
     """Write compare.png and compare.json; returns the table."""
-    import matplotlib
+    import matplotlib  # local: matplotlib is heavy and only drawing this figure needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    import matplotlib.pyplot as plt  # local: as matplotlib
 
     out = check_own_dir(out, OWN_FILES, "compare outputs")
     entries = [e for d in dirs for e in load_entries(d)]

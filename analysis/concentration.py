@@ -22,7 +22,10 @@ from typing import Sequence
 
 import numpy as np
 
+from mvjax.analysis.massive import low_frequency_dims, massive_mask
+from mvjax.config import PositionalConfig
 from mvjax.massive_rule import max_mean_ratio
+from mvjax.positional import scheme_class
 
 
 def pair_energy(M_HxD: np.ndarray, pairs: Sequence[int | None]) -> np.ndarray:
@@ -102,9 +105,6 @@ def scheme_labels(pos, head_dim: int) -> tuple[list[int | None], list[float | No
     own rotation pairs and frequencies, or — for a scheme that does not rotate — those of RoPE
     θ=1e4 (half layout) at the same head_dim, with ``own=False`` (the labels NoPE/ALiBi are read
     with)."""
-    from mvjax.config import PositionalConfig
-    from mvjax.positional import scheme_class
-
     own = pos.rotary_dims(head_dim) > 0
     if not own:
         pos = PositionalConfig()
@@ -128,8 +128,6 @@ def layer_summary(M_HxD: np.ndarray, pairs: Sequence[int | None], freqs: Sequenc
                   definition) -> dict:
     """Every per-layer number the RoPE-cause experiment tracks for one site: the fixed λ count,
     max/mean, band concentration, top-pair share, the top dim's wavelength, rotated-energy share."""
-    from mvjax.analysis.massive import low_frequency_dims, massive_mask
-
     M = np.asarray(M_HxD, np.float64)
     low, rotating = low_frequency_dims(list(freqs))
     ratio = max_mean_ratio(M)

@@ -153,10 +153,10 @@ def depth_figure(series: dict, out: Path, title: str) -> str | None:
     (seeded controls: the median seed)."""
     if not series:
         return None
-    import matplotlib
+    import matplotlib  # local: matplotlib is heavy and only drawing this figure needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # local: as matplotlib
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, s in series.items():

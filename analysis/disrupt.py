@@ -21,6 +21,7 @@ import functools
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mvjax.analysis.controls import DRAW, excluded_dims, model_pairs, pair_aware_random, record
 from mvjax.analysis.dims import (PromptEnergy, add_energy, as_entries, energy_matched, energy_ratio,
@@ -33,6 +34,7 @@ from mvjax.analysis.records import KEEP0  # a main condition's twin with positio
 from mvjax.analysis.resume import Checkpoint, in_plan_order
 from mvjax.analysis.runner import Planned, run_conditions
 from mvjax.data.tasks.base import Task, rank_correct
+from mvjax.data.tasks.lengths import depth_bin
 from mvjax.interventions import EDIT_SITES, METHODS, PHASE_RULES, empty_masks, intervention
 from mvjax.prompt_selection import prompt_selected
 
@@ -261,8 +263,6 @@ def run_tasks(scorer, tasks: list[Task], encoded: dict, probe, desc: str, progre
               on_records=None) -> dict:
     """Every task's (log-likelihoods, greedy hits) under ``probe``, behind one progress bar (a
     condition is 20-50 min of one core on the full preset)."""
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=sum(len(e) for e in encoded.values()), desc=desc, disable=not progress, unit="item")
     runs = {t.name: scorer.run(encoded[t.name], probe, on_records, bar) for t in tasks}
     bar.close()
@@ -315,8 +315,6 @@ def prompt_lengths(task: Task, encoded: list) -> dict[str, Any]:
     """A task's prompt lengths in tokens (BOS included: what the model sees), per item and as a
     range, and, where its items hide a key, each key's depth and depth bin (the length and depth
     confounds are read from these)."""
-    from mvjax.data.tasks.lengths import depth_bin
-
     n = [len(e.prompt) for e in encoded]
     out: dict[str, Any] = {"min_prompt_tokens": min(n), "max_prompt_tokens": max(n), "prompt_tokens": n}
     if task.depths is not None:

@@ -9,7 +9,6 @@ so figures can be redrawn from a saved ``massive_values.json``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -18,11 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from mvjax.analysis.massive import frequency_order, low_frequency_dims  # noqa: E402
+from mvjax.analysis.massive import Analysis, frequency_order, low_frequency_dims  # noqa: E402
 from mvjax.analysis.records import Score  # noqa: E402
-
-if TYPE_CHECKING:
-    from mvjax.analysis.massive import Analysis
 
 SITE_LABEL = {"q": "Q (pre-RoPE)", "k": "K (pre-RoPE)", "v": "V", "q_rot": "Q (post-RoPE)",
               "k_rot": "K (post-RoPE)", "q_normed": "Q (QK-normed, pre-RoPE)",

@@ -4,13 +4,10 @@ the figures — so a reader sees what was measured before what was found."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from mvjax.analysis.massive import Analysis
 from mvjax.analysis.plots import SITE_LABEL
 from mvjax.provenance import provenance_lines
-
-if TYPE_CHECKING:
-    from mvjax.analysis.massive import Analysis
 
 
 def _pct(x: float | None) -> str:

@@ -34,6 +34,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from mvjax.atomic import lock_dir
+from mvjax.mesh import meet
+
 PLAN = "plan.json"
 LEGACY_STAMP = "fingerprint"  # an older mvjax's resume directory: a hash of its flags only
 T = TypeVar("T")
@@ -95,8 +102,6 @@ class Checkpoint:
                                  "one (less --only)")
             return
         self._same_plan()  # a different plan is named before the lock (whoever holds it)
-        from mvjax.atomic import lock_dir
-
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.enter_context(lock_dir(self.directory))
@@ -285,8 +290,6 @@ class Checkpoint:
 
 def _processes() -> tuple[bool, bool]:
     """(several jax processes, this is process 0); one process when jax.distributed is not joined."""
-    import jax
-
     if not jax.distributed.is_initialized():
         return False, True
     return jax.process_count() > 1, jax.process_index() == 0
@@ -294,11 +297,6 @@ def _processes() -> tuple[bool, bool]:
 
 def _broadcast_bytes(data: bytes) -> bytes:
     """Process 0's ``data`` in every process (the others pass anything)."""
-    import numpy as np
-    from jax.experimental import multihost_utils
-
-    from mvjax.mesh import meet
-
     meet("piece")  # a slower process reaches the broadcast's rendezvous in time
     n = int(multihost_utils.broadcast_one_to_all(np.int64(len(data))))
     if n == 0:

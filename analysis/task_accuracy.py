@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Sequence
 
+import jax
 import numpy as np
+from flax import nnx
 
 from mvjax.data.mixture import Episode
 from mvjax.tokenizers import Tokenizer
@@ -45,9 +47,6 @@ def score(model, tok: Tokenizer, episodes: Sequence[Episode], batch_size: int = 
           ) -> dict[str, Any]:
     """{"tasks": {task: {kind, n, accuracy, chance}}, "kinds": {kind: {n, accuracy, chance}},
     "dropped": episodes too long for the model}. Chance of a kind = mean of its episodes'."""
-    import jax
-    from flax import nnx
-
     tokens, mask, kept = episode_rows(tok, episodes, model.cfg.max_seq_len)
     graphdef, state = nnx.split(model)
 

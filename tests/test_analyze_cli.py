@@ -107,9 +107,9 @@ def test_results_set_is_written_whole_or_not_at_all(model_dir, tmp_path, monkeyp
 def test_output_is_checked_before_any_work(model_dir, tmp_path, capsys, monkeypatch):
     """An --out holding a user's other files, or one that cannot be written, is refused in one line
     before statistics are computed."""
-    import mvjax.probe
+    import mvjax.analysis.analyze
 
-    monkeypatch.setattr(mvjax.probe, "collect_stats", lambda *a, **k: pytest.fail("computed"))
+    monkeypatch.setattr(mvjax.analysis.analyze, "collect_stats", lambda *a, **k: pytest.fail("computed"))
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")

@@ -31,9 +31,10 @@ def test_bad_task_files(tmp_path, capsys, experiment):
 @pytest.mark.parametrize("experiment", ["disrupt", "quantize"])
 def test_output_checked_before_loading(tmp_path, capsys, experiment, monkeypatch):
     """A folder of someone's files is refused as --out before the model is loaded."""
-    import mvjax.load
+    import mvjax.analysis.experiments.common
 
-    monkeypatch.setattr(mvjax.load, "load_pretrained", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(mvjax.analysis.experiments.common, "load_pretrained",
+                        lambda *a, **k: pytest.fail("model loaded"))
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
@@ -169,8 +170,9 @@ def test_out_of_range_disrupt_flags_are_refused_before_loading(tmp_path, capsys,
     """A huge --n (ran until killed), a huge --batch-size (a 954 GiB numpy allocation) and a
     negative seed (refused only after the 20 s unmodified pass, naming no flag) fail in one line
     naming the flag, before the model loads."""
-    import mvjax.load
+    import mvjax.analysis.experiments.common
 
-    monkeypatch.setattr(mvjax.load, "load_pretrained", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(mvjax.analysis.experiments.common, "load_pretrained",
+                        lambda *a, **k: pytest.fail("model loaded"))
     _one_line_error(capsys, ["experiment", "disrupt", "--out", str(tmp_path / "o"), *flags], msg)
     assert not (tmp_path / "o").exists()

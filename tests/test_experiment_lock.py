@@ -28,11 +28,9 @@ TINY_QUICK = {"n": 1, "passkeys": ((32, 2),), "facts_every": 64, "ppl_rows": 1, 
 
 
 def _tiny_presets(monkeypatch) -> None:
-    import mvjax.data.tasks
-
     monkeypatch.setattr(common, "QUICK", TINY_QUICK)
     monkeypatch.setitem(common.PRESETS, "quick", TINY_QUICK)
-    monkeypatch.setattr(mvjax.data.tasks, "builtin_tasks", lambda *a, **k: [])
+    monkeypatch.setattr(common, "builtin_tasks", lambda *a, **k: [])
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +110,9 @@ def test_a_killed_run_keeps_its_pieces_against_other_flags_and_resumes_with_harm
 
 _MAIN_RUN = """
 import sys, time
-import mvjax.analysis.experiments.common as common, mvjax.data.tasks, mvjax.analysis.disrupt as D
+import mvjax.analysis.experiments.common as common, mvjax.analysis.disrupt as D
 common.QUICK = common.PRESETS["quick"] = {quick!r}
-mvjax.data.tasks.builtin_tasks = lambda *a, **k: []
+common.builtin_tasks = lambda *a, **k: []
 real, calls = D.evaluate_condition, []
 def evaluate(*a, **k):  # the second condition never ends: a run under way
     calls.append(1)

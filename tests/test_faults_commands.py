@@ -312,10 +312,9 @@ def test_append_line_cuts_back_a_failed_write(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_rope_cause_interrupted_exits_128_plus_signal(tmp_path, monkeypatch, capsys, signum):
-    import mvjax.train.loop
+    import mvjax.analysis.experiments.rope_cause as rc
 
-    monkeypatch.setattr(mvjax.train.loop, "train", lambda *a, **k: {"interrupted_by_signal": signum,
-                                                              "step": 1})
+    monkeypatch.setattr(rc, "train", lambda *a, **k: {"interrupted_by_signal": signum, "step": 1})
     out = tmp_path / "rc"
     assert main(["experiment", "rope-cause", "--preset", "test", "--out", str(out)]) == 128 + signum
     err = one_line(capsys, f"interrupted by {signal.Signals(signum).name}", "--resume")
@@ -324,13 +323,13 @@ def test_rope_cause_interrupted_exits_128_plus_signal(tmp_path, monkeypatch, cap
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_analyze_interrupted_exits_with_one_line(model_dir, tmp_path, monkeypatch, capsys, signum):
-    import mvjax.probe
+    import mvjax.analysis.analyze
 
     def interrupted(*args, **kwargs):
         os.kill(os.getpid(), signum)  # a real signal, delivered while the command runs
         raise AssertionError("the signal did not interrupt")
 
-    monkeypatch.setattr(mvjax.probe, "collect_stats", interrupted)
+    monkeypatch.setattr(mvjax.analysis.analyze, "collect_stats", interrupted)
     out = tmp_path / "an"
     code = main(["analyze", "--model", str(model_dir), "--tokens", "64", "--seq-len", "32",
                  "--no-figures", "--out", str(out)])
@@ -341,12 +340,12 @@ def test_analyze_interrupted_exits_with_one_line(model_dir, tmp_path, monkeypatc
 
 @pytest.mark.parametrize("experiment", ["disrupt", "quantize"])
 def test_disrupt_and_quantize_ctrl_c_exits_130(tmp_path, monkeypatch, capsys, experiment):
-    import mvjax.load
+    import mvjax.analysis.experiments.common
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mvjax.load, "load_pretrained", ctrl_c)
+    monkeypatch.setattr(mvjax.analysis.experiments.common, "load_pretrained", ctrl_c)
     assert main(["experiment", experiment, "--out", str(tmp_path / "o")]) == 130
     one_line(capsys, "interrupted by SIGINT", f"rerun: mvjax experiment {experiment}")
     assert not (tmp_path / "o").exists()
@@ -392,18 +391,18 @@ def test_generate_refuses_a_bad_temperature_before_loading(monkeypatch, capsys, 
 
 @pytest.mark.parametrize("lam", ["inf", "0", "-2", "nan"])
 def test_analyze_refuses_a_bad_lambda_before_loading(tmp_path, monkeypatch, capsys, lam):
-    import mvjax.load
+    import mvjax.analysis.analyze
 
-    monkeypatch.setattr(mvjax.load, "load_layerwise", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr(mvjax.analysis.analyze, "load_layerwise", lambda *a, **k: pytest.fail("loaded"))
     assert main(["analyze", "--lambda", lam, "--out", str(tmp_path / "an")]) == 2
     one_line(capsys, f"lambda={float(lam)!r} is invalid")
 
 
 def test_analyze_refuses_tokens_that_cannot_fit_before_loading(tmp_path, monkeypatch, capsys):
     """10^12 tokens (4 TB of token ids) were accepted, to fail or run on what the data held."""
-    import mvjax.load
+    import mvjax.analysis.analyze
 
-    monkeypatch.setattr(mvjax.load, "load_layerwise", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr(mvjax.analysis.analyze, "load_layerwise", lambda *a, **k: pytest.fail("loaded"))
     assert main(["analyze", "--tokens", str(10**12), "--out", str(tmp_path / "an")]) == 2
     one_line(capsys, "--tokens 1000000000000 needs at least 3.64 TiB", "lower --tokens")
 

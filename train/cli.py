@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 
+from mvjax.cli import Interrupted
+from mvjax.train.config import ExperimentConfig
+from mvjax.train.loop import TrainingDiverged, train
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from scratch (or resume) from an experiment config")
@@ -23,9 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mvjax.train.config import ExperimentConfig
-    from mvjax.train.loop import TrainingDiverged, train
-
     exp = ExperimentConfig.load(args.config, args.override)
     try:
         summary = train(exp, args.out, resume=args.resume, stop_at=args.stop_at,
@@ -35,7 +36,5 @@ def _train(args: argparse.Namespace) -> int:
         return 3
     print(json.dumps(summary))
     if summary["interrupted_by_signal"] is not None:  # checkpointed: exit 128 + signal, say how to resume
-        from mvjax.cli import Interrupted
-
         raise Interrupted(summary["interrupted_by_signal"])
     return 0

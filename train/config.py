@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from mvjax.config import ModelConfig, from_mapping, invalid, parse_text, parse_value, to_plain
+from mvjax.data import DataConfig
 
 OPTIMIZERS = ("adamw",)
 SCHEDULES = ("cosine", "constant", "wsd")
@@ -135,8 +136,6 @@ class ExperimentConfig:
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self) -> None:
-        from mvjax.data import DataConfig
-
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
         if isinstance(self.data, dict):

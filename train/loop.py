@@ -34,6 +34,7 @@ from mvjax import sharding as shd
 from mvjax.atomic import (LOCK_FILE, append_line, check_own_dir, check_writable, clean_partials,
                           lock_dir, read_json_state, repair_jsonl, write_atomic, write_json)
 from mvjax.checkpoint import save_model
+from mvjax.data import build_data
 from mvjax.memory_budget import check_training_fits
 from mvjax.model import init_model
 from mvjax.train.checkpointing import CHECKPOINT_DIR, CORRUPT_DIR, Checkpointer, abstract_like, corrupt_steps
@@ -93,8 +94,6 @@ def train(exp: ExperimentConfig, out: str | Path, *, resume: bool = False,
     ``start_over`` lets a resume whose checkpoints are all unreadable train again from step 0.
     ``probe(graphdef, tokenizer)`` returns ``f(params, step) -> dict``, logged as ``{"step", "probe"}``
     at every eval step (e.g. held-out retrieval, ``analysis.retrieval_curve``)."""
-    from mvjax.data import build_data
-
     if stop_at is not None and (not isinstance(stop_at, int) or stop_at < 1):
         raise ValueError(f"stop_at={stop_at!r} is invalid: give a step >= 1")
     data = build_data(exp.data)  # bad data is reported before anything is created on disk

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm import tqdm
 
 from mvjax.atomic import append_line, read_jsonl
 from mvjax.config import ModelConfig
@@ -92,7 +93,6 @@ class MetricsLog:
         self.file = self.path.open("a")
         self.bar = None
         if progress:
-            from tqdm import tqdm
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
         self.t0 = time.perf_counter()
 

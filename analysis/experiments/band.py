@@ -21,6 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from mvjax.analysis.claims import Claim, Outcome
+from mvjax.analysis.concentration import labels_for, pair_energy
+from mvjax.analysis.experiments.emergence import read_run
+from mvjax.analysis.experiments.rope_cause_results import measure_reference
+from mvjax.atomic import atomic_directory, check_results_dir, read_json_state
+from mvjax.config import ModelConfig
+from mvjax.massive_rule import MassiveDefinition, massive_mask
 
 RULE = ("Per run: at the last logged step, each (layer, K head)'s strongest RoPE pair by pair energy "
         "(site k); W = median wavelength over layers x heads, P = median pair index, R = W / context. "
@@ -72,8 +78,6 @@ class Band:
 def strongest_pairs(M_LxHxD: np.ndarray, cfg) -> tuple[list[list[int]], list[list[float]], int]:
     """Per layer and head, the RoPE pair with the most energy (ΣM² over its two dims; the same
     before and after rotation) and its wavelength 2π/frequency, under each layer's own scheme."""
-    from mvjax.analysis.concentration import labels_for, pair_energy
-
     pairs_out, waves_out, n_pairs = [], [], 0
     for layer, M_HxD in enumerate(np.asarray(M_LxHxD, np.float64)):
         pairs, freqs, own = labels_for(cfg, layer)
@@ -99,15 +103,11 @@ def _layer_windows(cfg) -> list[int | None]:
 
 def run_band(run_dir: str | Path) -> Band:
     """The band of a ``mvjax train`` run at its last logged norm matrices."""
-    from mvjax.analysis.experiments.emergence import read_run
-
     d = Path(run_dir)
     exp, metrics = read_run(d)
     logs = [r for r in metrics if SITE in r.get("norms", {})]
     if not logs:
         raise ValueError(f"{d} logged no K norm matrices: train with train.concentration_every > 0")
-    from mvjax.massive_rule import MassiveDefinition, massive_mask
-
     pairs, waves, n_pairs = strongest_pairs(np.asarray(logs[-1]["norms"][SITE]), exp.model)
     per_step = exp.data.batch_size * exp.data.seq_len
     first = next((int(r["step"]) * per_step for r in logs
@@ -120,9 +120,6 @@ def run_band(run_dir: str | Path) -> Band:
 def reference_band(model: str, context: int | None = None, seq_len: int = 512) -> Band:
     """A pretrained model's band, measured on the embedded analysis sample (same probe as the
     rope-cause reference). ``context``: its training context, else the config's max_seq_len."""
-    from mvjax.analysis.experiments.rope_cause_results import measure_reference
-    from mvjax.config import ModelConfig
-
     ref = measure_reference(model, seq_len)
     cfg = ModelConfig.from_dict(ref["config"])
     pairs, waves, n_pairs = strongest_pairs(np.asarray(ref["norms"][REFERENCE_SITE]), cfg)
@@ -349,10 +346,10 @@ def draw(runs: Sequence[Band], refs: Sequence[Band], path: Path) -> Path:
     """Left: median top-pair wavelength against context per base (dashed: W = 2.5 C, W = C);
     pretrained layer groups at their context, or their window where they have one.
     Right: the same as W / context per layer, so 'follows the context' reads as flat lines."""
-    import matplotlib
+    import matplotlib  # local: matplotlib is heavy and only drawing this figure needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # local: as matplotlib
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     bases = sorted({r.theta[0] for r in runs})
@@ -458,8 +455,6 @@ def band_from_dict(data: Any, where: str) -> Band:
 
 
 def _read_band_json(src: str) -> tuple[list[Band], list[Band]]:
-    from mvjax.atomic import read_json_state
-
     saved = read_json_state(src, "write it again with `mvjax experiment band RUN_DIR... --out DIR`")
     if not isinstance(saved, dict) or "runs" not in saved:
         raise ValueError(f"{src} is not a band.json (no 'runs'): pass one written by "
@@ -494,8 +489,6 @@ def _load(sources: Sequence[str]) -> tuple[list[Band], list[Band]]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mvjax.atomic import atomic_directory, check_results_dir
-
     check_results_dir(args.out, "band.json")
     runs, refs = _load(args.runs)
     for spec in args.reference:

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from mvjax.analysis.claims import claims_json
+from mvjax.analysis.evaluate import check_fits, fit_to_context
 from mvjax.analysis.experiments import helper
 from mvjax.analysis.experiments.registry import EXPERIMENTS
 from mvjax.analysis.experiments.spec import FULL, PRESETS, Experiment, RunSpec, legacy_vars, plan_flags
@@ -26,15 +27,20 @@ from mvjax.analysis.experiments.spec import preset_name
 from mvjax.analysis.records import ScoredRun
 from mvjax.analysis.resume import Checkpoint, fingerprint, resume_dir
 from mvjax.atomic import atomic_directory, check_results_dir, read_json_state, require
+from mvjax.data.packing import bos_windows
+from mvjax.data.sources import load_texts
+from mvjax.data.tasks import builtin_tasks, load_task_file
+from mvjax.data.tasks.lengths import confound_tasks
+from mvjax.load import load_pretrained
+from mvjax.mesh import parse_mesh, place_model, with_compute_dtype
+from mvjax.provenance import provenance
+from mvjax.sharding import initialize_distributed
 
 MAX_N = 10_000  # items per generated task: 100x the full preset, already days of scoring per condition
 MAX_BATCH = 1024  # prompts per batch: every batch is allocated at this size (padded), so more never fits
 
 
 def preset(args: RunSpec | argparse.Namespace) -> dict[str, Any]:
-    from mvjax.mesh import parse_mesh
-    from mvjax.sharding import initialize_distributed
-
     initialize_distributed(getattr(args, "distributed", False))  # before any other jax call
     parse_mesh(getattr(args, "mesh", None))  # a bad --mesh fails before the model loads
     p = dict(PRESETS[preset_name(args)])
@@ -63,31 +69,21 @@ def preset(args: RunSpec | argparse.Namespace) -> dict[str, Any]:
 
 def load_model_and_tasks(args: RunSpec | argparse.Namespace):
     """(model, tokenizer, tasks, preset) — task files are read first so a bad one fails fast."""
-    from mvjax.data.tasks import builtin_tasks, load_task_file
-
     p = preset(args)
     user = [load_task_file(f) for f in args.tasks]
     names = [t.name for t in user]
     if len(set(names)) != len(names):
         raise ValueError(f"task files share a name ({names}): rename one (tasks are named after files)")
-    from mvjax.load import load_pretrained
-
     model, tok = load_pretrained(args.model)
     if tok is None:
         raise ValueError(f"model {args.model} has no tokenizer: save one into the model directory")
-    from mvjax.mesh import place_model, with_compute_dtype
-
     model = with_compute_dtype(model, getattr(args, "dtype", None))
     place_model(model, getattr(args, "mesh", None))
-    from mvjax.analysis.evaluate import check_fits, fit_to_context
-
     L = model.cfg.max_seq_len
     for task in user:  # a too-long item is named before any scoring
         check_fits(tok, task, L)
     count = lambda s: len(tok.encode(s))  # noqa: E731
     if "bins" in p:  # the length-matched families (confounds preset)
-        from mvjax.data.tasks.lengths import confound_tasks
-
         tasks = confound_tasks(count, p["n"], args.seed, p["bins"], L)
     else:
         tasks = builtin_tasks(count, p["n"], args.seed, p["passkeys"], L, p["facts_every"])
@@ -112,9 +108,6 @@ def load_model_and_tasks(args: RunSpec | argparse.Namespace):
 def ppl_rows(tok, n_rows: int, length: int) -> np.ndarray:
     """Held-out rows: the end of the packaged tinyshakespeare (never among the scored prompts),
     BOS first."""
-    from mvjax.data.packing import bos_windows
-    from mvjax.data.sources import load_texts
-
     text = "\n\n".join(load_texts("tinyshakespeare"))
     rows = bos_windows(tok.encode(text[-200_000:]), length, tok.bos_id, n_rows, from_end=True)
     if len(rows) < n_rows:
@@ -123,8 +116,6 @@ def ppl_rows(tok, n_rows: int, length: int) -> np.ndarray:
 
 
 def run_record(args: RunSpec | argparse.Namespace, model, preset_: dict) -> dict[str, Any]:
-    from mvjax.provenance import provenance
-
     record = provenance(getattr(args, "command_line", None), args.model)
     return {"git_sha": record["git_sha"] or "unknown", "provenance": record,
             "model": {"name": str(args.model), "config": model.cfg.to_dict()},

@@ -14,15 +14,16 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from mvjax.analysis.summaries import DEFINITIONS, Curves, training_curves
 from mvjax.atomic import (atomic_file, check_own_dir, read_json_state, require, write_atomic,
                           write_json)
-
-if TYPE_CHECKING:  # imported where used: `mvjax --help` stays instant
-    from mvjax.analysis.summaries import Curves
+from mvjax.config import PositionalConfig, to_plain
+from mvjax.train.config import ExperimentConfig
+from mvjax.train.metrics import read_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +54,6 @@ class RunCurves:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunCurves":
-        from mvjax.analysis.summaries import Curves
-
         fields = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
         return cls(**fields | {"curves": Curves.from_json(data["curves"])})
 
@@ -62,9 +61,6 @@ class RunCurves:
 def read_run(run_dir: str | Path) -> tuple[Any, list[dict[str, Any]]]:
     """(ExperimentConfig, metrics records) of a ``mvjax train`` directory, refused in one line
     when it is not one."""
-    from mvjax.train.config import ExperimentConfig
-    from mvjax.train.metrics import read_metrics
-
     d = Path(run_dir)
     if not (d / "config.yaml").is_file() or not (d / "metrics.jsonl").is_file():
         raise FileNotFoundError(f"{d} is not a training run (config.yaml + metrics.jsonl): pass "
@@ -74,9 +70,6 @@ def read_run(run_dir: str | Path) -> tuple[Any, list[dict[str, Any]]]:
 
 def run_curves(run_dir: str | Path) -> RunCurves:
     """Settings and curves of one training run directory."""
-    from mvjax.analysis.summaries import DEFINITIONS, training_curves
-    from mvjax.config import to_plain
-
     d = Path(run_dir)
     exp, metrics = read_run(d)
     curves = training_curves(metrics, exp.model, exp.data.batch_size * exp.data.seq_len)
@@ -117,8 +110,6 @@ def _per_layer(values: list, fmt: str) -> str:
 
 def _row(run: RunCurves) -> str:
     """One run at its last logged step."""
-    from mvjax.config import PositionalConfig
-
     c, t = run.curves, totals(run)
     s = c.sites
     last = len(c.steps) - 1
@@ -155,10 +146,10 @@ def table(runs: list[RunCurves]) -> str:
 
 
 def draw(runs: list[RunCurves], path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # local: matplotlib is heavy and only drawing this figure needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # local: as matplotlib
 
     panels = (("q_massive", "Q massive (λ=5), all layers"), ("k_massive", "K massive (λ=5)"),
               ("k_max_mean", "K max/mean (max over layers, heads)"),

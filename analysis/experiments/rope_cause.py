@@ -27,16 +27,31 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from mvjax.analysis.analyze import RESULTS_FILE, AnalyzeConfig, analyze_to_dir
+from mvjax.analysis.disrupt import DisruptConfig, disrupt
 from mvjax.analysis.experiments.common import add_mesh_arg
-from mvjax.atomic import LOCK_FILE, read_json_state, require, write_json
+from mvjax.analysis.experiments.rope_cause_report import write_report
+from mvjax.analysis.experiments.rope_cause_results import (REMEASURE, RopeCauseResults, collect, counted,
+                                                           measure_reference)
+from mvjax.analysis.retrieval_curve import RetrievalProbe
+from mvjax.analysis.task_accuracy import score
+from mvjax.atomic import LOCK_FILE, check_own_dir, clean_partials, lock_dir, read_json_state, require, write_json
+from mvjax.checkpoint import load_model
+from mvjax.cli import Interrupted
 from mvjax.config import to_plain
-
-if TYPE_CHECKING:
-    from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults
+from mvjax.data.mixture import eval_episodes
+from mvjax.data.tasks.base import Item, Task
+from mvjax.load import detect_kind
+from mvjax.mesh import place_model
+from mvjax.provenance import git_sha
+from mvjax.tokenizers import load_tokenizer
+from mvjax.train.config import ExperimentConfig
+from mvjax.train.loop import train
 
 ARMS: dict[str, dict[str, Any]] = {
     "rope": {"scheme": "rope", "theta": 1.0e4, "layout": "half", "rotary_fraction": 1.0},
@@ -96,8 +111,6 @@ class Preset:
 
     def config(self, arm: str):
         """The ``ExperimentConfig`` of one arm: every field but ``model.positional`` is shared."""
-        from mvjax.train.config import ExperimentConfig
-
         if arm not in ARMS:
             raise ValueError(f"arm {arm!r} is unknown: choose from {list(ARMS)}")
         base = {**BASE, "model": {**BASE["model"], "positional": ARMS[arm]}}
@@ -214,10 +227,6 @@ def train_arms(preset: Preset, out: Path, resume: bool, stop_at: int | None = No
     """Train every arm in order; True when all are finished (``stop_at`` ends each invocation of
     an arm early, as a kill would, leaving a checkpoint). ``after(arm)`` runs once an arm is
     trained, before the next one starts, so a run stopped for time keeps its finished arms whole."""
-    from tqdm.auto import tqdm
-
-    from mvjax.train.loop import train
-
     for arm in tqdm(preset.arms, desc="arms", unit="arm"):
         arm_dir = out / "arms" / arm
         if _arm_finished(arm_dir):
@@ -228,8 +237,6 @@ def train_arms(preset: Preset, out: Path, resume: bool, stop_at: int | None = No
         summary = train(preset.config(arm), arm_dir, resume=resume or has_ckpt,
                         stop_at=stop_at, probe=_retrieval_probe(preset))
         if summary["interrupted_by_signal"] is not None:  # checkpointed: exit 130/143
-            from mvjax.cli import Interrupted
-
             raise Interrupted(summary["interrupted_by_signal"])
         if "model_dir" not in summary:
             return False
@@ -245,9 +252,6 @@ def _retrieval_probe(preset: Preset):
     ``GAP_EPISODES`` of them, so the curves answer on the inputs retrieval runs on."""
     if not preset.retrieval_every_eval:
         return None
-    from mvjax.analysis.retrieval_curve import RetrievalProbe
-    from mvjax.data.mixture import eval_episodes
-
     shared = preset.shared
     episodes = [e for e in eval_episodes(shared.data.mixture, preset.eval_episodes)
                 if e.kind == "contextual"]
@@ -260,8 +264,6 @@ def _retrieval_probe(preset: Preset):
 
 def _tasks_of(episodes) -> list:
     """The episodes as one ``Task`` per (task, kind), items in episode order."""
-    from mvjax.data.tasks.base import Item, Task
-
     by_task: dict[tuple[str, str], list[Item]] = {}
     for ep in episodes:
         by_task.setdefault((ep.task, ep.kind), []).append(Item(ep.prompt, target=ep.answer))
@@ -270,8 +272,6 @@ def _tasks_of(episodes) -> list:
 
 def _kind_accuracy(entry: dict[str, Any], tasks: list, kind: str) -> dict[str, Any] | None:
     """A condition's greedy exact match over the tasks of one kind, with per-item hits."""
-    from mvjax.analysis.experiments.rope_cause_results import counted
-
     scored = [entry["tasks"][t.name].get("exact") for t in tasks if t.kind == kind]
     n = sum(s["n"] for s in scored if s)
     k = sum(s["correct"] for s in scored if s)
@@ -282,8 +282,6 @@ def _kind_accuracy(entry: dict[str, Any], tasks: list, kind: str) -> dict[str, A
 def disruption_gap(model, tok, episodes, seeds: int = GAP_SEEDS) -> dict[str, Any]:
     """Contextual exact match of the model, its massive-dims edit and ``seeds`` pair-aware random
     controls on ``episodes``; ``gap`` = mean random − massive (the edit's extra damage)."""
-    from mvjax.analysis.disrupt import DisruptConfig, disrupt
-
     tasks = _tasks_of(episodes)
     res = disrupt(model, tok, tasks, DisruptConfig(seeds=tuple(range(seeds)), energy_seeds=(),
                                                    ablations=False), progress=False)
@@ -296,8 +294,6 @@ def disruption_gap(model, tok, episodes, seeds: int = GAP_SEEDS) -> dict[str, An
 def analyze_arm(preset: Preset, arm_dir: Path, mesh: str | None = None) -> None:
     """``mvjax analyze`` on the arm's final model (natural text), then its task accuracies and
     claim (5)'s disruption, scored on ``mesh`` (``--mesh``; None: one device)."""
-    from mvjax.analysis.analyze import RESULTS_FILE, AnalyzeConfig, analyze_to_dir
-
     data = preset.shared.data
     if not (arm_dir / "analyze" / RESULTS_FILE).is_file():
         analyze_to_dir(AnalyzeConfig(
@@ -305,15 +301,8 @@ def analyze_arm(preset: Preset, arm_dir: Path, mesh: str | None = None) -> None:
             tokens=preset.analyze_tokens, seq_len=data.seq_len, figures=False))
     missing = [f for f in ("tasks.json", "disrupt.json") if not (arm_dir / f).is_file()]
     if missing:
-        from mvjax.analysis.task_accuracy import score
-        from mvjax.checkpoint import load_model
-        from mvjax.data.mixture import eval_episodes
-        from mvjax.tokenizers import load_tokenizer
-
         model, tok = load_model(arm_dir / "model"), load_tokenizer(arm_dir / "model")
         if mesh is not None:
-            from mvjax.mesh import place_model
-
             place_model(model, mesh)
         episodes = eval_episodes(data.mixture, preset.eval_episodes, seed=preset.heldout_seed)
         for name in missing:
@@ -327,8 +316,6 @@ def disruption(model, tok, episodes, control_seeds: int = 3) -> dict[str, Any]:
     greedy exact-match accuracy per kind. Parametric counts only the facts the unmodified model
     answers (``analysis.disrupt.counted_items``), so its original accuracy is 1 by construction;
     contextual counts every episode."""
-    from mvjax.analysis.disrupt import DisruptConfig, disrupt
-
     tasks = _tasks_of(episodes)
     res = disrupt(model, tok, tasks, DisruptConfig(seeds=tuple(range(control_seeds)),
                                                    energy_seeds=ENERGY_SEEDS), progress=False)
@@ -348,11 +335,7 @@ def run(preset: Preset, out: str | Path, *, resume: bool = False, reference: str
         ) -> RopeCauseResults | None:
     """The whole experiment into ``out``; returns results (None when ``stop_at`` cut it short).
     ``mesh`` places each final model for the held-out scoring (training keeps its own config)."""
-    from mvjax.atomic import check_own_dir, clean_partials, lock_dir
-
     if reference:
-        from mvjax.load import detect_kind
-
         detect_kind(reference)  # a wrong --reference is refused before any arm trains
     out = check_own_dir(out, OWN_FILES, "a rope-cause run")
     out.mkdir(parents=True, exist_ok=True)
@@ -373,8 +356,6 @@ def _measure(preset: Preset, out: Path, reference: str | None, mesh: str | None 
              ) -> RopeCauseResults:
     """Every arm analyzed, the reference measured (cached), results, figures and report. The
     results hold every finished arm in OUT, not only those this invocation named (``--arms``)."""
-    from mvjax.analysis.experiments.rope_cause_results import REMEASURE, collect, measure_reference
-
     order = dict.fromkeys((*(PRESETS[preset.name].arms if preset.name in PRESETS else ()),
                            *preset.arms, *ARMS))  # the preset's own order
     preset = dataclasses.replace(preset, arms=tuple(
@@ -389,13 +370,11 @@ def _measure(preset: Preset, out: Path, reference: str | None, mesh: str | None 
         if not isinstance(ref, dict) or ref.get("model") != reference:
             ref = measure_reference(reference, preset.shared.data.seq_len)
             write_json(ref_path, ref, indent=None)
-    from mvjax.provenance import git_sha
-
     results = collect(preset, out, ref, git_sha())
     record = results.to_json()
     write_json(out / "results.json", record)
+    # local: matplotlib, only drawing needs it
     from mvjax.analysis.experiments.rope_cause_plots import all_figures
-    from mvjax.analysis.experiments.rope_cause_report import write_report
 
     figures = all_figures(results, out / "figures", svg=preset.figures_svg)
     write_report(results, figures, out)

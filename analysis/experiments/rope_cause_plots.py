@@ -10,7 +10,7 @@ non-rotating dims last), the low-frequency band on the right.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -18,11 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mvjax.analysis.concentration import scheme_labels  # noqa: E402
+from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults  # noqa: E402
 from mvjax.analysis.massive import frequency_order  # noqa: E402
 from mvjax.atomic import atomic_file  # noqa: E402
-
-if TYPE_CHECKING:
-    from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults
+from mvjax.config import PositionalConfig  # noqa: E402
 
 SITES = {"q_rot": "Q", "k_rot": "K", "v": "V"}
 FIGURES = ("heatmaps", "max_mean_vs_layer", "emergence", "partial_rope", "sink_mass", "retrieval",
@@ -40,9 +40,6 @@ def _save(fig, out_dir: Path, name: str, svg: bool) -> list[Path]:
 
 
 def _arm_freqs(arm: Any) -> list[float | None]:
-    from mvjax.analysis.concentration import scheme_labels
-    from mvjax.config import PositionalConfig
-
     return scheme_labels(PositionalConfig(**arm.positional), arm.head_dim)[1]
 
 

@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults
+from mvjax.analysis.experiments.rope_cause_results import (RopeCauseResults, below_every_seed, per_seed,
+                                                           pooled)
+from mvjax.atomic import write_atomic
 
 
 def _f(x: Any, fmt: str = ".2f") -> str:
@@ -66,8 +68,6 @@ DISRUPT_COLUMNS = ("original", "massive", "lambda_massive", "k_only", "q_only", 
 def disruption_table(results: RopeCauseResults) -> str:
     """Per arm and kind, greedy exact-match accuracy [95% CI] under each condition; the random and
     energy-matched controls pooled over their seeds."""
-    from mvjax.analysis.experiments.rope_cause_results import pooled
-
     rows = ["| arm | kind | " + " | ".join(c.replace("_", " ") for c in DISRUPT_COLUMNS) + " |",
             "|---|---|" + "---|" * len(DISRUPT_COLUMNS)]
     for name, arm in results.arms.items():
@@ -87,8 +87,6 @@ def disruption_table(results: RopeCauseResults) -> str:
 def seed_table(results: RopeCauseResults) -> str:
     """Per arm, the massive contextual accuracy beside every random / energy-matched seed's, and
     whether its CI lies below each seed's CI (the stricter reading; the verdict follows the rule)."""
-    from mvjax.analysis.experiments.rope_cause_results import below_every_seed, per_seed
-
     def cell(v: dict[str, Any]) -> str:
         ci = f" [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" if "ci95" in v else ""
         return f"{v['accuracy']:.2f}{ci}"
@@ -235,6 +233,4 @@ def write_report(results: RopeCauseResults, figures: dict[str, list[Path]], out:
     for name, paths in figures.items():
         if paths:  # a figure with nothing to draw in this run is left out
             lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({paths[0].relative_to(out)})", ""]
-    from mvjax.atomic import write_atomic
-
     return write_atomic(out / "report.md", "\n".join(lines))

@@ -19,11 +19,25 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
+from flax import nnx
 
-from mvjax.analysis.claims import Claim, Outcome
-from mvjax.analysis.summaries import (DEFINITIONS, Curves, SiteSummary, SiteTotals, sites_from_json,
+from mvjax.analysis.analyze import RESULTS_FILE, Analysis, make_sequences
+from mvjax.analysis.claims import HOLDS, NOT_TESTED, Claim, Outcome, verdict_of
+from mvjax.analysis.concentration import labels_for
+from mvjax.analysis.massive import low_frequency_dims
+from mvjax.analysis.retrieval_curve import EPISODE_KEY, GAP_KEY, episode_point, first_step_at
+from mvjax.analysis.sample import sample_texts
+from mvjax.analysis.summaries import (DEFINITION, DEFINITIONS, Curves, SiteSummary, SiteTotals, sites_from_json,
                                 sites_json, summarize_norms, training_curves)
+from mvjax.atomic import read_json_state, require
+from mvjax.config import ModelConfig, to_plain
+from mvjax.data.tasks.base import wilson_interval
+from mvjax.load import load_pretrained
+from mvjax.massive_rule import massive_mask
+from mvjax.train.config import ExperimentConfig
+from mvjax.train.metrics import make_concentration_fn, read_metrics
 
 
 # How to mend a cut state file of a run: measured again on --resume.
@@ -134,8 +148,6 @@ class RopeCauseResults:
         """A saved ``results.json`` (or the run directory holding it)."""
         path = Path(path)
         path = path / "results.json" if path.is_dir() else path
-        from mvjax.atomic import read_json_state, require
-
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: pass a rope-cause results.json or its "
                                     "directory")
@@ -154,8 +166,6 @@ def retrieval_curve(metrics: list[dict[str, Any]], tokens_per_step: int, lam: fl
     logged step at which all contextual episodes together reach ``RETRIEVED`` exact (None: never).
     Where the probe logged them: the Q/K concentration on the episodes at every point
     (``episode_*`` keys) and the massive-vs-random disruption gap at its steps (``gaps``)."""
-    from mvjax.analysis.retrieval_curve import EPISODE_KEY, GAP_KEY, episode_point, first_step_at
-
     logs = [r for r in metrics if "probe" in r]
     points, gaps, chance = [], [], {}
     for r in logs:
@@ -189,12 +199,6 @@ def _final_counts(analyzed_sites: dict[str, list[dict[str, Any]]], rotary: bool)
 
 
 def arm_result(arm_dir: Path) -> ArmResult:
-    from mvjax.analysis.analyze import RESULTS_FILE, Analysis
-    from mvjax.atomic import read_json_state
-    from mvjax.config import ModelConfig, to_plain
-    from mvjax.train.config import ExperimentConfig
-    from mvjax.train.metrics import read_metrics
-
     exp = ExperimentConfig.load(arm_dir / "config.yaml")
     cfg: ModelConfig = exp.model
     metrics = read_metrics(arm_dir / "metrics.jsonl")
@@ -223,14 +227,6 @@ def arm_result(arm_dir: Path) -> ArmResult:
 def measure_reference(model: str, seq_len: int, n_rows: int = 4) -> dict[str, Any]:
     """A pretrained model measured like the arms: norms and first-token mass of every layer, on
     the embedded analysis sample (BOS-first windows), through the same jitted probe."""
-    import jax
-    from flax import nnx
-
-    from mvjax.analysis.analyze import make_sequences
-    from mvjax.analysis.sample import sample_texts
-    from mvjax.load import load_pretrained
-    from mvjax.train.metrics import make_concentration_fn
-
     net, tok = load_pretrained(model)
     if tok is None:
         raise ValueError(f"reference model {model} has no tokenizer: save one into its directory")
@@ -244,8 +240,6 @@ def measure_reference(model: str, seq_len: int, n_rows: int = 4) -> dict[str, An
 
 
 def reference_result(ref: dict[str, Any]) -> ReferenceResult:
-    from mvjax.config import ModelConfig
-
     cfg = ModelConfig.from_dict(ref["config"])
     return ReferenceResult(ref["model"], cfg.head_dim, cfg.num_layers, cfg.num_heads,
                            ref["n_tokens"], summarize_norms(ref["norms"], cfg),
@@ -296,12 +290,6 @@ def massive_entries(arm: ArmResult) -> list[dict[str, Any]]:
     """Every λ-massive entry of the final model's post-positional Q and K (pooled), with its RoPE
     pair, band (low/high frequency half of the rotating dims) and wavelength in tokens and in
     multiples of the training context (None where the dim does not rotate)."""
-    from mvjax.analysis.concentration import labels_for
-    from mvjax.analysis.massive import low_frequency_dims
-    from mvjax.analysis.summaries import DEFINITION
-    from mvjax.config import ModelConfig
-    from mvjax.massive_rule import massive_mask
-
     cfg = ModelConfig.from_dict(arm.config["model"])
     context = arm.config["data"]["seq_len"]
     entries = []
@@ -367,8 +355,6 @@ def solved(entry: dict[str, Any]) -> int:
 
 def counted(k: int, n: int) -> dict[str, Any]:
     """k of n right: the accuracy record every claim-(5) table reads, with its Wilson CI."""
-    from mvjax.data.tasks.base import wilson_interval
-
     return {"n": n, "correct": k, "accuracy": k / n, "ci95": list(wilson_interval(k, n))}
 
 
@@ -404,8 +390,6 @@ def below_every_seed(acc: dict[str, Any], kind: str = "contextual") -> bool | No
 def arm_disruption(acc: dict[str, Any]) -> dict[str, Any]:
     """Claim (5) on one arm by its rule: retentions, pooled controls and the arm's verdict (with
     each seed's control and the per-seed reading reported beside it, not deciding it)."""
-    from mvjax.analysis.claims import verdict_of
-
     orig, hit = acc["original"], acc.get("massive", {})
     out: dict[str, Any] = {"original": orig, "massive": hit,
                            "lambda_massive": acc.get("lambda_massive"),
@@ -428,8 +412,6 @@ def arm_disruption(acc: dict[str, Any]) -> dict[str, Any]:
 def disruption_outcome(accuracy: dict[str, dict[str, Any]]) -> Outcome:
     """Claim (5) from each arm's accuracy per condition and kind: a verdict per arm in the
     numbers; the claim's verdict is the RoPE arm's."""
-    from mvjax.analysis.claims import HOLDS, NOT_TESTED
-
     numbers = {arm: arm_disruption(acc) for arm, acc in accuracy.items()}
     r = numbers.get("rope")
     if r is None or r["verdict"] == NOT_TESTED:
@@ -483,8 +465,6 @@ def claim_disruption(accuracy: dict[str, dict[str, Any]]) -> Claim:
 
 
 def collect(preset, out: Path, reference: dict[str, Any] | None, sha: str | None) -> RopeCauseResults:
-    from mvjax.config import to_plain
-
     results = RopeCauseResults(
         sha, to_plain(preset), DEFINITIONS, {arm: arm_result(out / "arms" / arm) for arm in preset.arms},
         None if reference is None else reference_result(reference))

@@ -217,10 +217,10 @@ def report(decided: dict[str, Any]) -> str:
 def null_figure(decided: dict[str, Any], path: Path) -> Path:
     """Per arm, per seed: the random controls' contextual accuracies (the null), the
     energy-matched and lowest-norm controls, the original and the massive edit."""
-    import matplotlib
+    import matplotlib  # local: matplotlib is heavy and only drawing this figure needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # local: as matplotlib
 
     arms = decided["arms"]
     fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms), 3.6), squeeze=False, sharey=True)

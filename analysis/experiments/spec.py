@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Generic, TypeVar
 
+from mvjax.analysis.claims import Claim
 from mvjax.analysis.experiments.helper import add_only_arg
 from mvjax.analysis.records import ScoredRun
 from mvjax.data.tasks import PASSKEYS
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from mvjax.analysis.claims import Claim
 
 QUICK = {"n": 8, "passkeys": ((128, 5), (256, 5)), "facts_every": 8, "ppl_rows": 1, "ppl_len": 256}
 FULL = {"n": 100, "passkeys": PASSKEYS, "facts_every": 1, "ppl_rows": 8, "ppl_len": 512}
