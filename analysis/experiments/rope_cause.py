@@ -255,10 +255,9 @@ def _retrieval_probe(preset: Preset):
     shared = preset.shared
     episodes = [e for e in eval_episodes(shared.data.mixture, preset.eval_episodes)
                 if e.kind == "contextual"]
-    if not preset.gap_every:
-        return lambda graphdef, tok: RetrievalProbe(graphdef, tok, episodes, shared.model.max_seq_len)
+    rows = CONCENTRATION_ROWS if preset.gap_every else 0  # the episode curves come together
     return lambda graphdef, tok: RetrievalProbe(
-        graphdef, tok, episodes, shared.model.max_seq_len, concentration_rows=CONCENTRATION_ROWS,
+        graphdef, tok, episodes, shared.model.max_seq_len, concentration_rows=rows,
         gap=lambda model: disruption_gap(model, tok, episodes[:GAP_EPISODES]), gap_every=preset.gap_every)
 
 
