@@ -58,6 +58,10 @@ def test_rule_gives_each_verdict():
     follows_ctx = [_band(128, 13), _band(256, 16), _band(512, 18)]
     v = verdict(follows_ctx).per_base["10000"]
     assert v.verdict == "follows the context" and v.ratio_spread <= 1.5
+    assert verdict(follows_ctx).law == "undecided"  # the rule needs both bases to hold
+    both = follows_ctx + [_band(c, p, 1e6) for c, p in ((128, 9), (256, 11), (512, 12))]
+    assert verdict(both).per_base["1e+06"].verdict == "follows the context"
+    assert verdict(both).law == "holds"
     fixed = [_band(128, 16), _band(256, 16), _band(512, 16)]
     assert verdict(fixed).per_base["10000"].verdict == "follows the pair index"
     assert verdict(fixed).law == "fails"

@@ -182,7 +182,8 @@ def verdict(bands: Sequence[Band]) -> FirstRule:
     """The rule applied per base θ (runs grouped by their layer-0 θ), then the law."""
     per_base = {theta: verdict_for_base(group) for theta, group in by_base(bands).items()}
     kinds = [v.verdict for v in per_base.values()]
-    law = ("holds" if kinds and all(k == "follows the context" for k in kinds) else
+    # RULE: "holds if *both* bases follow the context": one base alone cannot make it hold
+    law = ("holds" if len(kinds) >= 2 and all(k == "follows the context" for k in kinds) else
            "fails" if "follows the pair index" in kinds else "undecided")
     return FirstRule(per_base, law)
 
