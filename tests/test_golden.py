@@ -15,7 +15,8 @@ tests/test_golden.py`` (without -n: one process writes the file) only for an int
 change, and say so in the commit.
 
 Results without committed data are not covered: docs/gemma3 (figures only; its massive_values.json
-lives in the uncommitted results/gemma3) and docs/rope-band (rule and script; no results committed).
+lives in the uncommitted results/gemma3). The pretrained models' and the band sweep's results are pinned in
+test_golden_pretrained.py.
 """
 
 from __future__ import annotations
@@ -163,8 +164,9 @@ def page_block(page: Path, marker: str) -> str:
     return m.group(1)
 
 
-def redraw_experiment(experiment: str, committed: Path, tmp_path: Path, extra: list[str]) -> Path:
-    """``mvjax experiment EXPERIMENT --model smollm2 ... --partial-to DIR`` on a copy of a committed
+def redraw_experiment(experiment: str, committed: Path, tmp_path: Path, extra: list[str],
+                      model: str = "smollm2") -> Path:
+    """``mvjax experiment EXPERIMENT --model MODEL ... --partial-to DIR`` on a copy of a committed
     run: the redraw of a finished run by today's code (claims, notes, figures, report from its
     numbers). Returns DIR."""
     from mvjax.cli import main
@@ -174,7 +176,7 @@ def redraw_experiment(experiment: str, committed: Path, tmp_path: Path, extra: l
     shutil.copy(committed / "results.json", run / "results.json")
     out = tmp_path / "redrawn"
     with contextlib.redirect_stdout(io.StringIO()):
-        rc = main(["experiment", experiment, "--model", "smollm2", *extra, "--out", str(run),
+        rc = main(["experiment", experiment, "--model", model, *extra, "--out", str(run),
                    "--partial-to", str(out)])
     assert rc == 0
     return out
