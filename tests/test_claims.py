@@ -95,7 +95,7 @@ def _scored(acc: float, lo: float, hi: float, n: int = 20) -> dict:
 
 
 def test_disrupt_claims_decide_by_their_rules():
-    from mvjax.analysis.disrupt_report import disrupt_claims
+    from mvjax.analysis.experiments.disrupt.report import disrupt_claims
 
     tasks = {"ctx": {"kind": "contextual", "rank_chance": 0.25},
              "par": {"kind": "parametric", "rank_chance": 0.25}}

@@ -59,7 +59,7 @@ def _argv(tiny, out: Path, *extra: str) -> list[str]:
 
 def _interrupt_after(monkeypatch, n: int) -> None:
     """Ctrl-C when the (n+1)-th condition would be scored (a kill after n finished)."""
-    import mvjax.analysis.disrupt as D
+    import mvjax.analysis.experiments.disrupt.run as D
 
     real, calls = D.evaluate_condition, []
 
@@ -110,7 +110,7 @@ def test_a_killed_run_keeps_its_pieces_against_other_flags_and_resumes_with_harm
 
 _MAIN_RUN = """
 import sys, time
-import mvjax.analysis.experiments.common as common, mvjax.analysis.disrupt as D
+import mvjax.analysis.experiments.common as common, mvjax.analysis.experiments.disrupt.run as D
 common.QUICK = common.PRESETS["quick"] = {quick!r}
 common.builtin_tasks = lambda *a, **k: []
 real, calls = D.evaluate_condition, []

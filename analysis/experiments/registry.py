@@ -3,8 +3,8 @@ in help order: ``mvjax experiment NAME`` reads this. Add one by listing its ``Ex
 
 from __future__ import annotations
 
-from mvjax.analysis.experiments.disrupt import DISRUPT
-from mvjax.analysis.experiments.quantize import QUANTIZE
+from mvjax.analysis.experiments.disrupt.cli import DISRUPT
+from mvjax.analysis.experiments.quantize.cli import QUANTIZE
 from mvjax.analysis.experiments.spec import Experiment
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (DISRUPT, QUANTIZE)}

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mvjax.analysis.analyze import RESULTS_FILE, AnalyzeConfig, analyze_to_dir
-from mvjax.analysis.disrupt import DisruptConfig, disrupt
+from mvjax.analysis.experiments.disrupt.run import DisruptConfig, disrupt
 from mvjax.analysis.experiments.common import add_mesh_arg
 from mvjax.analysis.experiments.rope_cause_report import write_report
 from mvjax.analysis.experiments.rope_cause_results import (REMEASURE, RopeCauseResults, collect, counted,
@@ -61,7 +61,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "alibi": {"scheme": "alibi"},
 }
 # Claim (5): each arm's own top-1 Q and K dims per head (post-positional, mean-replaced; the
-# disruption experiment's protocol, ``analysis.disrupt``) disrupted on the held-out episodes, with
+# disruption experiment's protocol, ``analysis.experiments.disrupt.run``) disrupted on the held-out episodes, with
 # ``Preset.control_seeds`` pair-aware random-dims controls (a null distribution) and three
 # energy-matched ones; the λ-massive set is scored once beside it, without controls.
 ENERGY_SEEDS = (0, 1, 2)
@@ -313,7 +313,7 @@ def analyze_arm(preset: Preset, arm_dir: Path, mesh: str | None = None) -> None:
 def disruption(model, tok, episodes, control_seeds: int = 3) -> dict[str, Any]:
     """Claim (5) on one arm: per condition (original, massive dims, ablations, controls), the
     greedy exact-match accuracy per kind. Parametric counts only the facts the unmodified model
-    answers (``analysis.disrupt.counted_items``), so its original accuracy is 1 by construction;
+    answers (``analysis.experiments.disrupt.run.counted_items``), so its original accuracy is 1 by construction;
     contextual counts every episode."""
     tasks = _tasks_of(episodes)
     res = disrupt(model, tok, tasks, DisruptConfig(seeds=tuple(range(control_seeds)),

@@ -177,7 +177,7 @@ def legacy_vars(spec: RunSpec) -> dict[str, Any]:
             if (f.metadata.get(PLANNED) or f.metadata.get(HASHED)) and _kept(f, value)}
 
 
-C = TypeVar("C")  # an experiment's config (analysis.disrupt.DisruptConfig, ...): it has a top_k
+C = TypeVar("C")  # an experiment's config (analysis.experiments.disrupt.run.DisruptConfig, ...): it has a top_k
 
 
 @dataclasses.dataclass(frozen=True)
