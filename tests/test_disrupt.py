@@ -12,7 +12,7 @@ import pytest
 import mvjax.analysis.experiments.disrupt.run as D
 from mvjax.analysis.experiments.disrupt.report import disrupt_claims, disrupt_notes, write_disrupt_report
 from mvjax.analysis.experiments.common import write_partial
-from mvjax.analysis.experiments.registry import EXPERIMENTS
+from mvjax.analysis.experiments.registry import FRAMED
 from mvjax.analysis.experiments.spec import RunSpec, legacy_vars, plan_flags
 from mvjax.analysis.resume import resume_dir
 from mvjax.analysis.experiments.disrupt.run import DisruptConfig, disrupt, thirds
@@ -119,7 +119,7 @@ def test_plan_scores_the_table_first_and_the_table_preset_only_that():
 
 def test_the_condition_subset_does_not_change_the_resume_fingerprint():
     def spec(**flags):
-        return RunSpec.from_args(argparse.Namespace(**flags), EXPERIMENTS["disrupt"])
+        return RunSpec.from_args(argparse.Namespace(**flags), FRAMED["disrupt"])
     a = spec(model="m", n=100, conditions="all", out="x")
     b = spec(model="m", n=100, conditions="table", out="y")
     c = spec(model="m", n=50, conditions="all")

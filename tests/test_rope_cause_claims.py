@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvjax.analysis.experiments.rope_cause_results import (MIN_ENTRIES_4, RopeCauseResults, claims,
-                                                     massive_entries)
+from mvjax.analysis.experiments.rope_cause.claims import MIN_ENTRIES_4, claims, massive_entries
+from mvjax.analysis.experiments.rope_cause.results import RopeCauseResults
 
 CPU = Path(__file__).resolve().parents[1] / "docs" / "rope-cause-cpu" / "results.json"
 

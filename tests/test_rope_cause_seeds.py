@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from mvjax.analysis.claims import FAILS, HOLDS, NOT_TESTED
-from mvjax.analysis.experiments.rope_cause_results import counted
-from mvjax.analysis.experiments.rope_cause_seeds import arm_verdict, run, seed_outcome
+from mvjax.analysis.experiments.rope_cause.results import ArmAccuracy, counted
+from mvjax.analysis.experiments.rope_cause_seeds.claims import arm_verdict, seed_outcome
+from mvjax.analysis.experiments.rope_cause_seeds.run import run
 from mvjax.analysis.massive import top_share
 from mvjax.analysis.statistics import discordant, empirical_p, mcnemar_exact, paired_difference
 
@@ -65,7 +66,7 @@ def _acc(orig=200, massive=20, null=range(100, 150), energy=(90, 95, 99), lowest
     ({"null": range(100, 149)}, NOT_TESTED),  # 49 controls: no null distribution by the rule
 ])
 def test_seed_rule(change, verdict):
-    o = seed_outcome(_acc(**change))
+    o = seed_outcome(ArmAccuracy.from_json(_acc(**change)))
     assert o["verdict"] == verdict
     pr = o["paired_massive_vs_original"]  # hits are prefixes of 1s: lost/gained follow the counts
     assert (pr["lost"], pr["gained"]) == (max(o["original"] - o["massive"], 0), max(o["massive"] - o["original"], 0))
@@ -113,7 +114,7 @@ def test_an_untested_seed_is_said_apart_from_disagreement():
     ({0: HOLDS, 1: NOT_TESTED, 2: HOLDS, 3: HOLDS, 4: HOLDS, 5: FAILS}, HOLDS, [0, 2, 3]),
 ])
 def test_replacement_seeds_decide_only_in_place_of_an_untested_seed(verdicts, verdict, seeds):
-    from mvjax.analysis.experiments.rope_cause_seeds import arm_outcome
+    from mvjax.analysis.experiments.rope_cause_seeds.claims import arm_outcome
 
     got, detail, deciding = arm_outcome(verdicts)
     assert (got, deciding) == (verdict, seeds)
