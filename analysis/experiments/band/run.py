@@ -74,7 +74,7 @@ def reference_band(model: str, context: int | None = None, seq_len: int = 512) -
     """A pretrained model's band, measured on the embedded analysis sample (same probe as the
     rope-cause reference). ``context``: its training context, else the config's max_seq_len."""
     ref = measure_reference(model, seq_len)
-    cfg = ModelConfig.from_dict(ref["config"])
-    pairs, waves, n_pairs = strongest_pairs(np.asarray(ref["norms"][REFERENCE_SITE]), cfg)
+    cfg = ModelConfig.from_dict(ref.config)
+    pairs, waves, n_pairs = strongest_pairs(np.asarray(ref.norms[REFERENCE_SITE]), cfg)
     return Band(model, _layer_thetas(cfg), int(context or cfg.max_seq_len), _layer_windows(cfg),
                 pairs, waves, n_pairs)

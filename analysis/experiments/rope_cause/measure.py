@@ -16,7 +16,8 @@ from flax import nnx
 
 from mvjax.analysis.analyze import RESULTS_FILE, Analysis, make_sequences
 from mvjax.analysis.experiments.rope_cause.claims import claims
-from mvjax.analysis.experiments.rope_cause.results import ArmResult, ReferenceResult, RopeCauseResults
+from mvjax.analysis.experiments.rope_cause.results import (ArmResult, ReferenceMeasurement, ReferenceResult,
+                                                        RopeCauseResults)
 from mvjax.analysis.retrieval_curve import EPISODE_KEY, GAP_KEY, episode_point, first_step_at
 from mvjax.analysis.sample import sample_texts
 from mvjax.analysis.summaries import DEFINITIONS, summarize_norms, training_curves
@@ -101,7 +102,7 @@ def arm_result(arm_dir: Path) -> ArmResult:
         retrieval=retrieval_curve(metrics, exp.data.batch_size * exp.data.seq_len))
 
 
-def measure_reference(model: str, seq_len: int, n_rows: int = 4) -> dict[str, Any]:
+def measure_reference(model: str, seq_len: int, n_rows: int = 4) -> ReferenceMeasurement:
     """A pretrained model measured like the arms: norms and first-token mass of every layer, on
     the embedded analysis sample (BOS-first windows), through the same jitted probe."""
     net, tok = load_pretrained(model)
@@ -111,19 +112,19 @@ def measure_reference(model: str, seq_len: int, n_rows: int = 4) -> dict[str, An
     rows = make_sequences(tok, sample_texts(), length, n_rows * length)
     graphdef, params = nnx.split(net, nnx.Param)
     out = jax.device_get(make_concentration_fn(graphdef)(nnx.to_pure_dict(params), rows))
-    return {"model": model, "config": net.cfg.to_dict(), "n_tokens": int(rows.size),
-            "seq_len": length, "norms": {k: np.asarray(v).tolist() for k, v in out["norms"].items()},
-            "first_token_mass": np.asarray(out["first_token_mass"]).tolist()}
+    return ReferenceMeasurement(
+        model=model, config=net.cfg.to_dict(), n_tokens=int(rows.size), seq_len=length,
+        norms={k: np.asarray(v).tolist() for k, v in out["norms"].items()},
+        first_token_mass=np.asarray(out["first_token_mass"]).tolist())
 
 
-def reference_result(ref: dict[str, Any]) -> ReferenceResult:
-    cfg = ModelConfig.from_dict(ref["config"])
-    return ReferenceResult(ref["model"], cfg.head_dim, cfg.num_layers, cfg.num_heads,
-                           ref["n_tokens"], summarize_norms(ref["norms"], cfg),
-                           _sink(ref["first_token_mass"]))
+def reference_result(ref: ReferenceMeasurement) -> ReferenceResult:
+    cfg = ModelConfig.from_dict(ref.config)
+    return ReferenceResult(ref.model, cfg.head_dim, cfg.num_layers, cfg.num_heads,
+                           ref.n_tokens, summarize_norms(ref.norms, cfg), _sink(ref.first_token_mass))
 
 
-def collect(preset, out: Path, reference: dict[str, Any] | None, sha: str | None) -> RopeCauseResults:
+def collect(preset, out: Path, reference: ReferenceMeasurement | None, sha: str | None) -> RopeCauseResults:
     results = RopeCauseResults(
         sha, to_plain(preset), DEFINITIONS, {arm: arm_result(out / "arms" / arm) for arm in preset.arms},
         None if reference is None else reference_result(reference))

@@ -96,6 +96,27 @@ class ReferenceResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReferenceMeasurement:
+    """A pretrained model measured like the arms (``reference.json``, cached in OUT): its config,
+    the tokens and window length the probe read, per site the norm matrices (layers × heads ×
+    dims) and per layer and head the attention mass on the first token."""
+
+    model: str
+    config: dict[str, Any]
+    n_tokens: int
+    seq_len: int
+    norms: dict[str, list]
+    first_token_mass: list
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ReferenceMeasurement":
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass(frozen=True)
 class RopeCauseResults:
     """The whole ``results.json`` of a rope-cause run."""
 

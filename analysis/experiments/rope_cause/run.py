@@ -39,7 +39,8 @@ from mvjax.analysis.experiments.disrupt.run import DisruptConfig, disrupt
 from mvjax.analysis.experiments.rope_cause.measure import REMEASURE, collect, measure_reference
 from mvjax.analysis.experiments.rope_cause.presets import ARMS, PRESETS, Preset
 from mvjax.analysis.experiments.rope_cause.report import write_report
-from mvjax.analysis.experiments.rope_cause.results import RopeCauseResults, counted
+from mvjax.analysis.experiments.rope_cause.results import ReferenceMeasurement, RopeCauseResults, counted
+from mvjax.analysis.records import ConditionResult
 from mvjax.analysis.retrieval_curve import RetrievalProbe
 from mvjax.analysis.task_accuracy import score
 from mvjax.atomic import LOCK_FILE, check_own_dir, clean_partials, lock_dir, read_json_state, require, write_json
@@ -139,12 +140,17 @@ def _tasks_of(episodes) -> list:
     return [Task(name, kind, tuple(items)) for (name, kind), items in by_task.items()]
 
 
-def _kind_accuracy(entry: dict[str, Any], tasks: list, kind: str) -> dict[str, Any] | None:
+def _conditions(res: dict[str, Any]) -> dict[str, ConditionResult]:
+    """The conditions of a ``disrupt`` result, typed."""
+    return {c: ConditionResult.from_json(c, e) for c, e in res["conditions"].items()}
+
+
+def _kind_accuracy(entry: ConditionResult, tasks: list, kind: str) -> dict[str, Any] | None:
     """A condition's greedy exact match over the tasks of one kind, with per-item hits."""
-    scored = [entry["tasks"][t.name].get("exact") for t in tasks if t.kind == kind]
-    n = sum(s["n"] for s in scored if s)
-    k = sum(s["correct"] for s in scored if s)
-    hits = "".join(s.get("hits", "") for s in scored if s)  # per item, in task order
+    scored = [entry.score(t.name, "exact") for t in tasks if t.kind == kind]
+    n = sum(s.n for s in scored if s)
+    k = sum(s.correct for s in scored if s)
+    hits = "".join(s.hits or "" for s in scored if s)  # per item, in task order
     return counted(k, n) | {"hits": hits} if n else None
 
 
@@ -154,7 +160,7 @@ def disruption_gap(model, tok, episodes, seeds: int = GAP_SEEDS) -> dict[str, An
     tasks = _tasks_of(episodes)
     res = disrupt(model, tok, tasks, DisruptConfig(seeds=tuple(range(seeds)), energy_seeds=(),
                                                    ablations=False), progress=False)
-    acc = {c: _kind_accuracy(e, tasks, "contextual")["accuracy"] for c, e in res["conditions"].items()}
+    acc = {c: _kind_accuracy(e, tasks, "contextual")["accuracy"] for c, e in _conditions(res).items()}
     random = [acc[f"random_s{s}"] for s in range(seeds)]
     return {"n": len(episodes), "original": acc["original"], "massive": acc["massive"],
             "random": random, "gap": float(np.mean(random) - acc["massive"])}
@@ -192,7 +198,7 @@ def disruption(model, tok, episodes, control_seeds: int = 3) -> dict[str, Any]:
                                                    selection="lambda"), progress=False)
     res["conditions"]["lambda_massive"] = lam["conditions"]["massive"]
     accuracy = {cond: {kind: _kind_accuracy(entry, tasks, kind) for kind in ("contextual", "parametric")}
-                for cond, entry in res["conditions"].items()}
+                for cond, entry in _conditions(res).items()}
     return {"definition": res["definition"], "massive_dims": res["dims"]["massive_dims"],
             "control_draws": res["dims"].get("control_draws"),
             "lambda_massive_dims": lam["dims"]["massive_dims"],
@@ -234,11 +240,12 @@ def _measure(preset: Preset, out: Path, reference: str | None, mesh: str | None 
     ref = None
     if reference:
         ref_path = out / "reference.json"
-        if ref_path.is_file():
-            ref = read_json_state(ref_path, REMEASURE)
-        if not isinstance(ref, dict) or ref.get("model") != reference:
+        cached = read_json_state(ref_path, REMEASURE) if ref_path.is_file() else None
+        if isinstance(cached, dict) and cached.get("model") == reference:
+            ref = ReferenceMeasurement.from_json(cached)
+        else:
             ref = measure_reference(reference, preset.shared.data.seq_len)
-            write_json(ref_path, ref, indent=None)
+            write_json(ref_path, ref.to_json(), indent=None)
     results = collect(preset, out, ref, git_sha())
     record = results.to_json()
     write_json(out / "results.json", record)

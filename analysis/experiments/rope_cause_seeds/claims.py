@@ -4,12 +4,13 @@ outcome from its typed accuracies (``ArmAccuracy``), an arm's verdict across its
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any
 
 from mvjax.analysis.claims import FAILS, HOLDS, NOT_TESTED, verdict_of
 from mvjax.analysis.experiments.rope_cause.claims import arm_disruption, retention
 from mvjax.analysis.experiments.rope_cause.results import ArmAccuracy
+from mvjax.analysis.experiments.rope_cause_seeds.results import SeedOutcome
 from mvjax.analysis.statistics import empirical_p, paired_difference
 
 
@@ -31,33 +32,31 @@ def _correct(acc: ArmAccuracy, cond: str, kind: str = "contextual") -> int | Non
     return None if entry is None else int(entry.correct)
 
 
-def seed_outcome(acc: ArmAccuracy) -> dict[str, Any]:
+def seed_outcome(acc: ArmAccuracy) -> SeedOutcome:
     """One seed's numbers and verdict by ``RULE`` from its accuracies per condition and kind."""
     hit = _correct(acc, "massive")
     null = [_correct(acc, c) for c in sorted(acc.conditions, key=_seed_key) if c.startswith("random_s")]
     energy = [_correct(acc, c) for c in sorted(acc.conditions, key=_seed_key) if c.startswith("energy_matched_s")]
     lowest = _correct(acc, "lowest_norm")
     orig_ctx, orig_par = acc.score("original", "contextual"), acc.score("original", "parametric")
-    out: dict[str, Any] = {
-        "original": orig_ctx.correct if orig_ctx else None, "n": orig_ctx.n if orig_ctx else None,
-        "massive": hit, "null": null, "energy_matched": energy, "lowest_norm": lowest,
-        "p_null": empirical_p(hit, null) if null and hit is not None else None,
-        "contextual_retention": retention(acc, "massive", "contextual"),
-        "parametric_retention": retention(acc, "massive", "parametric"),
-        "old_rule": arm_disruption(acc)["verdict"]}
+    p_null = empirical_p(hit, null) if null and hit is not None else None
+    ctx_kept, par_kept = retention(acc, "massive", "contextual"), retention(acc, "massive", "parametric")
     massive_ctx = acc.score("massive", "contextual")
     hits = orig_ctx.hits if orig_ctx else None, massive_ctx.hits if massive_ctx else None
-    if all(hits):
-        out["paired_massive_vs_original"] = paired_difference(*hits)
+    out = SeedOutcome(
+        original=orig_ctx.correct if orig_ctx else None, n=orig_ctx.n if orig_ctx else None,
+        massive=hit, null=null, energy_matched=energy, lowest_norm=lowest, p_null=p_null,
+        contextual_retention=ctx_kept, parametric_retention=par_kept,
+        old_rule=arm_disruption(acc)["verdict"], verdict=NOT_TESTED,
+        paired_massive_vs_original=paired_difference(*hits) if all(hits) else None)
     if (orig_ctx is None or orig_ctx.correct < MIN_SOLVED or not orig_par
-            or not orig_par.correct or len(null) < MIN_NULL or None in (
-                out["contextual_retention"], out["parametric_retention"])):
-        return out | {"verdict": NOT_TESTED}
-    a = out["p_null"] <= ALPHA
+            or not orig_par.correct or len(null) < MIN_NULL or None in (ctx_kept, par_kept)):
+        return out
+    a = p_null <= ALPHA
     b = all(hit < e for e in energy) and lowest is not None and hit < lowest
-    c = out["contextual_retention"] < out["parametric_retention"]
-    return out | {"checks": {"null": a, "energy_and_lowest": b, "kinds": c},
-                  "verdict": verdict_of(a and b and c)}
+    c = ctx_kept < par_kept
+    return dataclasses.replace(out, checks={"null": a, "energy_and_lowest": b, "kinds": c},
+                               verdict=verdict_of(a and b and c))
 
 
 def _seed_key(cond: str) -> tuple[str, int]:

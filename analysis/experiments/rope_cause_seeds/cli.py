@@ -17,8 +17,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     decided = run(args.root)
-    print(json.dumps({"root": args.root, "claim_5": decided["claim_5"],
-                      "arms": {a: v["verdict"] for a, v in decided["arms"].items()}}, indent=1))
+    print(json.dumps({"root": args.root, "claim_5": decided.claim_5,
+                      "arms": {a: v.verdict for a, v in decided.arms.items()}}, indent=1))
     return 0
 
 

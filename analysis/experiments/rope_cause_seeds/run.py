@@ -10,6 +10,7 @@ ROOT/seeds.json, ROOT/report.md and ROOT/null.png.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from mvjax.analysis.claims import NOT_TESTED
 from mvjax.analysis.experiments.rope_cause.presets import ARMS
 from mvjax.analysis.experiments.rope_cause_seeds.claims import REPLACEMENT_RULE, RULE, arm_outcome, seed_outcome
 from mvjax.analysis.experiments.rope_cause_seeds.report import null_figure, report
-from mvjax.analysis.experiments.rope_cause_seeds.results import SeedRun
+from mvjax.analysis.experiments.rope_cause_seeds.results import ArmSeeds, SeedRun, SeedsDecision
 from mvjax.analysis.massive import top_share
 from mvjax.atomic import read_json_state, write_json
 
@@ -53,22 +54,22 @@ def load_runs(root: Path) -> dict[str, dict[int, SeedRun]]:
     return {a: dict(sorted(runs[a].items())) for a in ARMS if a in runs}
 
 
-def decide(runs: dict[str, dict[int, SeedRun]]) -> dict[str, Any]:
+def decide(runs: dict[str, dict[int, SeedRun]]) -> SeedsDecision:
     """Every seed's outcome and concentration, every arm's verdict, the claim's verdict."""
-    arms: dict[str, Any] = {}
+    arms: dict[str, ArmSeeds] = {}
     for arm, seeds in runs.items():
-        outcomes = {s: seed_outcome(seeds[s].accuracy) | {"concentration": concentration(seeds[s])}
+        outcomes = {s: dataclasses.replace(seed_outcome(seeds[s].accuracy), concentration=concentration(seeds[s]))
                     for s in sorted(seeds)}
-        verdict, detail, deciding = arm_outcome({s: o["verdict"] for s, o in outcomes.items()})
-        arms[arm] = {"seeds": outcomes, "verdict": verdict, "detail": detail, "deciding_seeds": deciding}
-    claim = arms.get("rope", {}).get("verdict", NOT_TESTED)
-    return {"rule": RULE, "replacement_rule": REPLACEMENT_RULE, "arms": arms, "claim_5": claim}
+        verdict, detail, deciding = arm_outcome({s: o.verdict for s, o in outcomes.items()})
+        arms[arm] = ArmSeeds(outcomes, verdict, detail, deciding)
+    claim = arms["rope"].verdict if "rope" in arms else NOT_TESTED
+    return SeedsDecision(RULE, REPLACEMENT_RULE, arms, claim)
 
 
-def run(root: str | Path) -> dict[str, Any]:
+def run(root: str | Path) -> SeedsDecision:
     root = Path(root)
     decided = decide(load_runs(root))
-    write_json(root / "seeds.json", decided)
+    write_json(root / "seeds.json", decided.to_json())
     null_figure(decided, root / "null.png")
     (root / "report.md").write_text(report(decided))
     return decided
