@@ -54,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from mvjax.analysis.dims import stacked
-    from mvjax.analysis.disrupt import (DisruptConfig, baseline_pass, condition_probe, evaluate_condition,
+    from mvjax.analysis.experiments.disrupt.run import (DisruptConfig, baseline_pass, condition_probe, evaluate_condition,
                                   plan_conditions, rule_text, statistics_info)
     from mvjax.analysis.evaluate import Scorer, encode_task
     from mvjax.data.tasks.base import Item, Task

@@ -32,7 +32,7 @@ def main() -> None:
     import jax
     from flax import nnx
 
-    from mvjax.analysis.experiments.rope_cause import PRESETS, experiment_config
+    from mvjax.analysis.experiments.rope_cause.presets import PRESETS, experiment_config
     from mvjax.analysis.retrieval_curve import RetrievalProbe
     import numpy as np
 

@@ -26,7 +26,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from mvjax.analysis.dims import stacked
-    from mvjax.analysis.disrupt import baseline_pass
+    from mvjax.analysis.experiments.disrupt.run import baseline_pass
     from mvjax.analysis.evaluate import Scorer, encode_task
     from mvjax.data.tasks import builtin_tasks
     from mvjax.load import load_pretrained

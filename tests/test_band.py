@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvjax.analysis.experiments.band import Band, run_band, strongest_pairs, verdict
+from mvjax.analysis.experiments.band.claims import verdict
+from mvjax.analysis.experiments.band.results import Band
+from mvjax.analysis.experiments.band.run import run_band, strongest_pairs
 from mvjax.cli import main as cli_main
 from mvjax.train.config import ExperimentConfig
 
@@ -181,7 +183,7 @@ def _seeded(ctx: int, pair_of_head: list[int], seed: int, theta: float = 1e4, la
 
 
 def test_slope_rule_gives_each_verdict():
-    from mvjax.analysis.experiments.band import slope_law
+    from mvjax.analysis.experiments.band.claims import slope_law
 
     # θ=1e4: W = 2π·1e4^(i/32), so doubling C moves a band that follows it by 32·log10(2)/4 ≈ 2.4 pairs
     follows = [_seeded(c, [p + j, p + 1 + j], s) for s in range(3)
@@ -206,7 +208,7 @@ def test_slope_rule_gives_each_verdict():
 
 
 def test_slope_skips_layer_zero():
-    from mvjax.analysis.experiments.band import slope_for_base
+    from mvjax.analysis.experiments.band.claims import slope_for_base
 
     runs = [_seeded(c, [p], s) for s in range(2) for c, p in ((128, 11), (512, 16))]
     wild = [Band(b.name, b.theta, b.context, b.window, [[0]] + b.pairs_LxH[1:],

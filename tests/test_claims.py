@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mvjax.analysis.claims import Claim, Outcome, claim_lines, claims_json
-from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults, claims
+from mvjax.analysis.experiments.rope_cause.claims import claims
+from mvjax.analysis.experiments.rope_cause.results import RopeCauseResults
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -57,8 +58,8 @@ def test_claims_recomputed_from_typed_results_match_the_recorded_ones(committed)
 
 
 def test_committed_report_renders_the_same(committed, tmp_path):
-    from mvjax.analysis.experiments.rope_cause_plots import FIGURES
-    from mvjax.analysis.experiments.rope_cause_report import write_report
+    from mvjax.analysis.experiments.rope_cause.plots import FIGURES
+    from mvjax.analysis.experiments.rope_cause.report import write_report
 
     _, res = committed
     figures = {n: [tmp_path / "figures" / f"{n}.png"] for n in FIGURES
@@ -68,7 +69,8 @@ def test_committed_report_renders_the_same(committed, tmp_path):
 
 
 def test_committed_emergence_loads_and_renders_the_same():
-    from mvjax.analysis.experiments.emergence import load_runs, table, totals
+    from mvjax.analysis.experiments.emergence.report import table, totals
+    from mvjax.analysis.experiments.emergence.run import load_runs
 
     path = DOCS / "rope-emergence" / "emergence.json"
     saved = json.loads(path.read_text())
@@ -95,7 +97,7 @@ def _scored(acc: float, lo: float, hi: float, n: int = 20) -> dict:
 
 
 def test_disrupt_claims_decide_by_their_rules():
-    from mvjax.analysis.disrupt_report import disrupt_claims
+    from mvjax.analysis.experiments.disrupt.report import disrupt_claims
 
     tasks = {"ctx": {"kind": "contextual", "rank_chance": 0.25},
              "par": {"kind": "parametric", "rank_chance": 0.25}}

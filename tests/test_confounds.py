@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from mvjax.analysis.claims import FAILS, HOLDS, NOT_TESTED
-from mvjax.analysis.confound_rules import confound_rules
-from mvjax.analysis.disrupt import KEEP0, DisruptConfig, disrupt, plan_conditions
-from mvjax.analysis.quantize import QuantizeConfig, activation_conditions, random_kept
+from mvjax.analysis.experiments.disrupt.confound_claims import confound_rules
+from mvjax.analysis.experiments.disrupt.run import KEEP0, DisruptConfig, disrupt, plan_conditions
+from mvjax.analysis.experiments.quantize.run import QuantizeConfig, activation_conditions, random_kept
 from mvjax.analysis.records import ScoredRun
 from mvjax.config import ModelConfig
 from mvjax.data.tasks import Item, Task, accuracy_summary
@@ -183,7 +183,7 @@ def test_rule_texts_are_the_committed_ones():
 
 
 def test_prompt_lengths_record_range_and_depths():
-    from mvjax.analysis.disrupt import prompt_lengths
+    from mvjax.analysis.experiments.disrupt.run import prompt_lengths
     from mvjax.analysis.evaluate import encode_task
 
     pk = passkey_binned(5, 512, COUNT)
@@ -215,8 +215,8 @@ def test_preset_confounds_and_its_bins_option():
 
 
 def test_weights_note_follows_the_recorded_source():
-    from mvjax.analysis.confound_report import WEIGHTS_NOTE, confound_notes
-    from mvjax.analysis.quantize_report import quantize_notes
+    from mvjax.analysis.experiments.disrupt.confound_report import WEIGHTS_NOTE, confound_notes
+    from mvjax.analysis.experiments.quantize.report import quantize_notes
 
     def run(source: str) -> ScoredRun:
         return ScoredRun.from_json({"provenance": {"model_source": source}, "tasks": {}, "conditions": {}})
@@ -230,7 +230,7 @@ def test_weights_note_follows_the_recorded_source():
 
 def test_report_by_bin_and_depth_with_seeds_as_units(tmp_path):
     from mvjax.analysis.claims import claims_json
-    from mvjax.analysis.confound_report import confound_claims, write_confound_report
+    from mvjax.analysis.experiments.disrupt.confound_report import confound_claims, write_confound_report
 
     r = _result(ctx_kept=0.25, par_kept=0.9, seeds_acc=0.8, keep0_gain=0.5)
     r |= {"definition": {}, "ranking": "sum"}

@@ -11,7 +11,7 @@ import pytest
 
 from mvjax.analysis.controls import (excluded_dims, masks_from_entries, model_pairs, pair_aware_random,
                                units_of)
-from mvjax.analysis.disrupt import DisruptConfig, disrupt
+from mvjax.analysis.experiments.disrupt.run import DisruptConfig, disrupt
 from mvjax.analysis.dims import select_massive
 from mvjax.analysis.evaluate import Scorer, encode_task, longest_continuation, score_task
 from mvjax.config import ModelConfig, PositionalConfig

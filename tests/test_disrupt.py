@@ -9,13 +9,13 @@ import json
 
 import pytest
 
-import mvjax.analysis.disrupt as D
-from mvjax.analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
+import mvjax.analysis.experiments.disrupt.run as D
+from mvjax.analysis.experiments.disrupt.report import disrupt_claims, disrupt_notes, write_disrupt_report
 from mvjax.analysis.experiments.common import write_partial
-from mvjax.analysis.experiments.registry import EXPERIMENTS
+from mvjax.analysis.experiments.registry import FRAMED
 from mvjax.analysis.experiments.spec import RunSpec, legacy_vars, plan_flags
 from mvjax.analysis.resume import resume_dir
-from mvjax.analysis.disrupt import DisruptConfig, disrupt, thirds
+from mvjax.analysis.experiments.disrupt.run import DisruptConfig, disrupt, thirds
 from mvjax.analysis.resume import Checkpoint
 from mvjax.config import ModelConfig
 from mvjax.data.tasks import Item, Task
@@ -53,7 +53,7 @@ def test_both_statistics_run_every_condition_and_say_which(model, stats, tmp_pat
     assert par["tasks"]["par"]["rank"]["n"] == 1  # every item, and separately the known ones
     assert par["tasks_known"].get("par", {}).get("rank", {"accuracy": 1.0})["accuracy"] == 1.0
     from mvjax.analysis.claims import claims_json
-    from mvjax.analysis.disrupt_report import disrupt_claims, write_disrupt_report
+    from mvjax.analysis.experiments.disrupt.report import disrupt_claims, write_disrupt_report
     from mvjax.analysis.records import ScoredRun
 
     run = ScoredRun.from_json(r)
@@ -119,7 +119,7 @@ def test_plan_scores_the_table_first_and_the_table_preset_only_that():
 
 def test_the_condition_subset_does_not_change_the_resume_fingerprint():
     def spec(**flags):
-        return RunSpec.from_args(argparse.Namespace(**flags), EXPERIMENTS["disrupt"])
+        return RunSpec.from_args(argparse.Namespace(**flags), FRAMED["disrupt"])
     a = spec(model="m", n=100, conditions="all", out="x")
     b = spec(model="m", n=100, conditions="table", out="y")
     c = spec(model="m", n=50, conditions="all")

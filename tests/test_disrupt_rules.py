@@ -5,10 +5,10 @@ both on known items and on every item, symmetrically."""
 from __future__ import annotations
 
 from mvjax.analysis.claims import FAILS, HOLDS, NOT_TESTED
-from mvjax.analysis.disrupt_report import cell, disrupt_claims
-from mvjax.analysis.disrupt_rules import (PARAMETRIC_SURVIVES, control_costs_less, parametric_survives_all,
+from mvjax.analysis.experiments.disrupt.report import cell, disrupt_claims
+from mvjax.analysis.experiments.disrupt.claims import (PARAMETRIC_SURVIVES, control_costs_less, parametric_survives_all,
                                     parametric_survives_known, retained_share)
-from mvjax.analysis.quantize_report import quantize_claims
+from mvjax.analysis.experiments.quantize.report import quantize_claims
 from mvjax.analysis.records import Score, ScoredRun
 from mvjax.data.tasks.base import accuracy_summary, difference_interval
 
@@ -119,7 +119,7 @@ def test_disrupt_claims_name_each_control_rule():
 def test_figures_draw_what_can_move(tmp_path, monkeypatch):
     """Bars: a panel by main metric and one by greedy exact for ranked tasks (passkey's ranking is
     100% everywhere); past 8 conditions a heatmap of every metric; the figure functions write."""
-    from mvjax.analysis import disrupt_report
+    from mvjax.analysis.experiments.disrupt import report as disrupt_report
     from mvjax.analysis.plots import condition_bars, condition_heatmap, paired_intervals
 
     names = ["original", "massive"] + [f"c{i}" for i in range(7)]

@@ -90,7 +90,7 @@ def test_perplexity_and_sink(model):
 def test_known_items_are_what_the_unmodified_model_gets_right_per_metric():
     """known_items: ranked right (choices) and answered by greedy exact match (targets), per
     metric, for every kind of task — the 'items the original gets right' reading of the claims."""
-    from mvjax.analysis.disrupt import known_items
+    from mvjax.analysis.experiments.disrupt.run import known_items
 
     ranked = Encoded((1,), ((2,), (3,)), 2, 0, None)
     targeted = Encoded((1,), ((4,),), 0, None, 0)

@@ -59,7 +59,7 @@ def _argv(tiny, out: Path, *extra: str) -> list[str]:
 
 def _interrupt_after(monkeypatch, n: int) -> None:
     """Ctrl-C when the (n+1)-th condition would be scored (a kill after n finished)."""
-    import mvjax.analysis.disrupt as D
+    import mvjax.analysis.experiments.disrupt.run as D
 
     real, calls = D.evaluate_condition, []
 
@@ -110,7 +110,7 @@ def test_a_killed_run_keeps_its_pieces_against_other_flags_and_resumes_with_harm
 
 _MAIN_RUN = """
 import sys, time
-import mvjax.analysis.experiments.common as common, mvjax.analysis.disrupt as D
+import mvjax.analysis.experiments.common as common, mvjax.analysis.experiments.disrupt.run as D
 common.QUICK = common.PRESETS["quick"] = {quick!r}
 common.builtin_tasks = lambda *a, **k: []
 real, calls = D.evaluate_condition, []
@@ -191,6 +191,8 @@ def test_the_plan_leaves_out_batch_size_and_task_path_spelling(tiny, tmp_path, m
     import numpy as np
 
     from mvjax.analysis.experiments.common import run_plan
+    from mvjax.analysis.experiments.registry import FRAMED
+    from mvjax.analysis.experiments.spec import RunSpec
     from mvjax.data.tasks import load_task_file
     from mvjax.load import load_pretrained
 
@@ -203,7 +205,7 @@ def test_the_plan_leaves_out_batch_size_and_task_path_spelling(tiny, tmp_path, m
         args = argparse.Namespace(**({"model": str(model_dir), "quick": True, "n": None, "seed": 0,
                                       "batch_size": 8, "tasks": [str(tasks_file)], "lam": 5.0,
                                       "out": "o", "only": None, "seed_from": None} | flags))
-        return run_plan("disrupt", args, model, tasks, rows)
+        return run_plan("disrupt", RunSpec.from_args(args, FRAMED["disrupt"]), model, tasks, rows)
     assert plan() == plan(batch_size=1, tasks=[tasks_file.name], out="elsewhere")
     assert plan(lam=2.0)["--lambda"] == 2.0 != plan()["--lambda"]
 

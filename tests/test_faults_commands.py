@@ -198,7 +198,7 @@ def test_compare_refuses_disrupt_and_quantize_results(tmp_path, capsys, experime
 
 
 def _rope_cause_out(tmp_path: Path) -> Path:
-    from mvjax.analysis.experiments.rope_cause import PRESETS
+    from mvjax.analysis.experiments.rope_cause.presets import PRESETS
     from mvjax.config import to_plain
 
     out = tmp_path / "rc"
@@ -230,7 +230,7 @@ def test_rope_cause_resume_names_a_cut_summary_json(tmp_path, capsys):
 def test_arm_result_names_a_cut_disrupt_json(run_dir, tmp_path):
     import shutil
 
-    from mvjax.analysis.experiments.rope_cause_results import arm_result
+    from mvjax.analysis.experiments.rope_cause.measure import arm_result
 
     arm = tmp_path / "arm"
     shutil.copytree(run_dir, arm)
@@ -312,7 +312,7 @@ def test_append_line_cuts_back_a_failed_write(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_rope_cause_interrupted_exits_128_plus_signal(tmp_path, monkeypatch, capsys, signum):
-    import mvjax.analysis.experiments.rope_cause as rc
+    import mvjax.analysis.experiments.rope_cause.run as rc
 
     monkeypatch.setattr(rc, "train", lambda *a, **k: {"interrupted_by_signal": signum, "step": 1})
     out = tmp_path / "rc"
@@ -362,7 +362,7 @@ def test_full_disk_mid_write_names_the_output(tmp_path, monkeypatch):
 
 
 def test_rope_cause_ctrl_c_in_the_analysis_stage(tmp_path, monkeypatch, capsys):
-    import mvjax.analysis.experiments.rope_cause as rc
+    import mvjax.analysis.experiments.rope_cause.run as rc
 
     monkeypatch.setattr(rc, "train_arms", lambda *a, **k: True)
 
@@ -464,7 +464,7 @@ def _someones_folder(tmp_path: Path, kind: str) -> Path:
 @pytest.mark.parametrize("kind", ["files", "model"])
 @pytest.mark.parametrize("command", ["rope-cause", "compare", "emergence"])
 def test_out_of_someone_elses_files_is_refused(tmp_path, monkeypatch, capsys, command, kind):
-    import mvjax.analysis.experiments.rope_cause as rc
+    import mvjax.analysis.experiments.rope_cause.run as rc
 
     monkeypatch.setattr(rc, "train_arms", lambda *a, **k: pytest.fail("trained"))
     mine = _someones_folder(tmp_path, kind)
@@ -578,7 +578,7 @@ def test_emergence_of_an_empty_run_list_fails(tmp_path, capsys):
 
 
 def test_rope_cause_on_a_locked_out_is_refused(tmp_path, monkeypatch, capsys):
-    import mvjax.analysis.experiments.rope_cause as rc
+    import mvjax.analysis.experiments.rope_cause.run as rc
 
     monkeypatch.setattr(rc, "train_arms", lambda *a, **k: pytest.fail("trained"))
     out = _rope_cause_out(tmp_path)
@@ -607,7 +607,7 @@ def test_train_on_a_locked_out_is_refused(run_dir, tmp_path, capsys):
 
 
 def test_rope_cause_refuses_a_missing_reference_before_training(tmp_path, monkeypatch, capsys):
-    import mvjax.analysis.experiments.rope_cause as rc
+    import mvjax.analysis.experiments.rope_cause.run as rc
 
     monkeypatch.setattr(rc, "train_arms", lambda *a, **k: pytest.fail("trained"))
     assert main(["experiment", "rope-cause", "--preset", "test", "--out", str(tmp_path / "rc"),
@@ -631,7 +631,7 @@ def test_leftover_partials_of_dead_writers_are_removed(tmp_path):
 
 
 def test_rope_cause_start_removes_leftover_partials(tmp_path, monkeypatch):
-    import mvjax.analysis.experiments.rope_cause as rc
+    import mvjax.analysis.experiments.rope_cause.run as rc
 
     monkeypatch.setattr(rc, "train_arms", lambda *a, **k: False)  # stop right after the start
     out = _rope_cause_out(tmp_path)

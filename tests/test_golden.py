@@ -237,9 +237,10 @@ def test_rope_cause_results_claims_and_report_are_reproduced(name, tmp_path, fig
     claims recomputed by today's rules, the figures, report.md."""
     import dataclasses
 
-    from mvjax.analysis.experiments.rope_cause_plots import all_figures
-    from mvjax.analysis.experiments.rope_cause_report import write_report
-    from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults, claims
+    from mvjax.analysis.experiments.rope_cause.plots import all_figures
+    from mvjax.analysis.experiments.rope_cause.report import write_report
+    from mvjax.analysis.experiments.rope_cause.claims import claims
+    from mvjax.analysis.experiments.rope_cause.results import RopeCauseResults
     from mvjax.atomic import write_json
 
     committed = DOCS / name
@@ -260,7 +261,8 @@ def test_rope_emergence_json_table_and_figure_are_reproduced(tmp_path, figures):
     committed emergence.json (runs and totals), emergence.md and the figure's data. The JSON's
     ``command`` names the sources and --out of the call, so it is taken from the committed file
     (the invocation, not a number)."""
-    from mvjax.analysis.experiments.emergence import draw, load_runs, table, totals
+    from mvjax.analysis.experiments.emergence.report import draw, table, totals
+    from mvjax.analysis.experiments.emergence.run import load_runs
     from mvjax.atomic import write_json
 
     committed = DOCS / "rope-emergence"
@@ -313,7 +315,7 @@ def test_rope_cause_seeds_verdicts_and_report_are_reproduced(tmp_path):
     seeds.json and report.md from the committed per-seed results."""
     import shutil
 
-    from mvjax.analysis.experiments.rope_cause_seeds import run
+    from mvjax.analysis.experiments.rope_cause_seeds.run import run
 
     committed = DOCS / "rope-cause-seeds"
     for path in committed.glob("*/seed*/results.json"):

@@ -310,7 +310,8 @@ def _script_json(script: str, tmp_path: Path, devices: int) -> dict:
 ROPE_CAUSE_SCRIPT = r"""
 import dataclasses, json, shutil, sys
 from pathlib import Path
-from mvjax.analysis.experiments.rope_cause import PRESETS, analyze_arm, train_arms
+from mvjax.analysis.experiments.rope_cause.presets import PRESETS
+from mvjax.analysis.experiments.rope_cause.run import analyze_arm, train_arms
 out = Path(sys.argv[1])
 preset = dataclasses.replace(PRESETS["test"], arms=("rope",), gap_every=0)
 assert train_arms(preset, out / "a", resume=False)

@@ -22,7 +22,7 @@ def test_no_module_imports_the_old_top_level_names():
 
 def test_only_mvjax_is_importable_outside_the_checkout(tmp_path):
     """From another folder (as a user's script runs), the installed package exposes mvjax alone."""
-    code = ("import importlib.util as u, mvjax.analysis.disrupt, mvjax.train.loop; "
+    code = ("import importlib.util as u, mvjax.analysis.experiments.common, mvjax.train.loop; "
             "print(u.find_spec('analysis') is None, u.find_spec('train') is None)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})

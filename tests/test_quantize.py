@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mvjax.analysis.quantize import QuantizeConfig, quantized_weights, rtn_rows
+from mvjax.analysis.experiments.quantize.run import QuantizeConfig, quantized_weights, rtn_rows
 from mvjax.config import ModelConfig
 from mvjax.model import init_model
 
@@ -48,7 +48,7 @@ def test_quantize_config_validation():
 
 
 def test_quantize_scores_fewest_bits_first_and_a_helper_only_its_own(tmp_path):
-    from mvjax.analysis.quantize import quantize
+    from mvjax.analysis.experiments.quantize.run import quantize
     from mvjax.analysis.resume import Checkpoint
     from mvjax.data.tasks import Item, Task
     from mvjax.tokenizers import ByteTokenizer

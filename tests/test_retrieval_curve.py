@@ -44,7 +44,7 @@ def test_first_step_at():
 def test_probe_logs_episode_norms_and_the_gap_at_its_steps():
     """On the inputs retrieval runs on: Q/K norms of packed episode rows at every call, the
     caller's gap only at multiples of gap_every, and the curve reads both back."""
-    from mvjax.analysis.experiments.rope_cause_results import retrieval_curve
+    from mvjax.analysis.experiments.rope_cause.measure import retrieval_curve
     from mvjax.analysis.retrieval_curve import EPISODE_KEY, GAP_KEY, packed_rows, top_dim_share
 
     tok, cfg, model, episodes = _setup(2, 64)

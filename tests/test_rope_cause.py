@@ -10,8 +10,10 @@ import os
 import jax
 import pytest
 
-from mvjax.analysis.experiments.rope_cause import PRESETS, run
-from mvjax.analysis.experiments.rope_cause_plots import FIGURES
+from mvjax.analysis.experiments.rope_cause.presets import PRESETS
+from mvjax.analysis.experiments.rope_cause.results import ArmAccuracy
+from mvjax.analysis.experiments.rope_cause.run import run
+from mvjax.analysis.experiments.rope_cause.plots import FIGURES
 from mvjax.cli import main as cli_main
 from mvjax.train.metrics import read_metrics
 
@@ -94,14 +96,14 @@ def _acc(contextual, parametric, n=100):
     (0.8, (0.0, None), 0.7, "not tested"),    # parametric not scored
 ])
 def test_claim_5_rule(original, massive, control, verdict):
-    from mvjax.analysis.experiments.rope_cause_results import claim_disruption
+    from mvjax.analysis.experiments.rope_cause.claims import claim_disruption
 
     acc = {"original": _acc(original, 1.0), "massive": _acc(*massive),
            "lowest_norm": _acc(control, 1.0),
            **{f"{f}_s{i}": _acc(control, 1.0) for f in ("random", "energy_matched") for i in range(3)}}
     if massive[1] is None:
         acc["original"]["parametric"] = None
-    out = claim_disruption({"rope": acc, "nope": acc})
+    out = claim_disruption({"rope": ArmAccuracy.from_json(acc), "nope": ArmAccuracy.from_json(acc)})
     assert out.verdict == verdict and out.numbers["nope"]["verdict"] == verdict
     if verdict != "not tested":
         assert out.numbers["rope"]["contextual_retention_massive"] == pytest.approx(massive[0] / 0.8)
@@ -111,17 +113,17 @@ def test_claim_5_rule(original, massive, control, verdict):
 def test_claim_5_reports_each_seed_beside_the_pooled_rule():
     """Seeds far apart (0.1 / 0.5 / 0.9, pooled 0.5): the pooled rule puts a massive 0.2 below the
     controls, the per-seed reading does not (seed 0 is lower) — the verdict stays the rule's."""
-    from mvjax.analysis.experiments.rope_cause_results import claim_disruption
+    from mvjax.analysis.experiments.rope_cause.claims import claim_disruption
 
     acc = {"original": _acc(0.8, 1.0), "massive": _acc(0.2, 0.9), "lowest_norm": _acc(0.7, 1.0),
            **{f"random_s{i}": _acc(a, 1.0) for i, a in enumerate((0.1, 0.5, 0.9))},
            **{f"energy_matched_s{i}": _acc(0.7, 1.0) for i in range(3)}}
-    rope = claim_disruption({"rope": acc}).numbers["rope"]
+    rope = claim_disruption({"rope": ArmAccuracy.from_json(acc)}).numbers["rope"]
     assert rope["verdict"] == "holds"
     assert rope["massive_below_every_seed"] is False
     assert [v["accuracy"] for v in rope["controls_per_seed"]["random"].values()] == [0.1, 0.5, 0.9]
     acc["random_s0"] = _acc(0.7, 1.0)
-    assert claim_disruption({"rope": acc}).numbers["rope"]["massive_below_every_seed"] is True
+    assert claim_disruption({"rope": ArmAccuracy.from_json(acc)}).numbers["rope"]["massive_below_every_seed"] is True
 
 
 def test_resume_continued_the_same_arms(finished):
@@ -178,7 +180,7 @@ def test_emergence_reads_training_runs(finished, tmp_path):
     rows = (tmp_path / "emergence.md").read_text().splitlines()
     assert len(rows) == 4 and rows[2].startswith("| rope | rope | ")
     assert rows[3].split(" | ")[11] == "n/a / n/a"  # NoPE: no wavelengths of its own
-    from mvjax.analysis.experiments.emergence import load_runs, run_curves
+    from mvjax.analysis.experiments.emergence.run import load_runs, run_curves
 
     with pytest.raises(FileNotFoundError, match="not a training run"):
         run_curves(tmp_path)
@@ -227,7 +229,7 @@ def test_sigkill_then_resume_finishes_the_same_arms(tmp_path):
 
 def test_presets_are_overrides_on_one_base_config():
     """A preset names the config's own fields; every arm shares them but ``model.positional``."""
-    from mvjax.analysis.experiments.rope_cause import Preset
+    from mvjax.analysis.experiments.rope_cause.presets import Preset
 
     cfg = PRESETS["test"].config("partial-rope")
     assert (cfg.model.hidden_size, cfg.model.num_layers, cfg.data.batch_size, cfg.data.seq_len,
@@ -246,7 +248,7 @@ def test_retrieval_preset_builds_and_logs_retrieval(tmp_path):
     logs held-out retrieval at every eval step."""
     import dataclasses
 
-    from mvjax.analysis.experiments.rope_cause import train_arms
+    from mvjax.analysis.experiments.rope_cause.run import train_arms
 
     full = PRESETS["retrieval"]
     assert full.retrieval_every_eval and full.arms[:3] == ("rope", "nope", "alibi")
@@ -290,7 +292,7 @@ def test_the_episode_curves_do_not_change_training(tmp_path):
     them has the same losses, step for step (so replacement seeds compare with seeds 0-2)."""
     import dataclasses
 
-    from mvjax.analysis.experiments.rope_cause import train_arms
+    from mvjax.analysis.experiments.rope_cause.run import train_arms
 
     losses = {}
     for gap in (0, 2):

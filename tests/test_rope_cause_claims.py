@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvjax.analysis.experiments.rope_cause_results import (MIN_ENTRIES_4, RopeCauseResults, claims,
-                                                     massive_entries)
+from mvjax.analysis.experiments.rope_cause.claims import MIN_ENTRIES_4, claims, massive_entries
+from mvjax.analysis.experiments.rope_cause.results import ArmAccuracy, ExactScore, RopeCauseResults
 
 CPU = Path(__file__).resolve().parents[1] / "docs" / "rope-cause-cpu" / "results.json"
 
@@ -63,3 +63,15 @@ def test_massive_entries_band_and_wavelength(data):
     assert [(e["head"], e["dim"], e["band"]) for e in es] == [(0, D // 2 - 1, "low"), (1, 0, "high")]
     assert es[1]["wavelength"] == pytest.approx(2 * np.pi)
     assert es[0]["wavelength_over_context"] == pytest.approx(es[0]["wavelength"] / 256)
+
+
+@pytest.mark.parametrize("name", ["rope-cause-cpu", "rope-cause-retrieval"])
+def test_committed_accuracies_load_typed_and_write_back_the_same_json(name):
+    """Every arm's claim-(5) accuracies (older ones without counts or intervals among them) read
+    into ``ArmAccuracy`` and write back the same keys in the same order."""
+    data = json.loads((CPU.parent.parent / name / "results.json").read_text())
+    for arm in data["arms"].values():
+        acc = arm["disruption"]["accuracy"]
+        assert json.dumps(ArmAccuracy.from_json(acc).to_json()) == json.dumps(acc)
+    old = ExactScore.from_json({"n": 8, "accuracy": 0.25})
+    assert old.solved == 2 and old.to_json() == {"n": 8, "accuracy": 0.25}

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from mvjax.analysis.claims import FAILS, HOLDS, NOT_TESTED
-from mvjax.analysis.experiments.rope_cause_results import counted
-from mvjax.analysis.experiments.rope_cause_seeds import arm_verdict, run, seed_outcome
+from mvjax.analysis.experiments.rope_cause.results import ArmAccuracy, counted
+from mvjax.analysis.experiments.rope_cause_seeds.claims import arm_verdict, seed_outcome
+from mvjax.analysis.experiments.rope_cause_seeds.results import SeedsDecision
+from mvjax.analysis.experiments.rope_cause_seeds.run import run
 from mvjax.analysis.massive import top_share
 from mvjax.analysis.statistics import discordant, empirical_p, mcnemar_exact, paired_difference
 
@@ -65,10 +67,10 @@ def _acc(orig=200, massive=20, null=range(100, 150), energy=(90, 95, 99), lowest
     ({"null": range(100, 149)}, NOT_TESTED),  # 49 controls: no null distribution by the rule
 ])
 def test_seed_rule(change, verdict):
-    o = seed_outcome(_acc(**change))
-    assert o["verdict"] == verdict
-    pr = o["paired_massive_vs_original"]  # hits are prefixes of 1s: lost/gained follow the counts
-    assert (pr["lost"], pr["gained"]) == (max(o["original"] - o["massive"], 0), max(o["massive"] - o["original"], 0))
+    o = seed_outcome(ArmAccuracy.from_json(_acc(**change)))
+    assert o.verdict == verdict
+    pr = o.paired_massive_vs_original  # hits are prefixes of 1s: lost/gained follow the counts
+    assert (pr["lost"], pr["gained"]) == (max(o.original - o.massive, 0), max(o.massive - o.original, 0))
 
 
 @pytest.mark.parametrize("seeds, verdict", [
@@ -89,13 +91,14 @@ def test_run_writes_verdicts_report_and_figure(tmp_path):
                    "disruption": {"accuracy": _acc(massive=20 if arm == "rope" else 180)}}
             (d / "results.json").write_text(json.dumps({"arms": {arm: rec}}))
     out = run(tmp_path)
-    assert out["arms"]["rope"]["verdict"] == HOLDS and out["claim_5"] == HOLDS
-    assert out["arms"]["nope"]["verdict"] == NOT_TESTED  # one seed only
-    assert out["arms"]["nope"]["seeds"][0]["verdict"] == FAILS
+    assert out.arms["rope"].verdict == HOLDS and out.claim_5 == HOLDS
+    assert out.arms["nope"].verdict == NOT_TESTED  # one seed only
+    assert out.arms["nope"].seeds[0].verdict == FAILS
     assert json.loads((tmp_path / "seeds.json").read_text())["claim_5"] == HOLDS
     assert "| rope | 0 | 67 | 7 |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "null.png").stat().st_size > 0
-    assert out["arms"]["rope"]["seeds"][0]["concentration"]["k_rot"]["top_share_max"] == pytest.approx(0.75)
+    assert out.arms["rope"].seeds[0].concentration["k_rot"]["top_share_max"] == pytest.approx(0.75)
+    assert SeedsDecision.from_json(json.loads((tmp_path / "seeds.json").read_text())) == out
 
 
 def test_an_untested_seed_is_said_apart_from_disagreement():
@@ -113,7 +116,7 @@ def test_an_untested_seed_is_said_apart_from_disagreement():
     ({0: HOLDS, 1: NOT_TESTED, 2: HOLDS, 3: HOLDS, 4: HOLDS, 5: FAILS}, HOLDS, [0, 2, 3]),
 ])
 def test_replacement_seeds_decide_only_in_place_of_an_untested_seed(verdicts, verdict, seeds):
-    from mvjax.analysis.experiments.rope_cause_seeds import arm_outcome
+    from mvjax.analysis.experiments.rope_cause_seeds.claims import arm_outcome
 
     got, detail, deciding = arm_outcome(verdicts)
     assert (got, deciding) == (verdict, seeds)

@@ -19,7 +19,6 @@ import numpy as np
 from mvjax.analysis.claims import claims_json
 from mvjax.analysis.evaluate import check_fits, fit_to_context
 from mvjax.analysis.experiments import helper
-from mvjax.analysis.experiments.registry import EXPERIMENTS
 from mvjax.analysis.experiments.spec import FULL, PRESETS, Experiment, RunSpec, legacy_vars, plan_flags
 from mvjax.analysis.experiments.spec import QUICK as QUICK
 from mvjax.analysis.experiments.spec import add_mesh_arg as add_mesh_arg
@@ -124,13 +123,11 @@ def run_record(args: RunSpec | argparse.Namespace, model, preset_: dict) -> dict
                     "task_files": list(args.tasks), "seed": args.seed}}
 
 
-def run_plan(name: str, spec: RunSpec | argparse.Namespace, model, tasks, rows: np.ndarray) -> dict[str, Any]:
+def run_plan(name: str, spec: RunSpec, model, tasks, rows: np.ndarray) -> dict[str, Any]:
     """Everything that decides a run's numbers, keyed as a user would name it (``--method``,
     ``model config``, ``tasks``): two runs resume each other's pieces exactly when these match.
-    The flags are the spec's planned fields (``spec.plan_flags``); parsed arguments are read as
-    the named experiment's spec."""
-    if isinstance(spec, argparse.Namespace):
-        spec = RunSpec.from_args(spec, EXPERIMENTS[name])
+    The flags are the spec's planned fields (``spec.plan_flags``; parsed arguments become a spec
+    with ``RunSpec.from_args``)."""
     plan: dict[str, Any] = {"experiment": name} | plan_flags(spec)
     spelled = Path(str(spec.model))
     plan["--model"] = str(spelled.resolve()) if spelled.exists() else str(spec.model)

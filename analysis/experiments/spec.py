@@ -1,6 +1,7 @@
 """What a run of ``mvjax experiment disrupt|quantize`` is, typed: its flags (``RunSpec``, built
-once from the parsed arguments) and what an experiment is (``Experiment``: its flags, config,
-engine and report, one entry of ``analysis.experiments.registry``).
+once from the parsed arguments) and what an experiment of the shared frame is (``Experiment``: its
+flags, config, engine and report). What every entry of ``analysis.experiments.registry`` is, the
+shared frame's or not: a ``Command`` (name, help, flags, run).
 
 Every field of the spec declares whether it decides the numbers (``planned``) or not
 (``unplanned``, with the reason beside it). The resume plan — two runs share finished pieces
@@ -177,7 +178,7 @@ def legacy_vars(spec: RunSpec) -> dict[str, Any]:
             if (f.metadata.get(PLANNED) or f.metadata.get(HASHED)) and _kept(f, value)}
 
 
-C = TypeVar("C")  # an experiment's config (analysis.disrupt.DisruptConfig, ...): it has a top_k
+C = TypeVar("C")  # an experiment's config (analysis.experiments.disrupt.run.DisruptConfig, ...): it has a top_k
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,3 +214,16 @@ class Experiment(Generic[C]):
         write, title = self.report(spec).write, self.title.format(model=spec.model)
         return lambda run, out: write(run, out, title)
 
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One ``mvjax experiment NAME`` subcommand, as ``analysis.experiments.registry`` lists it:
+    ``name`` and ``help``, ``add_flags(parser)`` (every flag of the subcommand) and
+    ``run(args) -> exit code`` (the parsed arguments in, typed there). The shared frame's
+    experiments become one in the registry (``registry.framed``); the others build theirs in
+    their package's ``cli``."""
+
+    name: str
+    help: str
+    add_flags: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]

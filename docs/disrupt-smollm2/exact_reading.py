@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from mvjax.analysis.disrupt_rules import drop_difference, kind_drop, pooled_kind
+from mvjax.analysis.experiments.disrupt.claims import drop_difference, kind_drop, pooled_kind
 from mvjax.analysis.records import ScoredRun
 
 

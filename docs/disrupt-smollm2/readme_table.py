@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from mvjax.analysis.disrupt_report import cell, metrics_of
+from mvjax.analysis.experiments.disrupt.report import cell, metrics_of
 from mvjax.analysis.records import Score, ScoredRun
 
 COLUMNS = ("original", "massive", "lowest_norm", "random", "energy_matched")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from mvjax.analysis.quantize_report import KIND_READINGS
-from mvjax.analysis.quantize_rules import READINGS, kept_pairs, kind_point
+from mvjax.analysis.experiments.quantize.report import KIND_READINGS
+from mvjax.analysis.experiments.quantize.claims import READINGS, kept_pairs, kind_point
 from mvjax.analysis.records import ScoredRun
 
 

@@ -1,5 +1,5 @@
 """report.md, claims and figures of a quantization result: every condition × task table, the
-claims of ``analysis.quantize_rules`` per setting that has a kept twin, and each setting without
+claims of ``analysis.experiments.quantize.claims`` per setting that has a kept twin, and each setting without
 and with the massive dims kept, pooled by kind."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from mvjax.analysis.claims import Claim, claim_lines
-from mvjax.analysis.disrupt_report import cell, condition_figure, metrics_of
+from mvjax.analysis.experiments.disrupt.report import cell, condition_figure, metrics_of
 from mvjax.analysis.formatting import DASH, pct
 from mvjax.analysis.plots import paired_intervals
-from mvjax.analysis.quantize_rules import (READINGS, keeping_helps, kept_pairs, kind_point,
+from mvjax.analysis.experiments.quantize.claims import (READINGS, keeping_helps, kept_pairs, kind_point,
                                            massive_beats_random, random_twin)
 from mvjax.analysis.records import ScoredRun
 from mvjax.provenance import provenance_lines

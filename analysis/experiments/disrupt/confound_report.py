@@ -1,7 +1,7 @@
 """report.md, claims and figures of the confounds run (``--preset confounds``): every result by
 prompt-length bin as well as pooled, every main condition with position 0 edited and kept side by
 side, passkey by key depth, random-control seeds as units (median and range, never pooled), and
-the pre-registered claims of ``analysis.confound_rules``."""
+the pre-registered claims of ``analysis.experiments.disrupt.confound_claims``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import statistics as st
 from pathlib import Path
 
 from mvjax.analysis.claims import Claim, claim_lines
-from mvjax.analysis.confound_rules import (
+from mvjax.analysis.experiments.disrupt.confound_claims import (
     KINDS,
     METRIC,
     bins_of,
@@ -20,8 +20,8 @@ from mvjax.analysis.confound_rules import (
     joined,
     task_bin,
 )
-from mvjax.analysis.disrupt_report import disrupt_notes, main_table
-from mvjax.analysis.quantize_report import quantize_notes
+from mvjax.analysis.experiments.disrupt.report import disrupt_notes, main_table
+from mvjax.analysis.experiments.quantize.report import quantize_notes
 from mvjax.analysis.records import KEEP0, ScoredRun
 from mvjax.provenance import provenance_lines
 

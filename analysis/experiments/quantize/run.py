@@ -3,7 +3,7 @@ tasks, and does keeping the massive dims in full precision protect them?
 
     results = quantize(model, tokenizer, tasks, QuantizeConfig())
 
-Conditions (every one scored on the same items as ``analysis.disrupt``, plus held-out perplexity):
+Conditions (every one scored on the same items as ``analysis.experiments.disrupt.run``, plus held-out perplexity):
   act_int{b}_{granularity}_{pre|post}[_keep_massive]
       symmetric fake quantization of Q and K at every layer, before (``q``/``k``) or after RoPE
       (``q_rot``/``k_rot``), one scale per tensor / token-head / channel; ``_keep_massive`` leaves
@@ -16,8 +16,8 @@ Conditions (every one scored on the same items as ``analysis.disrupt``, plus hel
       in×out kernel); ``_protect`` keeps the rows that produce the massive pre-RoPE dims in full
       precision; ``_protect_random`` as many random other rows (the control).
 
-The engine only: the claims' rules are in ``analysis.quantize_rules``, the claims, table, figures
-and report.md in ``analysis.quantize_report`` (the same layout as disrupt).
+The engine only: the claims' rules are in ``analysis.experiments.quantize.claims``, the claims, table, figures
+and report.md in ``analysis.experiments.quantize.report`` (the same layout as disrupt).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from mvjax.analysis.dims import PromptEnergy, random_dims, select_massive, stacked
-from mvjax.analysis.disrupt import Scoring, prepare_scoring, run_tasks
+from mvjax.analysis.experiments.disrupt.run import Scoring, prepare_scoring, run_tasks
 from mvjax.analysis.evaluate import RANKINGS
 from mvjax.analysis.resume import Checkpoint
 from mvjax.analysis.runner import Planned, run_conditions

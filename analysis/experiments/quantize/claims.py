@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 
 from mvjax.analysis.claims import Claim, Outcome
-from mvjax.analysis.disrupt_rules import pooled_kind
+from mvjax.analysis.experiments.disrupt.claims import pooled_kind
 from mvjax.analysis.formatting import DASH, point_ci
 from mvjax.analysis.records import ScoredRun
 from mvjax.data.tasks.base import wilson_interval

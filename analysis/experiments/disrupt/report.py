@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mvjax.analysis.claims import Claim, Outcome, claim_lines
-from mvjax.analysis.disrupt_rules import PARAMETRIC_SURVIVES, control_costs_less, main_metric
+from mvjax.analysis.experiments.disrupt.claims import PARAMETRIC_SURVIVES, control_costs_less, main_metric
 from mvjax.analysis.formatting import pct, pct_ci
 from mvjax.analysis.plots import condition_bars, condition_heatmap, layer_lines
 from mvjax.analysis.records import Score, ScoredRun

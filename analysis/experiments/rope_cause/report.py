@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mvjax.analysis.experiments.rope_cause_results import (RopeCauseResults, below_every_seed, per_seed,
-                                                           pooled)
+from mvjax.analysis.experiments.rope_cause.claims import below_every_seed, per_seed, pooled
+from mvjax.analysis.experiments.rope_cause.results import ExactScore, RopeCauseResults
 from mvjax.atomic import write_atomic
 
 
@@ -71,15 +71,17 @@ def disruption_table(results: RopeCauseResults) -> str:
     rows = ["| arm | kind | " + " | ".join(c.replace("_", " ") for c in DISRUPT_COLUMNS) + " |",
             "|---|---|" + "---|" * len(DISRUPT_COLUMNS)]
     for name, arm in results.arms.items():
-        acc = arm.disruption["accuracy"]
+        acc = arm.accuracy
         for kind in ("contextual", "parametric"):
             cells = []
             for c in DISRUPT_COLUMNS:
+                score = acc.score(c, kind)
                 v = pooled(acc, c, kind) if c in ("random", "energy_matched") else \
-                    acc.get(c, {}).get(kind)
+                    None if score is None else score.to_json()
                 ci = f" [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" if v and "ci95" in v else ""
                 cells.append("n/a" if v is None else f"{v['accuracy']:.2f}{ci}")
-            n = (acc["original"].get(kind) or {}).get("n", 0)
+            original = acc.score("original", kind)
+            n = original.n if original else 0
             rows.append(f"| {name} | {kind} (n={n}) | {' | '.join(cells)} |")
     return "\n".join(rows)
 
@@ -87,16 +89,16 @@ def disruption_table(results: RopeCauseResults) -> str:
 def seed_table(results: RopeCauseResults) -> str:
     """Per arm, the massive contextual accuracy beside every random / energy-matched seed's, and
     whether its CI lies below each seed's CI (the stricter reading; the verdict follows the rule)."""
-    def cell(v: dict[str, Any]) -> str:
-        ci = f" [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" if "ci95" in v else ""
-        return f"{v['accuracy']:.2f}{ci}"
+    def cell(v: ExactScore) -> str:
+        ci = f" [{v.ci95[0]:.2f}, {v.ci95[1]:.2f}]" if v.ci95 is not None else ""
+        return f"{v.accuracy:.2f}{ci}"
 
     rows = ["| arm | massive | random seeds | energy-matched seeds | massive below every seed |",
             "|---|---|---|---|---|"]
     for name, arm in results.arms.items():
-        acc = arm.disruption["accuracy"]
-        hit = acc.get("massive", {}).get("contextual")
-        seeds = [", ".join(f"{c.rsplit('_s', 1)[1]}: {cell(v)}" for c, v in per_seed(acc, f, "contextual").items())
+        acc = arm.accuracy
+        hit = acc.score("massive", "contextual")
+        seeds = [", ".join(f"{c.rsplit('_s', 1)[1]}: {cell(ExactScore.from_json(v))}" for c, v in per_seed(acc, f, "contextual").items())
                  or "n/a" for f in ("random", "energy_matched")]
         below = {None: "n/a", True: "yes", False: "no"}[below_every_seed(acc)]
         rows.append(f"| {name} | {cell(hit) if hit else 'n/a'} | {seeds[0]} | {seeds[1]} | {below} |")

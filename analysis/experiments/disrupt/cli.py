@@ -1,14 +1,14 @@
 """``mvjax experiment disrupt``: disrupt the massive Q/K dims (and the controls) on the task set;
-write results.json, bar charts and report.md (``analysis.disrupt`` holds the library function)."""
+write results.json, bar charts and report.md (``analysis.experiments.disrupt.run`` holds the library function)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from mvjax.analysis.confound_report import confound_claims, confound_notes, write_confound_report
-from mvjax.analysis.disrupt import DisruptConfig, disrupt
-from mvjax.analysis.disrupt_report import disrupt_claims, disrupt_notes, write_disrupt_report
+from mvjax.analysis.experiments.disrupt.confound_report import confound_claims, confound_notes, write_confound_report
+from mvjax.analysis.experiments.disrupt.run import DisruptConfig, disrupt
+from mvjax.analysis.experiments.disrupt.report import disrupt_claims, disrupt_notes, write_disrupt_report
 from mvjax.analysis.experiments.spec import Experiment, Report, RunSpec, planned, unplanned
 
 SWEEP_K = (1, 2, 4)  # full preset: top-k sweep (and the early / middle / late layer sweep)

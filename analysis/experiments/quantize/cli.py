@@ -8,8 +8,8 @@ import argparse
 import dataclasses
 
 from mvjax.analysis.experiments.spec import Experiment, Report, RunSpec, planned
-from mvjax.analysis.quantize import QuantizeConfig, quantize
-from mvjax.analysis.quantize_report import quantize_claims, quantize_notes, write_quantize_report
+from mvjax.analysis.experiments.quantize.run import QuantizeConfig, quantize
+from mvjax.analysis.experiments.quantize.report import quantize_claims, quantize_notes, write_quantize_report
 
 QUICK = {"bits": (4,), "granularities": ("token", "channel"), "sides": ("post",), "weight_bits": (4,)}
 

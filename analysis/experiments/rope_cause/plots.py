@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mvjax.analysis.concentration import scheme_labels  # noqa: E402
-from mvjax.analysis.experiments.rope_cause_results import RopeCauseResults  # noqa: E402
+from mvjax.analysis.experiments.rope_cause.results import RopeCauseResults  # noqa: E402
 from mvjax.analysis.massive import frequency_order  # noqa: E402
 from mvjax.atomic import atomic_file  # noqa: E402
 from mvjax.config import PositionalConfig  # noqa: E402
