@@ -136,7 +136,7 @@ def draw(runs: Sequence[Band], refs: Sequence[Band], path: Path, slope: SlopeLaw
     for ax in (a, b):
         ax.grid(alpha=0.3, which="both")
         for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 2×10², on the log axes
-            axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     a.legend(fontsize=6)
     fig.tight_layout()
