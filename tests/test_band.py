@@ -112,6 +112,22 @@ def _saved(path: Path, runs) -> Path:
     return path
 
 
+def test_first_rule_reads_a_seeded_sweep_one_seed_at_a_time():
+    """Three seeds per context: the first rule compares one run per context, so it is applied per
+    seed; a seed with one context so far (a sweep in progress) is left out, none left is refused."""
+    from dataclasses import replace
+
+    seeded = [replace(_band(c, p), seed=s) for s, pairs in enumerate(((13, 16, 18), (16, 16, 16)))
+              for c, p in zip((128, 256, 512), pairs)]
+    first = verdict(seeded + [replace(_band(128, 13), name="c128b", seed=2)])
+    assert list(first.per_base) == ["10000 seed 0", "10000 seed 1"]  # seed 2: one context, left out
+    assert first.per_base["10000 seed 0"].verdict == "follows the context"
+    assert first.per_base["10000 seed 1"].verdict == "follows the pair index"
+    assert first.law == "fails"
+    with pytest.raises(ValueError, match="two or more context"):
+        verdict([replace(_band(128, 13), seed=s) for s in (0, 1)])
+
+
 def _band_dict(ctx: int, pair: int, layers: int = 2, theta: float = 1e4) -> dict:
     wave = 2 * np.pi * theta ** (2 * pair / 64)
     return {"name": f"l{layers}-c{ctx}", "theta": [theta] * layers, "context": ctx,

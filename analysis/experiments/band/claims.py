@@ -86,12 +86,32 @@ def by_base(bands: Sequence[Band]) -> dict[str, list[Band]]:
     return {f"{theta:g}": group for theta, group in sorted(groups.items())}
 
 
+def by_base_and_seed(bands: Sequence[Band]) -> dict[str, list[Band]]:
+    """Runs grouped by base θ, and by seed where a base has runs of more than one seed: the first
+    rule compares one run per context, so a seeded sweep is read one seed at a time."""
+    out: dict[str, list[Band]] = {}
+    for theta, group in by_base(bands).items():
+        seeds = sorted({b.seed for b in group}, key=lambda s: -1 if s is None else s)
+        if len(seeds) == 1:
+            out[theta] = group
+            continue
+        for s in seeds:
+            out[f"{theta} seed {s}"] = [b for b in group if b.seed == s]
+    return out
+
+
 def verdict(bands: Sequence[Band]) -> FirstRule:
-    """The rule applied per base θ (runs grouped by their layer-0 θ), then the law."""
-    per_base = {theta: verdict_for_base(group) for theta, group in by_base(bands).items()}
+    """The rule applied per base θ (runs grouped by their layer-0 θ; per seed too in a seeded
+    sweep), then the law."""
+    # a seed (or base) with one context so far is left out (a sweep in progress); none left: refused
+    groups = {k: g for k, g in by_base_and_seed(bands).items() if len({b.context for b in g}) >= 2}
+    if not groups:
+        raise ValueError("the rule compares contexts: give runs at two or more context lengths")
+    per_base = {key: verdict_for_base(group) for key, group in groups.items()}
     kinds = [v.verdict for v in per_base.values()]
+    bases = {group[0].theta[0] for group in groups.values()}
     # RULE: "holds if *both* bases follow the context": one base alone cannot make it hold
-    law = ("holds" if len(kinds) >= 2 and all(k == "follows the context" for k in kinds) else
+    law = ("holds" if len(bases) >= 2 and all(k == "follows the context" for k in kinds) else
            "fails" if "follows the pair index" in kinds else "undecided")
     return FirstRule(per_base, law)
 

@@ -74,7 +74,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             {"command": command, **first.to_json(), "slope": slope.to_json(), "runs": [asdict(b) for b in runs],
              "references": [asdict(b) for b in refs],
              "reference_rows": [row for b in refs for row in reference_rows(b)]}, indent=1))
-        draw(runs, refs, tmp / "band.png")
+        draw(runs, refs, tmp / "band.png", slope)
         (tmp / "band.md").write_text(table(runs, refs, first, slope))
     print(table(runs, refs, first, slope))
     return 0

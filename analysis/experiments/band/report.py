@@ -37,13 +37,14 @@ def reference_rows(band: Band) -> list[dict[str, Any]]:
 
 
 def table(runs: Sequence[Band], refs: Sequence[Band], first: FirstRule, slope: SlopeLaw | None = None) -> str:
-    head = ("| run | θ | context | tokens | median top-pair (of n) | median wavelength W | W / context "
-            "| K top-pair wavelength per layer (median over heads) |")
+    head = ("| run | θ | context | seed | tokens | first λ=5 K entry (tokens) | median top-pair (of n) "
+            "| median wavelength W | W / context | K top-pair wavelength per layer (median over heads) |")
     lines = [head, "|---" * head.count(" | ") + "|---|"]
-    for b in sorted(runs, key=lambda b: (b.theta[0], b.context)):
+    for b in sorted(runs, key=lambda b: (b.theta[0], b.context, -1 if b.seed is None else b.seed)):
         per_layer = " / ".join(f"{np.median(w):.0f}" for w in b.wavelengths_LxH)
-        lines.append(f"| {b.name} | {b.theta[0]:g} | {b.context} | "
-                     f"{(b.tokens or 0) / 1e6:.1f}M | {b.median_pair():g} (of {b.n_pairs}) | "
+        entry = "none" if b.first_massive_tokens is None else f"{b.first_massive_tokens / 1e6:.2f}M"
+        lines.append(f"| {b.name} | {b.theta[0]:g} | {b.context} | {b.seed} | "
+                     f"{(b.tokens or 0) / 1e6:.1f}M | {entry} | {b.median_pair():g} (of {b.n_pairs}) | "
                      f"{b.median_wavelength():.0f} | {b.median_wavelength() / b.context:.2f} | "
                      f"{per_layer} |")
     lines += ["", "| θ | contexts | W / context | median pair | max/min of W/context | verdict |",
@@ -77,44 +78,67 @@ def table(runs: Sequence[Band], refs: Sequence[Band], first: FirstRule, slope: S
     return "\n".join(lines) + "\n"
 
 
-def draw(runs: Sequence[Band], refs: Sequence[Band], path: Path) -> Path:
-    """Left: median top-pair wavelength against context per base (dashed: W = 2.5 C, W = C);
-    pretrained layer groups at their context, or their window where they have one.
-    Right: the same as W / context per layer, so 'follows the context' reads as flat lines."""
+def _fit_points(group: Sequence[Band]) -> tuple[np.ndarray, np.ndarray]:
+    """log C and log W of every (run, layer ≥ 1, K head) of ``group``: the slope rule's points."""
+    pts = [(np.log(b.context), np.log(w)) for b in group
+           for layer in b.wavelengths_LxH[1:] for w in layer]
+    return np.array([c for c, _ in pts]), np.array([w for _, w in pts])
+
+
+def draw(runs: Sequence[Band], refs: Sequence[Band], path: Path, slope: SlopeLaw | None = None) -> Path:
+    """Left: each run's median top-pair wavelength (layers ≥ 1 × heads) against its context, one
+    marker per seed, and per base the fitted line of the slope rule through its points (dotted:
+    W = C and W = 2.5 C); pretrained layer groups at their context, or their window where they have
+    one. Right: the same as W / context, every run and every model's layer group, so 'follows the
+    context' reads as a flat band."""
     import matplotlib  # local: matplotlib is heavy and only drawing this figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # local: as matplotlib
+    import matplotlib.ticker  # local: as matplotlib
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     bases = sorted({r.theta[0] for r in runs})
+    markers = "osD^v<>"
     for i, theta in enumerate(bases):
         group = sorted((r for r in runs if r.theta[0] == theta), key=lambda r: r.context)
-        C = np.array([r.context for r in group], float)
-        a.plot(C, [r.median_wavelength() for r in group], "o-", color=f"C{i}",
-               label=f"θ={theta:g} (median over layers × heads)")
-        depth = max(len(r.wavelengths_LxH) for r in group)  # runs of one base may differ in depth
-        for layer in range(depth):
-            have = [r for r in group if layer < len(r.wavelengths_LxH)]  # each run's own layers
-            b.plot([r.context for r in have],
-                   [np.median(r.wavelengths_LxH[layer]) / r.context for r in have], "o-",
-                   color=f"C{i}", alpha=0.35 + 0.6 * layer / max(1, depth - 1), lw=1,
-                   label=f"θ={theta:g}" if layer == 0 else None)
+        seeds = sorted({r.seed for r in group}, key=lambda s: -1 if s is None else s)
+        for k, s in enumerate(seeds):
+            mine = [r for r in group if r.seed == s]
+            W = [r.median_wavelength(range(1, len(r.wavelengths_LxH)) or None) for r in mine]  # layers ≥ 1
+            C = [r.context for r in mine]
+            a.plot(C, W, markers[k % len(markers)], color=f"C{i}", alpha=0.8,
+                   label=f"θ={theta:g}, seed {s}")
+            b.plot(C, np.array(W) / np.array(C), markers[k % len(markers)], color=f"C{i}", alpha=0.8)
+        logC, logW = _fit_points(group)
+        fit = slope.per_base.get(f"{theta:g}") if slope is not None else None
+        if fit is not None and fit.slope is not None and np.ptp(logC) > 0:
+            C = np.array(sorted({r.context for r in group}), float)
+            W = np.exp(logW.mean() + fit.slope * (np.log(C) - logC.mean()))
+            a.plot(C, W, "-", color=f"C{i}", lw=1.2, label=f"θ={theta:g} fit: slope {fit.slope:.2f} "
+                   f"[{fit.ci95[0]:.2f}, {fit.ci95[1]:.2f}]")
+            b.plot(C, W / C, "-", color=f"C{i}", lw=1.2)
     for j, ref in enumerate(refs):
         for k, (key, layers) in enumerate(layer_groups(ref).items()):
             span = ref.window[layers[0]] or ref.context  # a windowed layer sees its window
-            a.plot([span], [ref.median_wavelength(layers)], "*^sD"[k % 4], ms=10,
-                   color=f"C{len(bases) + j}", label=f"{ref.name} {key} (at {span} tokens)")
+            w = ref.median_wavelength(layers)
+            style = dict(marker="*^sD"[k % 4], ms=10, ls="none", color=f"C{len(bases) + j}")
+            a.plot([span], [w], **style, label=f"{ref.name} {key} (at {span} tokens)")
+            b.plot([span], [w / span], **style)
     if runs:
         C = np.array(sorted({r.context for r in runs}), float)
         for f, ls in ((1.0, ":"), (2.5, "--")):
             a.plot(C, f * C, ls, color="gray", lw=0.8, label=f"W = {f:g} × context")
-    a.set(xscale="log", yscale="log", xlabel="training context (tokens)",
-          ylabel="K top-pair wavelength (tokens)")
-    b.set(xscale="log", xlabel="training context (tokens)", ylabel="wavelength / context, per layer")
+    a.set(xscale="log", yscale="log", xlabel="training context, or window (tokens)",
+          ylabel="K top-pair wavelength W (tokens)", title="median over layers ≥ 1 × heads")
+    b.set(xscale="log", yscale="log", xlabel="training context, or window (tokens)",
+          ylabel="W / context", title="W / context: runs and pretrained layer groups")
     for ax in (a, b):
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6)
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 2×10², on the log axes
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    a.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

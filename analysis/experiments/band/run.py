@@ -76,5 +76,6 @@ def reference_band(model: str, context: int | None = None, seq_len: int = 512) -
     ref = measure_reference(model, seq_len)
     cfg = ModelConfig.from_dict(ref.config)
     pairs, waves, n_pairs = strongest_pairs(np.asarray(ref.norms[REFERENCE_SITE]), cfg)
-    return Band(model, _layer_thetas(cfg), int(context or cfg.max_seq_len), _layer_windows(cfg),
+    name = Path(model).name if Path(model).exists() else model  # a model dir: its name, not the machine's path
+    return Band(name, _layer_thetas(cfg), int(context or cfg.max_seq_len), _layer_windows(cfg),
                 pairs, waves, n_pairs)
