@@ -95,6 +95,10 @@ def figure_data(fig) -> list[dict]:
 
 @pytest.fixture
 def figures(monkeypatch):
+    return record_figures(monkeypatch)
+
+
+def record_figures(monkeypatch) -> list:
     """Record every figure saved while rendering (its data, not its pixels; once per figure, which
     ``analysis.plots`` saves as PNG and SVG); the file written is empty, so the code's atomic
     rename still finds it."""

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_golden import DOCS, ROOT, check_figures, figures, read, redraw_experiment  # noqa: F401
+from test_golden import DOCS, ROOT, check_figures, read, record_figures, redraw_experiment
 
 from mvjax.analysis.massive import Analysis
 from mvjax.analysis.plots import all_figures
@@ -28,6 +28,11 @@ ANALYZED = ("cross-model/analyze/smollm2", "cross-model/analyze/gemma3",
             "cross-model/analyze/qwen2.5-coder-0.5b", "qwen/qwen2.5-coder-1.5b")
 COMPARED = (*ANALYZED, "rope-cause-seeds/rope/seed0", "rope-cause-retrieval")
 BAND_RESULTS = ("rope-band/sweep2",)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    return record_figures(monkeypatch)
 
 
 def _cli(*args: str) -> None:
