@@ -9,6 +9,10 @@
 #   nohup bash docs/disrupt-smollm2-confounds/run_confounds.sh > /work/runs/confounds.log 2>&1 &
 # The results so far, while a run goes on (claims applied to the finished conditions only):
 #   mvjax experiment disrupt --preset confounds --model smollm2 --out $RUNS/disrupt-confounds --partial-to DIR
+# Across machines (a run folder does not outlive a session): commit such a partial set, and on the
+# next machine start with SEED_FROM=that/results.json: its conditions are finished pieces there
+# (refused if made with other settings), the unmodified pass is scored again, the rest continues.
+#   SEED_FROM=docs/disrupt-smollm2-confounds/partial/results.json nohup bash docs/disrupt-smollm2-confounds/run_confounds.sh ...
 set -u
 RUNS=${RUNS:-/work/runs}
 mkdir -p "$RUNS"
@@ -18,19 +22,22 @@ run() {  # log name, core, then the mvjax experiment arguments
     mvjax experiment "$@" --preset confounds --model smollm2 >> "$RUNS/$name.log" 2>&1
   echo "$name exit $? at $(date -u +%H:%M:%S)"
 }
-first_piece() { until ls "$RUNS/.$1.resume/"*.pkl > /dev/null 2>&1; do sleep 30; done; }
+# the helper waits for the main run's unmodified pass (its piece is named "baseline": the file is
+# the name's sha256, 16 hex digits), not for any piece: a seeded run has finished pieces at once
+baseline_piece() { until [ -f "$RUNS/.$1.resume/$(printf baseline | sha256sum | cut -c1-16).pkl" ]; do sleep 30; done; }
 
 # disrupt: core 0 scores the plan in order (the baseline pass first); core 1, once the baseline is
 # there, scores random seeds 5-9 and the energy-matched seeds, both position-0 variants (16 of 30)
-run disrupt-confounds 0 disrupt --out "$RUNS/disrupt-confounds" &
-first_piece disrupt-confounds
+SEED=(); [ -n "${SEED_FROM:-}" ] && SEED=(--seed-from "$SEED_FROM")
+run disrupt-confounds 0 disrupt --out "$RUNS/disrupt-confounds" "${SEED[@]}" &
+baseline_piece disrupt-confounds
 HELP=$(for s in 5 6 7 8 9; do printf "random_s%s,keep0_random_s%s," $s $s; done
        for s in 0 1 2; do printf "energy_matched_s%s,keep0_energy_matched_s%s," $s $s; done)
 run disrupt-confounds-helper 1 disrupt --out "$RUNS/disrupt-confounds" --only "${HELP%,}" &
 wait  # the main process waits for the helper's conditions (or takes over a dead helper's), then writes
 # quantize: core 0 in order, core 1 the per-channel settings and the protected weights
 run quantize-confounds 0 quantize --out "$RUNS/quantize-confounds" &
-first_piece quantize-confounds
+baseline_piece quantize-confounds
 run quantize-confounds-helper 1 quantize --out "$RUNS/quantize-confounds" \
   --only act_int4_channel_post,act_int4_channel_post_keep_massive,act_int4_channel_post_keep_random,w_int4_protect,w_int4_protect_random &
 wait
