@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mvjax.analysis.claims import Claim, Outcome
-from mvjax.analysis.experiments.band.results import Band
+from mvjax.analysis.experiments.band.results import Band, seeds_of
 
 RULE = ("Per run: at the last logged step, each (layer, K head)'s strongest RoPE pair by pair energy "
         "(site k); W = median wavelength over layers x heads, P = median pair index, R = W / context. "
@@ -91,7 +91,7 @@ def by_base_and_seed(bands: Sequence[Band]) -> dict[str, list[Band]]:
     rule compares one run per context, so a seeded sweep is read one seed at a time."""
     out: dict[str, list[Band]] = {}
     for theta, group in by_base(bands).items():
-        seeds = sorted({b.seed for b in group}, key=lambda s: -1 if s is None else s)
+        seeds = seeds_of(group)
         if len(seeds) == 1:
             out[theta] = group
             continue
@@ -114,6 +114,13 @@ def verdict(bands: Sequence[Band]) -> FirstRule:
     law = ("holds" if len(bases) >= 2 and all(k == "follows the context" for k in kinds) else
            "fails" if "follows the pair index" in kinds else "undecided")
     return FirstRule(per_base, law)
+
+
+def fit_points(bands: Sequence[Band]) -> tuple[np.ndarray, np.ndarray]:
+    """log C and log W of every (run, layer ≥ 1, K head) of ``bands``: the slope rule's points."""
+    pts = [(np.log(b.context), np.log(float(w))) for b in bands
+           for layer in b.wavelengths_LxH[1:] for w in layer]
+    return np.array([c for c, _ in pts], float), np.array([w for _, w in pts], float)
 
 
 def _slope(logC: np.ndarray, logW: np.ndarray) -> float:
@@ -147,12 +154,9 @@ def slope_for_base(bands: Sequence[Band], n_boot: int = BOOTSTRAP, rng_seed: int
     verdict, and the pair grid (one pair step multiplies the wavelength by θ^(2/D), so a context
     ratio moves the band by log(ratio) / log(θ^(2/D)) pairs if it follows the context)."""
     contexts = sorted({b.context for b in bands})
-    seeds = sorted({b.seed for b in bands}, key=lambda s: -1 if s is None else s)
-    units = {s: [(np.log(b.context), np.log(np.asarray(b.wavelengths_LxH[l], float)))
-                 for b in bands if b.seed == s for l in range(1, len(b.wavelengths_LxH))]
-             for s in seeds}  # per seed: (log C, log W of every head) per (run, layer ≥ 1)
-    flat = {s: (np.concatenate([np.full(len(w), c) for c, w in u]), np.concatenate([w for _, w in u]))
-            for s, u in units.items() if u}
+    seeds = seeds_of(bands)
+    points = {s: fit_points([b for b in bands if b.seed == s]) for s in seeds}
+    flat = {s: (c, w) for s, (c, w) in points.items() if len(c)}  # per seed, its (log C, log W)
     theta, D = bands[0].theta[0], 2 * bands[0].n_pairs
     step = theta ** (2 / D)
     grid = {"wavelength_factor_per_pair": step, "pairs_per_context_doubling": float(np.log(2) / np.log(step))}

@@ -75,8 +75,9 @@ def run_from_args(args: argparse.Namespace) -> int:
              "references": [asdict(b) for b in refs],
              "reference_rows": [row for b in refs for row in reference_rows(b)]}, indent=1))
         draw(runs, refs, tmp / "band.png", slope)
-        (tmp / "band.md").write_text(table(runs, refs, first, slope))
-    print(table(runs, refs, first, slope))
+        text = table(runs, refs, first, slope)
+        (tmp / "band.md").write_text(text)
+    print(text)
     return 0
 
 

@@ -8,8 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mvjax.analysis.experiments.band.claims import RULE, FirstRule, SlopeLaw
-from mvjax.analysis.experiments.band.results import Band
+from mvjax.analysis.experiments.band.claims import RULE, FirstRule, SlopeLaw, fit_points
+from mvjax.analysis.experiments.band.results import Band, seeds_of
 
 
 def layer_groups(band: Band) -> dict[str, list[int]]:
@@ -78,13 +78,6 @@ def table(runs: Sequence[Band], refs: Sequence[Band], first: FirstRule, slope: S
     return "\n".join(lines) + "\n"
 
 
-def _fit_points(group: Sequence[Band]) -> tuple[np.ndarray, np.ndarray]:
-    """log C and log W of every (run, layer ≥ 1, K head) of ``group``: the slope rule's points."""
-    pts = [(np.log(b.context), np.log(w)) for b in group
-           for layer in b.wavelengths_LxH[1:] for w in layer]
-    return np.array([c for c, _ in pts]), np.array([w for _, w in pts])
-
-
 def draw(runs: Sequence[Band], refs: Sequence[Band], path: Path, slope: SlopeLaw | None = None) -> Path:
     """Left: each run's median top-pair wavelength (layers ≥ 1 × heads) against its context, one
     marker per seed, and per base the fitted line of the slope rule through its points (dotted:
@@ -102,15 +95,14 @@ def draw(runs: Sequence[Band], refs: Sequence[Band], path: Path, slope: SlopeLaw
     markers = "osD^v<>"
     for i, theta in enumerate(bases):
         group = sorted((r for r in runs if r.theta[0] == theta), key=lambda r: r.context)
-        seeds = sorted({r.seed for r in group}, key=lambda s: -1 if s is None else s)
-        for k, s in enumerate(seeds):
+        for k, s in enumerate(seeds_of(group)):
             mine = [r for r in group if r.seed == s]
             W = [r.median_wavelength(range(1, len(r.wavelengths_LxH)) or None) for r in mine]  # layers ≥ 1
             C = [r.context for r in mine]
             a.plot(C, W, markers[k % len(markers)], color=f"C{i}", alpha=0.8,
                    label=f"θ={theta:g}, seed {s}")
             b.plot(C, np.array(W) / np.array(C), markers[k % len(markers)], color=f"C{i}", alpha=0.8)
-        logC, logW = _fit_points(group)
+        logC, logW = fit_points(group)
         fit = slope.per_base.get(f"{theta:g}") if slope is not None else None
         if fit is not None and fit.slope is not None and np.ptp(logC) > 0:
             C = np.array(sorted({r.context for r in group}), float)

@@ -35,6 +35,11 @@ class Band:
 BAND_JSON_FIX = "pass a band.json written by `mvjax experiment band`, or the run directories"
 
 
+def seeds_of(bands: Sequence[Band]) -> list[int | None]:
+    """The seeds of ``bands``, in order (a run without one first)."""
+    return sorted({b.seed for b in bands}, key=lambda s: -1 if s is None else s)
+
+
 def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
