@@ -242,5 +242,22 @@ def test_report_by_bin_and_depth_with_seeds_as_units(tmp_path):
     assert "80.0 [80–80] (10 seeds)" in text  # seeds shown as units, not pooled
     assert "| passkey | 100 → 25 / 75 | 100 → 25 / 75 | 100 → 25 / 75 |" in text  # family × bin
     assert "depth 0.75-1.00 (n=20)" in text and (tmp_path / "passkey_depth.png").is_file()
+    seeds_row = next(x for x in text.splitlines() if x.startswith("| edited, contextual |"))
+    assert "| 25.0 |" in seeds_row and "80.0 [80.0–80.0] (10)" in seeds_row and seeds_row.endswith("| 10 of 10 |")
+    assert (tmp_path / "controls.png").is_file()
     assert ("better than contextual, length-matched: holds" in text
             and "costs passkey accuracy at every key depth: does not hold" in text)
+
+
+def test_quantize_report_reads_length_bins_too(tmp_path):
+    """A quantize run on the length-binned tasks reports every condition by kind and bin (greedy
+    exact), as the disrupt run does; runs on other tasks keep their one table."""
+    from mvjax.analysis.experiments.quantize.report import write_quantize_report
+
+    r = _result(ctx_kept=0.25, par_kept=0.9, seeds_acc=0.8) | {"definition": {}, "ranking": "sum"}
+    text = write_quantize_report(ScoredRun.from_json(r).with_claims([]), tmp_path, "t").read_text()
+    row = next(x for x in text.splitlines() if x.startswith("| parametric, ≤128 (n=40) |"))
+    assert row.startswith("| parametric, ≤128 (n=40) | 100.0 | 90.0 | 90.0 | 80.0 |")  # original, massive, keep0, s0
+    r["run"] = {}
+    assert "by kind and prompt-length bin" not in write_quantize_report(
+        ScoredRun.from_json(r).with_claims([]), tmp_path, "t").read_text()

@@ -47,6 +47,7 @@ DISRUPT_RUNS = {  # committed run: the arguments run_full.sh gave `mvjax experim
     "full-pooled": ["--statistics", "pooled"],
     "full-prompt": ["--statistics", "prompt", "--seeds", "0", "--conditions", "table"],
 }
+CONFOUNDS_RUN = "disrupt-smollm2-confounds/partial"  # committed as it lands; the whole run when done
 ROPE_CAUSE_RUNS = ("rope-cause-cpu", "rope-cause-retrieval")
 
 
@@ -197,6 +198,16 @@ def test_disrupt_full_runs_redraw_to_the_committed_files(run, tmp_path, figures)
     assert read(out / "results.json") == read(committed / "results.json")
     assert read(out / "report.md") == read(committed / "report.md")
     check_figures(f"disrupt-smollm2/{run}", figures)
+
+
+def test_confounds_run_redraws_to_the_committed_files(tmp_path, figures):
+    """The confounds run (length bins, position 0 edited/kept, key depth, control seeds): its
+    pre-registered verdicts, tables and figures re-rendered from results.json by today's code."""
+    committed = DOCS / CONFOUNDS_RUN
+    out = redraw_experiment("disrupt", committed, tmp_path, ["--preset", "confounds"])
+    assert read(out / "results.json") == read(committed / "results.json")
+    assert read(out / "report.md") == read(committed / "report.md")
+    check_figures(CONFOUNDS_RUN, figures)
 
 
 @pytest.mark.parametrize("run", DISRUPT_RUNS)

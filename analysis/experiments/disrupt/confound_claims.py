@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 
 from mvjax.analysis.claims import Claim, Outcome
+from mvjax.analysis.experiments.length_bins import KINDS, bins_of, hits, joined
 from mvjax.analysis.records import ScoredRun
 from mvjax.analysis.statistics import Z95, empirical_p, paired_difference
 from mvjax.data.tasks.base import difference_interval
-from mvjax.data.tasks.lengths import BINS, DEPTH_BINS, length_bin
+from mvjax.data.tasks.lengths import BINS, DEPTH_BINS
 
-KINDS = ("contextual", "parametric")
 MIN_KNOWN = 10  # fewest known items per kind (and bin) a retention comparison is decided on
 MIN_DEPTH_ITEMS = 10  # fewest passkey items per depth bin a depth verdict is decided on
 POSITION0 = {"massive": "position 0 edited", "keep0_massive": "position 0 kept"}
@@ -40,42 +40,6 @@ METRIC = {
     "facts": ("exact", "the answer must be produced from memory; ranking reported, not read"),
     "world": ("exact", "as facts"),
 }
-
-
-def family_of(task: str) -> str:
-    """``passkey_L256`` → ``passkey``."""
-    return task.rsplit("_L", 1)[0] if "_L" in task else task
-
-
-def bins_of(run: ScoredRun) -> tuple[int, ...]:
-    return tuple(run.bins or BINS)
-
-
-def task_bin(run: ScoredRun, task: str) -> int:
-    """A task's length bin, from its recorded longest prompt (tokens, BOS included)."""
-    return length_bin(run.tasks[task].max_prompt_tokens, bins_of(run))
-
-
-def hits(run: ScoredRun, cond: str, task: str) -> str | None:
-    """Per-item greedy exact outcomes of ``task`` under ``cond`` (every item), or None."""
-    c = run.conditions.get(cond)
-    s = None if c is None else c.score(task, "exact")
-    return None if s is None else s.hits
-
-
-def joined(run: ScoredRun, cond: str, kind: str, length: int | None = None) -> tuple[str, str] | None:
-    """(original's hits, ``cond``'s hits) over every task of ``kind`` (in bin ``length``, or every
-    bin), concatenated in task order: paired item by item."""
-    a, b = [], []
-    for t, rec in run.tasks.items():
-        if rec.kind != kind or (length is not None and task_bin(run, t) != length):
-            continue
-        o, c = hits(run, "original", t), hits(run, cond, t)
-        if o is None or c is None:
-            return None
-        a.append(o)
-        b.append(c)
-    return ("".join(a), "".join(b)) if a else None
 
 
 def retained(orig: str, cond: str) -> tuple[int, int]:

@@ -9,18 +9,18 @@ import statistics as st
 from pathlib import Path
 
 from mvjax.analysis.claims import Claim, claim_lines
-from mvjax.analysis.experiments.disrupt.confound_claims import (
+from mvjax.analysis.experiments.disrupt.confound_claims import METRIC, confound_rules, depth_pairs, seed_accuracies
+from mvjax.analysis.experiments.disrupt.report import disrupt_notes, main_table
+from mvjax.analysis.experiments.length_bins import (
     KINDS,
-    METRIC,
+    bin_table,
     bins_of,
-    confound_rules,
-    depth_pairs,
     family_of,
     hits,
     joined,
+    members,
     task_bin,
 )
-from mvjax.analysis.experiments.disrupt.report import disrupt_notes, main_table
 from mvjax.analysis.experiments.quantize.report import quantize_notes
 from mvjax.analysis.records import KEEP0, ScoredRun
 from mvjax.provenance import provenance_lines
@@ -46,11 +46,6 @@ def confound_notes(run: ScoredRun) -> list[str]:
     return [*head, *disrupt_notes(run)]
 
 
-def members(run: ScoredRun, column: str) -> list[str]:
-    """The conditions of a column: itself, or a seeded control's seeds (random → random_s0, …)."""
-    return [column] if column in run.conditions else [c.name for c in run.seeded(column)]
-
-
 def column_names(run: ScoredRun) -> list[tuple[str, str]]:
     """(label, column): original, then each main condition edited | kept."""
     cols = [("original", "original")]
@@ -59,37 +54,6 @@ def column_names(run: ScoredRun) -> list[tuple[str, str]]:
             if members(run, prefix + m):
                 cols.append((f"{m}, pos. 0 {label}", prefix + m))
     return cols
-
-
-def kind_cell(run: ScoredRun, column: str, kind: str, length: int | None) -> str:
-    """Greedy exact % of a kind (in a bin, or every bin); a seeded column as median [min–max] of
-    its seeds' accuracies (seeds are units)."""
-    accs = []
-    for c in members(run, column):
-        pair = joined(run, c, kind, length)
-        if pair is not None:
-            accs.append(100 * pair[1].count("1") / len(pair[1]))
-    if not accs:
-        return "–"
-    if len(accs) == 1:
-        return f"{accs[0]:.1f}"
-    return f"{st.median(accs):.1f} [{min(accs):.0f}–{max(accs):.0f}] ({len(accs)} seeds)"
-
-
-def bin_table(run: ScoredRun) -> str:
-    """Kinds × length bins (and pooled) × conditions, greedy exact on every item."""
-    cols = column_names(run)
-    rows = ["| kind, prompt tokens (n) | " + " | ".join(c for c, _ in cols) + " |",
-            "|---" * (len(cols) + 1) + "|"]
-    for kind in KINDS:
-        for length in (*bins_of(run), None):
-            pair = joined(run, "original", kind, length)
-            if pair is None:
-                continue
-            where = "all bins" if length is None else f"≤{length}"
-            rows.append(f"| {kind}, {where} (n={len(pair[0])}) | "
-                        + " | ".join(kind_cell(run, c, kind, length) for _, c in cols) + " |")
-    return "\n".join(rows)
 
 
 def family_table(run: ScoredRun) -> str:
@@ -175,12 +139,98 @@ def depth_figure(series: dict, out: Path, title: str) -> str | None:
     return "passkey_depth.png"
 
 
+def kind_accuracy(run: ScoredRun, cond: str, kind: str) -> float | None:
+    """Greedy exact accuracy of ``cond`` over every item of ``kind`` (every bin), or None."""
+    pair = joined(run, cond, kind)
+    return None if pair is None else pair[1].count("1") / len(pair[1])
+
+
+def control_points(run: ScoredRun) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """{position-0 treatment: {kind: {label: accuracies (%)}}}: each seeded control's seeds (one
+    value per seed: seeds are units), the single conditions and the original, for the seeds table
+    and figure."""
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for prefix, treat in (("", "position 0 edited"), (KEEP0, "position 0 kept")):
+        for kind in KINDS:
+            row: dict[str, list[float]] = {}
+            for m in ("original", *MAIN):
+                name = m if m == "original" else prefix + m
+                seeds = seed_accuracies(run, name, kind)
+                one = kind_accuracy(run, name, kind) if name in run.conditions else None
+                vals = list(seeds.values()) if seeds else ([] if one is None else [one])
+                if vals:
+                    row[m] = [100 * v for v in vals]
+            if len(row) > 1:
+                out.setdefault(treat, {})[kind] = row
+    return out
+
+
+def _spread(v: list[float] | None) -> str:
+    """One value, or a seeded control's median [range] (seeds)."""
+    if not v:
+        return "–"
+    return f"{v[0]:.1f}" if len(v) == 1 else f"{st.median(v):.1f} [{min(v):.1f}–{max(v):.1f}] ({len(v)})"
+
+
+def seeds_table(points: dict) -> str:
+    """Per treatment and kind: the massive edit, each control's seeds as median [range] (n) and
+    how many random seeds lie above the massive edit."""
+    rows = ["| position 0, kind | original | massive | lowest-norm | random seeds | energy-matched "
+            "seeds | random seeds above massive |", "|---" * 7 + "|"]
+    for treat, kinds in points.items():
+        for kind, row in kinds.items():
+            mass, rnd = row.get("massive"), row.get("random", [])
+            above = "–" if not mass or not rnd else f"{sum(r > mass[0] for r in rnd)} of {len(rnd)}"
+            cells = " | ".join(_spread(row.get(m)) for m in ("original", *MAIN))
+            rows.append(f"| {treat.split()[-1]}, {kind} | {cells} | {above} |")
+    return "\n".join(rows)
+
+
+def seeds_figure(points: dict, out: Path, title: str) -> str | None:
+    """controls.png: one panel per position-0 treatment; per kind, every control seed as a dot
+    (seeds are units), the massive edit and lowest-norm as marks, the original as a tick."""
+    if not points:
+        return None
+    import matplotlib  # local: matplotlib is heavy and only drawing this figure needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # local: as matplotlib
+
+    style = {"original": ("_", "grey", 400), "massive": ("X", "crimson", 90),
+             "lowest_norm": ("s", "black", 40), "random": ("o", "tab:blue", 22),
+             "energy_matched": ("^", "tab:green", 30)}
+    fig, axes = plt.subplots(1, len(points), figsize=(4.2 * len(points), 3.8), squeeze=False, sharey=True)
+    for ax, (treat, kinds) in zip(axes[0], points.items(), strict=True):
+        for x, kind in enumerate(KINDS):
+            for m, vals in kinds.get(kind, {}).items():
+                marker, color, size = style[m]
+                off = {"random": -0.12, "energy_matched": 0.12}.get(m, 0.0)
+                jitter = [off + 0.04 * ((j % 5) - 2) for j in range(len(vals))] if len(vals) > 1 else [off]
+                ax.scatter([x + j for j in jitter], vals, marker=marker, color=color, s=size,
+                           label=m.replace("_", "-") if x == 0 else None, zorder=3 if m == "massive" else 2)
+        ax.set_xticks(range(len(KINDS)), KINDS)
+        ax.set_xlim(-0.6, len(KINDS) - 0.4)
+        ax.set_title(treat, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("greedy exact, every item (%)")
+    axes[0][0].set_ylim(-2, 102)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="lower center",
+               ncol=len(style), bbox_to_anchor=(0.5, -0.06))
+    fig.suptitle(title, fontsize=9)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "controls.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "controls.png"
+
+
 def write_confound_report(run: ScoredRun, out: Path, title: str) -> Path:
     """report.md: set-up, the weights note, tasks with their token ranges, the by-bin table, the
     depth table and figure, the claims, and the per-task table of every condition."""
     d = run.definition
     depth, series = depth_table(run)
     fig = depth_figure(series, out, f"{title}: passkey by key depth")
+    points = control_points(run)
+    seeds_fig = seeds_figure(points, out, f"{title}: the massive edit among its controls' seeds")
     lines = [f"# {title} — confounds (length, position 0, key depth, seeds)", "",
              "Rules: docs/disrupt-smollm2-confounds/RULES.md (committed before the run).", "",
              f"- Massive dims: {d.get('selected_by', '')}. Edit: {d.get('edit', '')}.",
@@ -190,11 +240,14 @@ def write_confound_report(run: ScoredRun, out: Path, title: str) -> Path:
              *task_lines(run), "",
              "## Greedy exact accuracy (%) by kind and length bin, position 0 edited | kept", "",
              ("Every item. Random and energy-matched controls: median over seeds [range] — each "
-              "seed is one draw, never pooled."), "", bin_table(run), "",
+              "seed is one draw, never pooled."), "", bin_table(run, column_names(run)), "",
              "### By family and bin: original → massive, position 0 edited / kept", "",
              family_table(run), "",
              "## Passkey by key depth (greedy exact %, every length pooled)", "", depth, "",
              *([f"![{fig}]({fig})", ""] if fig else []),
+             "## The massive edit among its controls (greedy exact %, every item; seeds as units)", "",
+             seeds_table(points), "",
+             *([f"![{seeds_fig}]({seeds_fig})", ""] if seeds_fig else []),
              "## Claims (rules fixed before the run)", ""]
     lines += [f"- {n}" for n in run.notes or []] + claim_lines(run.claims)
     lines += ["", "## Every task × condition (seeded controls pooled here only for space)", "",

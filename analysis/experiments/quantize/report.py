@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mvjax.analysis.claims import Claim, claim_lines
 from mvjax.analysis.experiments.disrupt.report import cell, condition_figure, metrics_of
+from mvjax.analysis.experiments.length_bins import bin_table
 from mvjax.analysis.formatting import DASH, pct
 from mvjax.analysis.plots import paired_intervals
 from mvjax.analysis.experiments.quantize.claims import (READINGS, keeping_helps, kept_pairs, kind_point,
@@ -80,7 +81,11 @@ def write_quantize_report(run: ScoredRun, out: Path, title: str) -> Path:
     lines += [f"- {k}: {v}" for k, v in run.definition.items()]
     lines += [*provenance_lines(run.provenance_record), "- Config in results.json.", "",
               "## Accuracy (%) per condition (every item of every task)",
-              "", quant_table(run), "", "## Claims", ""]
+              "", quant_table(run), ""]
+    if run.bins:  # length-binned tasks (--preset confounds): every condition by kind and bin
+        lines += ["## Greedy exact accuracy (%) by kind and prompt-length bin", "",
+                  bin_table(run, [(name, name) for name in run.conditions]), ""]
+    lines += ["## Claims", ""]
     lines += [f"- {n}" for n in run.notes or []]
     lines += claim_lines(run.claims) + ["", f"![{fig}]({fig})", ""]
     kept_fig = keeping_figure(run, out, title + ": keeping the massive dims")
