@@ -21,7 +21,7 @@ from flax import nnx
 
 from mvjax.atomic import atomic_directory
 from mvjax.config import ModelConfig
-from mvjax.model import Transformer, init_model
+from mvjax.model import Transformer, abstract_state
 from mvjax.sharding import leaf_path
 from mvjax.tokenizers import Tokenizer
 
@@ -84,11 +84,6 @@ def check_param_shapes(stored_tree: dict[str, Any], abstract: nnx.State, where: 
                              f"{stored.get(name, '(missing)')} but {CONFIG_FILE} implies "
                              f"{expected.get(name, '(no such parameter)')}: {CONFIG_FILE} and "
                              f"{PARAMS_DIR}/ disagree; restore the config the model was saved with")
-
-
-def abstract_state(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
-    """(graphdef, shape-only parameter state) of the model ``cfg`` builds, with no init compute."""
-    return nnx.split(nnx.eval_shape(lambda: init_model(cfg)))
 
 
 def load_model(directory: str | Path) -> Transformer:

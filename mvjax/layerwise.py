@@ -24,10 +24,9 @@ import orbax.checkpoint as ocp
 import tensorstore as ts
 from flax import nnx
 
-from mvjax.checkpoint import (CONFIG_FILE, PARAMS_DIR, abstract_state, check_param_shapes, is_model_dir,
-                              stored_param_tree)
+from mvjax.checkpoint import CONFIG_FILE, PARAMS_DIR, check_param_shapes, is_model_dir, stored_param_tree
 from mvjax.config import ModelConfig
-from mvjax.model import Block, Transformer, scale_embedded
+from mvjax.model import Block, Transformer, abstract_state, scale_embedded
 
 
 class LayerWeights(Protocol):

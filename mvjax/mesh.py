@@ -190,36 +190,6 @@ def place_model(model, shape: MeshShape | str | None) -> Mesh:
     return mesh
 
 
-DTYPE_CHOICES = ("auto", "float32", "bfloat16")
-
-
-def compute_dtype(name: str | None) -> str:
-    """``auto`` (or None): bfloat16 on an accelerator, float32 on CPU (where bfloat16 matmuls are
-    emulated and slower); else the name itself."""
-    name = "auto" if name is None else name
-    if name not in DTYPE_CHOICES:
-        raise ValueError(f"--dtype {name!r} is invalid: use one of {DTYPE_CHOICES}")
-    if name == "auto":
-        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
-    return name
-
-
-def with_compute_dtype(model, name: str | None):
-    """``model`` computing in ``compute_dtype(name)`` (the same parameters, float32 as stored).
-    Statistics stay float32 whatever it is: probes cast each activation before reducing
-    (``mvjax.probe.masked_float32``), logits and attention logits are float32, the host sums in
-    float64."""
-    from flax import nnx  # local: as in place_model
-
-    from mvjax.checkpoint import abstract_state  # local: import cycle with mvjax.checkpoint (via model)
-
-    dtype = compute_dtype(name)
-    if model.cfg.dtype == dtype:
-        return model
-    graphdef, _ = abstract_state(dataclasses.replace(model.cfg, dtype=dtype))
-    return nnx.merge(graphdef, nnx.state(model))
-
-
 _MEETINGS = [0]
 MEET_TIMEOUT_S = 4 * 3600  # a process may be a whole condition behind (tens of minutes on a CPU)
 

@@ -348,3 +348,34 @@ class Transformer(nnx.Module):
 def init_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
     """A freshly initialized model (parameters float32, compute in ``cfg.dtype``)."""
     return Transformer(cfg, nnx.Rngs(seed))
+
+
+def abstract_state(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
+    """(graphdef, shape-only parameter state) of the model ``cfg`` builds, with no init compute."""
+    return nnx.split(nnx.eval_shape(lambda: init_model(cfg)))
+
+
+DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+
+
+def compute_dtype(name: str | None) -> str:
+    """``auto`` (or None): bfloat16 on an accelerator, float32 on CPU (where bfloat16 matmuls are
+    emulated and slower); else the name itself."""
+    name = "auto" if name is None else name
+    if name not in DTYPE_CHOICES:
+        raise ValueError(f"--dtype {name!r} is invalid: use one of {DTYPE_CHOICES}")
+    if name == "auto":
+        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    return name
+
+
+def with_compute_dtype(model: Transformer, name: str | None) -> Transformer:
+    """``model`` computing in ``compute_dtype(name)`` (the same parameters, float32 as stored).
+    Statistics stay float32 whatever it is: probes cast each activation before reducing
+    (``mvjax.probe.masked_float32``), logits and attention logits are float32, the host sums in
+    float64."""
+    dtype = compute_dtype(name)
+    if model.cfg.dtype == dtype:
+        return model
+    graphdef, _ = abstract_state(dataclasses.replace(model.cfg, dtype=dtype))
+    return nnx.merge(graphdef, nnx.state(model))

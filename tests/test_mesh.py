@@ -94,13 +94,14 @@ def test_compute_dtype_keeps_statistics_float32(make_config):
 
     from mvjax.analysis.dims import PromptEnergy
     from mvjax.analysis.evaluate import Encoded, Scorer
+    from mvjax import model as model_lib
     from mvjax.model import init_model
 
-    assert jax.default_backend() != "cpu" or mesh_lib.compute_dtype("auto") == "float32"
+    assert jax.default_backend() != "cpu" or model_lib.compute_dtype("auto") == "float32"
     with pytest.raises(ValueError, match="--dtype 'float16' is invalid"):
-        mesh_lib.compute_dtype("float16")
+        model_lib.compute_dtype("float16")
     model = init_model(make_config(vocab_size=32), 0)
-    half = mesh_lib.with_compute_dtype(model, "bfloat16")
+    half = model_lib.with_compute_dtype(model, "bfloat16")
     assert half.cfg.dtype == "bfloat16" and half.layers[0].attn.q_proj.kernel[...].dtype == np.float32
     seen = []
     item = Encoded((1, 5, 7, 9), ((3, 4),), 1, 0, None)

@@ -31,7 +31,8 @@ from mvjax.data.sources import load_texts
 from mvjax.data.tasks import builtin_tasks, load_task_file
 from mvjax.data.tasks.lengths import confound_tasks
 from mvjax.load import load_pretrained
-from mvjax.mesh import parse_mesh, place_model, with_compute_dtype
+from mvjax.mesh import parse_mesh, place_model
+from mvjax.model import with_compute_dtype
 from mvjax.provenance import provenance
 from mvjax.sharding import initialize_distributed
 
