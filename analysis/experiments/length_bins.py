@@ -49,6 +49,20 @@ def joined(run: ScoredRun, cond: str, kind: str, length: int | None = None) -> t
     return ("".join(a), "".join(b)) if a else None
 
 
+def kind_hits(run: ScoredRun, cond: str, kind: str, length: int | None = None) -> tuple[int, int] | None:
+    """(greedy exact hits, items) of ``cond`` over every item of ``kind`` (in bin ``length``, or
+    every bin), or None where it was not scored."""
+    pair = joined(run, cond, kind, length)
+    return None if pair is None else (pair[1].count("1"), len(pair[1]))
+
+
+def kind_percent(run: ScoredRun, column: str, kind: str, length: int | None = None) -> list[float]:
+    """Greedy exact % of ``kind`` under each condition of ``column`` (one value per seed of a
+    seeded control: seeds are units); empty where nothing was scored."""
+    hits_n = (kind_hits(run, c, kind, length) for c in members(run, column))
+    return [100 * h[0] / h[1] for h in hits_n if h is not None]
+
+
 def members(run: ScoredRun, column: str) -> list[str]:
     """The conditions of a column: itself, or a seeded control's seeds (random → random_s0, …)."""
     return [column] if column in run.conditions else [c.name for c in run.seeded(column)]
@@ -57,11 +71,7 @@ def members(run: ScoredRun, column: str) -> list[str]:
 def kind_cell(run: ScoredRun, column: str, kind: str, length: int | None) -> str:
     """Greedy exact % of a kind (in a bin, or every bin); a seeded column as median [min–max] of
     its seeds' accuracies (seeds are units)."""
-    accs = []
-    for c in members(run, column):
-        pair = joined(run, c, kind, length)
-        if pair is not None:
-            accs.append(100 * pair[1].count("1") / len(pair[1]))
+    accs = kind_percent(run, column, kind, length)
     if not accs:
         return "–"
     if len(accs) == 1:

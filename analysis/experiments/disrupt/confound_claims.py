@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 from mvjax.analysis.claims import Claim, Outcome
-from mvjax.analysis.experiments.length_bins import KINDS, bins_of, hits, joined
+from mvjax.analysis.experiments.length_bins import KINDS, bins_of, hits, joined, kind_hits
 from mvjax.analysis.records import ScoredRun
 from mvjax.analysis.statistics import Z95, empirical_p, paired_difference
 from mvjax.data.tasks.base import difference_interval
@@ -111,12 +111,7 @@ def survives_length_matched(cond: str) -> Claim:
 def seed_accuracies(run: ScoredRun, column: str, kind: str) -> dict[str, float]:
     """{control seed's condition: greedy exact accuracy over every item of ``kind``}, one value per
     seed of the seeded ``column``."""
-    out = {}
-    for c in run.seeded(column):
-        pair = joined(run, c.name, kind)
-        if pair is not None:
-            out[c.name] = pair[1].count("1") / len(pair[1])
-    return out
+    return {c.name: h[0] / h[1] for c in run.seeded(column) if (h := kind_hits(run, c.name, kind)) is not None}
 
 
 RULE_SEEDS = ("over every item of the kind (every length bin), the massive edit's greedy exact "

@@ -9,7 +9,7 @@ import statistics as st
 from pathlib import Path
 
 from mvjax.analysis.claims import Claim, claim_lines
-from mvjax.analysis.experiments.disrupt.confound_claims import METRIC, confound_rules, depth_pairs, seed_accuracies
+from mvjax.analysis.experiments.disrupt.confound_claims import METRIC, confound_rules, depth_pairs
 from mvjax.analysis.experiments.disrupt.report import disrupt_notes, main_table
 from mvjax.analysis.experiments.length_bins import (
     KINDS,
@@ -17,7 +17,7 @@ from mvjax.analysis.experiments.length_bins import (
     bins_of,
     family_of,
     hits,
-    joined,
+    kind_percent,
     members,
     task_bin,
 )
@@ -139,12 +139,6 @@ def depth_figure(series: dict, out: Path, title: str) -> str | None:
     return "passkey_depth.png"
 
 
-def kind_accuracy(run: ScoredRun, cond: str, kind: str) -> float | None:
-    """Greedy exact accuracy of ``cond`` over every item of ``kind`` (every bin), or None."""
-    pair = joined(run, cond, kind)
-    return None if pair is None else pair[1].count("1") / len(pair[1])
-
-
 def control_points(run: ScoredRun) -> dict[str, dict[str, dict[str, list[float]]]]:
     """{position-0 treatment: {kind: {label: accuracies (%)}}}: each seeded control's seeds (one
     value per seed: seeds are units), the single conditions and the original, for the seeds table
@@ -154,12 +148,9 @@ def control_points(run: ScoredRun) -> dict[str, dict[str, dict[str, list[float]]
         for kind in KINDS:
             row: dict[str, list[float]] = {}
             for m in ("original", *MAIN):
-                name = m if m == "original" else prefix + m
-                seeds = seed_accuracies(run, name, kind)
-                one = kind_accuracy(run, name, kind) if name in run.conditions else None
-                vals = list(seeds.values()) if seeds else ([] if one is None else [one])
+                vals = kind_percent(run, m if m == "original" else prefix + m, kind)
                 if vals:
-                    row[m] = [100 * v for v in vals]
+                    row[m] = vals
             if len(row) > 1:
                 out.setdefault(treat, {})[kind] = row
     return out
