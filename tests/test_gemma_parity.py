@@ -74,53 +74,17 @@ def test_greedy_continuation_matches_transformers_gemma3():
 # ------------------------------------------------------------------------------------ GGUF
 gguf = pytest.importorskip("gguf")
 
-GGUF_LAYER = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-              "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-              "post_attention_layernorm": "post_attention_norm",
-              "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",
-              "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"}
-
-
-def _gguf_name(hf_name: str) -> str:
-    if hf_name == "model.embed_tokens.weight":
-        return "token_embd.weight"
-    if hf_name == "model.norm.weight":
-        return "output_norm.weight"
-    _, _, i, rest = hf_name.split(".", 3)
-    return f"blk.{i}.{GGUF_LAYER[rest.removesuffix('.weight')]}.weight"
+from gguf_files import GEMMA3_LAYER, write_gguf_file  # noqa: E402
 
 
 def write_gemma3_gguf(path, hf, quant=None, arch="gemma3") -> None:
     """``hf`` as llama.cpp writes a Gemma 3: norm weights stored as 1 + w, q/k rows not permuted."""
     c = hf.config
-    w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(c.num_hidden_layers)
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_key_length(c.head_dim)
-    w.add_value_length(c.head_dim)
-    w.add_rope_freq_base(c.rope_parameters["full_attention"]["rope_theta"])
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_sliding_window(c.sliding_window)
-    w.add_vocab_size(c.vocab_size)
-    w.add_bos_token_id(2)
-    w.add_eos_token_id(1)
-    for name, t in hf.state_dict().items():
-        if name == "lm_head.weight":
-            continue
-        arr = t.numpy().astype(np.float32) + (1.0 if "norm" in name else 0.0)
-        if quant is not None and arr.ndim == 2:
-            w.add_tensor(_gguf_name(name), gguf.quants.quantize(arr, quant), raw_dtype=quant)
-        else:
-            w.add_tensor(_gguf_name(name), arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    tensors = ((name, t.numpy().astype(np.float32) + (1.0 if "norm" in name else 0.0))
+               for name, t in hf.state_dict().items() if name != "lm_head.weight")
+    write_gguf_file(path, arch, c, c.rope_parameters["full_attention"]["rope_theta"], tensors,
+                    layer=GEMMA3_LAYER, quant=quant, key_length=c.head_dim, value_length=c.head_dim,
+                    sliding_window=c.sliding_window, bos_token_id=2, eos_token_id=1)
 
 
 def _six_layer_gemma(seed=0):

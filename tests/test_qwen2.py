@@ -330,47 +330,15 @@ def test_unsupported_qwen2_fields_are_one_line_errors(field, value):
 # ------------------------------------------------------------------------------------ GGUF
 gguf = pytest.importorskip("gguf")
 
-GGUF_LAYER = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-              "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-              "post_attention_layernorm": "ffn_norm"}
-
-
-def _gguf_name(hf_name: str) -> str:
-    glob = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-            "lm_head.weight": "output.weight"}
-    if hf_name in glob:
-        return glob[hf_name]
-    _, _, i, rest = hf_name.split(".", 3)
-    module, kind = rest.rsplit(".", 1)
-    return f"blk.{i}.{GGUF_LAYER[module]}.{kind}"
+from gguf_files import write_gguf_file  # noqa: E402
 
 
 def write_qwen2_gguf(path, hf, quant=None) -> None:
     """``hf`` as llama.cpp writes a Qwen2: q/k rows unpermuted, biases as ``attn_*.bias``."""
     c = hf.config
-    w = gguf.GGUFWriter(str(path), "qwen2")
-    w.add_block_count(c.num_hidden_layers)
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_vocab_size(c.vocab_size)
-    for name, t in hf.state_dict().items():
-        if name == "lm_head.weight" and c.tie_word_embeddings:
-            continue
-        arr = t.numpy().astype(np.float32)
-        if quant is not None and arr.ndim == 2:
-            w.add_tensor(_gguf_name(name), gguf.quants.quantize(arr, quant), raw_dtype=quant)
-        else:
-            w.add_tensor(_gguf_name(name), arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    tensors = ((name, t.numpy().astype(np.float32)) for name, t in hf.state_dict().items()
+               if not (name == "lm_head.weight" and c.tie_word_embeddings))
+    write_gguf_file(path, "qwen2", c, c.rope_parameters["rope_theta"], tensors, quant=quant)
 
 
 @pytest.mark.parametrize("layout", ["half", "interleaved"])

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import jax.numpy as jnp  # noqa: E402
-from conftest import gguf_with_reference  # noqa: E402
+from conftest import gguf_or_skip, gguf_with_reference  # noqa: E402
 
 from mvjax.generate import generate  # noqa: E402
 from mvjax.tokenizers import encode_prompt  # noqa: E402
@@ -57,12 +57,7 @@ def test_generate_command_from_the_cached_conversion(name, capsys):
 
 @pytest.fixture(scope="module")
 def gguf_path(name):
-    from mvjax.convert.weights import fetch_named
-
-    try:
-        return fetch_named(name, quiet=True)
-    except (FileNotFoundError, ValueError) as e:
-        pytest.skip(f"{name} GGUF unavailable offline: {e}")
+    return gguf_or_skip(name)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import jax.numpy as jnp  # noqa: E402
-from conftest import gguf_with_reference  # noqa: E402
+from conftest import gguf_or_skip, gguf_with_reference  # noqa: E402
 
 from mvjax.tokenizers import encode_prompt  # noqa: E402
 from mvjax.generate import generate  # noqa: E402
@@ -25,12 +25,7 @@ NEW_TOKENS = 32
 
 @pytest.fixture(scope="module")
 def gguf_path():
-    from mvjax.convert.weights import fetch_smollm2
-
-    try:
-        return fetch_smollm2(quiet=True)
-    except (FileNotFoundError, ValueError) as e:
-        pytest.skip(f"SmolLM2 GGUF unavailable offline: {e}")
+    return gguf_or_skip("smollm2")
 
 
 @pytest.fixture(scope="module")
