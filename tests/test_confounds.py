@@ -5,6 +5,7 @@ rules give known verdicts on synthetic results (and match RULES.md word for word
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -174,6 +175,29 @@ def test_rules_not_tested_without_enough_items_or_seeds():
     for t, e in r["conditions"]["original"]["tasks"].items():
         e["exact"]["hits"] = "0" * len(e["exact"]["hits"]) if t.startswith("passkey") else e["exact"]["hits"]
     assert _verdicts(r)["beyond_random_contextual_massive"] == NOT_TESTED
+
+
+def test_beyond_random_quotes_the_seeds_as_the_controls_table_does():
+    """On the committed run: each decided beyond-random verdict prints the seeds' range exactly as
+    the report's controls table prints it (percentages from counts, never from rounded fractions)."""
+    from test_golden import CONFOUNDS_RUN, DOCS
+
+    result = json.loads((DOCS / CONFOUNDS_RUN / "results.json").read_text())
+    table = (DOCS / CONFOUNDS_RUN / "report.md").read_text()
+    decided = 0
+    for claim in confound_rules(tuple(result["run"]["preset"]["bins"])):
+        if not claim.name.startswith("beyond_random"):
+            continue
+        out = claim.apply(ScoredRun.from_json(result))
+        if out.verdict == NOT_TESTED:
+            continue
+        low, high = re.search(r"random seeds ([\d.]+)–([\d.]+)% \((\d+) seeds", out.detail).groups()[:2]
+        kind = claim.name.split("_")[2]
+        row = next(line for line in table.splitlines()
+                   if line.startswith(f"| {'kept' if 'keep0' in claim.name else 'edited'}, {kind} |"))
+        assert f"[{low}–{high}] ({len(out.numbers['seeds'])})" in row, (claim.name, row)
+        decided += 1
+    assert decided >= 2
 
 
 def test_rule_texts_are_the_committed_ones():
