@@ -13,6 +13,8 @@
 # next machine start with SEED_FROM=that/results.json: its conditions are finished pieces there
 # (refused if made with other settings), the unmodified pass is scored again, the rest continues.
 #   SEED_FROM=docs/disrupt-smollm2-confounds/partial/results.json nohup bash docs/disrupt-smollm2-confounds/run_confounds.sh ...
+# STAGES=quantize skips the disrupt stage (finished and committed under disrupt/); QSEED_FROM seeds
+# the quantize stage from a committed partial quantize set as SEED_FROM does disrupt's.
 set -u
 RUNS=${RUNS:-/work/runs}
 mkdir -p "$RUNS"
@@ -26,18 +28,24 @@ run() {  # log name, core, then the mvjax experiment arguments
 # the name's sha256, 16 hex digits), not for any piece: a seeded run has finished pieces at once
 baseline_piece() { until [ -f "$RUNS/.$1.resume/$(printf baseline | sha256sum | cut -c1-16).pkl" ]; do sleep 30; done; }
 
+STAGES=" ${STAGES:-disrupt quantize} "
 # disrupt: core 0 scores the plan in order (the baseline pass first); core 1, once the baseline is
 # there, scores random seeds 5-9 and the energy-matched seeds, both position-0 variants (16 of 30)
-SEED=(); [ -n "${SEED_FROM:-}" ] && SEED=(--seed-from "$SEED_FROM")
-run disrupt-confounds 0 disrupt --out "$RUNS/disrupt-confounds" "${SEED[@]}" &
-baseline_piece disrupt-confounds
-HELP=$(for s in 5 6 7 8 9; do printf "random_s%s,keep0_random_s%s," $s $s; done
-       for s in 0 1 2; do printf "energy_matched_s%s,keep0_energy_matched_s%s," $s $s; done)
-run disrupt-confounds-helper 1 disrupt --out "$RUNS/disrupt-confounds" --only "${HELP%,}" &
-wait  # the main process waits for the helper's conditions (or takes over a dead helper's), then writes
+if [[ $STAGES == *" disrupt "* ]]; then
+  SEED=(); [ -n "${SEED_FROM:-}" ] && SEED=(--seed-from "$SEED_FROM")
+  run disrupt-confounds 0 disrupt --out "$RUNS/disrupt-confounds" "${SEED[@]}" &
+  baseline_piece disrupt-confounds
+  HELP=$(for s in 5 6 7 8 9; do printf "random_s%s,keep0_random_s%s," $s $s; done
+         for s in 0 1 2; do printf "energy_matched_s%s,keep0_energy_matched_s%s," $s $s; done)
+  run disrupt-confounds-helper 1 disrupt --out "$RUNS/disrupt-confounds" --only "${HELP%,}" &
+  wait  # the main process waits for the helper's conditions (or takes over a dead helper's), then writes
+fi
 # quantize: core 0 in order, core 1 the per-channel settings and the protected weights
-run quantize-confounds 0 quantize --out "$RUNS/quantize-confounds" &
-baseline_piece quantize-confounds
-run quantize-confounds-helper 1 quantize --out "$RUNS/quantize-confounds" \
-  --only act_int4_channel_post,act_int4_channel_post_keep_massive,act_int4_channel_post_keep_random,w_int4_protect,w_int4_protect_random &
-wait
+if [[ $STAGES == *" quantize "* ]]; then
+  QSEED=(); [ -n "${QSEED_FROM:-}" ] && QSEED=(--seed-from "$QSEED_FROM")
+  run quantize-confounds 0 quantize --out "$RUNS/quantize-confounds" "${QSEED[@]}" &
+  baseline_piece quantize-confounds
+  run quantize-confounds-helper 1 quantize --out "$RUNS/quantize-confounds" \
+    --only act_int4_channel_post,act_int4_channel_post_keep_massive,act_int4_channel_post_keep_random,w_int4_protect,w_int4_protect_random &
+  wait
+fi
