@@ -47,7 +47,7 @@ DISRUPT_RUNS = {  # committed run: the arguments run_full.sh gave `mvjax experim
     "full-pooled": ["--statistics", "pooled"],
     "full-prompt": ["--statistics", "prompt", "--seeds", "0", "--conditions", "table"],
 }
-CONFOUNDS_RUN = "disrupt-smollm2-confounds/partial"  # committed as it lands; the whole run when done
+CONFOUNDS_RUN = "disrupt-smollm2-confounds/disrupt"  # the whole disrupt run (31 conditions)
 ROPE_CAUSE_RUNS = ("rope-cause-cpu", "rope-cause-retrieval")
 
 

@@ -12,7 +12,7 @@
 # Across machines (a run folder does not outlive a session): commit such a partial set, and on the
 # next machine start with SEED_FROM=that/results.json: its conditions are finished pieces there
 # (refused if made with other settings), the unmodified pass is scored again, the rest continues.
-#   SEED_FROM=docs/disrupt-smollm2-confounds/partial/results.json nohup bash docs/disrupt-smollm2-confounds/run_confounds.sh ...
+#   SEED_FROM=path/to/committed/partial/results.json nohup bash docs/disrupt-smollm2-confounds/run_confounds.sh ...
 # STAGES=quantize skips the disrupt stage (finished and committed under disrupt/); QSEED_FROM seeds
 # the quantize stage from a committed partial quantize set as SEED_FROM does disrupt's.
 set -u
