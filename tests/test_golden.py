@@ -48,6 +48,7 @@ DISRUPT_RUNS = {  # committed run: the arguments run_full.sh gave `mvjax experim
     "full-prompt": ["--statistics", "prompt", "--seeds", "0", "--conditions", "table"],
 }
 CONFOUNDS_RUN = "disrupt-smollm2-confounds/disrupt"  # the whole disrupt run (31 conditions)
+CONFOUNDS_QUANTIZE_RUN = "disrupt-smollm2-confounds/quantize"  # its int4 stage (rule 6)
 ROPE_CAUSE_RUNS = ("rope-cause-cpu", "rope-cause-retrieval")
 
 
@@ -200,14 +201,17 @@ def test_disrupt_full_runs_redraw_to_the_committed_files(run, tmp_path, figures)
     check_figures(f"disrupt-smollm2/{run}", figures)
 
 
-def test_confounds_run_redraws_to_the_committed_files(tmp_path, figures):
-    """The confounds run (length bins, position 0 edited/kept, key depth, control seeds): its
-    pre-registered verdicts, tables and figures re-rendered from results.json by today's code."""
-    committed = DOCS / CONFOUNDS_RUN
-    out = redraw_experiment("disrupt", committed, tmp_path, ["--preset", "confounds"])
+@pytest.mark.parametrize("experiment,run", [("disrupt", CONFOUNDS_RUN),
+                                            ("quantize", CONFOUNDS_QUANTIZE_RUN)])
+def test_confounds_run_redraws_to_the_committed_files(experiment, run, tmp_path, figures):
+    """The confounds run (length bins, position 0 edited/kept, key depth, control seeds; then int4
+    with keep-massive beside keep-random): its pre-registered verdicts, tables and figures
+    re-rendered from results.json by today's code."""
+    committed = DOCS / run
+    out = redraw_experiment(experiment, committed, tmp_path, ["--preset", "confounds"])
     assert read(out / "results.json") == read(committed / "results.json")
     assert read(out / "report.md") == read(committed / "report.md")
-    check_figures(CONFOUNDS_RUN, figures)
+    check_figures(run, figures)
 
 
 @pytest.mark.parametrize("run", DISRUPT_RUNS)
