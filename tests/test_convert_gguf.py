@@ -11,13 +11,13 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
-import jax.numpy as jnp  # noqa: E402
 
 from mvjax.cli import main  # noqa: E402
 from mvjax.convert.gguf import load_gguf  # noqa: E402
 from mvjax.convert.hf import half_to_interleaved  # noqa: E402
 from mvjax.load import load_pretrained  # noqa: E402
 from gguf_files import write_gguf_file  # noqa: E402
+from hf_reference import hf_logits, mv_logits, randomize  # noqa: E402
 
 TOL = 1e-4
 VOCAB, SEQ = 128, 64
@@ -29,11 +29,7 @@ def random_hf(tied: bool, kv: int = 2, theta: float = 1e4, seed: int = 0):
         vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=kv, rms_norm_eps=1e-5, tie_word_embeddings=tied,
         rope_parameters={"rope_type": "default", "rope_theta": theta}, attn_implementation="eager")
-    model = transformers.LlamaForCausalLM(cfg).float().eval()
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            p.copy_(1 + 0.3 * torch.randn_like(p) if "norm" in n else 0.08 * torch.randn_like(p))
-    return model
+    return randomize(transformers.LlamaForCausalLM(cfg).float().eval())
 
 
 def write_gguf(path, hf, arch: str = "llama", quant=None) -> None:
@@ -56,11 +52,6 @@ def write_gguf(path, hf, arch: str = "llama", quant=None) -> None:
                     bos_token_id=1, eos_token_id=2)
 
 
-def logits_hf(hf, toks):
-    with torch.no_grad():
-        return hf(torch.tensor(toks)).logits.numpy()
-
-
 TOKS = np.random.default_rng(0).integers(0, VOCAB, size=(2, SEQ))
 
 
@@ -73,7 +64,7 @@ def test_gguf_import_matches_hf(tmp_path, tied, kv, layout):
     assert tok is None  # no tokenizer metadata in this file
     assert model.cfg.positional.layout == layout and model.cfg.tie_embeddings == tied
     assert model.cfg.num_kv_heads == kv and (model.cfg.bos_id, model.cfg.eos_id) == (1, 2)
-    diff = np.abs(np.asarray(model(jnp.asarray(TOKS)).logits) - logits_hf(hf, TOKS)).max()
+    diff = np.abs(mv_logits(model, TOKS) - hf_logits(hf, TOKS)).max()
     assert diff <= TOL, f"max |Δlogit| = {diff}"
 
 
@@ -97,7 +88,7 @@ def test_q8_0_gguf_dequantizes_like_reference(tmp_path):
                 deq = gguf.quants.dequantize(gguf.quants.quantize(p.numpy(), gguf.GGMLQuantizationType.Q8_0),
                                              gguf.GGMLQuantizationType.Q8_0)
                 p.copy_(torch.from_numpy(np.asarray(deq, np.float32).reshape(p.shape)))
-    diff = np.abs(np.asarray(model(jnp.asarray(TOKS)).logits) - logits_hf(hf, TOKS)).max()
+    diff = np.abs(mv_logits(model, TOKS) - hf_logits(hf, TOKS)).max()
     assert diff <= TOL
 
 
@@ -107,7 +98,7 @@ def test_cli_convert_gguf_and_resolver(tmp_path):
     assert main(["convert", str(tmp_path / "m.gguf"), str(tmp_path / "mv")]) == 0
     for src in (tmp_path / "mv", tmp_path / "m.gguf"):
         model, _ = load_pretrained(str(src))
-        assert np.abs(np.asarray(model(jnp.asarray(TOKS)).logits) - logits_hf(hf, TOKS)).max() <= TOL
+        assert np.abs(mv_logits(model, TOKS) - hf_logits(hf, TOKS)).max() <= TOL
 
 
 def _one_line_error(capsys, argv):

@@ -22,6 +22,7 @@ from mvjax.convert.hf import (half_to_interleaved, hf_to_model_config, interleav
                               load_hf, model_config_to_hf, read_safetensors, save_hf)
 from mvjax.load import load_pretrained  # noqa: E402
 from mvjax.model import init_model  # noqa: E402
+from hf_reference import hf_logits, mv_logits, random_tokens, randomize  # noqa: E402
 
 TOL = 1e-4
 SEQ = 64
@@ -43,28 +44,14 @@ def make_hf(tmp_path, name="hf", *, kv=2, tied=False, scaling=None, theta=1e4, s
         rms_norm_eps=1e-5, tie_word_embeddings=tied, rope_parameters=rope,
         attn_implementation="eager", **extra)
     model = transformers.LlamaForCausalLM(cfg).float().eval()
-    with torch.no_grad():  # random norms too, so a swapped/untransposed norm cannot hide
-        for n, p in model.named_parameters():
-            if "norm" in n:
-                p.copy_(1 + 0.3 * torch.randn_like(p))
-            else:
-                p.copy_(0.08 * torch.randn_like(p))
+    randomize(model)
     path = tmp_path / name
     model.save_pretrained(path, **({"max_shard_size": "40KB"} if extra.pop("_shard", False) else {}))
     return path, model
 
 
 def tokens(batch=2, seed=1):
-    return np.random.default_rng(seed).integers(0, VOCAB, size=(batch, SEQ))
-
-
-def hf_logits(model, toks):
-    with torch.no_grad():
-        return model(torch.tensor(toks)).logits.numpy()
-
-
-def mv_logits(model, toks):
-    return np.asarray(model(jnp.asarray(toks)).logits)
+    return random_tokens(VOCAB, SEQ, batch, seed)
 
 
 GRID = list(itertools.product(ATTN, (False, True), (None, "llama3"), (1e4, 5e5)))

@@ -13,6 +13,7 @@ TOL = 1e-4  # as the torch-free Gemma tests
 # ------------------------------------------------------------------------------ transformers
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+from hf_reference import hf_logits, mv_logits, randomize  # noqa: E402
 
 
 def make_hf_gemma(seed=0, **overrides):
@@ -25,10 +26,7 @@ def make_hf_gemma(seed=0, **overrides):
               attn_implementation="eager", pad_token_id=0, bos_token_id=2, eos_token_id=1)
     kw.update(overrides)
     model = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**kw)).float().eval()
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            p.copy_((0.3 if "norm" in n else 0.08) * torch.randn_like(p))
-    return model
+    return randomize(model, norm_mean=0.0)  # Gemma stores its norms as offsets from 1
 
 
 def _mv_from_hf(hf_model):
@@ -54,9 +52,7 @@ def test_logits_match_transformers_gemma3(seq):
     hf = make_hf_gemma()
     model = _mv_from_hf(hf)
     toks = np.random.default_rng(seq).integers(0, 64, (2, seq))
-    with torch.no_grad():
-        want = hf(torch.tensor(toks)).logits.numpy()
-    got = np.asarray(model(jnp.asarray(toks)).logits)
+    want, got = hf_logits(hf, toks), mv_logits(model, toks)
     np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL * np.abs(want).max())
 
 
@@ -111,9 +107,7 @@ def test_gemma3_gguf_import_matches_transformers(tmp_path, quant):
     model, tok = load_gguf(tmp_path / "g.gguf")
     assert tok is None and model.cfg.sliding_window == (5,) * 5 + (None,)
     toks = np.random.default_rng(4).integers(0, 64, (2, 14))
-    with torch.no_grad():
-        want = hf(torch.tensor(toks)).logits.numpy()
-    got = np.asarray(model(jnp.asarray(toks)).logits)
+    want, got = hf_logits(hf, toks), mv_logits(model, toks)
     np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL * np.abs(want).max())
 
 

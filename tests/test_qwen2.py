@@ -208,6 +208,7 @@ def test_qwen_names_resolve_everywhere(capsys):
 # ------------------------------------------------------------------------------ transformers
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+from hf_reference import hf_logits, mv_logits, random_tokens, randomize  # noqa: E402
 
 
 def make_hf_qwen2(tied=False, kv=2, seed=0, **overrides):
@@ -221,28 +222,11 @@ def make_hf_qwen2(tied=False, kv=2, seed=0, **overrides):
               use_sliding_window=False, sliding_window=32, max_window_layers=1)
     kw.update(overrides)
     model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kw)).float().eval()
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "norm" in n:
-                p.copy_(1 + 0.3 * torch.randn_like(p))
-            elif n.endswith("bias"):
-                p.copy_(0.5 * torch.randn_like(p))
-            else:
-                p.copy_(0.08 * torch.randn_like(p))
-    return model
+    return randomize(model, bias_std=0.5)
 
 
 def tokens(batch=2, seed=1):
-    return np.random.default_rng(seed).integers(0, VOCAB, size=(batch, SEQ))
-
-
-def hf_logits(model, toks):
-    with torch.no_grad():
-        return model(torch.tensor(toks)).logits.numpy()
-
-
-def mv_logits(model, toks):
-    return np.asarray(model(jnp.asarray(toks)).logits)
+    return random_tokens(VOCAB, SEQ, batch, seed)
 
 
 @pytest.mark.parametrize("tied,kv", [(False, 2), (True, 1)])
