@@ -15,6 +15,8 @@ pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from hf_reference import hf_logits, mv_logits  # noqa: E402
+
 import jax.numpy as jnp  # noqa: E402
 from conftest import gguf_or_skip, gguf_with_reference  # noqa: E402
 
@@ -89,9 +91,7 @@ def test_tokenizer_matches_transformers(both):
 def test_logits_match_transformers(both, prompt):
     model, tok, hf, _ = both
     ids = encode_prompt(tok, PROMPTS[prompt])
-    with torch.no_grad():
-        want = hf(torch.tensor([ids])).logits[0].numpy()
-    got = np.asarray(model(jnp.asarray([ids])).logits[0])
+    want, got = hf_logits(hf, [ids])[0], mv_logits(model, [ids])[0]
     diff = float(np.abs(got - want).max())
     print(json.dumps({"model": model.cfg.num_layers, "prompt": prompt, "tokens": len(ids),
                       "max_abs_logit_diff": diff, "rel": diff / float(np.abs(want).max())}))

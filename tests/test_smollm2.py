@@ -13,6 +13,8 @@ pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from hf_reference import hf_logits, mv_logits  # noqa: E402
+
 import jax.numpy as jnp  # noqa: E402
 from conftest import gguf_or_skip, gguf_with_reference  # noqa: E402
 
@@ -57,9 +59,7 @@ def test_config_and_tokenizer_match(both):
 def test_logits_and_greedy_generation_match(both):
     model, tok, hf, hf_tok = both
     ids = hf_tok(_prompt(hf_tok))["input_ids"]
-    with torch.no_grad():
-        hl = hf(torch.tensor([ids])).logits[0].numpy()
-    ml = np.asarray(model(jnp.asarray([ids])).logits[0])
+    hl, ml = hf_logits(hf, [ids])[0], mv_logits(model, [ids])[0]
     diff = float(np.abs(hl - ml).max())
     hf.generation_config.eos_token_id = None  # run all 32 steps, as mvjax's generate does
     with torch.no_grad():
